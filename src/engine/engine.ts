@@ -1,0 +1,91 @@
+/**
+ * The engine interface: what the COLO toolstack needs from whatever executes
+ * the guest's instructions (DESIGN.md §1). `emu` (v86) implements it today;
+ * a `kvm` engine implements the same interface later, nothing above changes.
+ *
+ * An engine knows nothing of COLO, files, TAP devices or sockets: it is given
+ * byte-level backends (block, NIC frames, console) and exposes RAM and state.
+ */
+
+/** Page size of every engine: x86 4 KiB pages. */
+export const PAGE_SIZE = 4096;
+export const PAGE_SHIFT = 12;
+
+export type EngineId = "emu" | "kvm";
+
+/**
+ * A block device backend implemented by the VM layer (we own every byte).
+ * Calls are synchronous: v86's IDE raises the completion interrupt before it
+ * calls write(), so a write must be durable in our code when write() returns.
+ */
+export interface BlockBackend {
+  /** Size of the device in bytes (a multiple of 512). */
+  readonly byteLength: number;
+  read(offset: number, length: number): Uint8Array;
+  write(offset: number, data: Uint8Array): void;
+}
+
+export interface MachineSpec {
+  /** Guest RAM in bytes (a multiple of PAGE_SIZE). */
+  memoryBytes: number;
+  kernel: Uint8Array;
+  initrd?: Uint8Array;
+  cmdline: string;
+  /** The NIC's MAC address (6 octets); no NIC when absent. */
+  nicMac?: Uint8Array;
+  /** Block devices in order: the first is the guest's /dev/sda (IDE hda). */
+  disks: BlockBackend[];
+}
+
+export type EngineEvent =
+  /** The guest stopped for good (triple fault, engine error). */
+  | { kind: "fault"; message: string };
+
+export interface Engine {
+  readonly id: EngineId;
+  readonly memoryBytes: number;
+  readonly pageCount: number;
+
+  /** Boot the machine; resolves when the first guest instruction may run. */
+  start(): Promise<void>;
+  /** Stop the vCPU; resolves when no guest instruction runs any more. */
+  pause(): Promise<void>;
+  /** Resume the vCPU; frames delivered while paused are delivered now. */
+  resume(): Promise<void>;
+  readonly running: boolean;
+
+  /**
+   * Guest RAM. Re-read after start/loadState: the view may be replaced.
+   * Writes through this view are not seen by takeDirtyPages() on engines
+   * with a hardware dirty log; call markDirty() for them.
+   */
+  ram(): Uint8Array;
+  /**
+   * The page frame numbers written since the previous call (or since start),
+   * sorted ascending, each once: by the guest, by the engine's own devices,
+   * and pages passed to markDirty(). Best called while paused.
+   */
+  takeDirtyPages(): Uint32Array;
+  /** Record that VMM code wrote this page outside the guest's view. */
+  markDirty(pfn: number): void;
+
+  /** Everything except RAM (CPU, interrupt controllers, timers, devices). */
+  saveState(): Promise<Uint8Array>;
+  /** Inverse of saveState(); the machine must be paused. */
+  loadState(state: Uint8Array): Promise<void>;
+
+  /** Frames the guest's NIC transmitted. */
+  onTransmit(listener: (frame: Uint8Array) => void): void;
+  /** Deliver a frame to the guest's NIC (queued while paused or not ready). */
+  deliver(frame: Uint8Array): void;
+
+  /** Bytes the guest wrote to its serial console. */
+  onConsoleOutput(listener: (bytes: Uint8Array) => void): void;
+  /** Bytes typed into the guest's serial console. */
+  sendConsoleInput(bytes: Uint8Array): void;
+
+  onEvent(listener: (event: EngineEvent) => void): void;
+
+  /** Stop and release everything; idempotent. */
+  destroy(): Promise<void>;
+}
