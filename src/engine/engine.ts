@@ -29,6 +29,8 @@ export interface MachineSpec {
   /** Guest RAM in bytes (a multiple of PAGE_SIZE). */
   memoryBytes: number;
   kernel: Uint8Array;
+  /** How to load `kernel`: a Linux bzImage (default) or a Multiboot image (test guests). */
+  kernelFormat?: "bzimage" | "multiboot";
   initrd?: Uint8Array;
   cmdline: string;
   /** The NIC's MAC address (6 octets); no NIC when absent. */

@@ -1,0 +1,66 @@
+import { PAGE_SIZE } from "../engine.js";
+
+/**
+ * Finds the pages of guest RAM written since the last call by comparing RAM
+ * with a shadow copy (v86 keeps no dirty log; ENGINE-NOTES.md: ~10 ms per
+ * 64 MiB with Buffer.compare per page). Whoever wrote the page -- guest code,
+ * an emulated device's DMA, or our own code through the RAM view -- the
+ * comparison sees it. Pages reported are copied into the shadow, so each
+ * write is reported exactly once.
+ *
+ * The shadow starts as zeros, like RAM at power-on: the first call reports
+ * every page that is not zero (BIOS, kernel, initrd, and what ran since).
+ */
+export class ShadowDirtyTracker {
+  private readonly shadow: Buffer;
+  private readonly forced = new Set<number>();
+
+  constructor(readonly memoryBytes: number) {
+    if (memoryBytes % PAGE_SIZE !== 0) {
+      throw new RangeError(`memory size ${memoryBytes} is not a multiple of the page size ${PAGE_SIZE}`);
+    }
+    this.shadow = Buffer.alloc(memoryBytes);
+  }
+
+  get pageCount(): number {
+    return this.memoryBytes / PAGE_SIZE;
+  }
+
+  /** Report a page even if its bytes did not change (e.g. rewritten with the same value). */
+  markDirty(pfn: number): void {
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.pageCount) {
+      throw new RangeError(`pfn ${pfn} outside guest RAM (${this.pageCount} pages)`);
+    }
+    this.forced.add(pfn);
+  }
+
+  /** Sorted page frame numbers changed since the last call; updates the shadow. */
+  take(ram: Uint8Array): Uint32Array {
+    if (ram.length < this.memoryBytes) {
+      throw new RangeError(`RAM view of ${ram.length} bytes is smaller than ${this.memoryBytes}`);
+    }
+    const live = Buffer.from(ram.buffer, ram.byteOffset, this.memoryBytes);
+    const out: number[] = [];
+    const pages = this.pageCount;
+    for (let pfn = 0; pfn < pages; pfn++) {
+      const start = pfn * PAGE_SIZE;
+      const end = start + PAGE_SIZE;
+      if (this.forced.has(pfn) || live.compare(this.shadow, start, end, start, end) !== 0) {
+        live.copy(this.shadow, start, start, end);
+        out.push(pfn);
+      }
+    }
+    this.forced.clear();
+    return Uint32Array.from(out);
+  }
+
+  /**
+   * Make the shadow equal to RAM without reporting anything: used after RAM
+   * was replaced wholesale by a caller that already knows what changed
+   * (e.g. a restore that sent every page).
+   */
+  resync(ram: Uint8Array): void {
+    Buffer.from(ram.buffer, ram.byteOffset, this.memoryBytes).copy(this.shadow);
+    this.forced.clear();
+  }
+}

@@ -1,0 +1,348 @@
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { V86 } from "v86";
+import type { V86Options } from "v86";
+import { PAGE_SIZE, type Engine, type EngineEvent, type MachineSpec } from "../engine.js";
+import { EngineError } from "../errors.js";
+import { V86BlockAdapter } from "./block-adapter.js";
+import { ShadowDirtyTracker } from "./dirty-tracker.js";
+import {
+  internals,
+  PCI_BAR0_DWORD,
+  VIRTIO_NET_RX_QUEUE,
+  VIRTIO_STATUS_DRIVER_OK,
+  type V86Cpu,
+  type V86WithInternals,
+} from "./v86-internals.js";
+
+/** Debian's seabios package (ENGINE-NOTES.md): a BIOS without a VGA BIOS. */
+export const DEFAULT_BIOS_PATH = "/usr/share/seabios/bios.bin";
+
+/** v86 loads the initrd at 64 MiB (ENGINE-NOTES.md): RAM must extend past it. */
+const V86_INITRD_LOAD_ADDRESS = 64 * 2 ** 20;
+
+/** VGA memory is part of every saved state: keep it at v86's minimum useful size. */
+const VGA_MEMORY_BYTES = 2 ** 18;
+
+/** Inbound frames held while paused or while the guest's RX ring is not ready. */
+const MAX_PENDING_RX_FRAMES = 1024;
+
+export interface EmuOptions {
+  /** BIOS image; a Multiboot kernel runs without one. */
+  biosPath?: string;
+  /** NIC model the guest sees. */
+  nicModel?: "virtio" | "ne2k";
+}
+
+function v86WasmPath(): string {
+  const require = createRequire(import.meta.url);
+  return join(dirname(require.resolve("v86")), "v86.wasm");
+}
+
+function exactArrayBuffer(bytes: Uint8Array): ArrayBuffer {
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy.buffer;
+}
+
+type Listener<T> = (value: T) => void;
+
+/**
+ * The `emu` engine: the guest runs in the v86 x86 emulator (wasm JIT) on the
+ * main thread. Dirty pages come from a shadow copy of RAM; the state without
+ * RAM comes from v86's own save_state() with its memory packer disabled.
+ */
+export class EmuEngine implements Engine {
+  readonly id = "emu" as const;
+  readonly memoryBytes: number;
+  readonly pageCount: number;
+
+  private emulator: V86 | undefined;
+  private inner: V86WithInternals | undefined;
+  private readonly tracker: ShadowDirtyTracker;
+  private isRunning = false;
+  private destroyed = false;
+  private guestNicSeen = false;
+  private readonly pendingRx: Uint8Array[] = [];
+  private rxRetry: NodeJS.Timeout | undefined;
+  private droppedRxFrames = 0;
+  private readonly txListeners: Listener<Uint8Array>[] = [];
+  private readonly consoleListeners: Listener<Uint8Array>[] = [];
+  private readonly eventListeners: Listener<EngineEvent>[] = [];
+  private consoleBatch: number[] = [];
+  private consoleFlushScheduled = false;
+
+  constructor(
+    private readonly spec: MachineSpec,
+    private readonly options: EmuOptions = {},
+  ) {
+    if (!Number.isInteger(spec.memoryBytes) || spec.memoryBytes <= 0 || spec.memoryBytes % PAGE_SIZE !== 0) {
+      throw new EngineError("emu", "BAD_SPEC", `memory size ${spec.memoryBytes} is not a positive multiple of ${PAGE_SIZE}`);
+    }
+    if (spec.initrd && spec.memoryBytes <= V86_INITRD_LOAD_ADDRESS + spec.initrd.length) {
+      const needMiB = Math.ceil((V86_INITRD_LOAD_ADDRESS + spec.initrd.length) / 2 ** 20) + 1;
+      throw new EngineError(
+        "emu",
+        "BAD_SPEC",
+        `memory ${spec.memoryBytes / 2 ** 20} MiB is too small: v86 loads the initrd (${(spec.initrd.length / 2 ** 20).toFixed(1)} MiB) at 64 MiB; use at least ${needMiB} MiB`,
+      );
+    }
+    if (spec.disks.length > 2) {
+      throw new EngineError("emu", "BAD_SPEC", `at most 2 disks (hda, hdb) are supported, got ${spec.disks.length}`);
+    }
+    if (spec.nicMac && spec.nicMac.length !== 6) {
+      throw new EngineError("emu", "BAD_SPEC", `NIC MAC must be 6 octets, got ${spec.nicMac.length}`);
+    }
+    this.memoryBytes = spec.memoryBytes;
+    this.pageCount = spec.memoryBytes / PAGE_SIZE;
+    this.tracker = new ShadowDirtyTracker(spec.memoryBytes);
+  }
+
+  get running(): boolean {
+    return this.isRunning;
+  }
+
+  /** Inbound frames dropped because the pending queue was full. */
+  get rxDropped(): number {
+    return this.droppedRxFrames;
+  }
+
+  async start(): Promise<void> {
+    if (this.emulator) throw new EngineError("emu", "BAD_SPEC", "already started");
+    const spec = this.spec;
+    const options: V86Options = {
+      wasm_path: v86WasmPath(),
+      memory_size: spec.memoryBytes,
+      vga_memory_size: VGA_MEMORY_BYTES,
+      autostart: false,
+      disable_keyboard: true,
+      disable_mouse: true,
+      disable_speaker: true,
+      cmdline: spec.cmdline,
+    };
+    const biosPath = this.options.biosPath ?? (spec.kernelFormat === "multiboot" ? undefined : DEFAULT_BIOS_PATH);
+    if (biosPath) {
+      let bios: Buffer;
+      try {
+        bios = readFileSync(biosPath);
+      } catch (err) {
+        throw new EngineError("emu", "BAD_SPEC", `cannot read BIOS ${biosPath}: ${(err as Error).message} (install Debian's seabios)`);
+      }
+      options.bios = { buffer: exactArrayBuffer(bios) };
+    }
+    if (spec.kernelFormat === "multiboot") options.multiboot = { buffer: exactArrayBuffer(spec.kernel) };
+    else options.bzimage = { buffer: exactArrayBuffer(spec.kernel) };
+    if (spec.initrd) options.initrd = { buffer: exactArrayBuffer(spec.initrd) };
+    if (spec.nicMac) options.net_device = { type: this.options.nicModel ?? "virtio" };
+    // v86 accepts any object with get/set/load as a disk; its typings do not say so.
+    const disks = options as Omit<V86Options, "hda" | "hdb"> & { hda?: V86BlockAdapter; hdb?: V86BlockAdapter };
+    const [hda, hdb] = spec.disks;
+    if (hda) disks.hda = new V86BlockAdapter(hda);
+    if (hdb) disks.hdb = new V86BlockAdapter(hdb);
+
+    const emulator = new V86(options);
+    this.emulator = emulator;
+    await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
+    this.inner = internals(emulator);
+    if (spec.nicMac) {
+      const nic = this.inner.v86.cpu.devices.virtio_net;
+      if (nic) nic.mac.set(spec.nicMac);
+    }
+    emulator.add_listener("net0-send", (frame: Uint8Array) => this.onGuestFrame(frame));
+    emulator.add_listener("serial0-output-byte", (byte: number) => this.onConsoleByte(byte));
+    await emulator.run();
+    this.isRunning = true;
+  }
+
+  private cpu(): V86Cpu {
+    if (this.destroyed) throw new EngineError("emu", "DESTROYED", "engine destroyed");
+    if (!this.inner) throw new EngineError("emu", "NOT_STARTED", "machine not started");
+    return this.inner.v86.cpu;
+  }
+
+  private requireEmulator(): V86 {
+    if (this.destroyed) throw new EngineError("emu", "DESTROYED", "engine destroyed");
+    if (!this.emulator) throw new EngineError("emu", "NOT_STARTED", "machine not started");
+    return this.emulator;
+  }
+
+  async pause(): Promise<void> {
+    const emulator = this.requireEmulator();
+    if (!this.isRunning) return;
+    this.isRunning = false;
+    await emulator.stop();
+  }
+
+  async resume(): Promise<void> {
+    const emulator = this.requireEmulator();
+    if (this.isRunning) return;
+    await emulator.run();
+    this.isRunning = true;
+    this.flushRx();
+  }
+
+  ram(): Uint8Array {
+    return this.cpu().mem8.subarray(0, this.memoryBytes);
+  }
+
+  takeDirtyPages(): Uint32Array {
+    return this.tracker.take(this.ram());
+  }
+
+  markDirty(pfn: number): void {
+    this.tracker.markDirty(pfn);
+  }
+
+  async saveState(): Promise<Uint8Array> {
+    const emulator = this.requireEmulator();
+    const cpu = this.cpu();
+    const pageCount = this.pageCount;
+    const original = cpu.pack_memory;
+    // RAM travels separately (PAGE_DATA records): give v86's packer no pages.
+    cpu.pack_memory = () => ({
+      bitmap: { get_buffer: () => new ArrayBuffer(Math.ceil(pageCount / 8)) },
+      packed_memory: new Uint8Array(0),
+    });
+    try {
+      return new Uint8Array(await emulator.save_state());
+    } finally {
+      cpu.pack_memory = original;
+    }
+  }
+
+  async loadState(state: Uint8Array): Promise<void> {
+    const emulator = this.requireEmulator();
+    if (this.isRunning) throw new EngineError("emu", "NOT_PAUSED", "loadState needs a paused machine");
+    const cpu = this.cpu();
+    const original = cpu.unpack_memory;
+    const pci = cpu.devices.pci;
+    const originalPciSetState = pci.set_state;
+    // v86's unpacker zeroes RAM before writing the packed pages: keep our RAM.
+    cpu.unpack_memory = () => {};
+    // Hide the holes in the IDE controller's BARs from v86's restore (see V86Pci).
+    pci.set_state = (pciState: unknown[]) => {
+      const holes: { device: number; index: number; value: number }[] = [];
+      pci.devices.forEach((device, i) => {
+        const space = pciState[i];
+        if (!device || !(space instanceof Int32Array)) return;
+        device.pci_bars.forEach((bar, nr) => {
+          const index = PCI_BAR0_DWORD + nr;
+          if (!bar) holes.push({ device: i, index, value: space[index] ?? 0 });
+          if (!bar) space[index] = 0;
+        });
+      });
+      originalPciSetState.call(pci, pciState);
+      // Put the guest-visible config-space values back as they were saved.
+      for (const h of holes) {
+        const live = pci.device_spaces[h.device];
+        if (live) live[h.index] = h.value;
+      }
+    };
+    try {
+      await emulator.restore_state(exactArrayBuffer(state));
+    } catch (err) {
+      throw new EngineError("emu", "BAD_STATE", `cannot load state: ${(err as Error).message}`);
+    } finally {
+      cpu.unpack_memory = original;
+      pci.set_state = originalPciSetState;
+    }
+    // The NIC's MAC comes from our spec, not from the state.
+    const nic = cpu.devices.virtio_net;
+    if (nic && this.spec.nicMac) nic.mac.set(this.spec.nicMac);
+    this.guestNicSeen = true;
+  }
+
+  onTransmit(listener: (frame: Uint8Array) => void): void {
+    this.txListeners.push(listener);
+  }
+
+  deliver(frame: Uint8Array): void {
+    if (this.destroyed) return;
+    if (this.pendingRx.length >= MAX_PENDING_RX_FRAMES) {
+      this.pendingRx.shift();
+      this.droppedRxFrames++;
+    }
+    this.pendingRx.push(frame);
+    this.flushRx();
+  }
+
+  onConsoleOutput(listener: (bytes: Uint8Array) => void): void {
+    this.consoleListeners.push(listener);
+  }
+
+  sendConsoleInput(bytes: Uint8Array): void {
+    this.requireEmulator().serial_send_bytes(0, bytes);
+  }
+
+  onEvent(listener: (event: EngineEvent) => void): void {
+    this.eventListeners.push(listener);
+  }
+
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    if (this.rxRetry) clearTimeout(this.rxRetry);
+    this.pendingRx.length = 0;
+    const emulator = this.emulator;
+    this.emulator = undefined;
+    this.inner = undefined;
+    this.isRunning = false;
+    if (emulator) await emulator.destroy();
+  }
+
+  private onGuestFrame(frame: Uint8Array): void {
+    this.guestNicSeen = true;
+    // v86 hands out a view of a buffer it reuses: copy before it escapes.
+    const copy = Uint8Array.from(frame);
+    for (const l of this.txListeners) l(copy);
+    if (this.pendingRx.length > 0) this.flushRx();
+  }
+
+  private rxReady(): boolean {
+    if (!this.isRunning || !this.inner) return false;
+    const nic = this.inner.v86.cpu.devices.virtio_net;
+    if (!nic) return this.guestNicSeen; // ne2k: ready once the driver has transmitted
+    const rx = nic.virtio.queues[VIRTIO_NET_RX_QUEUE];
+    return (
+      (nic.virtio.device_status & VIRTIO_STATUS_DRIVER_OK) !== 0 &&
+      rx !== undefined &&
+      Boolean(rx.is_configured()) &&
+      rx.has_request()
+    );
+  }
+
+  /** Deliver held frames while the guest has RX buffers; retry shortly otherwise. */
+  private flushRx(): void {
+    const inner = this.inner;
+    if (!inner) return;
+    while (this.pendingRx.length > 0 && this.rxReady()) {
+      const frame = this.pendingRx.shift();
+      if (frame) inner.bus.send("net0-receive", frame);
+    }
+    if (this.pendingRx.length > 0 && this.isRunning && !this.rxRetry) {
+      this.rxRetry = setTimeout(() => {
+        this.rxRetry = undefined;
+        this.flushRx();
+      }, 1);
+    }
+  }
+
+  private onConsoleByte(byte: number): void {
+    this.consoleBatch.push(byte);
+    if (!this.consoleFlushScheduled) {
+      this.consoleFlushScheduled = true;
+      setImmediate(() => {
+        this.consoleFlushScheduled = false;
+        const bytes = Uint8Array.from(this.consoleBatch);
+        this.consoleBatch = [];
+        for (const l of this.consoleListeners) l(bytes);
+      });
+    }
+  }
+
+  /** Report an emulator failure to listeners (used by the VM layer's error handling). */
+  reportFault(message: string): void {
+    for (const l of this.eventListeners) l({ kind: "fault", message });
+  }
+}

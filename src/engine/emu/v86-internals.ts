@@ -1,0 +1,66 @@
+/**
+ * The few v86 internals the emu engine touches, typed narrowly. v86 0.5.462
+ * exposes no public API for these (RAM view, RAM-less state, the NIC's MAC,
+ * RX ring state); everything that reaches past the public API goes through
+ * this file so a v86 upgrade has one place to check.
+ */
+import type { V86 } from "v86";
+
+export interface V86Bitmap {
+  get_buffer(): ArrayBuffer;
+}
+
+export interface V86VirtQueue {
+  is_configured(): unknown;
+  has_request(): boolean;
+}
+
+export interface V86VirtioNet {
+  mac: Uint8Array;
+  virtio: { device_status: number; queues: V86VirtQueue[] };
+}
+
+export interface V86Cpu {
+  /** Guest RAM; re-read the property: the view is replaced if wasm memory grows. */
+  mem8: Uint8Array;
+  pack_memory(): { bitmap: V86Bitmap; packed_memory: Uint8Array };
+  unpack_memory(bitmap: unknown, packed: Uint8Array): void;
+  devices: { virtio_net?: V86VirtioNet; pci: V86Pci };
+}
+
+/**
+ * v86's PCI bus. Its set_state() re-maps every I/O BAR whose config-space
+ * value has bit 0 set, but the IDE controller's BAR0/BAR1 are holes in
+ * `pci_bars` with value 1: restoring a state then dereferences undefined.
+ */
+export interface V86Pci {
+  devices: ({ pci_bars: (object | null | undefined)[] } | undefined)[];
+  device_spaces: (Int32Array | undefined)[];
+  set_state(state: unknown[]): void;
+}
+
+/** Offset (in u32s) of BAR0 in a PCI type-0 config header (PCI Local Bus Spec 3.0 §6.1). */
+export const PCI_BAR0_DWORD = 4;
+
+export interface V86Bus {
+  send(name: string, data?: unknown): void;
+}
+
+export interface V86WithInternals {
+  v86: { cpu: V86Cpu };
+  bus: V86Bus;
+}
+
+export function internals(emulator: V86): V86WithInternals {
+  const e = emulator as unknown as Partial<V86WithInternals>;
+  if (!e.v86 || !e.v86.cpu || !e.bus) {
+    throw new Error("v86 internals not found (unsupported v86 version?)");
+  }
+  return e as V86WithInternals;
+}
+
+/** virtio 1.x device status bit DRIVER_OK (virtio spec §2.1). */
+export const VIRTIO_STATUS_DRIVER_OK = 4;
+
+/** Index of the receive queue of virtio-net's first queue pair (virtio spec §5.1.2). */
+export const VIRTIO_NET_RX_QUEUE = 0;
