@@ -1,0 +1,12 @@
+/** Messages a freshly spawned VM daemon sends to `colo create` over the IPC channel. */
+export type DaemonReport =
+  | { type: "ready"; line: string; bootMs: number }
+  | { type: "failed"; error: string; consoleTail: string };
+
+export function isDaemonReport(value: unknown): value is DaemonReport {
+  if (typeof value !== "object" || value === null) return false;
+  const v = value as Record<string, unknown>;
+  if (v.type === "ready") return typeof v.line === "string" && typeof v.bootMs === "number";
+  if (v.type === "failed") return typeof v.error === "string" && typeof v.consoleTail === "string";
+  return false;
+}

@@ -1,0 +1,70 @@
+/**
+ * The per-VM control socket protocol: a Unix stream socket, one JSON object
+ * per line each way. The client sends a request, the daemon answers with one
+ * response line. `console` is different: after its `{"ok":true}` line the
+ * connection carries raw console bytes in both directions until either side
+ * closes it. See docs/control-socket.md.
+ */
+
+export type ControlRequest =
+  | { op: "status" }
+  | { op: "pause" }
+  | { op: "unpause" }
+  | { op: "destroy" }
+  | { op: "console"; replay?: boolean }
+  | { op: "console-tail"; bytes?: number };
+
+export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail"] as const;
+
+export type ControlResponse = { ok: true; result?: unknown } | { ok: false; error: string };
+
+/** Largest request line the daemon accepts; longer input is a protocol error. */
+export const MAX_REQUEST_BYTES = 64 * 1024;
+
+/** Parses one request line from an untrusted peer; throws an Error saying what is wrong. */
+export function parseRequest(line: string): ControlRequest {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new Error(`request is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error("request must be a JSON object");
+  const op = (value as { op?: unknown }).op;
+  if (typeof op !== "string") throw new Error('request has no "op" string');
+  switch (op) {
+    case "status":
+    case "pause":
+    case "unpause":
+    case "destroy":
+      return { op };
+    case "console": {
+      const replay = (value as { replay?: unknown }).replay;
+      if (replay !== undefined && typeof replay !== "boolean") throw new Error('console: "replay" must be a boolean');
+      return replay === undefined ? { op } : { op, replay };
+    }
+    case "console-tail": {
+      const bytes = (value as { bytes?: unknown }).bytes;
+      if (bytes !== undefined && (typeof bytes !== "number" || !Number.isInteger(bytes) || bytes < 0 || bytes > 65536)) {
+        throw new Error('console-tail: "bytes" must be an integer 0..65536');
+      }
+      return bytes === undefined ? { op } : { op, bytes };
+    }
+    default:
+      throw new Error(`unknown op ${JSON.stringify(op)} (known: ${CONTROL_OPS.join(", ")})`);
+  }
+}
+
+export function parseResponse(line: string): ControlResponse {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new Error(`response is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
+  }
+  if (typeof value !== "object" || value === null) throw new Error("response must be a JSON object");
+  const v = value as { ok?: unknown; error?: unknown; result?: unknown };
+  if (v.ok === true) return { ok: true, result: v.result };
+  if (v.ok === false && typeof v.error === "string") return { ok: false, error: v.error };
+  throw new Error('response has neither {"ok":true} nor {"ok":false,"error":...}');
+}

@@ -1,0 +1,114 @@
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { ConfigError } from "../config/errors.js";
+import { ControlError } from "../api/control-client.js";
+import { attachConsole } from "./console.js";
+import { createVm } from "./create.js";
+import { destroyVm, listVms, pauseVm, statusVm, unpauseVm } from "./control-verbs.js";
+import { imageBuild, diskCreate } from "./image.js";
+import { labVerb } from "./lab.js";
+import { CliError } from "./output.js";
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive whole number, got "${value}"`);
+  return n;
+}
+
+/**
+ * `colo`: xl-like verbs over per-VM daemons (docs/cli.md). Commander parses
+ * arguments (docs/dependencies.md says why); each verb lives in its own file.
+ */
+export function program(): Command {
+  const p = new Command("colo")
+    .description("non-stop virtual machines by COLO (coarse-grained lock-stepping)")
+    .showHelpAfterError()
+    .exitOverride();
+
+  p.command("create")
+    .description("start a VM from an xl.cfg-style file; returns when the guest's service is up")
+    .argument("<cfg>", "VM configuration file")
+    .option("--timeout <s>", "seconds to wait for the guest's service", positiveInt, 300)
+    .option("--no-wait", "return once the daemon is started")
+    .action(async (cfg: string, o: { timeout: number; wait: boolean }) => createVm(cfg, o));
+
+  p.command("list")
+    .description("list running VMs")
+    .option("--json", "machine-readable output")
+    .action(async (o: { json?: boolean }) => listVms(o.json === true));
+
+  p.command("console")
+    .description("attach to a VM's serial console (Ctrl-] detaches)")
+    .argument("<name>")
+    .option("--no-replay", "do not print the recent console output first")
+    .action(async (name: string, o: { replay: boolean }) => attachConsole(name, o));
+
+  p.command("pause").description("pause a VM's vCPU").argument("<name>").action(async (name: string) => pauseVm(name));
+  p.command("unpause").description("resume a paused VM").argument("<name>").action(async (name: string) => unpauseVm(name));
+  p.command("destroy")
+    .description("stop a VM and release its TAP, disks and daemon")
+    .argument("<name>")
+    .action(async (name: string) => destroyVm(name));
+  p.command("status")
+    .description("a VM's status as JSON")
+    .argument("<name>")
+    .action(async (name: string) => {
+      process.stdout.write(JSON.stringify(await statusVm(name), null, 2) + "\n");
+    });
+
+  const image = p.command("image").description("the guest image");
+  image
+    .command("build")
+    .description("build (or reuse) the guest kernel + initrd from Debian packages")
+    .option("--force", "rebuild even if the cached image matches the package versions")
+    .option("--cache <dir>", "cache folder (default: <repo>/.cache/guest)")
+    .action(async (o: { force?: boolean; cache?: string }) => imageBuild(o));
+
+  p.command("disk-create")
+    .description("create an empty ext4 data disk (raw image)")
+    .argument("<path>")
+    .option("--size <MiB>", "size in MiB", positiveInt, 64)
+    .option("--force", "overwrite an existing file")
+    .action(async (path: string, o: { size: number; force?: boolean }) => diskCreate(path, o));
+
+  p.command("lab")
+    .description("the lab's network namespaces: a LAN bridge, a client, two hosts")
+    .argument("<action>", "up | down | status")
+    .action(async (action: string) => labVerb(action));
+
+  p.command("__vm-daemon", { hidden: true })
+    .argument("<cfg>")
+    .action(async (cfg: string) => {
+      const { vmDaemonMain } = await import("../api/vm-daemon.js");
+      await vmDaemonMain(cfg);
+    });
+
+  return p;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof CliError) {
+      process.stderr.write(`colo: ${err.message}\n`);
+      if (err.detail) process.stderr.write(err.detail + "\n");
+      return err.exitCode;
+    }
+    if (err instanceof ConfigError || err instanceof ControlError) {
+      process.stderr.write(`colo: ${err.message}\n`);
+      return 1;
+    }
+    const e = err as Error;
+    process.stderr.write(`colo: ${e.message ?? String(err)}\n`);
+    if (process.env.COLO_DEBUG) process.stderr.write(`${e.stack ?? ""}\n`);
+    return 1;
+  }
+}
+
+const isDaemon = process.argv[2] === "__vm-daemon";
+void main(process.argv).then((code) => {
+  // The daemon keeps running on its own event loop; every other verb exits.
+  if (!isDaemon || code !== 0) process.exit(code);
+});

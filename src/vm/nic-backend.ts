@@ -1,0 +1,62 @@
+import type { VifConfig } from "../config/types.js";
+import type { Engine } from "../engine/engine.js";
+import { addToBridge, setLinkUp } from "../sys/netif.js";
+import { openTap, type TapDevice } from "../sys/tap.js";
+import { tapNameFor } from "./tap-name.js";
+
+/**
+ * The VM's NIC on the host: a TAP device, joined to the vif's bridge, with
+ * frames copied both ways between the TAP and the engine's NIC. Layers above
+ * (the COLO proxy) can interpose on both directions through the hooks.
+ */
+export class NicBackend {
+  private rxFrames = 0;
+  private txFrames = 0;
+  /** Frames from the guest, before they reach the TAP; return false to hold them back. */
+  transmitFilter: ((frame: Uint8Array) => boolean) | undefined;
+
+  private constructor(
+    private readonly tap: TapDevice,
+    private readonly engine: Engine,
+  ) {
+    engine.onTransmit((frame) => {
+      this.txFrames++;
+      if (this.transmitFilter && !this.transmitFilter(frame)) return;
+      this.tap.write(frame);
+    });
+    tap.onFrame((frame) => {
+      this.rxFrames++;
+      this.engine.deliver(frame);
+    });
+  }
+
+  static open(vmName: string, vif: VifConfig, engine: Engine): NicBackend {
+    const name = tapNameFor(vmName);
+    const tap = openTap(name);
+    try {
+      if (vif.bridge) addToBridge(vif.bridge, name);
+      setLinkUp(name);
+    } catch (err) {
+      tap.close();
+      throw err;
+    }
+    return new NicBackend(tap, engine);
+  }
+
+  get tapName(): string {
+    return this.tap.name;
+  }
+
+  /** Writes a frame to the host side (e.g. a gratuitous ARP after a move). */
+  sendToHost(frame: Uint8Array): void {
+    this.tap.write(frame);
+  }
+
+  stats(): { rxFrames: number; txFrames: number; rxDropped: number } {
+    return { rxFrames: this.rxFrames, txFrames: this.txFrames, rxDropped: this.tap.droppedWrites ?? 0 };
+  }
+
+  close(): void {
+    this.tap.close();
+  }
+}

@@ -1,0 +1,189 @@
+import { readFileSync } from "node:fs";
+import { formatMac, guestCmdline, type VmConfig } from "../config/index.js";
+import type { Engine } from "../engine/engine.js";
+import { EmuEngine } from "../engine/emu/emu-engine.js";
+import { EngineError } from "../engine/errors.js";
+import { ConsoleBuffer } from "./console-buffer.js";
+import { VmError } from "./errors.js";
+import { NicBackend } from "./nic-backend.js";
+import { RawDiskBackend } from "./raw-disk.js";
+
+export type VmRunState = "created" | "running" | "paused" | "destroyed";
+
+/** The console line the guest's init prints when its service is up (guest/init.sh). */
+export const GUEST_READY_MARKER = "COLO-GUEST-READY";
+export const GUEST_FAILED_MARKER = "COLO-GUEST-FAILED";
+
+export interface VmOptions {
+  /** Create the TAP and join the bridge; false runs the VM with its NIC unplugged. */
+  attachNetwork?: boolean;
+  /** Passed to the emu engine (tests may use another BIOS). */
+  biosPath?: string;
+}
+
+export interface VmStatus {
+  name: string;
+  state: VmRunState;
+  engine: string;
+  memoryMiB: number;
+  tap: string | undefined;
+  bridge: string | undefined;
+  mac: string | undefined;
+  uptimeMs: number;
+  disks: { path: string; readOnly: boolean; reads: number; writes: number; bytesWritten: number }[];
+  nic: { rxFrames: number; txFrames: number; rxDropped: number } | undefined;
+}
+
+function readImage(vm: string, what: string, path: string): Uint8Array {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new VmError(vm, "KERNEL", `cannot read ${what} ${path}: ${e.code ?? e.message}`);
+  }
+}
+
+/**
+ * A running VM: an engine, a NIC backend on a TAP device, block backends on
+ * raw image files and the serial console. Owns all of them: destroy()
+ * releases every one, also after a failed start.
+ */
+export class Vm {
+  readonly console = new ConsoleBuffer();
+  private engine: Engine | undefined;
+  private readonly disks: RawDiskBackend[] = [];
+  private nic: NicBackend | undefined;
+  private runState: VmRunState = "created";
+  private startedAt = 0;
+
+  constructor(
+    readonly config: VmConfig,
+    private readonly options: VmOptions = {},
+  ) {}
+
+  get state(): VmRunState {
+    return this.runState;
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  /** The engine, for layers above (state, replication). */
+  get machine(): Engine {
+    if (!this.engine) throw new VmError(this.name, "STATE", "not started");
+    return this.engine;
+  }
+
+  async start(): Promise<void> {
+    if (this.runState !== "created") throw new VmError(this.name, "STATE", `cannot start a VM that is ${this.runState}`);
+    const config = this.config;
+    try {
+      const kernel = readImage(this.name, "kernel", config.kernel);
+      const initrd = config.ramdisk ? readImage(this.name, "ramdisk", config.ramdisk) : undefined;
+      for (const d of config.disks) {
+        try {
+          this.disks.push(RawDiskBackend.open(d.target, d.access === "ro"));
+        } catch (err) {
+          throw new VmError(this.name, "DISK", `${(err as Error).message} (${d.at.file}:${d.at.line})`);
+        }
+      }
+      const vif = config.vifs[0];
+      const engine = new EmuEngine(
+        {
+          memoryBytes: config.memoryMiB * 2 ** 20,
+          kernel,
+          ...(initrd ? { initrd } : {}),
+          cmdline: guestCmdline(config),
+          ...(vif ? { nicMac: vif.mac } : {}),
+          disks: this.disks,
+        },
+        { ...(this.options.biosPath ? { biosPath: this.options.biosPath } : {}), ...(vif?.model ? { nicModel: vif.model } : {}) },
+      );
+      this.engine = engine;
+      engine.onConsoleOutput((bytes) => this.console.push(bytes));
+      if (vif && this.options.attachNetwork !== false) {
+        try {
+          this.nic = NicBackend.open(this.name, vif, engine);
+        } catch (err) {
+          throw new VmError(this.name, "NIC", (err as Error).message);
+        }
+      }
+      await engine.start();
+      this.startedAt = Date.now();
+      this.runState = "running";
+    } catch (err) {
+      await this.destroy();
+      if (err instanceof VmError) throw err;
+      if (err instanceof EngineError) throw new VmError(this.name, "ENGINE", err.message);
+      throw err;
+    }
+  }
+
+  async pause(): Promise<void> {
+    if (this.runState === "paused") return;
+    if (this.runState !== "running") throw new VmError(this.name, "STATE", `cannot pause a VM that is ${this.runState}`);
+    await this.machine.pause();
+    this.runState = "paused";
+  }
+
+  async unpause(): Promise<void> {
+    if (this.runState === "running") return;
+    if (this.runState !== "paused") throw new VmError(this.name, "STATE", `cannot unpause a VM that is ${this.runState}`);
+    await this.machine.resume();
+    this.runState = "running";
+  }
+
+  sendConsoleInput(bytes: Uint8Array): void {
+    this.machine.sendConsoleInput(bytes);
+  }
+
+  status(): VmStatus {
+    const vif = this.config.vifs[0];
+    return {
+      name: this.name,
+      state: this.runState,
+      engine: this.config.engine ?? "emu",
+      memoryMiB: this.config.memoryMiB,
+      tap: this.nic?.tapName,
+      bridge: vif?.bridge,
+      mac: vif ? formatMac(vif.mac) : undefined,
+      uptimeMs: this.startedAt ? Date.now() - this.startedAt : 0,
+      disks: this.disks.map((d) => ({
+        path: d.path,
+        readOnly: d.readOnly,
+        reads: d.stats.reads,
+        writes: d.stats.writes,
+        bytesWritten: d.stats.bytesWritten,
+      })),
+      nic: this.nic?.stats(),
+    };
+  }
+
+  /** Stops the guest and releases engine, TAP and disks; idempotent. */
+  async destroy(): Promise<void> {
+    if (this.runState === "destroyed") return;
+    this.runState = "destroyed";
+    const errors: unknown[] = [];
+    try {
+      this.nic?.close();
+    } catch (err) {
+      errors.push(err);
+    }
+    this.nic = undefined;
+    try {
+      await this.engine?.destroy();
+    } catch (err) {
+      errors.push(err);
+    }
+    for (const d of this.disks) {
+      try {
+        d.close();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    this.disks.length = 0;
+    if (errors.length > 0) throw errors[0];
+  }
+}
