@@ -49,7 +49,8 @@ const UNSUPPORTED: Readonly<Record<string, string>> = {
 /** xl's deprecated `<format>:<target>` forms (xl-disk-configuration(5), "deprecated"). */
 const DEPRECATED_PREFIX = /^(phy|file|tap|tap2|aio|raw|qcow|qcow2|vhd|qed):/;
 
-const IDE_VDEVS: readonly IdeVdev[] = ["hda", "hdb", "hdc", "hdd"];
+/** In slot order: primary master, primary slave, secondary master, secondary slave. */
+export const IDE_VDEVS: readonly IdeVdev[] = ["hda", "hdb", "hdc", "hdd"];
 
 function isIdeVdev(text: string): text is IdeVdev {
   return (IDE_VDEVS as readonly string[]).includes(text);
@@ -161,6 +162,15 @@ function parseColo(items: DiskItems, target: string, ctx: SpecContext): ColoDisk
 export function parseDiskSpec(spec: string, ctx: SpecContext): DiskConfig {
   const items = splitSpec(spec, ctx);
   const { positional } = items;
+  // Before the other checks: in the deprecated form the other positionals shift too ("raw:/d.img,hda,w").
+  const positionalTarget = items.targetNamed ? undefined : positional.target;
+  if (positionalTarget !== undefined && DEPRECATED_PREFIX.test(positionalTarget)) {
+    throw specError(
+      ctx,
+      "unsupported-value",
+      `target: the deprecated "format:path" form is not supported (got ${quote(positionalTarget)}); write format=raw, vdev=..., target=PATH`,
+    );
+  }
 
   const format = positional.format ?? "raw";
   if (format !== "raw") throw specError(ctx, "unsupported-value", `format: only raw is supported (got ${quote(format)})`);
@@ -180,13 +190,6 @@ export function parseDiskSpec(spec: string, ctx: SpecContext): DiskConfig {
   const targetText = positional.target;
   if (targetText === undefined) throw specError(ctx, "missing-key", "target: missing (end the spec with target=PATH)");
   if (targetText.trim() === "") throw specError(ctx, "bad-value", "target: empty");
-  if (!items.targetNamed && DEPRECATED_PREFIX.test(targetText)) {
-    throw specError(
-      ctx,
-      "unsupported-value",
-      `target: the deprecated "format:path" form is not supported (got ${quote(targetText)}); write format=raw, ..., target=PATH`,
-    );
-  }
   const target = resolvePath(ctx, targetText);
 
   const colo = parseColo(items, target, ctx);

@@ -8,7 +8,7 @@ import { dirname, resolve } from "node:path";
 import type { DiskConfig, EngineName, LifecycleAction, VifConfig, VmConfig } from "./types.js";
 import { ConfigError, quote } from "./errors.js";
 import { parseConfigText, type RawAtom, type RawEntry, type RawList } from "./parse.js";
-import { parseDiskSpec } from "./disk.js";
+import { IDE_VDEVS, parseDiskSpec } from "./disk.js";
 import { parseVifSpec } from "./vif.js";
 import { didYouMean } from "./suggest.js";
 import type { SpecContext } from "./spec.js";
@@ -262,22 +262,39 @@ class Validator {
     });
   }
 
+  /**
+   * Disks sorted by vdev. The vdevs must fill hda, hdb, ... without a gap:
+   * engines take disks by position and the guest names them sda, sdb, ... in
+   * that order, so a lone hdb would silently become the guest's sda.
+   */
   private disks(): DiskConfig[] {
-    const disks: DiskConfig[] = [];
-    const owner = (disk: DiskConfig): string => `disk[${disks.indexOf(disk)}] (line ${disk.at.line})`;
+    const parsed: { disk: DiskConfig; ctx: SpecContext }[] = [];
+    const owner = (disk: DiskConfig): string => `${parsed.find((p) => p.disk === disk)?.ctx.key ?? "disk"} (line ${disk.at.line})`;
     for (const { item, ctx } of this.specs("disk", MAX_DISKS, `at most ${MAX_DISKS} disks are supported (IDE hda..hdd)`)) {
       const disk = parseDiskSpec(item.text, ctx);
-      const sameVdev = disks.find((d) => d.vdev === disk.vdev);
+      const sameVdev = parsed.find((p) => p.disk.vdev === disk.vdev);
       if (sameVdev !== undefined) {
-        throw this.error("bad-value", ctx.line, ctx.key, `vdev: ${disk.vdev} is already used by ${owner(sameVdev)}`);
+        throw this.error("bad-value", ctx.line, ctx.key, `vdev: ${disk.vdev} is already used by ${owner(sameVdev.disk)}`);
       }
-      const sameTarget = disks.find((d) => d.target === disk.target);
+      const sameTarget = parsed.find((p) => p.disk.target === disk.target);
       if (sameTarget !== undefined) {
-        throw this.error("bad-value", ctx.line, ctx.key, `target: ${disk.target} is already used by ${owner(sameTarget)}`);
+        throw this.error("bad-value", ctx.line, ctx.key, `target: ${disk.target} is already used by ${owner(sameTarget.disk)}`);
       }
-      disks.push(disk);
+      parsed.push({ disk, ctx });
     }
-    return disks.sort((a, b) => (a.vdev < b.vdev ? -1 : a.vdev > b.vdev ? 1 : 0));
+    parsed.sort((a, b) => IDE_VDEVS.indexOf(a.disk.vdev) - IDE_VDEVS.indexOf(b.disk.vdev));
+    parsed.forEach(({ disk, ctx }, slot) => {
+      const expected = IDE_VDEVS[slot];
+      if (disk.vdev !== expected) {
+        throw this.error(
+          "bad-value",
+          ctx.line,
+          ctx.key,
+          `vdev: ${disk.vdev} without ${expected ?? "the disks before it"}: disks must fill ${IDE_VDEVS.join(", ")} in order (the guest names them sda, sdb, ... by position)`,
+        );
+      }
+    });
+    return parsed.map((p) => p.disk);
   }
 
   private vifs(name: string): VifConfig[] {
