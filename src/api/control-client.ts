@@ -42,6 +42,9 @@ function readLine(socket: Socket, path: string, timeoutMs: number): Promise<stri
       socket.off("error", onError);
       if (err) reject(err);
       else {
+        // Keep what followed the line for the caller: paused, so nothing is
+        // emitted before the caller's listener is attached (it calls resume()).
+        socket.pause();
         if (rest && rest.length > 0) socket.unshift(rest);
         resolve(line ?? "");
       }
@@ -78,7 +81,10 @@ export async function request(path: string, req: ControlRequest, timeoutMs = 30_
   }
 }
 
-/** Opens a raw console stream; the caller owns the returned socket. */
+/**
+ * Opens a raw console stream; the caller owns the returned socket, which is
+ * paused: attach a "data" listener, then call resume().
+ */
 export async function openConsole(path: string, replay = true, timeoutMs = 10_000): Promise<Socket> {
   const socket = await open(path, timeoutMs);
   socket.write(JSON.stringify({ op: "console", replay }) + "\n");

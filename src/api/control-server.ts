@@ -5,7 +5,10 @@ import { MAX_REQUEST_BYTES, parseRequest, type ControlRequest, type ControlRespo
 /** What the daemon does for each request. */
 export interface ControlHandler {
   handle(request: Exclude<ControlRequest, { op: "console" }>): Promise<unknown>;
-  /** Hands the socket over for raw console traffic; the handler owns it now. */
+  /**
+   * Hands the socket over for raw console traffic; the handler owns it now.
+   * It is paused: attach listeners, then resume() it.
+   */
   attachConsole(socket: Socket, replay: boolean): void;
 }
 
@@ -70,6 +73,7 @@ export class ControlServer {
       }
       if (request.op === "console") {
         send(socket, { ok: true });
+        socket.pause();
         if (rest.length > 0) socket.unshift(Buffer.from(rest, "utf8"));
         this.handler.attachConsole(socket, request.replay ?? true);
         return;

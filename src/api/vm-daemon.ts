@@ -106,6 +106,7 @@ export class VmDaemon implements ControlHandler {
       unsubscribe();
       this.consoles.delete(socket);
     });
+    socket.resume();
   }
 
   /** Destroys the VM, closes the socket, removes the run files, exits. */

@@ -44,6 +44,7 @@ export async function attachConsole(name: string, opts: { replay: boolean }): Pr
     socket.on("data", (chunk: Buffer) => process.stdout.write(chunk));
     socket.on("close", finish);
     socket.on("error", finish);
+    socket.resume();
     stdin.on("data", onInput);
     stdin.on("end", () => {
       // Piped input: give the guest a moment's output stream until the socket drains, then close.

@@ -2,7 +2,7 @@ import type { BlockBackend } from "../engine.js";
 
 /**
  * Adapts a BlockBackend to the buffer object v86's IDE disk calls
- * (ENGINE-NOTES.md): load(), get_and_cache(), get(), set(), byteLength,
+ * (ENGINE-NOTES.md): load(), get_and_cache(), get_from_cache(), get(), set(), byteLength,
  * get_state()/set_state(). v86 raises the completion interrupt before it
  * calls set() and ignores set()'s callback, so writes are synchronous.
  * The disk's contents never enter v86's state: get_state() is empty.
@@ -27,6 +27,11 @@ export class V86BlockAdapter {
 
   get_and_cache(start: number, len: number, fn: (data: Uint8Array) => void): void {
     this.get(start, len, fn);
+  }
+
+  /** Synchronous read v86 uses for disk geometry (the MBR). */
+  get_from_cache(start: number, len: number): Uint8Array {
+    return this.backend.read(start, len);
   }
 
   set(start: number, data: Uint8Array, fn?: () => void): void {

@@ -1,0 +1,31 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseRequest, parseResponse } from "./protocol.js";
+
+test("protocol: valid requests parse to typed values", () => {
+  assert.deepEqual(parseRequest('{"op":"status"}'), { op: "status" });
+  assert.deepEqual(parseRequest('{"op":"console","replay":false}'), { op: "console", replay: false });
+  assert.deepEqual(parseRequest('{"op":"console-tail","bytes":100}'), { op: "console-tail", bytes: 100 });
+  assert.deepEqual(parseRequest('{"op":"destroy","extra":1}'), { op: "destroy" });
+});
+
+test("protocol: bad requests are refused with what is wrong", () => {
+  const cases: [string, RegExp][] = [
+    ["not json", /not JSON/],
+    ["[1,2]", /JSON object/],
+    ["null", /JSON object/],
+    ['{"op":5}', /no "op" string/],
+    ['{"op":"reboot"}', /unknown op "reboot"/],
+    ['{"op":"console","replay":"yes"}', /replay.*boolean/],
+    ['{"op":"console-tail","bytes":-1}', /bytes.*integer/],
+    ['{"op":"console-tail","bytes":1e9}', /bytes.*integer/],
+  ];
+  for (const [line, re] of cases) assert.throws(() => parseRequest(line), re, line);
+});
+
+test("protocol: responses", () => {
+  assert.deepEqual(parseResponse('{"ok":true,"result":{"a":1}}'), { ok: true, result: { a: 1 } });
+  assert.deepEqual(parseResponse('{"ok":false,"error":"no"}'), { ok: false, error: "no" });
+  assert.throws(() => parseResponse('{"ok":false}'), /neither/);
+  assert.throws(() => parseResponse("garbage"), /not JSON/);
+});

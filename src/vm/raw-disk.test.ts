@@ -1,0 +1,47 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { RawDiskBackend } from "./raw-disk.js";
+
+test("raw disk: reads and writes land in the file; bounds checked; hooks see writes", () => {
+  const dir = mkdtempSync(join(tmpdir(), "colo-disk-"));
+  try {
+    const path = join(dir, "d.img");
+    writeFileSync(path, Buffer.alloc(4096));
+    const d = RawDiskBackend.open(path, false);
+    const hooked: [number, number][] = [];
+    d.onWrite = (off, data) => hooked.push([off, data.length]);
+    d.write(512, Buffer.from("hello"));
+    assert.equal(Buffer.from(d.read(512, 5)).toString(), "hello");
+    assert.equal(readFileSync(path).subarray(512, 517).toString(), "hello");
+    assert.deepEqual(hooked, [[512, 5]]);
+    assert.throws(() => d.read(4000, 200), /outside the 4096-byte image/);
+    assert.throws(() => d.write(-1, Buffer.alloc(1)), /outside/);
+    assert.equal(d.stats.writes, 1);
+    d.close();
+    assert.throws(() => d.read(0, 1), /closed/);
+
+    const ro = RawDiskBackend.open(path, true);
+    ro.write(0, Buffer.from("x"));
+    assert.equal(ro.stats.rejectedWrites, 1);
+    assert.equal(readFileSync(path)[0], 0);
+    ro.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("raw disk: bad images are refused naming the path", () => {
+  const dir = mkdtempSync(join(tmpdir(), "colo-disk-"));
+  try {
+    assert.throws(() => RawDiskBackend.open(join(dir, "missing.img"), false), /missing\.img.*ENOENT/);
+    writeFileSync(join(dir, "odd.img"), Buffer.alloc(1000));
+    assert.throws(() => RawDiskBackend.open(join(dir, "odd.img"), false), /odd\.img is 1000 bytes/);
+    mkdirSync(join(dir, "dir.img"));
+    assert.throws(() => RawDiskBackend.open(join(dir, "dir.img"), false), /dir\.img/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
