@@ -1,0 +1,42 @@
+/**
+ * The guest builder's error type: one `code` per kind of failure, and a
+ * message naming the package, file or command concerned.
+ */
+
+export type GuestBuildErrorCode =
+  /** A host tool (apt-cache, apt-get, dpkg-deb, mkfs.ext4, xz) is missing or failed to start. */
+  | "TOOL_MISSING"
+  /** apt-cache could not resolve a package or its version. */
+  | "RESOLVE_FAILED"
+  /** apt-get download failed or did not produce the expected .deb. */
+  | "DOWNLOAD_FAILED"
+  /** dpkg-deb -x failed. */
+  | "UNPACK_FAILED"
+  /** A file expected inside an unpacked package is not there. */
+  | "FILE_MISSING"
+  /** A kernel module is missing, unreadable, or listed before one it depends on. */
+  | "MODULE_INVALID"
+  /** The i386 loader could not resolve every shared library of a binary. */
+  | "LIBRARY_MISSING"
+  /** A cpio archive could not be written or parsed. */
+  | "CPIO_INVALID"
+  /** The cached manifest is unreadable (it is then rebuilt, not fatal). */
+  | "MANIFEST_INVALID"
+  /** The data disk already exists and overwriting was not asked for. */
+  | "DISK_EXISTS"
+  /** Creating or formatting the data disk failed. */
+  | "DISK_FAILED"
+  /** A command exited non-zero. */
+  | "COMMAND_FAILED"
+  /** A caller passed a value the guest cannot use (command-line value, disk size). */
+  | "INVALID_OPTION";
+
+export class GuestBuildError extends Error {
+  readonly code: GuestBuildErrorCode;
+
+  constructor(code: GuestBuildErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "GuestBuildError";
+    this.code = code;
+  }
+}

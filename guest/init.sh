@@ -1,0 +1,137 @@
+#!/bin/sh
+# /init of the colo guest (busybox ash, PID 1). Copied into the initrd by
+# guest/build.ts; the host-side contract (command-line keys, console
+# markers) is guest/contract.ts, the user documentation docs/guest.md.
+#
+# Kernel command line keys:
+#   colo.ip=A.B.C.D/NN      address of eth0 (no address when absent)
+#   colo.gw=A.B.C.D         default gateway (optional)
+#   colo.hostname=NAME      host name (default colo-guest)
+#   colo.appendfsync=MODE   always | everysec (default) | no, with a data disk
+# Console markers (one line each):
+#   COLO-GUEST-READY redis       Redis answers PING
+#   COLO-GUEST-FAILED <reason>   the network, the data disk or Redis failed
+# Quiet on purpose: every line crosses an emulated UART.
+
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root
+umask 022
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+
+FAILED=
+fail() {
+	echo "COLO-GUEST-FAILED $*"
+	FAILED=1
+}
+
+# Loads one module set (/etc/colo/modules/<set>: names in load order).
+load_modules() {
+	while read -r m; do
+		[ -n "$m" ] || continue
+		if ! insmod "/lib/modules/$m.ko" 2>/tmp/insmod.err; then
+			fail "insmod $m: $(cat /tmp/insmod.err)"
+			return 1
+		fi
+	done <"/etc/colo/modules/$1"
+}
+
+# has_pci VENDOR [DEVICE]: is such a PCI function present?
+has_pci() {
+	for d in /sys/bus/pci/devices/*; do
+		[ -r "$d/vendor" ] || continue
+		[ "$(cat "$d/vendor")" = "$1" ] || continue
+		[ -z "$2" ] || [ "$(cat "$d/device")" = "$2" ] || continue
+		return 0
+	done
+	return 1
+}
+
+ip_cidr=
+gateway=
+host=colo-guest
+appendfsync=everysec
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	colo.ip=*) ip_cidr=${arg#colo.ip=} ;;
+	colo.gw=*) gateway=${arg#colo.gw=} ;;
+	colo.hostname=*) host=${arg#colo.hostname=} ;;
+	colo.appendfsync=*) appendfsync=${arg#colo.appendfsync=} ;;
+	esac
+done
+case "$appendfsync" in
+always | everysec | no) ;;
+*) fail "colo.appendfsync=$appendfsync is not always, everysec or no" ;;
+esac
+
+hostname "$host"
+echo 1 >/proc/sys/vm/overcommit_memory # Redis forks for AOF rewrites
+
+# --- network: virtio-net (vendor 0x1af4) or NE2000 PCI (10ec:8029) ---
+has_pci 0x1af4 && load_modules virtio-net
+has_pci 0x10ec 0x8029 && load_modules ne2k
+ip link set lo up
+if [ -n "$ip_cidr" ]; then
+	if ! ip link show eth0 >/dev/null 2>&1; then
+		fail "network: no eth0 for colo.ip=$ip_cidr"
+	elif ! ip addr add "$ip_cidr" dev eth0 2>/tmp/ip.err || ! ip link set eth0 up 2>>/tmp/ip.err; then
+		fail "network: eth0 $ip_cidr: $(cat /tmp/ip.err)"
+	elif [ -n "$gateway" ] && ! ip route add default via "$gateway" 2>/tmp/ip.err; then
+		fail "network: gateway $gateway: $(cat /tmp/ip.err)"
+	fi
+elif ip link show eth0 >/dev/null 2>&1; then
+	ip link set eth0 up
+fi
+
+# --- data disk: IDE hda is /dev/sda; Redis keeps its AOF there ---
+redis_dir=/tmp
+redis_persist="--appendonly no"
+load_modules disk
+if [ -e /sys/block/sda ]; then
+	i=0
+	while [ ! -b /dev/sda ] && [ $i -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	if mount -t ext4 -o noatime /dev/sda /data 2>/tmp/mount.err; then
+		redis_dir=/data
+		redis_persist="--appendonly yes --appendfsync $appendfsync"
+	else
+		fail "disk: mount /dev/sda on /data: $(cat /tmp/mount.err)"
+	fi
+fi
+
+# --- Redis ---
+if [ -z "$FAILED" ]; then
+	# shellcheck disable=SC2086 # redis_persist is a list of arguments
+	if ! redis-server --bind 0.0.0.0 --port 6379 --protected-mode no --enable-debug-command yes \
+		--daemonize yes --logfile /tmp/redis.log --dir "$redis_dir" --save "" $redis_persist \
+		>/tmp/redis.out 2>&1; then
+		fail "redis: redis-server did not start: $(tail -n 3 /tmp/redis.out /tmp/redis.log 2>/dev/null | tr '\n' ' ')"
+	else
+		i=0
+		pong=
+		while [ $i -lt 120 ]; do
+			pong=$(redis-cli ping 2>/dev/null)
+			[ "$pong" = PONG ] && break
+			sleep 0.5
+			i=$((i + 1))
+		done
+		if [ "$pong" = PONG ]; then
+			echo "COLO-GUEST-READY redis"
+		else
+			fail "redis: no PONG within 60 s: $(tail -n 3 /tmp/redis.log 2>/dev/null | tr '\n' ' ')"
+		fi
+	fi
+fi
+
+# --- console shell, respawned forever (PID 1 must never exit) ---
+export PS1='colo-guest# '
+cd /
+while :; do
+	setsid cttyhack sh
+	sleep 1
+done
