@@ -118,7 +118,7 @@ test("the example guest.cfg loads", async () => {
   assert.equal(config.disks[0]?.target, resolve(examples, "../.cache/vm/guest-data.img"));
   assert.equal(formatMac(config.vifs[0]?.mac ?? new Uint8Array()), "00:16:3e:4c:00:10");
   assert.equal(config.vifs[0]?.bridge, "colobr");
-  assert.equal(guestCmdline(config), config.cmdline);
+  assert.equal(guestCmdline(config), `${config.cmdline} colo.hostname=guest`);
 });
 
 test("loadVmConfig resolves paths against the file's folder and names the file as given", async () => {
@@ -140,12 +140,22 @@ test("loadVmConfig resolves paths against the file's folder and names the file a
 });
 
 test("guestCmdline adds colo.ip= from the vif unless the cmdline has it", () => {
-  const base = parseVmConfig(MINIMAL + "vif = [ 'ip=10.77.0.10' ]\n", FILE);
+  const { vifs } = parseVmConfig(MINIMAL + "vif = [ 'ip=10.77.0.10' ]\n", FILE);
+  const base = { cmdline: "", vifs };
   assert.equal(guestCmdline(base), "colo.ip=10.77.0.10/24");
   assert.equal(guestCmdline({ ...base, cmdline: "console=ttyS0 " }), "console=ttyS0 colo.ip=10.77.0.10/24");
   assert.equal(guestCmdline({ ...base, cmdline: "colo.ip=10.0.0.9/8 quiet" }), "colo.ip=10.0.0.9/8 quiet");
   assert.equal(guestCmdline({ ...base, cmdline: "xcolo.ip=1 quiet" }), "xcolo.ip=1 quiet colo.ip=10.77.0.10/24");
   assert.equal(guestCmdline({ ...base, vifs: [] }), "");
+});
+
+test("guestCmdline adds colo.gw= from gatewayip= and colo.hostname= from the name", () => {
+  const config = parseVmConfig(MINIMAL + "vif = [ 'ip=10.77.0.10, gatewayip=10.77.0.1' ]\n", FILE);
+  const line = guestCmdline(config);
+  assert.match(line, /(^| )colo\.ip=10\.77\.0\.10\/24( |$)/);
+  assert.match(line, /(^| )colo\.gw=10\.77\.0\.1( |$)/);
+  assert.match(line, new RegExp(`(^| )colo\\.hostname=${config.name}( |$)`));
+  assert.equal(guestCmdline({ ...config, cmdline: "colo.hostname=x colo.gw=1.2.3.4" }), "colo.hostname=x colo.gw=1.2.3.4 colo.ip=10.77.0.10/24");
 });
 
 test("up to 4 disks", () => {

@@ -1,0 +1,186 @@
+/**
+ * The foundation end to end, with real parts: the guest image built from
+ * Debian packages, the emu engine, a TAP on a lab host's bridge, a raw ext4
+ * data disk, Redis in the guest, redis-cli from the client namespace.
+ *
+ * Needs root and the guest image (scripts/test.sh builds it). Timeouts are
+ * generous: two emulated boots (13-60 s each) share 2 cores with the runner.
+ */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { labDown, labUp } from "../../src/lab/lab.js";
+import { createDataDisk } from "../../guest/mkdisk.js";
+import { COLO_BIN, isRoot, run, runIn, type RunResult } from "../tools/run.js";
+import { GUEST_CACHE, writeGuestConfig } from "../tools/guest-fixture.js";
+
+const PREFIX = "ctvm";
+const HOST = `${PREFIX}-h1`;
+const CLIENT = `${PREFIX}-client`;
+const GUEST_IP = "10.77.0.10";
+const BOOT_TIMEOUT_MS = 240_000;
+
+const skip = !isRoot()
+  ? "needs root (namespaces, TAP devices)"
+  : !existsSync(join(GUEST_CACHE, "initrd.img"))
+    ? "no guest image: run ./bin/colo image build"
+    : false;
+
+let work = "";
+let env: NodeJS.ProcessEnv = {};
+
+function colo(args: string[], timeoutMs = 60_000): Promise<RunResult> {
+  return run(COLO_BIN, args, { env, timeoutMs });
+}
+function coloOnHost(args: string[], timeoutMs = BOOT_TIMEOUT_MS): Promise<RunResult> {
+  return runIn(HOST, COLO_BIN, args, { env, timeoutMs });
+}
+async function redis(...args: string[]): Promise<string> {
+  const r = await runIn(CLIENT, "redis-cli", ["-h", GUEST_IP, ...args], { timeoutMs: 30_000 });
+  assert.equal(r.code, 0, `redis-cli ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+async function hostHasLink(name: string): Promise<boolean> {
+  const r = await runIn(HOST, "ip", ["link", "show", name]);
+  return r.code === 0;
+}
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+before(async () => {
+  if (skip) return;
+  work = mkdtempSync(join(tmpdir(), "colo-it-"));
+  env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
+  await labUp({ prefix: PREFIX });
+});
+
+after(async () => {
+  if (skip) return;
+  await colo(["destroy", "guest"]).catch(() => undefined);
+  await labDown({ prefix: PREFIX });
+  rmSync(work, { recursive: true, force: true });
+});
+
+test("a config error is one line naming file:line, and nothing is started", { skip }, async () => {
+  const cfg = join(work, "bad.cfg");
+  writeFileSync(cfg, 'name = "bad"\nmemory = 12x\n');
+  const r = await colo(["create", cfg]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, new RegExp(`${cfg.replace(/[.]/g, "\\.")}:2: memory`));
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  assert.equal((await colo(["list", "--json"])).stdout.trim(), "[]");
+});
+
+test("a missing kernel fails create with one error naming it; no daemon, no TAP left", { skip }, async () => {
+  const f = writeGuestConfig({ dir: work, name: "nokernel", ip: `${GUEST_IP}/24`, mac: "00:16:3e:4c:00:11", bridge: "colobr" });
+  writeFileSync(f.cfg, (await import("node:fs")).readFileSync(f.cfg, "utf8").replace(/vmlinuz/, "no-such-vmlinuz"));
+  const r = await coloOnHost(["create", f.cfg], 60_000);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /colo: create nokernel: .*kernel .*no-such-vmlinuz.*ENOENT/);
+  assert.equal((await colo(["list", "--json"])).stdout.trim(), "[]");
+  assert.equal(await hostHasLink("cv-nokernel"), false);
+});
+
+test("a missing bridge fails create naming the bridge; nothing left behind", { skip }, async () => {
+  const f = writeGuestConfig({ dir: work, name: "nobridge", ip: `${GUEST_IP}/24`, mac: "00:16:3e:4c:00:12", bridge: "nosuchbr" });
+  const r = await coloOnHost(["create", f.cfg], 60_000);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /nosuchbr/);
+  assert.equal((await colo(["list", "--json"])).stdout.trim(), "[]");
+  assert.equal(await hostHasLink("cv-nobridge"), false);
+});
+
+test("boot, Redis over the lab LAN, console, pause, data surviving destroy + create, clean destroy", { skip, timeout: 900_000 }, async () => {
+  const disk = join(work, "guest-data.img");
+  await createDataDisk(disk, 64);
+  const f = writeGuestConfig({ dir: work, name: "guest", ip: `${GUEST_IP}/24`, mac: "00:16:3e:4c:00:10", bridge: "colobr", disk });
+
+  const created = await coloOnHost(["create", f.cfg]);
+  assert.equal(created.code, 0, `create failed: ${created.stderr}`);
+  assert.match(created.stdout, /guest: guest ready in [\d.]+ s/);
+
+  assert.equal(await redis("PING"), "PONG");
+  assert.equal(await redis("SET", "colo:key", "survives"), "OK");
+  assert.equal(await redis("GET", "colo:key"), "survives");
+
+  const list = JSON.parse((await colo(["list", "--json"])).stdout) as { name: string; pid: number; state: string; netns: string }[];
+  assert.equal(list.length, 1);
+  const first = list[0];
+  assert.ok(first);
+  assert.equal(first.name, "guest");
+  assert.equal(first.state, "running");
+  assert.equal(first.netns, HOST);
+  assert.equal(await hostHasLink("cv-guest"), true);
+
+  // The console shows the guest's shell: run a command whose output differs from its echo.
+  const consoleOut = await new Promise<string>((resolve, reject) => {
+    const child = spawn(COLO_BIN, ["console", "guest", "--no-replay"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`no shell output on the console: ${JSON.stringify(out)}`));
+    }, 60_000);
+    child.stdout.on("data", (c: Buffer) => {
+      out += c.toString();
+      if (out.includes("CONSOLE-42")) {
+        clearTimeout(timer);
+        child.stdin.end();
+        resolve(out);
+      }
+    });
+    child.stdin.write("echo CONSOLE-$((6*7)) on $(hostname)\n");
+  });
+  assert.match(consoleOut, /CONSOLE-42 on guest/);
+
+  // Pause: the guest stops answering; unpause: it answers again.
+  assert.equal((await colo(["pause", "guest"])).code, 0);
+  const status = JSON.parse((await colo(["status", "guest"])).stdout) as { state: string };
+  assert.equal(status.state, "paused");
+  const whilePaused = await runIn(CLIENT, "redis-cli", ["-h", GUEST_IP, "-t", "2", "PING"], { timeoutMs: 20_000 });
+  assert.notEqual(whilePaused.stdout.trim(), "PONG", "a paused guest must not answer");
+  assert.equal((await colo(["unpause", "guest"])).code, 0);
+  assert.equal(await redis("PING"), "PONG");
+
+  // Make the AOF durable on the data disk, then destroy.
+  assert.equal(await redis("BGREWRITEAOF").then(() => "ok"), "ok");
+  await redis("CONFIG", "SET", "appendfsync", "always");
+  assert.equal(await redis("SET", "colo:key2", "also"), "OK");
+  const destroyed = await colo(["destroy", "guest"]);
+  assert.equal(destroyed.code, 0, destroyed.stderr);
+  assert.equal(pidAlive(first.pid), false, "daemon gone");
+  assert.equal(await hostHasLink("cv-guest"), false, "TAP gone");
+  assert.equal((await colo(["list", "--json"])).stdout.trim(), "[]");
+  assert.deepEqual(readdirSync(join(work, "run")).filter((f) => !f.endsWith(".log")), [], "no run files left");
+
+  // Same disk, new VM: Redis reloads its append-only file.
+  const again = await coloOnHost(["create", f.cfg]);
+  assert.equal(again.code, 0, `second create failed: ${again.stderr}`);
+  assert.equal(await redis("GET", "colo:key"), "survives");
+  assert.equal(await redis("GET", "colo:key2"), "also");
+  assert.equal((await colo(["destroy", "guest"])).code, 0);
+});
+
+test("a SIGKILLed daemon leaves no stale entry in colo list", { skip, timeout: 600_000 }, async () => {
+  const f = writeGuestConfig({ dir: work, name: "victim", ip: `${GUEST_IP}/24`, mac: "00:16:3e:4c:00:13", bridge: "colobr" });
+  const created = await coloOnHost(["create", f.cfg]);
+  assert.equal(created.code, 0, created.stderr);
+  const list = JSON.parse((await colo(["list", "--json"])).stdout) as { name: string; pid: number }[];
+  const victim = list.find((v) => v.name === "victim");
+  assert.ok(victim);
+  process.kill(victim.pid, "SIGKILL");
+  await new Promise<void>((resolve) => {
+    const check = () => (pidAlive(victim.pid) ? setTimeout(check, 20) : resolve());
+    check();
+  });
+  assert.equal((await colo(["list", "--json"])).stdout.trim(), "[]");
+  assert.equal(await hostHasLink("cv-victim"), false, "the kernel removes a non-persistent TAP with its last fd");
+});
