@@ -1,0 +1,20 @@
+/**
+ * src/sys: the only code that touches the kernel. Layers above import from
+ * here (never koffi, never the files behind this index directly).
+ */
+export { SysError, isSysError } from "./errors.js";
+export { IFNAMSIZ, validateInterfaceName } from "./ifreq.js";
+export { withNetns, validateNetnsName } from "./netns.js";
+export type { NetnsOption } from "./netif.js";
+export {
+  addToBridge,
+  interfaceExists,
+  interfaceIndex,
+  isLinkUp,
+  linkFlags,
+  removeFromBridge,
+  setLinkDown,
+  setLinkUp,
+} from "./netif.js";
+export type { FrameListener, TapDevice, TapErrorListener, TapOptions, TapStats } from "./tap.js";
+export { openTap } from "./tap.js";

@@ -1,0 +1,91 @@
+/**
+ * koffi bindings to the C library: the only place that declares libc
+ * functions. Each binding is typed here once; callers read `errno()` right
+ * after a failing call and turn it into a SysError (errors.ts).
+ *
+ * Linux only. The constants below are the Linux values shared by x86-64,
+ * i386 and arm64 (the architectures this project runs on).
+ */
+import koffi from "koffi";
+
+if (process.platform !== "linux") {
+  throw new Error(`src/sys supports Linux only (this is ${process.platform})`);
+}
+
+const libc = koffi.load("libc.so.6");
+
+// asm-generic/fcntl.h
+export const O_RDONLY = 0o0;
+export const O_RDWR = 0o2;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+
+// linux/socket.h, asm-generic/socket.h (SOCK_* from linux/net.h)
+export const AF_INET = 2;
+export const SOCK_DGRAM = 2;
+export const SOCK_CLOEXEC = O_CLOEXEC;
+
+// linux/sched.h
+export const CLONE_NEWNET = 0x40000000;
+
+/** int open(const char *path, int flags) — the mode argument is not needed (no O_CREAT). */
+export const open = libc.func("int open(const char *path, int flags)") as (path: string, flags: number) => number;
+export const close = libc.func("int close(int fd)") as (fd: number) => number;
+/** ssize_t read(int fd, void *buf, size_t count) */
+export const read = libc.func("long read(int fd, void *buf, size_t count)") as (
+  fd: number,
+  buf: Uint8Array,
+  count: number,
+) => number;
+/** ssize_t write(int fd, const void *buf, size_t count) */
+export const write = libc.func("long write(int fd, const void *buf, size_t count)") as (
+  fd: number,
+  buf: Uint8Array,
+  count: number,
+) => number;
+/**
+ * ioctl(2) is variadic in C; it is declared twice, non-variadic, once per
+ * kind of third argument (the x86-64 and arm64 calling conventions pass
+ * both in the same register as the variadic call would).
+ */
+export const ioctlPtr = libc.func("ioctl", "int", ["int", "ulong", "void *"]) as (
+  fd: number,
+  request: number,
+  arg: Uint8Array,
+) => number;
+export const ioctlInt = libc.func("ioctl", "int", ["int", "ulong", "uint64"]) as (
+  fd: number,
+  request: number,
+  arg: number | bigint,
+) => number;
+export const socket = libc.func("int socket(int domain, int type, int protocol)") as (
+  domain: number,
+  type: number,
+  protocol: number,
+) => number;
+export const setns = libc.func("int setns(int fd, int nstype)") as (fd: number, nstype: number) => number;
+export const strerror = libc.func("const char *strerror(int errnum)") as (errnum: number) => string;
+
+/** errno as left by the last koffi call on this thread. */
+export function errno(): number {
+  return koffi.errno();
+}
+
+/** errno names by number (koffi's table of the platform's values). */
+export const errnoNames: ReadonlyMap<number, string> = (() => {
+  const m = new Map<number, string>();
+  // Aliases with the same value: keep the name glibc and the kernel use.
+  const preferred = new Set(["EAGAIN", "EOPNOTSUPP", "EDEADLK"]);
+  for (const [name, value] of Object.entries(koffi.os.errno)) {
+    const prev = m.get(value);
+    if (prev === undefined || (preferred.has(name) && !preferred.has(prev))) m.set(value, name);
+  }
+  return m;
+})();
+
+/** The errno number for a name, e.g. errnoValue("EAGAIN") === 11. */
+export function errnoValue(name: string): number {
+  const v = koffi.os.errno[name];
+  if (v === undefined) throw new RangeError(`unknown errno name ${name}`);
+  return v;
+}
