@@ -78,18 +78,21 @@ function stanzaToPackage(s: Map<string, string>): AptPackage | undefined {
 
 /**
  * Candidate versions of `names` for the guest architecture, one apt-cache
- * call for all of them. Fails naming every package apt does not know.
+ * call for all of them (each call costs ~1 s where apt keeps no binary
+ * cache). Fails naming every package apt does not know, except those listed
+ * in `optional`, which are simply left out of the result.
  */
-export async function showPackages(names: readonly string[]): Promise<Map<string, AptPackage>> {
+export async function showPackages(names: readonly string[], optional: readonly string[] = []): Promise<Map<string, AptPackage>> {
   const result = new Map<string, AptPackage>();
-  if (names.length === 0) return result;
-  const { stdout } = await run("apt-cache", ["show", "--no-all-versions", ...names.map((n) => `${n}:${GUEST_ARCH}`)], {
+  const all = [...new Set([...names, ...optional])];
+  if (all.length === 0) return result;
+  const { stdout } = await run("apt-cache", ["show", "--no-all-versions", ...all.map((n) => `${n}:${GUEST_ARCH}`)], {
     failCode: "RESOLVE_FAILED",
     what: `resolving ${names.join(", ")}; is the ${GUEST_ARCH} architecture added and apt-get update done?`,
   });
   for (const stanza of parseControlStanzas(stdout.toString("utf8"))) {
     const pkg = stanzaToPackage(stanza);
-    if (pkg !== undefined && names.includes(pkg.name) && !result.has(pkg.name)) result.set(pkg.name, pkg);
+    if (pkg !== undefined && all.includes(pkg.name) && !result.has(pkg.name)) result.set(pkg.name, pkg);
   }
   const missing = names.filter((n) => !result.has(n));
   if (missing.length > 0) {

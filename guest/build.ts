@@ -251,10 +251,13 @@ async function build(opts: Required<BuildGuestOptions>, pkgs: GuestPackageSet, m
   const debs = await downloadPackages(pkgs.all, debDir, log);
   await pruneDebs(debDir, pkgs, log);
 
+  // Leftovers of builds that died (we hold the lock: nobody else is unpacking).
+  for (const f of await readdir(cacheDir)) {
+    if (f.startsWith("unpacked-") || f.includes(".tmp-")) await rm(join(cacheDir, f), { recursive: true, force: true });
+  }
   const workDir = join(cacheDir, `unpacked-${process.pid}`);
   const kernelRoot = join(workDir, "kernel");
   const userRoot = join(workDir, "userland");
-  await rm(workDir, { recursive: true, force: true });
   await mkdir(kernelRoot, { recursive: true });
   await mkdir(userRoot, { recursive: true });
   try {
@@ -304,7 +307,8 @@ export async function buildGuestImage(opts: BuildGuestOptions): Promise<GuestIma
   };
 
   log("guest: resolving package versions");
-  const pkgs = await resolveGuestPackages();
+  const previous = await readStoredManifest(out.manifest);
+  const pkgs = await resolveGuestPackages(previous === undefined ? [] : Object.keys(previous.packages));
   const initPath = guestInitScriptPath();
   const initScript = await readFile(initPath).catch((e: unknown) => {
     throw new GuestBuildError("FILE_MISSING", `init script ${initPath} is unreadable`, { cause: e });
@@ -312,16 +316,18 @@ export async function buildGuestImage(opts: BuildGuestOptions): Promise<GuestIma
   const manifest = computeManifest(pkgs, initScript);
   out.versions = { ...manifest.packages };
 
-  const upToDate = async (): Promise<boolean> => {
+  const upToDate = async (explain: boolean): Promise<boolean> => {
     const stored = await readStoredManifest(out.manifest);
     if (stored === undefined || !sameManifest(stored, manifest)) {
-      if (stored !== undefined) log(`guest: inputs changed: ${manifestChanges(stored, manifest).join("; ")}`);
+      if (explain) {
+        log(stored === undefined ? `guest: no valid manifest in ${cacheDir}, building` : `guest: inputs changed: ${manifestChanges(stored, manifest).join("; ")}`);
+      }
       return false;
     }
     return (await exists(out.kernel)) && (await exists(out.initrd));
   };
 
-  if (opts.force !== true && (await upToDate())) {
+  if (opts.force !== true && (await upToDate(true))) {
     log(`guest: up to date (kernel ${manifest.kernelRelease}, ${Object.keys(manifest.packages).length} packages) in ${cacheDir}`);
     return out;
   }
@@ -330,8 +336,8 @@ export async function buildGuestImage(opts: BuildGuestOptions): Promise<GuestIma
   const release = await acquireBuildLock(cacheDir, log);
   try {
     // Another process may have built it while we waited for the lock.
-    if (opts.force !== true && (await upToDate())) {
-      log(`guest: up to date in ${cacheDir}`);
+    if (opts.force !== true && (await upToDate(false))) {
+      log(`guest: up to date in ${cacheDir} (built by another process)`);
       return out;
     }
     await build({ cacheDir, force: opts.force === true, log }, pkgs, manifest, initScript, out);

@@ -33,7 +33,7 @@ load_modules() {
 	while read -r m; do
 		[ -n "$m" ] || continue
 		if ! insmod "/lib/modules/$m.ko" 2>/tmp/insmod.err; then
-			fail "insmod $m: $(cat /tmp/insmod.err)"
+			fail "insmod $m: $(tr "\n" " " </tmp/insmod.err)"
 			return 1
 		fi
 	done <"/etc/colo/modules/$1"
@@ -78,9 +78,9 @@ if [ -n "$ip_cidr" ]; then
 	if ! ip link show eth0 >/dev/null 2>&1; then
 		fail "network: no eth0 for colo.ip=$ip_cidr"
 	elif ! ip addr add "$ip_cidr" dev eth0 2>/tmp/ip.err || ! ip link set eth0 up 2>>/tmp/ip.err; then
-		fail "network: eth0 $ip_cidr: $(cat /tmp/ip.err)"
+		fail "network: eth0 $ip_cidr: $(tr "\n" " " </tmp/ip.err)"
 	elif [ -n "$gateway" ] && ! ip route add default via "$gateway" 2>/tmp/ip.err; then
-		fail "network: gateway $gateway: $(cat /tmp/ip.err)"
+		fail "network: gateway $gateway: $(tr "\n" " " </tmp/ip.err)"
 	fi
 elif ip link show eth0 >/dev/null 2>&1; then
 	ip link set eth0 up
@@ -100,7 +100,7 @@ if [ -e /sys/block/sda ]; then
 		redis_dir=/data
 		redis_persist="--appendonly yes --appendfsync $appendfsync"
 	else
-		fail "disk: mount /dev/sda on /data: $(cat /tmp/mount.err)"
+		fail "disk: mount /dev/sda on /data: $(tr "\n" " " </tmp/mount.err)"
 	fi
 fi
 

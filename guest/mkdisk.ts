@@ -20,19 +20,20 @@ export const MIN_DATA_DISK_MIB = 8;
 export const MAX_DATA_DISK_MIB = 64 * 1024;
 const MiB = 2 ** 20;
 
-/** mkfs.ext4 lives in /sbin or /usr/sbin, which a non-login PATH may lack. */
-const MKFS_CANDIDATES = ["mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"];
+/** mkfs.ext4 lives in /sbin or /usr/sbin, which a non-login PATH may lack; else try PATH. */
+const MKFS_PATHS = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"];
+const MKFS_NAME = "mkfs.ext4";
 
 async function findMkfs(): Promise<string> {
-  for (const c of MKFS_CANDIDATES.slice(1)) {
+  for (const candidate of MKFS_PATHS) {
     try {
-      await access(c, constants.X_OK);
-      return c;
+      await access(candidate, constants.X_OK);
+      return candidate;
     } catch {
-      // try the next one
+      // not there: try the next one
     }
   }
-  return MKFS_CANDIDATES[0] as string;
+  return MKFS_NAME;
 }
 
 async function pathExists(path: string): Promise<boolean> {

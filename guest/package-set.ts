@@ -48,15 +48,29 @@ function libraryDependencies(pkg: AptPackage): string[] {
   return out;
 }
 
-export async function resolveGuestPackages(): Promise<GuestPackageSet> {
-  const top = await showPackages([KERNEL_METAPACKAGE, BUSYBOX_PACKAGE, REDIS_SERVER_PACKAGE, REDIS_TOOLS_PACKAGE]);
-  const get = (m: Map<string, AptPackage>, name: string): AptPackage => {
-    const p = m.get(name);
+/**
+ * Resolves the package set. `hints` (typically the packages of the stored
+ * manifest) are asked for in the first apt-cache call, so an unchanged set
+ * resolves in one call instead of one per dependency level; unknown hints
+ * are ignored.
+ */
+export async function resolveGuestPackages(hints: readonly string[] = []): Promise<GuestPackageSet> {
+  const known = new Map<string, AptPackage>();
+  const ensure = async (required: readonly string[], optional: readonly string[] = []): Promise<void> => {
+    const need = required.filter((n) => !known.has(n));
+    if (need.length === 0) return;
+    const extra = optional.filter((n) => !known.has(n) && !need.includes(n));
+    for (const [name, pkg] of await showPackages(need, extra)) known.set(name, pkg);
+  };
+  const get = (name: string): AptPackage => {
+    const p = known.get(name);
     if (p === undefined) throw new GuestBuildError("RESOLVE_FAILED", `package ${name} was not resolved`);
     return p;
   };
-  const meta = get(top, KERNEL_METAPACKAGE);
-  const redisTools = get(top, REDIS_TOOLS_PACKAGE);
+
+  await ensure([KERNEL_METAPACKAGE, BUSYBOX_PACKAGE, REDIS_SERVER_PACKAGE, REDIS_TOOLS_PACKAGE, ...EXTRA_LIBRARY_PACKAGES], hints);
+  const meta = get(KERNEL_METAPACKAGE);
+  const redisTools = get(REDIS_TOOLS_PACKAGE);
 
   let kernelImageName: string | undefined;
   let kernelRelease: string | undefined;
@@ -74,35 +88,32 @@ export async function resolveGuestPackages(): Promise<GuestPackageSet> {
     throw new GuestBuildError("RESOLVE_FAILED", `${KERNEL_METAPACKAGE} ${meta.version} depends on no linux-image-<release>-686 package (depends: ${deps})`);
   }
 
+  // Library closure, breadth first; each level is one apt-cache call (none when hinted).
   const libraries = new Map<string, AptPackage>();
   let frontier = [...new Set([...EXTRA_LIBRARY_PACKAGES, ...libraryDependencies(redisTools)])];
-  let kernelImage: AptPackage | undefined;
+  let first = true;
   while (frontier.length > 0) {
-    const names = kernelImage === undefined ? [...frontier, kernelImageName] : frontier;
-    const shown = await showPackages(names);
-    kernelImage ??= get(shown, kernelImageName);
+    await ensure(first ? [...frontier, kernelImageName] : frontier);
+    first = false;
     const next = new Set<string>();
     for (const name of frontier) {
-      const pkg = get(shown, name);
+      const pkg = get(name);
       libraries.set(name, pkg);
       for (const dep of libraryDependencies(pkg)) if (!libraries.has(dep)) next.add(dep);
     }
     if (libraries.size + next.size > MAX_LIBRARY_PACKAGES) {
-      throw new GuestBuildError("RESOLVE_FAILED", `the library closure of ${REDIS_TOOLS_PACKAGE} exceeds ${MAX_LIBRARY_PACKAGES} packages: ${[...libraries.keys(), ...next].join(", ")}`);
+      throw new GuestBuildError(
+        "RESOLVE_FAILED",
+        `the library closure of ${REDIS_TOOLS_PACKAGE} exceeds ${MAX_LIBRARY_PACKAGES} packages: ${[...libraries.keys(), ...next].join(", ")}`,
+      );
     }
     frontier = [...next];
   }
-  if (kernelImage === undefined) throw new GuestBuildError("RESOLVE_FAILED", `package ${kernelImageName} was not resolved`);
+  const kernelImage = get(kernelImageName);
 
-  const all = [meta, kernelImage, get(top, BUSYBOX_PACKAGE), get(top, REDIS_SERVER_PACKAGE), redisTools, ...libraries.values()];
-  all.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return {
-    kernelImage,
-    kernelRelease,
-    busybox: get(top, BUSYBOX_PACKAGE),
-    redisServer: get(top, REDIS_SERVER_PACKAGE),
-    redisTools,
-    libraries: [...libraries.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
-    all,
-  };
+  const byName = (a: AptPackage, b: AptPackage): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const busybox = get(BUSYBOX_PACKAGE);
+  const redisServer = get(REDIS_SERVER_PACKAGE);
+  const all = [meta, kernelImage, busybox, redisServer, redisTools, ...libraries.values()].sort(byName);
+  return { kernelImage, kernelRelease, busybox, redisServer, redisTools, libraries: [...libraries.values()].sort(byName), all };
 }
