@@ -12,6 +12,8 @@ import { tapNameFor } from "./tap-name.js";
 export class NicBackend {
   private rxFrames = 0;
   private txFrames = 0;
+  /** Why the TAP stopped working (e.g. the interface was deleted), if it did. */
+  lastError: Error | undefined;
   /** Frames from the guest, before they reach the TAP; return false to hold them back. */
   transmitFilter: ((frame: Uint8Array) => boolean) | undefined;
 
@@ -22,11 +24,20 @@ export class NicBackend {
     engine.onTransmit((frame) => {
       this.txFrames++;
       if (this.transmitFilter && !this.transmitFilter(frame)) return;
-      this.tap.write(frame);
+      if (this.tap.closed || this.lastError) return;
+      try {
+        this.tap.write(frame);
+      } catch (err) {
+        this.lastError = err as Error;
+      }
     });
     tap.onFrame((frame) => {
       this.rxFrames++;
       this.engine.deliver(frame);
+    });
+    tap.onError((err) => {
+      // The guest keeps running with its NIC unplugged; status shows why.
+      this.lastError = err;
     });
   }
 
@@ -52,8 +63,13 @@ export class NicBackend {
     this.tap.write(frame);
   }
 
-  stats(): { rxFrames: number; txFrames: number; rxDropped: number } {
-    return { rxFrames: this.rxFrames, txFrames: this.txFrames, rxDropped: this.tap.droppedWrites ?? 0 };
+  stats(): { rxFrames: number; txFrames: number; txDropped: number; error?: string } {
+    return {
+      rxFrames: this.rxFrames,
+      txFrames: this.txFrames,
+      txDropped: this.tap.droppedWrites,
+      ...(this.lastError ? { error: this.lastError.message } : {}),
+    };
   }
 
   close(): void {

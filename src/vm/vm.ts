@@ -31,7 +31,7 @@ export interface VmStatus {
   mac: string | undefined;
   uptimeMs: number;
   disks: { path: string; readOnly: boolean; reads: number; writes: number; bytesWritten: number }[];
-  nic: { rxFrames: number; txFrames: number; rxDropped: number } | undefined;
+  nic: { rxFrames: number; txFrames: number; txDropped: number; error?: string } | undefined;
 }
 
 function readImage(vm: string, what: string, path: string): Uint8Array {
