@@ -1,0 +1,19 @@
+/** The public API of src/state: the colo stream format (docs/specs/stream.md). */
+export { StreamError, type StreamErrorCode } from "./errors.js";
+export { StreamReader, readAll, type ReaderOptions } from "./reader.js";
+export { StreamWriter, type WriterOptions } from "./writer.js";
+export type { ByteSource } from "./byte-source.js";
+export { MemorySink, writableSink, type ByteSink } from "./sink.js";
+export type { StreamRecord, StreamRecordKind } from "./records.js";
+export type { Channel } from "./sequence.js";
+export { machineHeader, ENGINE_CODE, MAX_MEMORY_BYTES, type MachineHeader, type MachineExpectation } from "./memory-header.js";
+export { applyPageData, pageDataFromRam, isZeroPage, type PageData } from "./page-data.js";
+export { PAGE_TYPE } from "./pfn-entry.js";
+export { PageBuffer } from "./page-buffer.js";
+export { writePages, allPfns, guestBytes, type PageWriteStats } from "./write-pages.js";
+export { unionSortedPfns } from "./pfn-list.js";
+export { EMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
+export { EMULATOR_ID, type EmulatorContext } from "./emulator-context.js";
+export { CHECKPOINT_CONTROL_ID, type CheckpointControl } from "./checkpoint-records.js";
+export type { PrecopyRound } from "./precopy-round.js";
+export { MAX_PAGES_PER_RECORD, MAX_DIRTY_PFNS_PER_RECORD, MAX_BLOB_SIZE, TOOLSTACK_RECORD, MEMORY_RECORD } from "./record-types.js";

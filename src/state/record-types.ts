@@ -1,0 +1,120 @@
+/**
+ * The record type registry of docs/specs/stream.md §3.2 and §4.3: numbers,
+ * names, and the body bounds a reader checks before it allocates a body.
+ * Numbers shared with Xen keep Xen's values (libxl_sr_stream_format.h,
+ * xc_sr_stream_format.h).
+ */
+import { PAGE_SIZE } from "../engine/engine.js";
+import { hex32 } from "./errors.js";
+import { MAX_RECORD_BODY } from "./framing.js";
+
+export type Layer = "toolstack" | "memory";
+
+/** Toolstack-layer types (spec §3.2; Xen libxl's REC_TYPE_*). */
+export const TOOLSTACK_RECORD = {
+  END: 0x0000_0000,
+  /** Xen: LIBXC_CONTEXT. */
+  MEMORY_STREAM: 0x0000_0001,
+  EMULATOR_CONTEXT: 0x0000_0003,
+  CHECKPOINT_END: 0x0000_0004,
+  CHECKPOINT_STATE: 0x0000_0005,
+} as const;
+
+/** Memory-layer types (spec §4.3; Xen libxc's REC_TYPE_* where shared). */
+export const MEMORY_RECORD = {
+  END: 0x0000_0000,
+  PAGE_DATA: 0x0000_0001,
+  CHECKPOINT: 0x0000_000e,
+  CHECKPOINT_DIRTY_PFN_LIST: 0x0000_000f,
+  EMU_STATE: 0x0000_0100,
+  PRECOPY_ROUND: 0x8000_0100,
+} as const;
+
+/** Reserved kvm engine state types (spec §4.7): known, rejected as unsupported. */
+export const KVM_RECORD = {
+  KVM_VCPU_REGS: 0x110,
+  KVM_VCPU_SREGS: 0x111,
+  KVM_VCPU_FPU: 0x112,
+  KVM_VCPU_XSAVE: 0x113,
+  KVM_VCPU_XCRS: 0x114,
+  KVM_VCPU_MSRS: 0x115,
+  KVM_VCPU_LAPIC: 0x116,
+  KVM_VCPU_EVENTS: 0x117,
+  KVM_VCPU_MP_STATE: 0x118,
+  KVM_VCPU_DEBUGREGS: 0x119,
+  KVM_IRQCHIP: 0x130,
+  KVM_PIT2: 0x131,
+  KVM_CLOCK: 0x132,
+} as const;
+
+/** The whole range reserved for kvm state (spec §4.7). */
+export const KVM_RECORD_RANGE = { first: 0x110, last: 0x13f } as const;
+
+/** PAGE_DATA: pages per record (spec §4.4; Xen's MAX_BATCH_SIZE). */
+export const MAX_PAGES_PER_RECORD = 1024;
+/** PAGE_DATA fixed part: count and reserved. */
+export const PAGE_DATA_HEADER_SIZE = 8;
+/** Octets per pfn entry (u64) in PAGE_DATA and CHECKPOINT_DIRTY_PFN_LIST. */
+export const PFN_ENTRY_SIZE = 8;
+export const MAX_PAGE_DATA_BODY = PAGE_DATA_HEADER_SIZE + MAX_PAGES_PER_RECORD * (PFN_ENTRY_SIZE + PAGE_SIZE);
+/** CHECKPOINT_DIRTY_PFN_LIST: entries per record (spec §4.5). */
+export const MAX_DIRTY_PFNS_PER_RECORD = 65536;
+/** EMU_STATE and EMULATOR_CONTEXT: sub-header (two u32). */
+export const BLOB_SUBHEADER_SIZE = 8;
+/** EMU_STATE state blob and EMULATOR_CONTEXT context: at most 32 MiB (spec §3.4, §4.6). */
+export const MAX_BLOB_SIZE = 32 * 2 ** 20;
+export const CHECKPOINT_STATE_BODY = 4;
+export const PRECOPY_ROUND_BODY = 16;
+
+export interface RecordTypeInfo {
+  readonly layer: Layer;
+  readonly type: number;
+  readonly name: string;
+  readonly minBody: number;
+  readonly maxBody: number;
+  /** False for reserved types this revision knows but rejects (kvm state). */
+  readonly supported: boolean;
+}
+
+function info(layer: Layer, type: number, name: string, minBody: number, maxBody: number, supported = true): RecordTypeInfo {
+  return { layer, type, name, minBody, maxBody, supported };
+}
+
+const TOOLSTACK_TYPES: readonly RecordTypeInfo[] = [
+  info("toolstack", TOOLSTACK_RECORD.END, "END", 0, 0),
+  info("toolstack", TOOLSTACK_RECORD.MEMORY_STREAM, "MEMORY_STREAM", 0, 0),
+  info("toolstack", TOOLSTACK_RECORD.EMULATOR_CONTEXT, "EMULATOR_CONTEXT", BLOB_SUBHEADER_SIZE + 1, BLOB_SUBHEADER_SIZE + MAX_BLOB_SIZE),
+  info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_END, "CHECKPOINT_END", 0, 0),
+  info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_STATE, "CHECKPOINT_STATE", CHECKPOINT_STATE_BODY, CHECKPOINT_STATE_BODY),
+];
+
+const MEMORY_TYPES: readonly RecordTypeInfo[] = [
+  info("memory", MEMORY_RECORD.END, "END", 0, 0),
+  info("memory", MEMORY_RECORD.PAGE_DATA, "PAGE_DATA", PAGE_DATA_HEADER_SIZE + PFN_ENTRY_SIZE, MAX_PAGE_DATA_BODY),
+  info("memory", MEMORY_RECORD.CHECKPOINT, "CHECKPOINT", 0, 0),
+  info("memory", MEMORY_RECORD.CHECKPOINT_DIRTY_PFN_LIST, "CHECKPOINT_DIRTY_PFN_LIST", 0, MAX_DIRTY_PFNS_PER_RECORD * PFN_ENTRY_SIZE),
+  info("memory", MEMORY_RECORD.EMU_STATE, "EMU_STATE", BLOB_SUBHEADER_SIZE + 1, BLOB_SUBHEADER_SIZE + MAX_BLOB_SIZE),
+  info("memory", MEMORY_RECORD.PRECOPY_ROUND, "PRECOPY_ROUND", PRECOPY_ROUND_BODY, PRECOPY_ROUND_BODY),
+  ...Object.entries(KVM_RECORD).map(([name, type]) => info("memory", type, name, 0, MAX_RECORD_BODY, false)),
+];
+
+const REGISTRY: ReadonlyMap<Layer, ReadonlyMap<number, RecordTypeInfo>> = new Map([
+  ["toolstack", new Map(TOOLSTACK_TYPES.map((t) => [t.type, t]))],
+  ["memory", new Map(MEMORY_TYPES.map((t) => [t.type, t]))],
+]);
+
+/** The registry entry of a type, or undefined when this revision does not know it. */
+export function recordTypeInfo(layer: Layer, type: number): RecordTypeInfo | undefined {
+  const known = REGISTRY.get(layer)?.get(type);
+  if (known) return known;
+  if (layer === "memory" && type >= KVM_RECORD_RANGE.first && type <= KVM_RECORD_RANGE.last) {
+    return info("memory", type, "KVM_RESERVED", 0, MAX_RECORD_BODY, false);
+  }
+  return undefined;
+}
+
+/** "memory record PAGE_DATA (0x00000001)", for error messages. */
+export function describeRecord(layer: Layer, type: number): string {
+  const name = recordTypeInfo(layer, type)?.name ?? "unknown";
+  return `${layer} record ${name} (${hex32(type)})`;
+}

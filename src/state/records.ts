@@ -1,0 +1,34 @@
+/**
+ * The typed records a StreamReader yields, one per header or record of
+ * docs/specs/stream.md. `offset` is where the record starts in the stream.
+ */
+import type { CheckpointControl } from "./checkpoint-records.js";
+import type { EmulatorContext } from "./emulator-context.js";
+import type { EngineState } from "./engine-state.js";
+import type { MachineHeader } from "./memory-header.js";
+import type { PageData } from "./page-data.js";
+import type { PrecopyRound } from "./precopy-round.js";
+import type { Layer } from "./record-types.js";
+
+export type StreamRecord =
+  /** Toolstack MEMORY_STREAM: a memory part begins. */
+  | { kind: "memory-stream"; offset: number }
+  /** The memory image and machine headers (after the first MEMORY_STREAM only). */
+  | { kind: "machine-header"; offset: number; machine: MachineHeader }
+  | { kind: "page-data"; offset: number; pages: PageData }
+  | { kind: "engine-state"; offset: number; state: EngineState }
+  | { kind: "precopy-round"; offset: number; round: PrecopyRound }
+  | { kind: "dirty-pfn-list"; offset: number; pfns: Uint32Array }
+  /** Memory CHECKPOINT: the memory part is complete and consistent; toolstack records follow. */
+  | { kind: "checkpoint"; offset: number }
+  /** Memory END: the memory stream is complete. */
+  | { kind: "memory-end"; offset: number }
+  | { kind: "emulator-context"; offset: number; context: EmulatorContext }
+  | { kind: "checkpoint-end"; offset: number }
+  | { kind: "checkpoint-state"; offset: number; control: CheckpointControl }
+  /** Toolstack END: the stream is complete; the reader reads no further. */
+  | { kind: "end"; offset: number }
+  /** An optional record this reader does not know, skipped without reading its body into memory. */
+  | { kind: "skipped"; offset: number; layer: Layer; type: number; bodyLength: number };
+
+export type StreamRecordKind = StreamRecord["kind"];

@@ -1,0 +1,91 @@
+/**
+ * Where a StreamWriter's bytes go. A sink resolves write() when it can take
+ * more (backpressure). Adapters: a Node Writable (socket, file stream) and
+ * an in-memory array for tests. The sink's owner opens and closes it.
+ */
+import type { Writable } from "node:stream";
+import { StreamError } from "./errors.js";
+
+export interface ByteSink {
+  /** Take `chunk` (the sink may keep the reference: the writer never reuses it). */
+  write(chunk: Uint8Array): Promise<void>;
+}
+
+/** Collects everything written, for tests and small in-memory streams. */
+export class MemorySink implements ByteSink {
+  readonly chunks: Uint8Array[] = [];
+  private total = 0;
+
+  write(chunk: Uint8Array): Promise<void> {
+    this.chunks.push(chunk);
+    this.total += chunk.length;
+    return Promise.resolve();
+  }
+
+  get length(): number {
+    return this.total;
+  }
+
+  /** Everything written, as one buffer. */
+  bytes(): Uint8Array {
+    const out = new Uint8Array(this.total);
+    let at = 0;
+    for (const c of this.chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
+  }
+}
+
+/**
+ * A sink over a Node Writable: write() resolves at once while the stream's
+ * buffer is below its high-water mark, else on 'drain'; it rejects with
+ * StreamError IO when the stream fails or closes. The stream's owner still
+ * handles its 'error' event and ends it.
+ */
+export function writableSink(stream: Writable): ByteSink {
+  let failure: Error | undefined;
+  return {
+    write(chunk: Uint8Array): Promise<void> {
+      return new Promise<void>((resolve, reject) => {
+        if (failure !== undefined) {
+          reject(new StreamError("IO", undefined, `write failed: ${failure.message}`, { cause: failure }));
+          return;
+        }
+        if (stream.destroyed || stream.writableEnded) {
+          reject(new StreamError("IO", undefined, "the destination is closed"));
+          return;
+        }
+        const ok = stream.write(chunk, (err) => {
+          if (err) failure ??= err;
+        });
+        if (ok) {
+          resolve();
+          return;
+        }
+        const cleanup = (): void => {
+          stream.off("drain", onDrain);
+          stream.off("error", onError);
+          stream.off("close", onClose);
+        };
+        const onDrain = (): void => {
+          cleanup();
+          resolve();
+        };
+        const onError = (err: Error): void => {
+          cleanup();
+          failure ??= err;
+          reject(new StreamError("IO", undefined, `write failed: ${err.message}`, { cause: err }));
+        };
+        const onClose = (): void => {
+          cleanup();
+          reject(new StreamError("IO", undefined, "the destination closed while the writer waited for it to drain"));
+        };
+        stream.on("drain", onDrain);
+        stream.on("error", onError);
+        stream.on("close", onClose);
+      });
+    },
+  };
+}

@@ -1,0 +1,232 @@
+/**
+ * StreamWriter: writes a colo stream (docs/specs/stream.md) to a ByteSink
+ * with backpressure. The same grammar as the reader (sequence.ts) and the
+ * same field rules run before any byte is written, so a writer bug shows up
+ * as a StreamError at the call, never as a stream the peer rejects. The
+ * toolstack header goes out with the first record.
+ *
+ * Calls may be issued without awaiting the previous one: they are written
+ * in call order. A failure of the sink fails every later call.
+ */
+import { dirtyPfnListProblem, encodeCheckpointState, encodeDirtyPfnList, type CheckpointControl } from "./checkpoint-records.js";
+import { emulatorContextProblem, encodeEmulatorContextHead, type EmulatorContext } from "./emulator-context.js";
+import { encodeEngineStateHead, engineStateProblem, type EngineState } from "./engine-state.js";
+import { StreamError, type StreamErrorCode, type StreamLocation } from "./errors.js";
+import { encodeRecordHeader, paddingFor } from "./framing.js";
+import { encodeMemoryHeaders, type MachineHeader } from "./memory-header.js";
+import { encodePageDataHead, pageDataProblem, type PageData } from "./page-data.js";
+import { encodePrecopyRound, precopyRoundProblem, type PrecopyRound } from "./precopy-round.js";
+import { describeRecord, MAX_DIRTY_PFNS_PER_RECORD, MEMORY_RECORD, recordTypeInfo, TOOLSTACK_RECORD, type Layer } from "./record-types.js";
+import type { ByteSink } from "./sink.js";
+import { StreamSequence, type Channel, type SequenceEvent } from "./sequence.js";
+import { encodeToolstackHeader } from "./toolstack-header.js";
+
+export interface WriterOptions {
+  /** The machine this stream describes (its memory headers follow the first MEMORY_STREAM). */
+  machine: MachineHeader;
+  /** "image" (default) or "back-channel". */
+  channel?: Channel;
+}
+
+/** Chunks smaller than this are merged before they reach the sink (fewer syscalls). */
+const COALESCE_BELOW = 64 * 1024;
+
+export class StreamWriter {
+  private readonly sink: ByteSink;
+  private readonly sequence: StreamSequence;
+  readonly machine: MachineHeader;
+  private written = 0;
+  private headerWritten = false;
+  private tail: Promise<void> = Promise.resolve();
+  private failure: StreamError | undefined;
+
+  constructor(sink: ByteSink, options: WriterOptions) {
+    this.sink = sink;
+    this.machine = options.machine;
+    this.sequence = new StreamSequence(options.channel ?? "image");
+  }
+
+  /** Octets handed to the sink so far. */
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  /** Whether the first memory part has been closed (a complete machine was written). */
+  get complete(): boolean {
+    return this.sequence.complete;
+  }
+
+  /** MEMORY_STREAM; the first one is followed by the memory image and machine headers. */
+  writeMemoryStream(): Promise<void> {
+    return this.enqueue(async () => {
+      await this.record("toolstack", TOOLSTACK_RECORD.MEMORY_STREAM, { kind: "memory-stream" }, []);
+      if (this.sequence.expecting === "memory-headers") {
+        const where = this.location("machine header");
+        this.sequence.accept({ kind: "machine-header", machine: this.machine }, where);
+        await this.emit([encodeMemoryHeaders(this.machine)]);
+      }
+    });
+  }
+
+  /** One PAGE_DATA record (at most 1024 pages; see writePages() for batching RAM). */
+  writePageData(pages: PageData): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_PFN", "memory", MEMORY_RECORD.PAGE_DATA, pageDataProblem(pages, this.machine.pageCount));
+      const head = encodePageDataHead(pages.pfns, pages.types);
+      return this.record("memory", MEMORY_RECORD.PAGE_DATA, { kind: "page-data", pfns: pages.pfns }, [head, pages.data]);
+    });
+  }
+
+  /** The engine's state (EMU_STATE for emu), after the memory part's pages. */
+  writeEngineState(state: EngineState): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "memory", MEMORY_RECORD.EMU_STATE, engineStateProblem(state, this.machine));
+      return this.record("memory", MEMORY_RECORD.EMU_STATE, { kind: "engine-state" }, [encodeEngineStateHead(state), state.blob]);
+    });
+  }
+
+  /** PRECOPY_ROUND (optional): a migration round begins. */
+  writePrecopyRound(round: PrecopyRound): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "memory", MEMORY_RECORD.PRECOPY_ROUND, precopyRoundProblem(round, this.machine.pageCount));
+      return this.record("memory", MEMORY_RECORD.PRECOPY_ROUND, { kind: "precopy-round" }, [encodePrecopyRound(round)]);
+    });
+  }
+
+  /**
+   * The SVM's dirty pages (back channel), strictly ascending; split into
+   * records of at most 65536 entries. An empty list writes one empty record.
+   */
+  writeDirtyPfnList(pfns: Uint32Array): Promise<void> {
+    return this.enqueue(async () => {
+      let start = 0;
+      do {
+        const slice = pfns.subarray(start, start + MAX_DIRTY_PFNS_PER_RECORD);
+        const problem = dirtyPfnListProblem(slice, this.machine.pageCount, this.sequence.lastDirtyPfn);
+        this.check("BAD_PFN", "memory", MEMORY_RECORD.CHECKPOINT_DIRTY_PFN_LIST, problem);
+        await this.record("memory", MEMORY_RECORD.CHECKPOINT_DIRTY_PFN_LIST, { kind: "dirty-pfn-list", pfns: slice }, [encodeDirtyPfnList(slice)]);
+        start += MAX_DIRTY_PFNS_PER_RECORD;
+      } while (start < pfns.length);
+    });
+  }
+
+  /** Memory CHECKPOINT: closes the memory part; the stream continues. */
+  writeCheckpoint(): Promise<void> {
+    return this.enqueue(() => this.record("memory", MEMORY_RECORD.CHECKPOINT, { kind: "checkpoint" }, []));
+  }
+
+  /** Memory END: closes the memory stream for good. */
+  writeMemoryEnd(): Promise<void> {
+    return this.enqueue(() => this.record("memory", MEMORY_RECORD.END, { kind: "memory-end" }, []));
+  }
+
+  writeEmulatorContext(context: EmulatorContext): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.EMULATOR_CONTEXT, emulatorContextProblem(context));
+      const event: SequenceEvent = { kind: "emulator-context", emulatorId: context.emulatorId, index: context.index };
+      return this.record("toolstack", TOOLSTACK_RECORD.EMULATOR_CONTEXT, event, [encodeEmulatorContextHead(context), context.context]);
+    });
+  }
+
+  writeCheckpointEnd(): Promise<void> {
+    return this.enqueue(() => this.record("toolstack", TOOLSTACK_RECORD.CHECKPOINT_END, { kind: "checkpoint-end" }, []));
+  }
+
+  writeCheckpointState(control: CheckpointControl): Promise<void> {
+    return this.enqueue(() =>
+      this.record("toolstack", TOOLSTACK_RECORD.CHECKPOINT_STATE, { kind: "checkpoint-state", control }, [encodeCheckpointState(control)]),
+    );
+  }
+
+  /** Toolstack END: the stream is complete. */
+  writeEnd(): Promise<void> {
+    return this.enqueue(() => this.record("toolstack", TOOLSTACK_RECORD.END, { kind: "end" }, []));
+  }
+
+  /** Resolves when everything issued so far has been handed to the sink. */
+  flush(): Promise<void> {
+    return this.enqueue(() => Promise.resolve());
+  }
+
+  private enqueue(operation: () => Promise<void>): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (this.failure !== undefined) throw this.failure;
+      await operation();
+    };
+    const result = this.tail.then(run);
+    // The queue continues after a rejected call; the caller sees the rejection.
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private location(what: string): StreamLocation {
+    return { offset: this.written, what };
+  }
+
+  private check(code: StreamErrorCode, layer: Layer, type: number, problem: string | undefined): void {
+    if (problem !== undefined) throw new StreamError(code, this.location(describeRecord(layer, type)), problem);
+  }
+
+  private async record(layer: Layer, type: number, event: SequenceEvent, parts: Uint8Array[]): Promise<void> {
+    if (!this.headerWritten) {
+      this.sequence.accept({ kind: "toolstack-header" }, this.location("toolstack header"));
+      this.headerWritten = true;
+      await this.emit([encodeToolstackHeader()]);
+    }
+    const where = this.location(describeRecord(layer, type));
+    const bodyLength = parts.reduce((n, p) => n + p.length, 0);
+    const info = recordTypeInfo(layer, type);
+    if (info === undefined || bodyLength < info.minBody || bodyLength > info.maxBody) {
+      throw new StreamError("BAD_LENGTH", where, `body of ${bodyLength} octets is outside the type's bounds`);
+    }
+    this.sequence.accept(event, where);
+    await this.emit([encodeRecordHeader(type, bodyLength), ...parts, paddingFor(bodyLength)]);
+  }
+
+  /** Hand chunks to the sink, merging small neighbours. */
+  private async emit(chunks: Uint8Array[]): Promise<void> {
+    let pending: Uint8Array[] = [];
+    let pendingLength = 0;
+    const flushPending = async (): Promise<void> => {
+      if (pendingLength === 0) return;
+      const merged = pending.length === 1 && pending[0] !== undefined ? pending[0] : concat(pending, pendingLength);
+      pending = [];
+      pendingLength = 0;
+      await this.toSink(merged);
+    };
+    for (const chunk of chunks) {
+      if (chunk.length === 0) continue;
+      if (chunk.length >= COALESCE_BELOW) {
+        await flushPending();
+        await this.toSink(chunk);
+      } else {
+        pending.push(chunk);
+        pendingLength += chunk.length;
+      }
+    }
+    await flushPending();
+  }
+
+  private async toSink(chunk: Uint8Array): Promise<void> {
+    try {
+      await this.sink.write(chunk);
+    } catch (err) {
+      this.failure =
+        err instanceof StreamError
+          ? err
+          : new StreamError("IO", this.location("sink"), `write failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw this.failure;
+    }
+    this.written += chunk.length;
+  }
+}
+
+function concat(chunks: Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
