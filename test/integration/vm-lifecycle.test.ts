@@ -13,6 +13,7 @@ import { spawn } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labUp } from "../../src/lab/lab.js";
+import { processEnded } from "../../src/api/registry.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
 import { COLO_BIN, isRoot, run, runIn, type RunResult } from "../tools/run.js";
 import { GUEST_CACHE, writeGuestConfig } from "../tools/guest-fixture.js";
@@ -48,12 +49,7 @@ async function hostHasLink(name: string): Promise<boolean> {
   return r.code === 0;
 }
 function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return !processEnded(pid);
 }
 
 before(async () => {
