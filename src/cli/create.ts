@@ -90,7 +90,7 @@ export async function createVm(cfgPath: string, opts: CreateOptions): Promise<vo
     await waitForExit(pid, 5_000);
   }
   child.unref();
-  const detail = tail.trim() ? `--- console tail ---\n${tail.trimEnd()}\n--- log: ${files.log} ---` : `log: ${files.log}`;
+  const detail = tail.trim() ? `--- console tail ---\n${tail.trimEnd()}\n--- daemon log: ${files.log} ---` : undefined;
   if (outcome.type === "failed") fail(`create ${config.name}: ${outcome.error}`, detail);
   if (outcome.type === "timeout") fail(`create ${config.name}: the guest did not report ready within ${opts.timeout} s`, detail);
   fail(`create ${config.name}: the VM daemon exited (${outcome.signal ?? `code ${outcome.code}`}) before the guest was ready`, detail);

@@ -1,0 +1,108 @@
+/**
+ * Helpers for tests of the stream format (here and in the layers that build
+ * on it): a seeded PRNG, sample RAM, real streams built with the writer,
+ * hand-made records for malformed streams, and chunked sources.
+ */
+import { PAGE_SIZE } from "../engine/engine.js";
+import { EMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
+import { encodeRecordHeader, paddingFor } from "./framing.js";
+import { machineHeader, type MachineHeader } from "./memory-header.js";
+import { MemorySink } from "./sink.js";
+import { allPfns, writePages } from "./write-pages.js";
+import { StreamWriter } from "./writer.js";
+
+/** mulberry32: a small seeded PRNG, so a failing case reproduces from its seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomInt(random: () => number, below: number): number {
+  return Math.floor(random() * below);
+}
+
+export function randomBytes(random: () => number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = randomInt(random, 256);
+  return out;
+}
+
+/**
+ * RAM of `pages` pages: about `zeroFraction` of them all zero, the rest
+ * random (some with only one non-zero octet, the hardest case for a zero test).
+ */
+export function sampleRam(random: () => number, pages: number, zeroFraction = 0.5): Uint8Array {
+  const ram = new Uint8Array(pages * PAGE_SIZE);
+  for (let pfn = 0; pfn < pages; pfn++) {
+    const r = random();
+    if (r < zeroFraction) continue;
+    const at = pfn * PAGE_SIZE;
+    if (r < zeroFraction + (1 - zeroFraction) / 4) {
+      ram[at + randomInt(random, PAGE_SIZE)] = 1 + randomInt(random, 255);
+    } else {
+      ram.set(randomBytes(random, PAGE_SIZE), at);
+    }
+  }
+  return ram;
+}
+
+export function emuMachine(pages: number): MachineHeader {
+  return machineHeader("emu", pages * PAGE_SIZE, 1);
+}
+
+export function emuState(blob: Uint8Array): EngineState {
+  return { engineId: "emu", formatVersion: EMU_STATE_FORMAT.V86_SAVE_STATE, blob };
+}
+
+/** A save-file stream: every page of `ram`, the state, memory END, END. */
+export async function saveStream(ram: Uint8Array, state: Uint8Array): Promise<Uint8Array> {
+  const machine = emuMachine(ram.length / PAGE_SIZE);
+  const sink = new MemorySink();
+  const writer = new StreamWriter(sink, { machine });
+  await writer.writeMemoryStream();
+  await writePages(writer, ram, allPfns(machine.pageCount));
+  await writer.writeEngineState(emuState(state));
+  await writer.writeMemoryEnd();
+  await writer.writeEnd();
+  return sink.bytes();
+}
+
+/** A whole record, framed and padded, from raw parts (for malformed streams). */
+export function rawRecord(type: number, body: Uint8Array, options: { bodyLength?: number; padding?: Uint8Array } = {}): Uint8Array {
+  const header = encodeRecordHeader(type, options.bodyLength ?? body.length);
+  return concatBytes(header, body, options.padding ?? paddingFor(body.length));
+}
+
+export function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** The bytes of `bytes` as chunks of random sizes (1 to maxChunk octets), as a socket delivers them. */
+export function* randomChunks(bytes: Uint8Array, random: () => number, maxChunk = 65536): Generator<Uint8Array, void, undefined> {
+  let at = 0;
+  while (at < bytes.length) {
+    const size = 1 + randomInt(random, maxChunk);
+    yield bytes.subarray(at, at + size);
+    at += size;
+  }
+}
+
+/** An async source of the given chunks (each yielded after a microtask, like a stream). */
+export async function* asyncChunks(chunks: Iterable<Uint8Array>): AsyncGenerator<Uint8Array, void, undefined> {
+  for (const c of chunks) {
+    await Promise.resolve();
+    yield c;
+  }
+}
