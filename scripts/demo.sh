@@ -33,7 +33,10 @@ ip netns exec colo-h1 ./bin/colo create "$work/demo.cfg"
 ./bin/colo list
 echo "demo: redis-benchmark from colo-client -> 10.77.0.10"
 for c in 1 16; do
-  ip netns exec colo-client redis-benchmark -h 10.77.0.10 -t set,get -n 2000 -c "$c" -q
+  echo "  $c client(s), 2000 requests each:"
+  # -q prints progress lines ending in \r; keep the final figure per test.
+  ip netns exec colo-client redis-benchmark -h 10.77.0.10 -t set,get -n 2000 -c "$c" -q \
+    | tr '\r' '\n' | grep 'requests per second' | sed 's/^ */    /'
 done
-ip netns exec colo-client redis-cli -h 10.77.0.10 DBSIZE
+echo "  keys in the guest: $(ip netns exec colo-client redis-cli -h 10.77.0.10 DBSIZE)"
 echo "demo: done"
