@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labUp } from "../src/lab/lab.js";
 import { createDataDisk } from "../guest/mkdisk.js";
-import { COLO_BIN, REPO_ROOT, run, runIn } from "../test/tools/run.js";
+import { COLO_BIN, REPO_ROOT, runIn } from "../test/tools/run.js";
 import { GUEST_CACHE, writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { machineInfo } from "./machine.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     const bootToReadyMs = Date.now() - t0;
     const guestBootMs = Number(/ready in ([\d.]+) s/.exec(created.stdout)?.[1] ?? NaN) * 1000;
 
-    const list = JSON.parse((await run(COLO_BIN, ["list", "--json"], { env })).stdout) as { name: string; pid: number }[];
+    const list = JSON.parse((await runIn(HOST, COLO_BIN, ["list", "--json"], { env })).stdout) as { name: string; pid: number }[];
     const pid = list.find((v) => v.name === "bench")?.pid;
     if (!pid) throw new Error("bench VM not listed");
     const before = cpuTicks(pid);
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
     for (const clients of [1, 16]) {
       figures.push(...(await redisBenchmark(CLIENT, GUEST_IP, { tests: "set,get", requests, clients })));
     }
-    await run(COLO_BIN, ["destroy", "bench"], { env, timeoutMs: 60_000 });
+    await runIn(HOST, COLO_BIN, ["destroy", "bench"], { env, timeoutMs: 60_000 });
 
     const result = {
       benchmark: "baseline-unprotected",
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
     writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
     process.stdout.write(JSON.stringify(result.figures, null, 2) + `\nwritten ${out}\n`);
   } finally {
-    await run(COLO_BIN, ["destroy", "bench"], { env, timeoutMs: 60_000 }).catch(() => undefined);
+    await runIn(HOST, COLO_BIN, ["destroy", "bench"], { env, timeoutMs: 60_000 }).catch(() => undefined);
     await labDown({ prefix: PREFIX });
     rmSync(work, { recursive: true, force: true });
   }

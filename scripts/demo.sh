@@ -30,7 +30,7 @@ CFG
 
 echo "demo: booting the guest on host colo-h1 (20-60 s under emulation)"
 ip netns exec colo-h1 ./bin/colo create "$work/demo.cfg"
-./bin/colo list
+ip netns exec colo-h1 ./bin/colo list
 echo "demo: redis-benchmark from colo-client -> 10.77.0.10"
 for c in 1 16; do
   echo "  $c client(s), 2000 requests each:"

@@ -5,9 +5,8 @@ import { resolve } from "node:path";
 import { loadVmConfig } from "../config/load.js";
 import { request } from "../api/control-client.js";
 import { isDaemonReport, type DaemonReport } from "../api/daemon-ipc.js";
-import { runDir, vmRunFiles } from "../api/paths.js";
+import { currentNetnsName, runDir, vmRunFiles } from "../api/paths.js";
 import { findVm, isDaemonAlive } from "../api/registry.js";
-import { currentNetns } from "./netns.js";
 import { fail } from "./output.js";
 import { waitForExit } from "./wait.js";
 
@@ -32,7 +31,7 @@ export async function createVm(cfgPath: string, opts: CreateOptions): Promise<vo
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const files = vmRunFiles(config.name, dir);
   const logFd = openSync(files.log, "a");
-  const netns = await currentNetns();
+  const netns = currentNetnsName();
   const child = spawn(process.execPath, [MAIN, "__vm-daemon", config.source], {
     detached: true,
     stdio: ["ignore", logFd, logFd, "ipc"],

@@ -10,7 +10,7 @@ import { decodeCheckpointState, decodeDirtyPfnList } from "./checkpoint-records.
 import { decodeEmulatorContext } from "./emulator-context.js";
 import { decodeEmuState } from "./engine-state.js";
 import { hex32, StreamError, type StreamLocation } from "./errors.js";
-import { isOptionalType, MAX_RECORD_BODY, paddingLength, RECORD_HEADER_SIZE, recordHeaderLayout } from "./framing.js";
+import { isOptionalType, MAX_RECORD_BODY, OPTIONAL_RECORD_BIT, paddingLength, RECORD_HEADER_SIZE, recordHeaderLayout } from "./framing.js";
 import {
   checkMachineExpectation,
   decodeMachineHeader,
@@ -153,6 +153,10 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
     const info = recordTypeInfo(layer, type);
     if (info === undefined) {
       if (!isOptionalType(type)) throw new StreamError("UNKNOWN_RECORD", where, `unknown mandatory record type ${hex32(type)}`);
+      const shadowed = recordTypeInfo(layer, type & ~OPTIONAL_RECORD_BIT);
+      if (shadowed !== undefined) {
+        throw new StreamError("UNKNOWN_RECORD", where, `optional type ${hex32(type)} shadows the mandatory ${shadowed.name}: reserved (a corrupt type?)`);
+      }
       await this.source.skip(bodyLength, where);
       await this.readPadding(bodyLength, where);
       this.sequence.accept({ kind: "unknown-optional" }, where);

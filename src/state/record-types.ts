@@ -27,7 +27,7 @@ export const MEMORY_RECORD = {
   CHECKPOINT: 0x0000_000e,
   CHECKPOINT_DIRTY_PFN_LIST: 0x0000_000f,
   EMU_STATE: 0x0000_0100,
-  PRECOPY_ROUND: 0x8000_0100,
+  PRECOPY_ROUND: 0x8000_0200,
 } as const;
 
 /** Reserved kvm engine state types (spec §4.7): known, rejected as unsupported. */

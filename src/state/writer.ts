@@ -12,7 +12,7 @@ import { dirtyPfnListProblem, encodeCheckpointState, encodeDirtyPfnList, type Ch
 import { emulatorContextProblem, encodeEmulatorContextHead, type EmulatorContext } from "./emulator-context.js";
 import { encodeEngineStateHead, engineStateProblem, type EngineState } from "./engine-state.js";
 import { StreamError, type StreamErrorCode, type StreamLocation } from "./errors.js";
-import { encodeRecordHeader, paddingFor } from "./framing.js";
+import { encodeRecordHeader, paddingFor, RECORD_HEADER_SIZE } from "./framing.js";
 import { encodeMemoryHeaders, type MachineHeader } from "./memory-header.js";
 import { encodePageDataHead, pageDataProblem, type PageData } from "./page-data.js";
 import { encodePrecopyRound, precopyRoundProblem, type PrecopyRound } from "./precopy-round.js";
@@ -36,6 +36,7 @@ export class StreamWriter {
   private readonly sequence: StreamSequence;
   readonly machine: MachineHeader;
   private written = 0;
+  private headerAccepted = false;
   private headerWritten = false;
   private tail: Promise<void> = Promise.resolve();
   private failure: StreamError | undefined;
@@ -56,16 +57,9 @@ export class StreamWriter {
     return this.sequence.complete;
   }
 
-  /** MEMORY_STREAM; the first one is followed by the memory image and machine headers. */
+  /** MEMORY_STREAM; the first one is followed by the memory image and machine headers (written with it). */
   writeMemoryStream(): Promise<void> {
-    return this.enqueue(async () => {
-      await this.record("toolstack", TOOLSTACK_RECORD.MEMORY_STREAM, { kind: "memory-stream" }, []);
-      if (this.sequence.expecting === "memory-headers") {
-        const where = this.location("machine header");
-        this.sequence.accept({ kind: "machine-header", machine: this.machine }, where);
-        await this.emit([encodeMemoryHeaders(this.machine)]);
-      }
-    });
+    return this.enqueue(() => this.record("toolstack", TOOLSTACK_RECORD.MEMORY_STREAM, { kind: "memory-stream" }, []));
   }
 
   /** One PAGE_DATA record (at most 1024 pages; see writePages() for batching RAM). */
@@ -168,19 +162,28 @@ export class StreamWriter {
   }
 
   private async record(layer: Layer, type: number, event: SequenceEvent, parts: Uint8Array[]): Promise<void> {
-    if (!this.headerWritten) {
+    if (!this.headerAccepted) {
       this.sequence.accept({ kind: "toolstack-header" }, this.location("toolstack header"));
-      this.headerWritten = true;
-      await this.emit([encodeToolstackHeader()]);
+      this.headerAccepted = true;
     }
-    const where = this.location(describeRecord(layer, type));
+    // The header goes out with the first record that passes its checks.
+    const header = this.headerWritten ? [] : [encodeToolstackHeader()];
+    const where = { offset: this.written + (header[0]?.length ?? 0), what: describeRecord(layer, type) };
     const bodyLength = parts.reduce((n, p) => n + p.length, 0);
     const info = recordTypeInfo(layer, type);
     if (info === undefined || bodyLength < info.minBody || bodyLength > info.maxBody) {
       throw new StreamError("BAD_LENGTH", where, `body of ${bodyLength} octets is outside the type's bounds`);
     }
     this.sequence.accept(event, where);
-    await this.emit([encodeRecordHeader(type, bodyLength), ...parts, paddingFor(bodyLength)]);
+    // The first MEMORY_STREAM is followed by the memory image and machine headers.
+    const memoryHeaders: Uint8Array[] = [];
+    if (this.sequence.expecting === "memory-headers") {
+      const headersAt = { offset: where.offset + RECORD_HEADER_SIZE, what: "machine header" };
+      this.sequence.accept({ kind: "machine-header", machine: this.machine }, headersAt);
+      memoryHeaders.push(encodeMemoryHeaders(this.machine));
+    }
+    this.headerWritten = true;
+    await this.emit([...header, encodeRecordHeader(type, bodyLength), ...parts, paddingFor(bodyLength), ...memoryHeaders]);
   }
 
   /** Hand chunks to the sink, merging small neighbours. */

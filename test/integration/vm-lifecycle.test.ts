@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { labDown, labUp } from "../../src/lab/lab.js";
 import { processEnded } from "../../src/api/registry.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
-import { COLO_BIN, isRoot, run, runIn, type RunResult } from "../tools/run.js";
+import { COLO_BIN, isRoot, runIn, type RunResult } from "../tools/run.js";
 import { GUEST_CACHE, writeGuestConfig } from "../tools/guest-fixture.js";
 
 const PREFIX = "ctvm";
@@ -33,8 +33,9 @@ const skip = !isRoot()
 let work = "";
 let env: NodeJS.ProcessEnv = {};
 
+/** colo on the lab host (each lab host has its own view of VMs, like a real host). */
 function colo(args: string[], timeoutMs = 60_000): Promise<RunResult> {
-  return run(COLO_BIN, args, { env, timeoutMs });
+  return runIn(HOST, COLO_BIN, args, { env, timeoutMs });
 }
 function coloOnHost(args: string[], timeoutMs = BOOT_TIMEOUT_MS): Promise<RunResult> {
   return runIn(HOST, COLO_BIN, args, { env, timeoutMs });
@@ -111,7 +112,7 @@ test("TAP creation without permission fails create with one error naming the cal
     assert.match(r.stderr, /^colo: create noperm: .*(TUNSETIFF.*EPERM|\/dev\/net\/tun.*EACCES)/);
     assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
     assert.equal(await hostHasLink("cv-noperm"), false);
-    const list = await run(COLO_BIN, ["list", "--json"], { env: unprivileged });
+    const list = await runIn(HOST, COLO_BIN, ["list", "--json"], { env: unprivileged });
     assert.equal(list.stdout.trim(), "[]");
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -142,7 +143,7 @@ test("boot, Redis over the lab LAN, console, pause, data surviving destroy + cre
 
   // The console shows the guest's shell: run a command whose output differs from its echo.
   const consoleOut = await new Promise<string>((resolve, reject) => {
-    const child = spawn(COLO_BIN, ["console", "guest", "--no-replay"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn("ip", ["netns", "exec", HOST, COLO_BIN, "console", "guest", "--no-replay"], { env, stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
@@ -178,7 +179,7 @@ test("boot, Redis over the lab LAN, console, pause, data surviving destroy + cre
   assert.equal(pidAlive(first.pid), false, "daemon gone");
   assert.equal(await hostHasLink("cv-guest"), false, "TAP gone");
   assert.equal((await colo(["list", "--json"])).stdout.trim(), "[]");
-  assert.deepEqual(readdirSync(join(work, "run")).filter((f) => !f.endsWith(".log")), [], "no run files left");
+  assert.deepEqual(readdirSync(join(work, "run", "netns", HOST)).filter((f) => !f.endsWith(".log")), [], "no run files left");
 
   // Same disk, new VM: Redis reloads its append-only file.
   const again = await coloOnHost(["create", f.cfg]);

@@ -1,0 +1,261 @@
+/**
+ * Property tests: real streams, randomly truncated and corrupted, must be
+ * rejected with a StreamError (never another exception, never a hang), or —
+ * where the corruption lands in bytes the format cannot check (page
+ * contents, state blobs) — parse to valid records. Seeded: a failure prints
+ * its seed; rerun with COLO_FUZZ_SEED=<seed> to reproduce a whole run.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { PAGE_SIZE } from "../engine/engine.js";
+import { EMULATOR_ID } from "./emulator-context.js";
+import { StreamError } from "./errors.js";
+import { readAll, type ReaderOptions } from "./reader.js";
+import type { StreamRecord } from "./records.js";
+import { MemorySink } from "./sink.js";
+import { asyncChunks, emuMachine, emuState, randomBytes, randomChunks, randomInt, sampleRam, seededRandom } from "./testing.js";
+import { allPfns, writePages } from "./write-pages.js";
+import { StreamWriter } from "./writer.js";
+
+const BASE_SEED = Number(process.env["COLO_FUZZ_SEED"] ?? 0x5eed);
+const MUTATIONS = 1000;
+const TIME_BOUND_MS = 10_000;
+
+interface Sample {
+  name: string;
+  bytes: Uint8Array;
+  options: ReaderOptions;
+  /** tolerated[i] = 1: a flip of octet i may go undetected (opaque contents). */
+  tolerated: Uint8Array;
+}
+
+function shuffle(random: () => number, values: number[]): number[] {
+  for (let i = values.length - 1; i > 0; i--) {
+    const j = randomInt(random, i + 1);
+    [values[i], values[j]] = [values[j] ?? 0, values[i] ?? 0];
+  }
+  return values;
+}
+
+/** Mark the octets a flip may leave undetected, from the clean stream's records. */
+function toleratedRegions(length: number, records: StreamRecord[]): Uint8Array {
+  const tolerated = new Uint8Array(length);
+  const mark = (from: number, count: number): void => {
+    tolerated.fill(1, from, from + count);
+  };
+  // How often each pfn is sent in the first part (pre-copy rounds send some again).
+  const firstPartSends = new Map<number, number>();
+  let part = -1;
+  for (const r of records) {
+    if (r.kind === "memory-stream") part++;
+    if (r.kind === "page-data" && part === 0) for (const pfn of r.pages.pfns) firstPartSends.set(pfn, (firstPartSends.get(pfn) ?? 0) + 1);
+  }
+  // A pfn sent only once in the complete first image is checked by coverage; any other may
+  // turn into another valid pfn.
+  const checked = (pfn: number, inFirstPart: boolean): boolean => inFirstPart && firstPartSends.get(pfn) === 1;
+  part = -1;
+  for (const r of records) {
+    switch (r.kind) {
+      case "memory-stream":
+        part++;
+        break;
+      case "page-data": {
+        const count = r.pages.pfns.length;
+        mark(r.offset + 16 + 8 * count, r.pages.data.length);
+        r.pages.pfns.forEach((pfn, i) => {
+          if (!checked(pfn, part === 0)) mark(r.offset + 16 + 8 * i, 4);
+        });
+        break;
+      }
+      case "engine-state":
+        mark(r.offset + 16, r.state.blob.length);
+        break;
+      case "emulator-context":
+        mark(r.offset + 16, r.context.context.length);
+        break;
+      case "precopy-round":
+        mark(r.offset, 24); // optional: any field, even its type, may change unnoticed
+        break;
+      default:
+        break;
+    }
+  }
+  return tolerated;
+}
+
+async function sample(name: string, bytes: Uint8Array, options: ReaderOptions): Promise<Sample> {
+  const records = await readAll(bytes, options);
+  return { name, bytes, options, tolerated: toleratedRegions(bytes.length, records) };
+}
+
+/** A save file: pages in random order and batches, zero and random, a state blob. */
+async function saveSample(random: () => number): Promise<Sample> {
+  const pages = 160;
+  const machine = emuMachine(pages);
+  const ram = sampleRam(random, pages, 0.5);
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine });
+  await w.writeMemoryStream();
+  const order = shuffle(random, [...allPfns(pages)]);
+  for (let at = 0; at < order.length; ) {
+    const n = 1 + randomInt(random, 60);
+    await writePages(w, ram, order.slice(at, at + n));
+    at += n;
+  }
+  await w.writeEngineState(emuState(randomBytes(random, 20_000)));
+  await w.writeMemoryEnd();
+  await w.writeEnd();
+  return sample("save", sink.bytes(), { expect: { engineId: "emu", memoryBytes: machine.memoryBytes }, requireEndOfSource: true });
+}
+
+/** A COLO forward stream: pre-copy rounds, initial checkpoint, two checkpoints. */
+async function coloSample(random: () => number): Promise<Sample> {
+  const pages = 96;
+  const machine = emuMachine(pages);
+  const ram = sampleRam(random, pages, 0.5);
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine });
+  await w.writeMemoryStream();
+  await w.writePrecopyRound({ round: 0, final: false, pageCount: pages });
+  await writePages(w, ram, allPfns(pages));
+  await w.writePrecopyRound({ round: 1, final: true, pageCount: 3 });
+  await writePages(w, ram, [5, 6, 90]);
+  await w.writeEngineState(emuState(randomBytes(random, 3000)));
+  await w.writeCheckpoint();
+  await w.writeEmulatorContext({ emulatorId: EMULATOR_ID.COLO_VMM, index: 0, context: randomBytes(random, 77) });
+  await w.writeCheckpointEnd();
+  for (let c = 0; c < 2; c++) {
+    const dirty = shuffle(random, [...allPfns(pages)]).slice(0, 10).sort((a, b) => a - b);
+    for (const pfn of dirty) ram.set(randomBytes(random, PAGE_SIZE), pfn * PAGE_SIZE);
+    await w.writeCheckpointState("NEW");
+    await w.writeMemoryStream();
+    await writePages(w, ram, dirty);
+    await w.writeEngineState(emuState(randomBytes(random, 3000)));
+    await w.writeCheckpoint();
+    await w.writeCheckpointEnd();
+  }
+  await w.writeEnd();
+  return sample("colo", sink.bytes(), { expect: { engineId: "emu", memoryBytes: machine.memoryBytes }, requireEndOfSource: true });
+}
+
+/** A back channel: dirty lists across several records and checkpoints. */
+async function backChannelSample(random: () => number): Promise<Sample> {
+  const machine = emuMachine(200);
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine, channel: "back-channel" });
+  for (let c = 0; c < 3; c++) {
+    await w.writeCheckpointState("SVM_SUSPENDED");
+    await w.writeMemoryStream();
+    const dirty = shuffle(random, [...allPfns(200)]).slice(0, 30).sort((a, b) => a - b);
+    await w.writeDirtyPfnList(Uint32Array.from(dirty.slice(0, 12)));
+    await w.writeDirtyPfnList(Uint32Array.from(dirty.slice(12)));
+    await w.writeCheckpoint();
+    await w.writeCheckpointState("SVM_READY");
+    await w.writeCheckpointState("SVM_RESUMED");
+  }
+  await w.writeEnd();
+  const bytes = sink.bytes();
+  // A dirty pfn may turn into another pfn that keeps the list ascending, and one SVM_* control id
+  // into another (their order is the COLO protocol's to check): tolerate those octets.
+  const s = await sample("back-channel", bytes, { channel: "back-channel", expect: { memoryBytes: machine.memoryBytes }, requireEndOfSource: true });
+  for (const r of await readAll(bytes, s.options)) {
+    if (r.kind === "checkpoint-state") s.tolerated[r.offset + 8] = 1;
+    if (r.kind === "dirty-pfn-list") for (let i = 0; i < r.pfns.length; i++) s.tolerated.fill(1, r.offset + 8 + 8 * i, r.offset + 8 + 8 * i + 4);
+  }
+  return s;
+}
+
+type Outcome = { ok: true } | { ok: false; error: StreamError };
+
+async function parse(bytes: Uint8Array, options: ReaderOptions, random: () => number): Promise<Outcome> {
+  try {
+    // Chunk boundaries land anywhere, as from a socket.
+    const source = random() < 0.5 ? bytes : asyncChunks(randomChunks(bytes, random, 1 + randomInt(random, 50_000)));
+    await readAll(source, options);
+    return { ok: true };
+  } catch (err) {
+    if (!(err instanceof StreamError)) throw new Error(`not a StreamError: ${String(err)}`, { cause: err });
+    if (err.code === "INTERNAL") throw new Error(`INTERNAL: ${err.message}`, { cause: err });
+    return { ok: false, error: err };
+  }
+}
+
+function flipBit(bytes: Uint8Array, random: () => number): { mutated: Uint8Array; at: number; bit: number } {
+  const mutated = bytes.slice();
+  const at = randomInt(random, bytes.length);
+  const bit = randomInt(random, 8);
+  mutated[at] = (mutated[at] ?? 0) ^ (1 << bit);
+  return { mutated, at, bit };
+}
+
+async function fuzz(build: (random: () => number) => Promise<Sample>, seed: number): Promise<{ truncations: number; flips: number; undetected: number }> {
+  const s = await build(seededRandom(seed));
+  const counts = { truncations: 0, flips: 0, undetected: 0 };
+  for (let i = 0; i < MUTATIONS; i++) {
+    const mutationSeed = seed * 100_003 + i;
+    const random = seededRandom(mutationSeed);
+    const kind = randomInt(random, 4);
+    let description = "";
+    try {
+      if (kind === 0) {
+        const length = randomInt(random, s.bytes.length);
+        description = `truncated to ${length} of ${s.bytes.length} octets`;
+        const outcome = await parse(s.bytes.subarray(0, length), s.options, random);
+        assert.ok(!outcome.ok, "a truncated stream was accepted");
+        assert.equal(outcome.error.code, "TRUNCATED", outcome.error.message);
+        counts.truncations++;
+      } else if (kind === 1 || kind === 2) {
+        const { mutated, at, bit } = flipBit(s.bytes, random);
+        description = `bit ${bit} of octet ${at} flipped`;
+        const outcome = await parse(mutated, s.options, random);
+        if (outcome.ok) {
+          assert.equal(s.tolerated[at], 1, "a flip outside page contents and blobs went undetected");
+          counts.undetected++;
+        }
+        counts.flips++;
+      } else {
+        // Several flips and overwritten spans: any outcome but a crash or a hang.
+        const mutated = s.bytes.slice();
+        const n = 1 + randomInt(random, 8);
+        for (let k = 0; k < n; k++) {
+          const at = randomInt(random, mutated.length);
+          if (random() < 0.5) mutated[at] = (mutated[at] ?? 0) ^ (1 << randomInt(random, 8));
+          else mutated.set(randomBytes(random, Math.min(1 + randomInt(random, 32), mutated.length - at)), at);
+        }
+        description = `${n} random corruptions`;
+        await parse(mutated, s.options, random);
+      }
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      throw new Error(`${s.name} stream (COLO_FUZZ_SEED=${seed}), mutation ${i} (seed ${mutationSeed}): ${description}: ${message}`, { cause: err });
+    }
+  }
+  return counts;
+}
+
+for (const [name, build, offset] of [
+  ["save file", saveSample, 0],
+  ["COLO forward stream", coloSample, 1],
+  ["back channel", backChannelSample, 2],
+] as const) {
+  test(`fuzz ${name}: ${MUTATIONS} truncations and corruptions are rejected or harmless, in bounded time`, async () => {
+    const started = performance.now();
+    const counts = await fuzz(build, BASE_SEED + offset);
+    const elapsed = performance.now() - started;
+    assert.ok(counts.truncations > 100 && counts.flips > 300, JSON.stringify(counts));
+    assert.ok(elapsed < TIME_BOUND_MS, `${MUTATIONS} mutations took ${elapsed.toFixed(0)} ms`);
+  });
+}
+
+test("random octets after a valid toolstack header are rejected, never crash", async () => {
+  const random = seededRandom(BASE_SEED + 3);
+  const header = new Uint8Array([0x43, 0x6f, 0x6c, 0x6f, 0x54, 0x73, 0x46, 0x6d, 1, 0, 0, 0, 0, 0, 0, 0]);
+  for (let i = 0; i < 500; i++) {
+    const garbage = randomBytes(random, randomInt(random, 4096));
+    const bytes = new Uint8Array(header.length + garbage.length);
+    bytes.set(header);
+    bytes.set(garbage, header.length);
+    const outcome = await parse(bytes, {}, random);
+    assert.ok(!outcome.ok, `garbage accepted (seed ${BASE_SEED + 3}, case ${i})`);
+  }
+});

@@ -1,0 +1,344 @@
+/**
+ * Every rejection of docs/specs/stream.md §7, on hand-made streams: each
+ * case changes one thing in an otherwise valid stream.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { PAGE_SIZE } from "../engine/engine.js";
+import { StreamError, type StreamErrorCode } from "./errors.js";
+import { encodeMemoryHeaders, machineHeader, type MachineHeader } from "./memory-header.js";
+import { readAll, StreamReader, type ReaderOptions } from "./reader.js";
+import { concatBytes, rawRecord, saveStream } from "./testing.js";
+import { encodeToolstackHeader } from "./toolstack-header.js";
+
+const PAGES = 4;
+const MACHINE = machineHeader("emu", PAGES * PAGE_SIZE, 1);
+const EMPTY = new Uint8Array(0);
+
+function u32s(...values: number[]): Uint8Array {
+  const out = new Uint8Array(4 * values.length);
+  const view = new DataView(out.buffer);
+  values.forEach((v, i) => view.setUint32(4 * i, v >>> 0, true));
+  return out;
+}
+
+/** A pfn entry: type in bits 63-60, `high` in bits 51-32 and reserved bits as given. */
+function pfnEntry(pfn: number, type = 0, extraHigh = 0): Uint8Array {
+  return u32s(pfn, ((type << 28) | extraHigh) >>> 0);
+}
+
+function page(fill: number): Uint8Array {
+  return new Uint8Array(PAGE_SIZE).fill(fill);
+}
+
+const rec = {
+  memoryStream: () => rawRecord(0x1, EMPTY),
+  end: () => rawRecord(0x0, EMPTY),
+  checkpointEnd: () => rawRecord(0x4, EMPTY),
+  checkpointState: (id: number) => rawRecord(0x5, u32s(id)),
+  emulatorContext: (id: number, index: number) => rawRecord(0x3, concatBytes(u32s(id, index), new Uint8Array([1, 2, 3]))),
+  memoryEnd: () => rawRecord(0x0, EMPTY),
+  checkpoint: () => rawRecord(0xe, EMPTY),
+  /** PAGE_DATA from entries; NORMAL entries take the next page of `contents`. */
+  pageData: (entries: Uint8Array[], contents: Uint8Array[] = [], count = entries.length) =>
+    rawRecord(0x1, concatBytes(u32s(count, 0), ...entries, ...contents)),
+  allZero: () => rawRecord(0x1, concatBytes(u32s(PAGES, 0), ...Array.from({ length: PAGES }, (_, i) => pfnEntry(i, 0xe)))),
+  emuState: (engine = 1, format = 1, blob: Uint8Array = new Uint8Array([7, 7, 7, 7, 7, 7, 7, 7])) =>
+    rawRecord(0x100, concatBytes(u32s(engine, format), blob)),
+  dirty: (...pfns: number[]) => rawRecord(0xf, concatBytes(...pfns.map((p) => pfnEntry(p)))),
+};
+
+function start(machine: MachineHeader = MACHINE): Uint8Array[] {
+  return [encodeToolstackHeader(), rec.memoryStream(), encodeMemoryHeaders(machine)];
+}
+
+/** A valid save stream built from parts: header, memory headers, `pages`, state, ENDs. */
+function save(pages: Uint8Array[] = [rec.allZero()]): Uint8Array[] {
+  return [...start(), ...pages, rec.emuState(), rec.memoryEnd(), rec.end()];
+}
+
+async function rejects(parts: Uint8Array[] | Uint8Array, code: StreamErrorCode, options: ReaderOptions = {}, message?: RegExp): Promise<StreamError> {
+  const bytes = parts instanceof Uint8Array ? parts : concatBytes(...parts);
+  try {
+    await readAll(bytes, options);
+  } catch (err) {
+    assert.ok(err instanceof StreamError, `expected a StreamError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    if (message) assert.match(err.message, message);
+    return err;
+  }
+  assert.fail(`expected ${code}, the stream was accepted`);
+}
+
+test("the hand-made base streams are valid", async () => {
+  const records = await readAll(concatBytes(...save([rec.pageData([pfnEntry(0), pfnEntry(1, 0xe), pfnEntry(2), pfnEntry(3, 0xe)], [page(1), page(2)])])), {
+    requireEndOfSource: true,
+  });
+  assert.equal(records.at(-1)?.kind, "end");
+  const colo = [
+    ...start(), rec.allZero(), rec.emuState(), rec.checkpoint(), rec.emulatorContext(1, 0), rec.checkpointEnd(),
+    rec.checkpointState(0), rec.memoryStream(), rec.emuState(), rec.checkpoint(), rec.checkpointEnd(), rec.end(),
+  ];
+  assert.equal((await readAll(concatBytes(...colo))).at(-1)?.kind, "end");
+  const back = [encodeToolstackHeader(), rec.checkpointState(1), rec.memoryStream(), encodeMemoryHeaders(MACHINE), rec.dirty(0, 2), rec.dirty(3), rec.checkpoint(), rec.checkpointState(2), rec.end()];
+  assert.equal((await readAll(concatBytes(...back), { channel: "back-channel" })).at(-1)?.kind, "end");
+});
+
+test("bad toolstack header: ident, Xen image, version, options", async () => {
+  const h = encodeToolstackHeader();
+  const wrongIdent = h.slice();
+  wrongIdent[0] = 0x58;
+  await rejects([wrongIdent, ...save().slice(1)], "BAD_MAGIC", {}, /stream offset 0: toolstack header: ident/);
+  const xen = h.slice();
+  xen.set(new TextEncoder().encode("LibxlFmt"));
+  await rejects([xen], "BAD_MAGIC", {}, /Xen libxl image/);
+  await rejects(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "BAD_MAGIC");
+  const v2 = h.slice();
+  v2[8] = 2;
+  await rejects([v2, ...save().slice(1)], "BAD_VERSION");
+  const bigEndian = h.slice();
+  bigEndian[12] = 1;
+  await rejects([bigEndian, ...save().slice(1)], "BAD_RESERVED", {}, /big-endian/);
+  const option = h.slice();
+  option[15] = 0x80;
+  await rejects([option, ...save().slice(1)], "BAD_RESERVED");
+});
+
+test("bad memory image header: marker, ident, version, options, reserved", async () => {
+  const mutate = async (at: number, value: number, code: StreamErrorCode, message?: RegExp): Promise<void> => {
+    const headers = encodeMemoryHeaders(MACHINE);
+    headers[at] = value;
+    const parts = save();
+    parts[2] = headers;
+    await rejects(parts, code, {}, message);
+  };
+  await mutate(3, 0xfe, "BAD_MAGIC", /stream offset 24: memory image header: marker/);
+  await mutate(8, 0x58, "BAD_MAGIC", /ident/);
+  await mutate(12, 3, "BAD_VERSION");
+  await mutate(16, 1, "BAD_RESERVED");
+  await mutate(17, 1, "BAD_RESERVED");
+  await mutate(20, 1, "BAD_RESERVED");
+  const xenf = encodeMemoryHeaders(MACHINE);
+  xenf.set(new TextEncoder().encode("XENF"), 8);
+  await rejects([...start().slice(0, 2), xenf], "BAD_MAGIC", {}, /Xen libxc image/);
+});
+
+test("bad machine header: engine, page shift, memory size, vCPUs, reserved", async () => {
+  const mutate = async (edit: (view: DataView) => void, code: StreamErrorCode, message?: RegExp): Promise<void> => {
+    const headers = encodeMemoryHeaders(MACHINE);
+    edit(new DataView(headers.buffer, 24));
+    const parts = save();
+    parts[2] = headers;
+    await rejects(parts, code, {}, message);
+  };
+  await mutate((v) => v.setUint32(0, 0, true), "BAD_FIELD", /stream offset 48: machine header: unknown engine_id 0/);
+  await mutate((v) => v.setUint32(0, 3, true), "BAD_FIELD");
+  await mutate((v) => v.setUint8(4, 13), "BAD_FIELD", /page_shift/);
+  await mutate((v) => v.setUint8(5, 1), "BAD_RESERVED");
+  await mutate((v) => v.setUint16(6, 0, true), "BAD_FIELD", /vcpu_count/);
+  await mutate((v) => v.setUint16(6, 2, true), "BAD_FIELD", /emu engine has exactly 1/);
+  await mutate((v) => v.setBigUint64(8, 0n, true), "BAD_FIELD", /memory_bytes/);
+  await mutate((v) => v.setBigUint64(8, BigInt(PAGES * PAGE_SIZE + 1), true), "BAD_FIELD", /memory_bytes/);
+  await mutate((v) => v.setBigUint64(8, 2n ** 44n + 4096n, true), "BAD_FIELD", /2\^44/);
+  await mutate((v) => v.setBigUint64(8, 2n ** 64n - 1n, true), "BAD_FIELD", /2\^44/);
+});
+
+test("machine header differing from the receiving VM: engine, memory size, vCPUs", async () => {
+  const bytes = concatBytes(...save());
+  await rejects(bytes, "MISMATCH", { expect: { engineId: "kvm" } }, /engine emu, this VM runs on kvm/);
+  await rejects(bytes, "MISMATCH", { expect: { memoryBytes: 8 * PAGE_SIZE } }, /16384 octets of memory, this VM has 32768/);
+  await rejects(bytes, "MISMATCH", { expect: { vcpuCount: 2 } });
+  assert.equal((await readAll(bytes, { expect: { engineId: "emu", memoryBytes: PAGES * PAGE_SIZE, vcpuCount: 1 } })).at(-1)?.kind, "end");
+});
+
+test("unknown mandatory records are rejected in both layers; kvm state is unsupported", async () => {
+  // Xen's EMULATOR_XENSTORE_DATA is not ours.
+  await rejects([encodeToolstackHeader(), rawRecord(0x2, new Uint8Array(8))], "UNKNOWN_RECORD", {}, /stream offset 16: toolstack record unknown \(0x00000002\)/);
+  await rejects([encodeToolstackHeader(), rawRecord(0x7fffffff, EMPTY)], "UNKNOWN_RECORD");
+  // Memory-layer types at the toolstack level are unknown there.
+  await rejects([encodeToolstackHeader(), rec.checkpoint()], "UNKNOWN_RECORD");
+  // Xen's HVM_CONTEXT in the memory layer.
+  await rejects([...start(), rawRecord(0x9, new Uint8Array(16))], "UNKNOWN_RECORD", {}, /memory record unknown \(0x00000009\)/);
+  await rejects([...start(), rawRecord(0x101, new Uint8Array(16))], "UNKNOWN_RECORD");
+  await rejects([...start(), rawRecord(0x110, new Uint8Array(16))], "UNSUPPORTED_RECORD", {}, /KVM_VCPU_REGS/);
+  await rejects([...start(), rawRecord(0x13f, new Uint8Array(16))], "UNSUPPORTED_RECORD");
+});
+
+test("unknown optional records are skipped in both layers, even past many octets", async () => {
+  const optional = rawRecord(0x8000_0042, new Uint8Array(100_003).fill(1));
+  const parts = [...start(), optional, rec.allZero(), rec.emuState(), rec.memoryEnd(), optional, rec.end()];
+  const records = await readAll(concatBytes(...parts), { requireEndOfSource: true });
+  assert.deepEqual(
+    records.filter((r) => r.kind === "skipped").map((r) => (r.kind === "skipped" ? r.layer : "")),
+    ["memory", "toolstack"],
+  );
+  // An optional type that shadows a mandatory one (bit 31 of PAGE_DATA, MEMORY_STREAM, ...) is corrupt.
+  await rejects([...start(), rawRecord(0x8000_0001, new Uint8Array(8))], "UNKNOWN_RECORD", {}, /shadows the mandatory PAGE_DATA/);
+  await rejects([...start(), rawRecord(0x8000_0120, new Uint8Array(8))], "UNKNOWN_RECORD", {}, /shadows/);
+  await rejects([encodeToolstackHeader(), rawRecord(0x8000_0003, new Uint8Array(8))], "UNKNOWN_RECORD", {}, /shadows the mandatory EMULATOR_CONTEXT/);
+  // Skipping still checks the padding.
+  const badPad = rawRecord(0x8000_0042, new Uint8Array(5), { padding: new Uint8Array([0, 0, 1]) });
+  await rejects([...start(), badPad], "BAD_PADDING");
+});
+
+test("body lengths: over 64 MiB, outside the type's bounds, rejected before the body is read", async () => {
+  // No body follows: a reader that tried to read it would report TRUNCATED instead.
+  const header = (type: number, length: number): Uint8Array => u32s(type, length);
+  await rejects([encodeToolstackHeader(), header(0x8000_0001, 64 * 2 ** 20 + 1)], "BAD_LENGTH", {}, /exceeds the limit/);
+  await rejects([encodeToolstackHeader(), header(0x8000_0001, 0xffff_ffff)], "BAD_LENGTH");
+  await rejects([...start(), header(0x1, 8 + 1024 * 8 + 1024 * PAGE_SIZE + 8)], "BAD_LENGTH", {}, /PAGE_DATA takes 16 to 4202504/);
+  await rejects([...start(), header(0x100, 8 + 32 * 2 ** 20 + 1)], "BAD_LENGTH");
+  await rejects([...start(), header(0xf, 65537 * 8)], "BAD_LENGTH");
+  await rejects([encodeToolstackHeader(), header(0x1, 8)], "BAD_LENGTH", {}, /MEMORY_STREAM takes exactly 0/);
+  await rejects([encodeToolstackHeader(), header(0x0, 1)], "BAD_LENGTH");
+  await rejects([encodeToolstackHeader(), header(0x5, 8)], "BAD_LENGTH");
+  await rejects([encodeToolstackHeader(), header(0x3, 8)], "BAD_LENGTH");
+  await rejects([...start(), header(0xe, 4)], "BAD_LENGTH");
+  await rejects([...start(), header(0x100, 8)], "BAD_LENGTH");
+  await rejects([...start(), header(0x8000_0200, 8)], "BAD_LENGTH");
+});
+
+test("PAGE_DATA: count and body length must agree", async () => {
+  await rejects(save([rec.pageData([], [], 0)]), "BAD_LENGTH"); // body of 8 is below the minimum
+  await rejects(save([rawRecord(0x1, concatBytes(u32s(0, 0), pfnEntry(0)))]), "BAD_FIELD", {}, /count 0/);
+  await rejects(save([rawRecord(0x1, concatBytes(u32s(1025, 0), pfnEntry(0)))]), "BAD_FIELD", {}, /count 1025/);
+  // count 2, one pfn entry.
+  await rejects(save([rawRecord(0x1, concatBytes(u32s(2, 0), pfnEntry(0, 0xe)))]), "BAD_LENGTH");
+  // Two NORMAL pages announced, one page of data.
+  await rejects(save([rec.pageData([pfnEntry(0), pfnEntry(1)], [page(1)])]), "BAD_LENGTH", {}, /need/);
+  // One NORMAL page, data for two.
+  await rejects(save([rec.pageData([pfnEntry(0)], [page(1), page(2)])]), "BAD_LENGTH");
+  // A ZERO page with contents after it.
+  await rejects(save([rec.pageData([pfnEntry(0, 0xe)], [page(0)])]), "BAD_LENGTH");
+  // Reserved u32 after count.
+  await rejects(save([rawRecord(0x1, concatBytes(u32s(1, 1), pfnEntry(0, 0xe)))]), "BAD_RESERVED");
+});
+
+test("PAGE_DATA: pfns outside RAM, invalid types, reserved bits, duplicates", async () => {
+  await rejects(save([rec.pageData([pfnEntry(PAGES, 0xe)])]), "BAD_PFN", {}, /pfn 4 is outside guest memory \(4 pages\)/);
+  await rejects(save([rec.pageData([pfnEntry(0, 0xe, 0x1)])]), "BAD_PFN", {}, /pfn 4294967296/);
+  await rejects(save([rec.pageData([pfnEntry(0, 0xf)])]), "BAD_PFN", {}, /XTAB/);
+  await rejects(save([rec.pageData([pfnEntry(0, 0x1)], [page(1)])]), "BAD_PFN", {}, /page type 0x1/);
+  await rejects(save([rec.pageData([pfnEntry(0, 0xd)])]), "BAD_PFN");
+  await rejects(save([rec.pageData([pfnEntry(0, 0xe, 0x0010_0000)])]), "BAD_RESERVED", {}, /bits 59-52/);
+  await rejects(save([rec.pageData([pfnEntry(2, 0xe), pfnEntry(1, 0xe), pfnEntry(2, 0xe)])]), "BAD_PFN", {}, /appears twice/);
+});
+
+test("non-zero padding is rejected", async () => {
+  const state = rawRecord(0x100, concatBytes(u32s(1, 1), new Uint8Array([1, 2, 3])), { padding: new Uint8Array([0, 0, 0, 0, 9]) });
+  await rejects([...start(), rec.allZero(), state], "BAD_PADDING", {}, /EMU_STATE/);
+  const control = rawRecord(0x5, u32s(0), { padding: u32s(1) });
+  await rejects([...start(), rec.allZero(), rec.emuState(), rec.checkpoint(), rec.checkpointEnd(), control], "BAD_PADDING");
+});
+
+test("record fields: control id, emulator id and index, engine state engine and format", async () => {
+  const colo = (...tail: Uint8Array[]): Uint8Array[] => [...start(), rec.allZero(), rec.emuState(), rec.checkpoint(), ...tail];
+  await rejects(colo(rec.checkpointEnd(), rec.checkpointState(4)), "BAD_FIELD", {}, /control_id 4/);
+  await rejects(colo(rec.emulatorContext(0, 0)), "BAD_FIELD", {}, /emulator_id 0/);
+  await rejects(colo(rec.emulatorContext(2, 0)), "BAD_FIELD");
+  await rejects(colo(rec.emulatorContext(1, 1)), "BAD_FIELD", {}, /index 1/);
+  await rejects([...start(), rec.allZero(), rec.emuState(2)], "BAD_FIELD", {}, /engine_id 2/);
+  await rejects([...start(), rec.allZero(), rec.emuState(1, 2)], "BAD_FIELD", {}, /format_version 2/);
+  // EMU_STATE in a stream for a kvm machine.
+  const kvm = machineHeader("kvm", PAGES * PAGE_SIZE, 2);
+  await rejects([...start(kvm), rec.allZero(), rec.emuState()], "BAD_FIELD", {}, /stream for engine kvm/);
+  const round = rawRecord(0x8000_0200, concatBytes(u32s(0, 2), u32s(1, 0)));
+  await rejects([...start(), round], "BAD_RESERVED");
+  const tooMany = rawRecord(0x8000_0200, concatBytes(u32s(0, 0), u32s(PAGES + 1, 0)));
+  await rejects([...start(), tooMany], "BAD_FIELD");
+});
+
+test("every truncation of a stream is rejected as TRUNCATED", async () => {
+  const bytes = await saveStream(Uint8Array.from({ length: 3 * PAGE_SIZE }, (_, i) => (i < PAGE_SIZE ? 0 : i & 0xff)), new Uint8Array([1, 2, 3]));
+  for (let length = 0; length < bytes.length; length++) {
+    const err = await rejects(bytes.subarray(0, length), "TRUNCATED");
+    assert.ok(err.offset !== undefined && err.offset <= length, `offset ${String(err.offset)} for a cut at ${length}`);
+  }
+});
+
+test("records out of order are rejected (image streams)", async () => {
+  const h = encodeToolstackHeader();
+  const cases: [string, Uint8Array[]][] = [
+    ["END before any memory", [h, rec.end()]],
+    ["CHECKPOINT_END without CHECKPOINT", [h, rec.checkpointEnd()]],
+    ["NEW before the first checkpoint", [h, rec.checkpointState(0)]],
+    ["EMULATOR_CONTEXT before any memory part", [h, rec.emulatorContext(1, 0)]],
+    ["PAGE_DATA after the engine state", [...start(), rec.allZero(), rec.emuState(), rec.allZero()]],
+    ["a second engine state", [...start(), rec.allZero(), rec.emuState(), rec.emuState()]],
+    ["memory END without engine state", [...start(), rec.allZero(), rec.memoryEnd()]],
+    ["CHECKPOINT without engine state", [...start(), rec.allZero(), rec.checkpoint()]],
+    ["incomplete first image", [...start(), rec.pageData([pfnEntry(0, 0xe), pfnEntry(1, 0xe)]), rec.emuState(), rec.memoryEnd()]],
+    ["MEMORY_STREAM after the memory END", [...save().slice(0, -1), rec.memoryStream()]],
+    ["END while a checkpoint is open", [...start(), rec.allZero(), rec.emuState(), rec.checkpoint(), rec.end()]],
+    ["MEMORY_STREAM while a checkpoint is open", [...start(), rec.allZero(), rec.emuState(), rec.checkpoint(), rec.memoryStream()]],
+    ["MEMORY_STREAM without NEW", [...start(), rec.allZero(), rec.emuState(), rec.checkpoint(), rec.checkpointEnd(), rec.memoryStream()]],
+    ["NEW not followed by MEMORY_STREAM", [...start(), rec.allZero(), rec.emuState(), rec.checkpoint(), rec.checkpointEnd(), rec.checkpointState(0), rec.end()]],
+    ["NEW after the memory END", [...save().slice(0, -1), rec.checkpointState(0)]],
+    ["two EMULATOR_CONTEXT for one emulator", [...start(), rec.allZero(), rec.emuState(), rec.checkpoint(), rec.emulatorContext(1, 0), rec.emulatorContext(1, 0)]],
+    ["SVM_READY on an image stream", [...start(), rec.allZero(), rec.emuState(), rec.checkpoint(), rec.checkpointEnd(), rec.checkpointState(2)]],
+    ["a dirty list on an image stream", [...start(), rec.dirty(1)]],
+  ];
+  for (const [name, parts] of cases) {
+    await assert.doesNotReject(rejects(parts, "OUT_OF_ORDER"), name);
+  }
+});
+
+test("records out of order are rejected (back channel)", async () => {
+  const h = encodeToolstackHeader();
+  const mem = [rec.memoryStream(), encodeMemoryHeaders(MACHINE)];
+  const cases: [string, Uint8Array[]][] = [
+    ["NEW on the back channel", [h, rec.checkpointState(0)]],
+    ["PAGE_DATA on the back channel", [h, ...mem, rec.allZero()]],
+    ["engine state on the back channel", [h, ...mem, rec.emuState()]],
+    ["memory END on the back channel", [h, ...mem, rec.memoryEnd()]],
+    ["CHECKPOINT_END on the back channel", [h, ...mem, rec.checkpoint(), rec.checkpointEnd()]],
+    ["EMULATOR_CONTEXT on the back channel", [h, ...mem, rec.checkpoint(), rec.emulatorContext(1, 0)]],
+  ];
+  for (const [name, parts] of cases) {
+    await assert.doesNotReject(rejects(parts, "OUT_OF_ORDER", { channel: "back-channel" }), name);
+  }
+  await rejects([h, ...mem, rec.dirty(2, 1)], "BAD_PFN", { channel: "back-channel" }, /strictly ascending/);
+  await rejects([h, ...mem, rec.dirty(1, 2), rec.dirty(2)], "BAD_PFN", { channel: "back-channel" }, /after 2/);
+  await rejects([h, ...mem, rec.dirty(PAGES)], "BAD_PFN", { channel: "back-channel" });
+  await rejects([h, ...mem, rawRecord(0xf, pfnEntry(1, 0xe))], "BAD_RESERVED", { channel: "back-channel" });
+  await rejects([h, ...mem, rawRecord(0xf, new Uint8Array(12))], "BAD_LENGTH", { channel: "back-channel" }, /multiple of 8/);
+  // A list ascends within one memory part only: the next part starts afresh.
+  const ok = [h, ...mem, rec.dirty(3), rec.checkpoint(), rec.memoryStream(), rec.dirty(1), rec.checkpoint(), rec.end()];
+  assert.equal((await readAll(concatBytes(...ok), { channel: "back-channel" })).at(-1)?.kind, "end");
+});
+
+test("bytes after END are rejected for files, left alone otherwise", async () => {
+  const bytes = concatBytes(...save(), new Uint8Array(8));
+  await rejects(bytes, "TRAILING_DATA", { requireEndOfSource: true }, /bytes follow the END/);
+  assert.equal((await readAll(bytes)).at(-1)?.kind, "end");
+});
+
+test("a failing source, or one that yields strings, is an IO error; the reader stays failed", async () => {
+  const good = concatBytes(...save());
+  async function* failing(): AsyncGenerator<Uint8Array> {
+    yield good.subarray(0, 40);
+    throw new Error("connection reset by peer");
+  }
+  const reader = new StreamReader(failing());
+  let error: unknown;
+  try {
+    while ((await reader.next()) !== undefined);
+  } catch (err) {
+    error = err;
+  }
+  assert.ok(error instanceof StreamError && error.code === "IO", String(error));
+  assert.match(error.message, /connection reset by peer/);
+  await assert.rejects(reader.next(), (err) => err === error);
+
+  async function* strings(): AsyncGenerator<unknown> {
+    yield "ColoTsFm";
+  }
+  await assert.rejects(readAll(strings() as AsyncIterable<Uint8Array>), (err) => err instanceof StreamError && err.code === "IO");
+});
+
+test("error messages name the record type and the stream offset", async () => {
+  const err = await rejects(save([rec.pageData([pfnEntry(9, 0xe)])]), "BAD_PFN");
+  assert.equal(err.offset, 64);
+  assert.equal(err.what, "memory record PAGE_DATA (0x00000001)");
+  assert.equal(err.message, "stream offset 64: memory record PAGE_DATA (0x00000001): pfn 9 is outside guest memory (4 pages)");
+});
