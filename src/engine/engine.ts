@@ -48,8 +48,12 @@ export interface Engine {
   readonly memoryBytes: number;
   readonly pageCount: number;
 
-  /** Boot the machine; resolves when the first guest instruction may run. */
-  start(): Promise<void>;
+  /**
+   * Boot the machine; resolves when the first guest instruction may run.
+   * With `paused`, the machine is built but its vCPU does not run until
+   * resume(): an incoming migration or restore fills RAM and loads state first.
+   */
+  start(opts?: { paused?: boolean }): Promise<void>;
   /** Stop the vCPU; resolves when no guest instruction runs any more. */
   pause(): Promise<void>;
   /** Resume the vCPU; frames delivered while paused are delivered now. */

@@ -60,7 +60,12 @@ export class NicBackend {
 
   /** Writes a frame to the host side (e.g. a gratuitous ARP after a move). */
   sendToHost(frame: Uint8Array): void {
-    this.tap.write(frame);
+    if (this.tap.closed || this.lastError) return;
+    try {
+      this.tap.write(frame);
+    } catch (err) {
+      this.lastError = err as Error;
+    }
   }
 
   stats(): { rxFrames: number; txFrames: number; txDropped: number; error?: string } {

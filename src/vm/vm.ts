@@ -7,6 +7,7 @@ import { ConsoleBuffer } from "./console-buffer.js";
 import { VmError } from "./errors.js";
 import { NicBackend } from "./nic-backend.js";
 import { RawDiskBackend } from "./raw-disk.js";
+import { ANNOUNCE_INITIAL_MS, ANNOUNCE_ROUNDS, ANNOUNCE_STEP_MS, announceFrames } from "./announce.js";
 
 export type VmRunState = "created" | "running" | "paused" | "destroyed";
 
@@ -55,6 +56,7 @@ export class Vm {
   private nic: NicBackend | undefined;
   private runState: VmRunState = "created";
   private startedAt = 0;
+  private readonly announceTimers = new Set<NodeJS.Timeout>();
 
   constructor(
     readonly config: VmConfig,
@@ -75,7 +77,12 @@ export class Vm {
     return this.engine;
   }
 
-  async start(): Promise<void> {
+  /**
+   * Builds the machine and boots it. With `incoming`, the vCPU does not run
+   * until `incoming(engine)` has filled RAM and loaded state (restore,
+   * migration); then the VM runs on and announces its MAC on the LAN.
+   */
+  async start(opts: { incoming?: (engine: Engine) => Promise<void> } = {}): Promise<void> {
     if (this.runState !== "created") throw new VmError(this.name, "STATE", `cannot start a VM that is ${this.runState}`);
     const config = this.config;
     try {
@@ -109,7 +116,15 @@ export class Vm {
           throw new VmError(this.name, "NIC", (err as Error).message);
         }
       }
-      await engine.start();
+      if (opts.incoming) {
+        await engine.start({ paused: true });
+        this.runState = "paused";
+        await opts.incoming(engine);
+        await engine.resume();
+        this.announce();
+      } else {
+        await engine.start();
+      }
       this.startedAt = Date.now();
       this.runState = "running";
     } catch (err) {
@@ -132,6 +147,25 @@ export class Vm {
     if (this.runState !== "paused") throw new VmError(this.name, "STATE", `cannot unpause a VM that is ${this.runState}`);
     await this.machine.resume();
     this.runState = "running";
+  }
+
+  /**
+   * Tells the LAN the guest's MAC lives behind this host's TAP now (after a
+   * migration or failover): RARP + gratuitous ARP, repeated like QEMU does.
+   */
+  announce(): void {
+    const vif = this.config.vifs[0];
+    if (!vif || !this.nic) return;
+    const frames = announceFrames(vif.mac, vif.ip);
+    let at = 0;
+    for (let round = 0; round < ANNOUNCE_ROUNDS; round++) {
+      const timer = setTimeout(() => {
+        this.announceTimers.delete(timer);
+        for (const f of frames) this.nic?.sendToHost(f);
+      }, at);
+      this.announceTimers.add(timer);
+      at += ANNOUNCE_INITIAL_MS + round * ANNOUNCE_STEP_MS;
+    }
   }
 
   sendConsoleInput(bytes: Uint8Array): void {
@@ -164,6 +198,8 @@ export class Vm {
   async destroy(): Promise<void> {
     if (this.runState === "destroyed") return;
     this.runState = "destroyed";
+    for (const t of this.announceTimers) clearTimeout(t);
+    this.announceTimers.clear();
     const errors: unknown[] = [];
     try {
       this.nic?.close();

@@ -108,7 +108,7 @@ export class EmuEngine implements Engine {
     return this.droppedRxFrames;
   }
 
-  async start(): Promise<void> {
+  async start(opts: { paused?: boolean } = {}): Promise<void> {
     if (this.emulator) throw new EngineError("emu", "BAD_SPEC", "already started");
     const spec = this.spec;
     const options: V86Options = {
@@ -151,6 +151,7 @@ export class EmuEngine implements Engine {
     }
     emulator.add_listener("net0-send", (frame: Uint8Array) => this.onGuestFrame(frame));
     emulator.add_listener("serial0-output-byte", (byte: number) => this.onConsoleByte(byte));
+    if (opts.paused) return;
     await emulator.run();
     this.isRunning = true;
   }
