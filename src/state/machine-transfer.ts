@@ -1,0 +1,246 @@
+/**
+ * Moving a whole machine through a stream: the sending side of a save file
+ * and of a live migration with pre-copy rounds (docs/specs/stream.md §6.2),
+ * and the receiving side that fills a paused engine. Works on the Engine
+ * interface and a StreamWriter/StreamReader: it knows neither files nor
+ * sockets, nor which VM layer drives the engine.
+ */
+import type { Engine } from "../engine/engine.js";
+import { PAGE_SIZE } from "../engine/engine.js";
+import { EMU_STATE_FORMAT } from "./engine-state.js";
+import { StreamError } from "./errors.js";
+import { applyPageData } from "./page-data.js";
+import { PAGE_TYPE } from "./pfn-entry.js";
+import type { StreamReader } from "./reader.js";
+import { allPfns, writePages } from "./write-pages.js";
+import type { StreamWriter } from "./writer.js";
+
+/** Pre-copy stops when a round leaves at most this many dirty pages (1 MiB): the rest goes paused. */
+export const DEFAULT_FINAL_ROUND_PAGES = 256;
+/** ... or after this many rounds (Xen's default max_iters is 5; the guest here dirties slowly). */
+export const DEFAULT_MAX_ROUNDS = 30;
+
+export interface TransferProgress {
+  round: number;
+  final: boolean;
+  /** Pages sent in this round (NORMAL + ZERO). */
+  pages: number;
+  zeroPages: number;
+  /** Octets on the wire for this round. */
+  bytes: number;
+  /** Wire throughput of this round. */
+  mbPerSec: number;
+  /** Guest pages per second in this round. */
+  pagesPerSec: number;
+  elapsedMs: number;
+}
+
+export interface SendOptions {
+  /** Live: pre-copy rounds with the guest running, then `pause()` for the last round. Not live: the engine is already paused (save). */
+  live: boolean;
+  /** Pauses the guest for the final round (the VM layer's pause, so its state stays true). */
+  pause: () => Promise<void>;
+  finalRoundPages?: number;
+  maxRounds?: number;
+  onProgress?: (p: TransferProgress) => void;
+}
+
+export interface SendResult {
+  rounds: number;
+  pages: number;
+  zeroPages: number;
+  bytes: number;
+  totalMs: number;
+  /** When the guest was paused for the final round (Date.now()), for downtime figures. */
+  pausedAt: number;
+  /** The final round: dirty pages sent while paused, plus the engine state. */
+  finalPages: number;
+  stateBytes: number;
+}
+
+function engineFormat(engine: Engine): number {
+  if (engine.id === "emu") return EMU_STATE_FORMAT.V86_SAVE_STATE;
+  throw new StreamError("BAD_FIELD", undefined, `engine ${engine.id} has no state record in this revision`);
+}
+
+/**
+ * Writes the memory part of an image stream: MEMORY_STREAM, the pages (all
+ * of them, then -- when live -- the pages dirtied meanwhile, round after
+ * round), the engine state, and the memory END. The caller writes the
+ * toolstack records around it (VM_CONFIG before, END after).
+ */
+export async function sendMachine(engine: Engine, writer: StreamWriter, opts: SendOptions): Promise<SendResult> {
+  const started = Date.now();
+  const finalRoundPages = opts.finalRoundPages ?? DEFAULT_FINAL_ROUND_PAGES;
+  const maxRounds = opts.maxRounds ?? DEFAULT_MAX_ROUNDS;
+  const result: SendResult = { rounds: 0, pages: 0, zeroPages: 0, bytes: 0, totalMs: 0, pausedAt: 0, finalPages: 0, stateBytes: 0 };
+  await writer.writeMemoryStream();
+
+  // Round 0 sends every page; the dirty log restarts now so that pages the
+  // guest writes while they are being sent go again in the next round.
+  engine.takeDirtyPages();
+  let pfns: Iterable<number> = allPfns(engine.pageCount);
+  let count = engine.pageCount;
+  let previous = Number.POSITIVE_INFINITY;
+  let final = !opts.live;
+  if (final) result.pausedAt = started;
+  for (let round = 0; ; round++) {
+    const roundStart = Date.now();
+    await writer.writePrecopyRound({ round, final, pageCount: count });
+    const stats = await writePages(writer, engine.ram(), pfns);
+    const ms = Math.max(1, Date.now() - roundStart);
+    result.rounds = round + 1;
+    result.pages += stats.pages;
+    result.zeroPages += stats.zeroPages;
+    if (final) result.finalPages = stats.pages;
+    opts.onProgress?.({
+      round,
+      final,
+      pages: stats.pages,
+      zeroPages: stats.zeroPages,
+      bytes: stats.bytes,
+      mbPerSec: stats.bytes / 2 ** 20 / (ms / 1000),
+      pagesPerSec: stats.pages / (ms / 1000),
+      elapsedMs: Date.now() - started,
+    });
+    if (final) break;
+    const dirty = engine.takeDirtyPages();
+    // Stop when the rest is small, when rounds stop shrinking, or at the round limit.
+    if (dirty.length <= finalRoundPages || dirty.length >= previous || round + 1 >= maxRounds) {
+      await opts.pause();
+      result.pausedAt = Date.now();
+      final = true;
+      const merged = mergeSorted(dirty, engine.takeDirtyPages());
+      pfns = merged;
+      count = merged.length;
+    } else {
+      pfns = dirty;
+      count = dirty.length;
+    }
+    previous = dirty.length;
+  }
+  const blob = await engine.saveState();
+  result.stateBytes = blob.length;
+  await writer.writeEngineState({ engineId: engine.id, formatVersion: engineFormat(engine), blob });
+  await writer.writeMemoryEnd();
+  result.bytes = writer.bytesWritten;
+  result.totalMs = Date.now() - started;
+  return result;
+}
+
+/** Union of two ascending pfn lists, ascending, without repeats. */
+function mergeSorted(a: Uint32Array, b: Uint32Array): Uint32Array {
+  const out = new Uint32Array(a.length + b.length);
+  let i = 0;
+  let j = 0;
+  let n = 0;
+  while (i < a.length || j < b.length) {
+    const x = i < a.length ? (a[i] as number) : Number.POSITIVE_INFINITY;
+    const y = j < b.length ? (b[j] as number) : Number.POSITIVE_INFINITY;
+    const v = x <= y ? x : y;
+    if (x === v) i++;
+    if (y === v) j++;
+    if (n === 0 || out[n - 1] !== v) out[n++] = v;
+  }
+  return out.subarray(0, n);
+}
+
+export interface ReceiveResult {
+  rounds: number;
+  pages: number;
+  zeroPages: number;
+  stateBytes: number;
+  totalMs: number;
+  /** Time from the final round's first record to the engine state loaded. */
+  finalPhaseMs: number;
+}
+
+/**
+ * Reads the memory part of an image stream into a paused engine: pages go
+ * straight into guest RAM, the engine state is loaded last. Stops after the
+ * memory END (the caller reads the toolstack END). The reader has already
+ * checked the grammar (full coverage in the first part, pfn bounds); this
+ * checks that the machine is the receiving one.
+ */
+export async function receiveMachine(engine: Engine, reader: StreamReader, onProgress?: (p: TransferProgress) => void): Promise<ReceiveResult> {
+  const started = Date.now();
+  const result: ReceiveResult = { rounds: 0, pages: 0, zeroPages: 0, stateBytes: 0, totalMs: 0, finalPhaseMs: 0 };
+  let finalStart = 0;
+  let round: { round: number; final: boolean; start: number; pages: number; zero: number; offset: number } | undefined;
+  const report = () => {
+    if (!round || !onProgress) return;
+    const ms = Math.max(1, Date.now() - round.start);
+    const bytes = reader.offset - round.offset;
+    onProgress({
+      round: round.round,
+      final: round.final,
+      pages: round.pages,
+      zeroPages: round.zero,
+      bytes,
+      mbPerSec: bytes / 2 ** 20 / (ms / 1000),
+      pagesPerSec: round.pages / (ms / 1000),
+      elapsedMs: Date.now() - started,
+    });
+  };
+  for (;;) {
+    const record = await reader.next();
+    if (!record) throw new StreamError("TRUNCATED", undefined, "the stream ended inside the memory part");
+    switch (record.kind) {
+      case "memory-stream":
+        break;
+      case "machine-header": {
+        const m = record.machine;
+        if (m.engineId !== engine.id || m.memoryBytes !== engine.memoryBytes) {
+          throw new StreamError(
+            "MISMATCH",
+            undefined,
+            `the stream's machine (${m.engineId}, ${m.memoryBytes / 2 ** 20} MiB) is not this VM's (${engine.id}, ${engine.memoryBytes / 2 ** 20} MiB)`,
+          );
+        }
+        break;
+      }
+      case "precopy-round":
+        report();
+        round = { round: record.round.round, final: record.round.final, start: Date.now(), pages: 0, zero: 0, offset: record.offset };
+        result.rounds++;
+        if (record.round.final) finalStart = Date.now();
+        break;
+      case "page-data": {
+        applyPageData(record.pages, engine.ram());
+        const n = record.pages.pfns.length;
+        let zero = 0;
+        for (const t of record.pages.types) if (t === PAGE_TYPE.ZERO) zero++;
+        result.pages += n;
+        result.zeroPages += zero;
+        if (round) {
+          round.pages += n;
+          round.zero += zero;
+        }
+        break;
+      }
+      case "engine-state":
+        report();
+        round = undefined;
+        if (!finalStart) finalStart = Date.now();
+        if (record.state.engineId !== engine.id) {
+          throw new StreamError("MISMATCH", undefined, `engine state for ${record.state.engineId}, this VM runs ${engine.id}`);
+        }
+        await engine.loadState(record.state.blob);
+        result.stateBytes = record.state.blob.length;
+        break;
+      case "memory-end":
+        result.totalMs = Date.now() - started;
+        result.finalPhaseMs = Date.now() - finalStart;
+        return result;
+      case "skipped":
+        break;
+      default:
+        throw new StreamError("OUT_OF_ORDER", undefined, `unexpected ${record.kind} record inside the memory part`);
+    }
+  }
+}
+
+/** Guest memory in MiB, for messages. */
+export function memoryMiB(pages: number): number {
+  return (pages * PAGE_SIZE) / 2 ** 20;
+}
