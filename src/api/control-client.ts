@@ -59,23 +59,35 @@ function readLine(socket: Socket, path: string, timeoutMs: number): Promise<stri
     socket.on("data", onData);
     socket.once("end", onEnd);
     socket.once("error", onError);
+    socket.resume();
   });
 }
 
-/** Sends one request and returns the daemon's result; throws ControlError on refusal. */
-export async function request(path: string, req: ControlRequest, timeoutMs = 30_000): Promise<unknown> {
+/**
+ * Sends one request and returns the daemon's result; throws ControlError on
+ * refusal. Event lines (progress of long requests) go to `onEvent`; the
+ * timeout applies to the wait for each line, so a long migration that keeps
+ * reporting progress never times out.
+ */
+export async function request(path: string, req: ControlRequest, timeoutMs = 30_000, onEvent?: (event: unknown) => void): Promise<unknown> {
   const socket = await open(path, timeoutMs);
   try {
     socket.write(JSON.stringify(req) + "\n");
-    const line = await readLine(socket, path, timeoutMs);
-    let response;
-    try {
-      response = parseResponse(line);
-    } catch (err) {
-      throw new ControlError(path, `bad answer from ${path}: ${(err as Error).message}`, "PROTOCOL");
+    for (;;) {
+      const line = await readLine(socket, path, timeoutMs);
+      let response;
+      try {
+        response = parseResponse(line);
+      } catch (err) {
+        throw new ControlError(path, `bad answer from ${path}: ${(err as Error).message}`, "PROTOCOL");
+      }
+      if ("event" in response) {
+        onEvent?.(response.event);
+        continue;
+      }
+      if (!response.ok) throw new ControlError(path, response.error, "REFUSED");
+      return response.result;
     }
-    if (!response.ok) throw new ControlError(path, response.error, "REFUSED");
-    return response.result;
   } finally {
     socket.destroy();
   }
@@ -90,9 +102,9 @@ export async function openConsole(path: string, replay = true, timeoutMs = 10_00
   socket.write(JSON.stringify({ op: "console", replay }) + "\n");
   const line = await readLine(socket, path, timeoutMs);
   const response = parseResponse(line);
-  if (!response.ok) {
+  if ("event" in response || !response.ok) {
     socket.destroy();
-    throw new ControlError(path, response.error, "REFUSED");
+    throw new ControlError(path, "event" in response ? "unexpected event line" : response.error, "REFUSED");
   }
   return socket;
 }

@@ -4,7 +4,8 @@ import { MAX_REQUEST_BYTES, parseRequest, type ControlRequest, type ControlRespo
 
 /** What the daemon does for each request. */
 export interface ControlHandler {
-  handle(request: Exclude<ControlRequest, { op: "console" }>): Promise<unknown>;
+  /** `emit` sends a progress event line before the response (save, migrate). */
+  handle(request: Exclude<ControlRequest, { op: "console" }>, emit: (event: unknown) => void): Promise<unknown>;
   /**
    * Hands the socket over for raw console traffic; the handler owns it now.
    * It is paused: attach listeners, then resume() it.
@@ -78,7 +79,10 @@ export class ControlServer {
         this.handler.attachConsole(socket, request.replay ?? true);
         return;
       }
-      this.handler.handle(request).then(
+      const emit = (event: unknown) => {
+        if (!socket.destroyed) socket.write(JSON.stringify({ event }) + "\n");
+      };
+      this.handler.handle(request, emit).then(
         (result) => {
           send(socket, result === undefined ? { ok: true } : { ok: true, result });
           socket.end();

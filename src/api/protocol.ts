@@ -12,11 +12,20 @@ export type ControlRequest =
   | { op: "unpause" }
   | { op: "destroy" }
   | { op: "console"; replay?: boolean }
-  | { op: "console-tail"; bytes?: number };
+  | { op: "console-tail"; bytes?: number }
+  /** Save to `path` (absolute, on the daemon's host); the VM is destroyed afterwards unless `keepRunning`. */
+  | { op: "save"; path: string; keepRunning?: boolean }
+  /** Live-migrate to `host:port`; progress arrives as events; the VM is destroyed once the destination runs it. */
+  | { op: "migrate"; host: string; port: number; keyFile: string; configPath?: string };
 
-export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail"] as const;
+export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail", "save", "migrate"] as const;
 
+/**
+ * Long requests (save, migrate) may send event lines before their response:
+ * `{"event":{...}}`. Every other line is the response.
+ */
 export type ControlResponse = { ok: true; result?: unknown } | { ok: false; error: string };
+export type ControlLine = ControlResponse | { event: unknown };
 
 /** Largest request line the daemon accepts; longer input is a protocol error. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -43,6 +52,22 @@ export function parseRequest(line: string): ControlRequest {
       if (replay !== undefined && typeof replay !== "boolean") throw new Error('console: "replay" must be a boolean');
       return replay === undefined ? { op } : { op, replay };
     }
+    case "save": {
+      const v = value as { path?: unknown; keepRunning?: unknown };
+      if (typeof v.path !== "string" || !v.path.startsWith("/")) throw new Error('save: "path" must be an absolute path');
+      if (v.keepRunning !== undefined && typeof v.keepRunning !== "boolean") throw new Error('save: "keepRunning" must be a boolean');
+      return { op, path: v.path, ...(v.keepRunning !== undefined ? { keepRunning: v.keepRunning } : {}) };
+    }
+    case "migrate": {
+      const v = value as { host?: unknown; port?: unknown; keyFile?: unknown; configPath?: unknown };
+      if (typeof v.host !== "string" || v.host.length === 0 || v.host.length > 255) throw new Error('migrate: "host" must be a host name or address');
+      if (typeof v.port !== "number" || !Number.isInteger(v.port) || v.port < 1 || v.port > 65535) throw new Error('migrate: "port" must be 1..65535');
+      if (typeof v.keyFile !== "string" || !v.keyFile.startsWith("/")) throw new Error('migrate: "keyFile" must be an absolute path');
+      if (v.configPath !== undefined && (typeof v.configPath !== "string" || !v.configPath.startsWith("/"))) {
+        throw new Error('migrate: "configPath" must be an absolute path');
+      }
+      return { op, host: v.host, port: v.port, keyFile: v.keyFile, ...(v.configPath !== undefined ? { configPath: v.configPath } : {}) };
+    }
     case "console-tail": {
       const bytes = (value as { bytes?: unknown }).bytes;
       if (bytes !== undefined && (typeof bytes !== "number" || !Number.isInteger(bytes) || bytes < 0 || bytes > 65536)) {
@@ -55,7 +80,7 @@ export function parseRequest(line: string): ControlRequest {
   }
 }
 
-export function parseResponse(line: string): ControlResponse {
+export function parseResponse(line: string): ControlLine {
   let value: unknown;
   try {
     value = JSON.parse(line);
@@ -63,7 +88,8 @@ export function parseResponse(line: string): ControlResponse {
     throw new Error(`response is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
   }
   if (typeof value !== "object" || value === null) throw new Error("response must be a JSON object");
-  const v = value as { ok?: unknown; error?: unknown; result?: unknown };
+  const v = value as { ok?: unknown; error?: unknown; result?: unknown; event?: unknown };
+  if (v.event !== undefined) return { event: v.event };
   if (v.ok === true) return { ok: true, result: v.result };
   if (v.ok === false && typeof v.error === "string") return { ok: false, error: v.error };
   throw new Error('response has neither {"ok":true} nor {"ok":false,"error":...}');

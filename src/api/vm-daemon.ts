@@ -1,10 +1,16 @@
 import { mkdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import type { Socket } from "node:net";
-import { loadVmConfig } from "../config/load.js";
+import type { Readable } from "node:stream";
+import { parseVmConfig, type VmConfig } from "../config/index.js";
+import { loadKey } from "../channel/key.js";
+import type { Endpoint } from "../channel/secure-channel.js";
 import { GUEST_FAILED_MARKER, GUEST_READY_MARKER, Vm } from "../vm/vm.js";
 import { ControlServer, type ControlHandler } from "./control-server.js";
 import type { DaemonReport } from "./daemon-ipc.js";
+import { openSaveFile, readConfig, readMachine, saveToFile, type ConfigSource } from "./image-io.js";
 import { daemonLogger, type Logger } from "./log.js";
+import { acceptIncoming, migrateOut, type Incoming } from "./migration.js";
 import { runDir, vmRunFiles } from "./paths.js";
 import { isDaemonAlive, removeStale } from "./registry.js";
 import { readRecord, writeRecord } from "./vm-record.js";
@@ -14,30 +20,36 @@ function report(msg: DaemonReport): void {
   if (process.send && process.connected) process.send(msg);
 }
 
+/** How the daemon gets its VM. */
+export type DaemonMode =
+  | { kind: "boot"; configPath: string }
+  | { kind: "restore"; file: string }
+  | { kind: "incoming"; listen: Endpoint; keyFile: string; timeoutMs: number };
+
 /**
- * The per-VM daemon process (`colo create` spawns it; one process per VM,
- * like one QEMU per VM). Owns the VM and its control socket; removes its
- * run files on every exit it controls.
+ * The per-VM daemon process (`colo create`, `colo restore` and
+ * `colo migrate-receive` spawn it; one process per VM, like one QEMU per
+ * VM). Owns the VM and its control socket; removes its run files on every
+ * exit it controls.
  */
 export class VmDaemon implements ControlHandler {
   private vm: Vm | undefined;
+  private source: ConfigSource | undefined;
   private server: ControlServer | undefined;
   private exiting = false;
+  private busy: string | undefined;
   private readonly consoles = new Set<Socket>();
 
-  constructor(
-    private readonly configPath: string,
-    private readonly log: Logger,
-  ) {}
+  constructor(private readonly log: Logger) {}
 
-  async run(): Promise<void> {
-    const config = await loadVmConfig(this.configPath);
+  /** Claims the VM's name on this host: run files, control socket. */
+  private async register(config: VmConfig): Promise<void> {
     const dir = runDir();
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const files = vmRunFiles(config.name, dir);
     const existing = readRecord(files.record);
     if (existing && existing.pid !== process.pid && isDaemonAlive(existing.pid)) {
-      throw new Error(`a VM named ${config.name} is already running (pid ${existing.pid})`);
+      throw new Error(`a VM named ${config.name} is already running on this host (pid ${existing.pid})`);
     }
     removeStale(config.name, dir);
     this.vm = new Vm(config);
@@ -49,12 +61,36 @@ export class VmDaemon implements ControlHandler {
       startedAt: new Date().toISOString(),
       ...(process.env.COLO_NETNS ? { netns: process.env.COLO_NETNS } : {}),
     });
+  }
+
+  async run(mode: DaemonMode): Promise<void> {
+    switch (mode.kind) {
+      case "boot":
+        return this.boot(mode.configPath);
+      case "restore":
+        return this.restore(mode.file);
+      case "incoming":
+        return this.incoming(mode.listen, mode.keyFile, mode.timeoutMs);
+    }
+  }
+
+  private async boot(configPath: string): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(configPath, "utf8");
+    } catch (err) {
+      throw new Error(`cannot read ${configPath}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    const config = parseVmConfig(text, configPath);
+    this.source = { path: configPath, text };
+    await this.register(config);
+    const vm = this.requireVm();
     this.log.info({ config: config.source }, "starting VM");
     const t0 = Date.now();
-    const ready = this.vm.console.waitForLine(GUEST_READY_MARKER);
-    const failed = this.vm.console.waitForLine(GUEST_FAILED_MARKER);
-    await this.vm.start();
-    this.log.info({ status: this.vm.status() }, "engine started, waiting for the guest");
+    const ready = vm.console.waitForLine(GUEST_READY_MARKER);
+    const failed = vm.console.waitForLine(GUEST_FAILED_MARKER);
+    await vm.start();
+    this.log.info({ status: vm.status() }, "engine started, waiting for the guest");
     const outcome = await Promise.race([
       ready.promise.then((line) => ({ ok: true as const, line })),
       failed.promise.then((line) => ({ ok: false as const, line })),
@@ -67,12 +103,69 @@ export class VmDaemon implements ControlHandler {
     report({ type: "ready", line: outcome.line.trim(), bootMs });
   }
 
-  async handle(request: Exclude<ControlRequest, { op: "console" }>): Promise<unknown> {
-    const vm = this.vm;
-    if (!vm) throw new Error("VM not created yet");
+  private async restore(file: string): Promise<void> {
+    const t0 = Date.now();
+    let opened: { reader: import("../state/index.js").StreamReader; file: Readable } | undefined;
+    try {
+      opened = openSaveFile(file);
+      const { config, source } = await readConfig(opened.reader, file);
+      this.source = source;
+      await this.register(config);
+      const reader = opened.reader;
+      await this.requireVm().start({
+        incoming: async (engine) => {
+          const r = await readMachine(engine, reader);
+          this.log.info({ file, pages: r.pages, zeroPages: r.zeroPages, ms: r.totalMs }, "restored");
+        },
+      });
+    } finally {
+      opened?.file.destroy();
+    }
+    report({ type: "ready", line: `restored from ${file}`, bootMs: Date.now() - t0 });
+  }
+
+  private async incoming(listen: Endpoint, keyFile: string, timeoutMs: number): Promise<void> {
+    const key = loadKey(keyFile);
+    const inc: Incoming = await acceptIncoming(listen, key, timeoutMs, (address) => {
+      this.log.info({ address }, "waiting for a migration");
+      report({ type: "listening", host: address.host, port: address.port });
+    });
+    this.log.info({ from: inc.peer, vm: inc.config.name }, "incoming migration");
+    const t0 = Date.now();
+    try {
+      this.source = inc.source;
+      await this.register(inc.config);
+      let loadedAt = 0;
+      await this.requireVm().start({
+        incoming: async (engine) => {
+          const r = await readMachine(engine, inc.reader, (p) => report({ type: "progress", progress: p }));
+          loadedAt = Date.now();
+          this.log.info({ rounds: r.rounds, pages: r.pages, zeroPages: r.zeroPages, finalPhaseMs: r.finalPhaseMs }, "machine received");
+        },
+      });
+      await inc.answer({ ok: true, resumeMs: Date.now() - loadedAt });
+    } catch (err) {
+      await inc.answer({ ok: false, error: (err as Error).message });
+      inc.socket.end();
+      throw err;
+    }
+    inc.socket.end();
+    report({ type: "ready", line: `migrated in from ${inc.peer}`, bootMs: Date.now() - t0 });
+  }
+
+  private requireVm(): Vm {
+    if (!this.vm) throw new Error("VM not created yet");
+    return this.vm;
+  }
+
+  async handle(request: Exclude<ControlRequest, { op: "console" }>, emit: (event: unknown) => void): Promise<unknown> {
+    const vm = this.requireVm();
+    if (this.busy && request.op !== "status" && request.op !== "console-tail") {
+      throw new Error(`${vm.name} is busy (${this.busy}); try again when it is done`);
+    }
     switch (request.op) {
       case "status":
-        return { ...vm.status(), pid: process.pid };
+        return { ...vm.status(), pid: process.pid, ...(this.busy ? { busy: this.busy } : {}) };
       case "pause":
         await vm.pause();
         this.log.info("paused");
@@ -87,7 +180,77 @@ export class VmDaemon implements ControlHandler {
         return { state: "destroying" };
       case "console-tail":
         return { text: vm.console.tailText(request.bytes ?? 4096) };
+      case "save":
+        return this.exclusive("saving", () => this.save(request.path, request.keepRunning === true));
+      case "migrate":
+        return this.exclusive("migrating", () => this.migrate(request.host, request.port, request.keyFile, request.configPath, emit));
     }
+  }
+
+  private async exclusive<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    this.busy = what;
+    try {
+      return await fn();
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  private async save(path: string, keepRunning: boolean): Promise<unknown> {
+    const vm = this.requireVm();
+    const source = this.requireSource();
+    const wasRunning = vm.state === "running";
+    await vm.pause();
+    const t0 = Date.now();
+    try {
+      const r = await saveToFile(vm.machine, path, source);
+      this.log.info({ path, bytes: r.bytes, pages: r.pages, zeroPages: r.zeroPages, ms: Date.now() - t0 }, "saved");
+      if (keepRunning) {
+        if (wasRunning) await vm.unpause();
+      } else {
+        setImmediate(() => void this.shutdown(0, `saved to ${path}`));
+      }
+      return { path, bytes: r.bytes, pages: r.pages, zeroPages: r.zeroPages, ms: Date.now() - t0, destroyed: !keepRunning };
+    } catch (err) {
+      if (wasRunning) await vm.unpause();
+      throw err;
+    }
+  }
+
+  private async migrate(host: string, port: number, keyFile: string, configPath: string | undefined, emit: (event: unknown) => void): Promise<unknown> {
+    const vm = this.requireVm();
+    if (vm.state !== "running") throw new Error(`${vm.name} is ${vm.state}: only a running VM migrates live`);
+    const key = loadKey(keyFile);
+    let source = this.requireSource();
+    if (configPath) source = { path: configPath, text: await readFile(configPath, "utf8") };
+    this.log.info({ to: `${host}:${port}` }, "migrating out");
+    try {
+      const outcome = await migrateOut(vm.machine, source, { host, port }, key, () => vm.pause(), (p) => emit({ progress: p }));
+      if (!outcome.answer.ok) throw new Error(`the destination refused the migration: ${outcome.answer.error}`);
+      const result = {
+        to: `${host}:${port}`,
+        rounds: outcome.send.rounds,
+        pages: outcome.send.pages,
+        zeroPages: outcome.send.zeroPages,
+        bytes: outcome.send.bytes,
+        totalMs: outcome.send.totalMs,
+        downtimeMs: outcome.downtimeMs,
+        finalPages: outcome.send.finalPages,
+      };
+      this.log.info(result, "migrated; the destination runs the VM");
+      setImmediate(() => void this.shutdown(0, `migrated to ${host}:${port}`));
+      return result;
+    } catch (err) {
+      this.log.warn({ err }, "migration failed; resuming here");
+      const state: string = vm.state; // changed by the pause inside migrateOut
+      if (state === "paused") await vm.unpause();
+      throw err;
+    }
+  }
+
+  private requireSource(): ConfigSource {
+    if (!this.source) throw new Error("the VM's configuration is not known");
+    return this.source;
   }
 
   attachConsole(socket: Socket, replay: boolean): void {
@@ -135,9 +298,9 @@ export class VmDaemon implements ControlHandler {
 }
 
 /** Entry point of the daemon process. */
-export async function vmDaemonMain(configPath: string): Promise<void> {
-  const log = daemonLogger(configPath);
-  const daemon = new VmDaemon(configPath, log);
+export async function vmDaemonMain(mode: DaemonMode): Promise<void> {
+  const log = daemonLogger(mode.kind === "boot" ? mode.configPath : mode.kind === "restore" ? mode.file : `incoming ${mode.listen.host}:${mode.listen.port}`);
+  const daemon = new VmDaemon(log);
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
     process.on(sig, () => void daemon.shutdown(0, sig));
   }
@@ -147,7 +310,7 @@ export async function vmDaemonMain(configPath: string): Promise<void> {
     void daemon.shutdown(1, "uncaught exception");
   });
   try {
-    await daemon.run();
+    await daemon.run(mode);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     log.error({ err }, "start failed");

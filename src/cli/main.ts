@@ -1,12 +1,18 @@
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { ConfigError } from "../config/errors.js";
 import { ControlError } from "../api/control-client.js";
+import { KeyError } from "../channel/key.js";
+import { ChannelError } from "../channel/secure-channel.js";
 import { attachConsole } from "./console.js";
 import { createVm } from "./create.js";
 import { destroyVm, listVms, pauseVm, statusVm, unpauseVm } from "./control-verbs.js";
 import { imageBuild, diskCreate } from "./image.js";
 import { labVerb } from "./lab.js";
 import { CliError } from "./output.js";
+import { keygen, migrateReceive, migrateVm, restoreVm, saveVm } from "./migrate.js";
+import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
+import { DEFAULT_KEY_FILE } from "../channel/key.js";
+import { parseEndpoint } from "../channel/secure-channel.js";
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -28,8 +34,7 @@ export function program(): Command {
     .description("start a VM from an xl.cfg-style file; returns when the guest's service is up")
     .argument("<cfg>", "VM configuration file")
     .option("--timeout <s>", "seconds to wait for the guest's service", positiveInt, 300)
-    .option("--no-wait", "return once the daemon is started")
-    .action(async (cfg: string, o: { timeout: number; wait: boolean }) => createVm(cfg, o));
+    .action(async (cfg: string, o: { timeout: number }) => createVm(cfg, o));
 
   p.command("list")
     .description("list running VMs")
@@ -55,6 +60,41 @@ export function program(): Command {
       process.stdout.write(JSON.stringify(await statusVm(name), null, 2) + "\n");
     });
 
+  p.command("save")
+    .description("save a VM's state to a file (like xl save: the VM is destroyed unless -c)")
+    .argument("<name>")
+    .argument("<file>")
+    .option("-c, --continue", "leave the VM running after saving")
+    .action(async (name: string, file: string, o: { continue?: boolean }) => saveVm(name, file, o));
+
+  p.command("restore")
+    .description("start a VM from a save file; it continues where it was saved")
+    .argument("<file>")
+    .option("--timeout <s>", "seconds to wait", positiveInt, 120)
+    .action(async (file: string, o: { timeout: number }) => restoreVm(file, o));
+
+  p.command("migrate")
+    .description("live-migrate a VM to a host running colo migrate-receive")
+    .argument("<name>")
+    .argument("<host[:port]>", `destination (default port ${DEFAULT_MIGRATION_PORT})`)
+    .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
+    .option("-C, --config <cfg>", "send this config instead of the one the VM was created from (like xl migrate -C)")
+    .action(async (name: string, dest: string, o: { keyFile: string; config?: string }) => migrateVm(name, dest, o));
+
+  p.command("migrate-receive")
+    .description("wait for one incoming live migration; returns when the VM runs here")
+    .option("--listen <addr[:port]>", "address to listen on", `0.0.0.0:${DEFAULT_MIGRATION_PORT}`)
+    .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
+    .option("--timeout <s>", "seconds to wait for the migration to arrive", positiveInt, 600)
+    .option("--detach", "return once listening; the daemon carries on")
+    .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean }) => migrateReceive(o));
+
+  p.command("keygen")
+    .description(`write a new shared key for migration (default ${DEFAULT_KEY_FILE})`)
+    .argument("[file]")
+    .option("--force", "replace an existing key file")
+    .action((file: string | undefined, o: { force?: boolean }) => keygen(file, o));
+
   const image = p.command("image").description("the guest image");
   image
     .command("build")
@@ -76,10 +116,18 @@ export function program(): Command {
     .action(async (action: string) => labVerb(action));
 
   p.command("__vm-daemon", { hidden: true })
-    .argument("<cfg>")
-    .action(async (cfg: string) => {
+    .option("--config <cfg>")
+    .option("--restore <file>")
+    .option("--incoming <addr>")
+    .option("--key-file <file>")
+    .option("--accept-timeout <s>", "", positiveInt, 600)
+    .action(async (o: { config?: string; restore?: string; incoming?: string; keyFile?: string; acceptTimeout: number }) => {
       const { vmDaemonMain } = await import("../api/vm-daemon.js");
-      await vmDaemonMain(cfg);
+      if (o.config) await vmDaemonMain({ kind: "boot", configPath: o.config });
+      else if (o.restore) await vmDaemonMain({ kind: "restore", file: o.restore });
+      else if (o.incoming && o.keyFile)
+        await vmDaemonMain({ kind: "incoming", listen: parseEndpoint(o.incoming, DEFAULT_MIGRATION_PORT), keyFile: o.keyFile, timeoutMs: o.acceptTimeout * 1000 });
+      else throw new CliError("__vm-daemon: give --config, --restore or --incoming with --key-file");
     });
 
   return p;
@@ -96,7 +144,7 @@ export async function main(argv: string[]): Promise<number> {
       if (err.detail) process.stderr.write(err.detail + "\n");
       return err.exitCode;
     }
-    if (err instanceof ConfigError || err instanceof ControlError) {
+    if (err instanceof ConfigError || err instanceof ControlError || err instanceof KeyError || err instanceof ChannelError) {
       process.stderr.write(`colo: ${err.message}\n`);
       return 1;
     }
