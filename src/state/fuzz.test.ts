@@ -2,8 +2,9 @@
  * Property tests: real streams, randomly truncated and corrupted, must be
  * rejected with a StreamError (never another exception, never a hang), or —
  * where the corruption lands in bytes the format cannot check (page
- * contents, state blobs) — parse to valid records. Seeded: a failure prints
- * its seed; rerun with COLO_FUZZ_SEED=<seed> to reproduce a whole run.
+ * contents, state blobs, config text) — parse to valid records. Seeded: a
+ * failure prints its seed; rerun with COLO_FUZZ_SEED=<seed> to reproduce a
+ * whole run.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -11,9 +12,10 @@ import { PAGE_SIZE } from "../engine/engine.js";
 import { EMULATOR_ID } from "./emulator-context.js";
 import { StreamError } from "./errors.js";
 import { readAll, type ReaderOptions } from "./reader.js";
+import { MAX_VM_CONFIG_PATH, MAX_VM_CONFIG_TEXT, VM_CONFIG_SUBHEADER_SIZE } from "./record-types.js";
 import type { StreamRecord } from "./records.js";
 import { MemorySink } from "./sink.js";
-import { asyncChunks, emuMachine, emuState, randomBytes, randomChunks, randomInt, sampleRam, seededRandom } from "./testing.js";
+import { asyncChunks, emuMachine, emuState, randomBytes, randomChunks, randomInt, SAMPLE_VM_CONFIG, sampleRam, saveStream, seededRandom } from "./testing.js";
 import { allPfns, writePages } from "./write-pages.js";
 import { StreamWriter } from "./writer.js";
 
@@ -25,7 +27,7 @@ interface Sample {
   name: string;
   bytes: Uint8Array;
   options: ReaderOptions;
-  /** tolerated[i] = 1: a flip of octet i may go undetected (opaque contents). */
+  /** Bit b of tolerated[i] set: a flip of bit b of octet i may go undetected (opaque contents). */
   tolerated: Uint8Array;
 }
 
@@ -37,11 +39,36 @@ function shuffle(random: () => number, values: number[]): number[] {
   return values;
 }
 
-/** Mark the octets a flip may leave undetected, from the clean stream's records. */
-function toleratedRegions(length: number, records: StreamRecord[]): Uint8Array {
-  const tolerated = new Uint8Array(length);
+/**
+ * Which bits of a VM_CONFIG body (record at `at`) a flip may change unnoticed. The format
+ * and the path's leading "/" are checked. In the path and the text, flipping bit 7 of an
+ * ASCII octet always breaks the UTF-8 (a lone continuation or a lead octet without its
+ * continuation), and the other bits of ASCII and any bit of the other octets may give
+ * another valid text. A flip of path_length moves the split between path and text: it
+ * goes unnoticed when the new split is in bounds and falls between two characters.
+ */
+function markVmConfig(tolerated: Uint8Array, bytes: Uint8Array, at: number, pathLength: number, bodyLength: number): void {
+  const path = at + 8 + VM_CONFIG_SUBHEADER_SIZE;
+  const room = bodyLength - VM_CONFIG_SUBHEADER_SIZE;
+  for (let i = path; i < path + room; i++) {
+    if (i === path) continue; // the leading "/"
+    tolerated[i] = (bytes[i] ?? 0) < 0x80 ? 0x7f : 0xff;
+  }
+  for (let bit = 0; bit < 32; bit++) {
+    const moved = (pathLength ^ (2 ** bit)) >>> 0;
+    const inBounds = moved >= 1 && moved <= MAX_VM_CONFIG_PATH && moved < room && room - moved <= MAX_VM_CONFIG_TEXT;
+    if (inBounds && ((bytes[path + moved] ?? 0) & 0xc0) !== 0x80) {
+      const octet = at + 8 + 4 + (bit >>> 3);
+      tolerated[octet] = (tolerated[octet] ?? 0) | (1 << (bit & 7));
+    }
+  }
+}
+
+/** Mark the bits a flip may leave undetected, from the clean stream and its records. */
+function toleratedRegions(bytes: Uint8Array, records: StreamRecord[]): Uint8Array {
+  const tolerated = new Uint8Array(bytes.length);
   const mark = (from: number, count: number): void => {
-    tolerated.fill(1, from, from + count);
+    tolerated.fill(0xff, from, from + count);
   };
   // How often each pfn is sent in the first part (pre-copy rounds send some again).
   const firstPartSends = new Map<number, number>();
@@ -76,6 +103,11 @@ function toleratedRegions(length: number, records: StreamRecord[]): Uint8Array {
       case "precopy-round":
         mark(r.offset, 24); // optional: any field, even its type, may change unnoticed
         break;
+      case "vm-config": {
+        const octets = new TextEncoder().encode(r.config.path).length;
+        markVmConfig(tolerated, bytes, r.offset, octets, VM_CONFIG_SUBHEADER_SIZE + octets + new TextEncoder().encode(r.config.text).length);
+        break;
+      }
       default:
         break;
     }
@@ -85,16 +117,17 @@ function toleratedRegions(length: number, records: StreamRecord[]): Uint8Array {
 
 async function sample(name: string, bytes: Uint8Array, options: ReaderOptions): Promise<Sample> {
   const records = await readAll(bytes, options);
-  return { name, bytes, options, tolerated: toleratedRegions(bytes.length, records) };
+  return { name, bytes, options, tolerated: toleratedRegions(bytes, records) };
 }
 
-/** A save file: pages in random order and batches, zero and random, a state blob. */
+/** A save file as colo writes one: VM_CONFIG, pages in random order and batches, zero and random, a state blob. */
 async function saveSample(random: () => number): Promise<Sample> {
   const pages = 160;
   const machine = emuMachine(pages);
   const ram = sampleRam(random, pages, 0.5);
   const sink = new MemorySink();
   const w = new StreamWriter(sink, { machine });
+  await w.writeVmConfig(SAMPLE_VM_CONFIG);
   await w.writeMemoryStream();
   const order = shuffle(random, [...allPfns(pages)]);
   for (let at = 0; at < order.length; ) {
@@ -108,13 +141,14 @@ async function saveSample(random: () => number): Promise<Sample> {
   return sample("save", sink.bytes(), { expect: { engineId: "emu", memoryBytes: machine.memoryBytes }, requireEndOfSource: true });
 }
 
-/** A COLO forward stream: pre-copy rounds, initial checkpoint, two checkpoints. */
+/** A COLO forward stream: VM_CONFIG (a short one), pre-copy rounds, initial checkpoint, two checkpoints. */
 async function coloSample(random: () => number): Promise<Sample> {
   const pages = 96;
   const machine = emuMachine(pages);
   const ram = sampleRam(random, pages, 0.5);
   const sink = new MemorySink();
   const w = new StreamWriter(sink, { machine });
+  await w.writeVmConfig({ path: "/c", text: 'name="g"' });
   await w.writeMemoryStream();
   await w.writePrecopyRound({ round: 0, final: false, pageCount: pages });
   await writePages(w, ram, allPfns(pages));
@@ -159,8 +193,8 @@ async function backChannelSample(random: () => number): Promise<Sample> {
   // into another (their order is the COLO protocol's to check): tolerate those octets.
   const s = await sample("back-channel", bytes, { channel: "back-channel", expect: { memoryBytes: machine.memoryBytes }, requireEndOfSource: true });
   for (const r of await readAll(bytes, s.options)) {
-    if (r.kind === "checkpoint-state") s.tolerated[r.offset + 8] = 1;
-    if (r.kind === "dirty-pfn-list") for (let i = 0; i < r.pfns.length; i++) s.tolerated.fill(1, r.offset + 8 + 8 * i, r.offset + 8 + 8 * i + 4);
+    if (r.kind === "checkpoint-state") s.tolerated[r.offset + 8] = 0xff;
+    if (r.kind === "dirty-pfn-list") for (let i = 0; i < r.pfns.length; i++) s.tolerated.fill(0xff, r.offset + 8 + 8 * i, r.offset + 8 + 8 * i + 4);
   }
   return s;
 }
@@ -209,7 +243,7 @@ async function fuzz(build: (random: () => number) => Promise<Sample>, seed: numb
         description = `bit ${bit} of octet ${at} flipped`;
         const outcome = await parse(mutated, s.options, random);
         if (outcome.ok) {
-          assert.equal(s.tolerated[at], 1, "a flip outside page contents and blobs went undetected");
+          assert.ok((((s.tolerated[at] ?? 0) >> bit) & 1) === 1, "a flip outside page contents, blobs and config text went undetected");
           counts.undetected++;
         }
         counts.flips++;
@@ -246,6 +280,37 @@ for (const [name, build, offset] of [
     assert.ok(elapsed < TIME_BOUND_MS, `${MUTATIONS} mutations took ${elapsed.toFixed(0)} ms`);
   });
 }
+
+test("every single-bit flip and every cut of a VM_CONFIG record is rejected, or only changes its path or text", async () => {
+  // A small save file, so that every bit of the record can be tried.
+  const s = await sample("save with VM_CONFIG", await saveStream(new Uint8Array(4 * PAGE_SIZE), new Uint8Array([1, 2, 3]), SAMPLE_VM_CONFIG), {
+    expect: { engineId: "emu", memoryBytes: 4 * PAGE_SIZE },
+    requireEndOfSource: true,
+  });
+  const [config] = (await readAll(s.bytes, s.options)).filter((r) => r.kind === "vm-config");
+  assert.ok(config !== undefined && config.offset === 16);
+  const length = new DataView(s.bytes.buffer, s.bytes.byteOffset).getUint32(config.offset + 4, true);
+  const end = config.offset + 8 + length + ((8 - (length % 8)) % 8);
+  const random = seededRandom(BASE_SEED + 4);
+  const counts = { flips: 0, undetected: 0, splits: 0 };
+  for (let at = config.offset; at < end; at++) {
+    for (let bit = 0; bit < 8; bit++) {
+      const mutated = s.bytes.slice();
+      mutated[at] = (mutated[at] ?? 0) ^ (1 << bit);
+      const outcome = await parse(mutated, s.options, random);
+      counts.flips++;
+      if (outcome.ok) {
+        assert.ok((((s.tolerated[at] ?? 0) >> bit) & 1) === 1, `bit ${bit} of octet ${at} flipped: accepted`);
+        counts.undetected++;
+        if (at >= config.offset + 12 && at < config.offset + 16) counts.splits++;
+      }
+    }
+    const cut = await parse(s.bytes.subarray(0, at), s.options, random);
+    assert.ok(!cut.ok && cut.error.code === "TRUNCATED", `cut at ${at}`);
+  }
+  // Flips in the text and path do go through (there is no checksum), and so do some of path_length.
+  assert.ok(counts.undetected > counts.flips / 2 && counts.splits > 0, JSON.stringify(counts));
+});
 
 test("random octets after a valid toolstack header are rejected, never crash", async () => {
   const random = seededRandom(BASE_SEED + 3);

@@ -16,4 +16,13 @@ export { EMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
 export { EMULATOR_ID, type EmulatorContext } from "./emulator-context.js";
 export { CHECKPOINT_CONTROL_ID, type CheckpointControl } from "./checkpoint-records.js";
 export type { PrecopyRound } from "./precopy-round.js";
-export { MAX_PAGES_PER_RECORD, MAX_DIRTY_PFNS_PER_RECORD, MAX_BLOB_SIZE, TOOLSTACK_RECORD, MEMORY_RECORD } from "./record-types.js";
+export { VM_CONFIG_FORMAT, type VmConfigFormat, type VmConfigInput, type VmConfigRecord } from "./vm-config-record.js";
+export {
+  MAX_PAGES_PER_RECORD,
+  MAX_DIRTY_PFNS_PER_RECORD,
+  MAX_BLOB_SIZE,
+  MAX_VM_CONFIG_PATH,
+  MAX_VM_CONFIG_TEXT,
+  TOOLSTACK_RECORD,
+  MEMORY_RECORD,
+} from "./record-types.js";

@@ -26,6 +26,7 @@ import { describeRecord, MEMORY_RECORD, recordTypeInfo, TOOLSTACK_RECORD, type L
 import type { StreamRecord } from "./records.js";
 import { StreamSequence, type Channel, type SequenceEvent } from "./sequence.js";
 import { decodeToolstackHeader, TOOLSTACK_HEADER_SIZE } from "./toolstack-header.js";
+import { decodeVmConfig } from "./vm-config-record.js";
 
 export interface ReaderOptions {
   /** "image" (save file, migration, COLO forward; default) or "back-channel" (the SVM's answers). */
@@ -213,6 +214,10 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
         case TOOLSTACK_RECORD.CHECKPOINT_STATE: {
           const control = decodeCheckpointState(body, where);
           return [{ kind: "checkpoint-state", offset, control }, { kind: "checkpoint-state", control }];
+        }
+        case TOOLSTACK_RECORD.VM_CONFIG: {
+          const config = decodeVmConfig(body, where);
+          return [{ kind: "vm-config", offset, config }, { kind: "vm-config" }];
         }
       }
     } else {

@@ -18,6 +18,8 @@ export const TOOLSTACK_RECORD = {
   EMULATOR_CONTEXT: 0x0000_0003,
   CHECKPOINT_END: 0x0000_0004,
   CHECKPOINT_STATE: 0x0000_0005,
+  /** First of the toolstack metadata range 0x200-0x2FF (spec §3.2, §3.6). */
+  VM_CONFIG: 0x0000_0200,
 } as const;
 
 /** Memory-layer types (spec §4.3; Xen libxc's REC_TYPE_* where shared). */
@@ -65,6 +67,12 @@ export const BLOB_SUBHEADER_SIZE = 8;
 export const MAX_BLOB_SIZE = 32 * 2 ** 20;
 export const CHECKPOINT_STATE_BODY = 4;
 export const PRECOPY_ROUND_BODY = 16;
+/** VM_CONFIG fixed part: format and path_length (spec §3.6). */
+export const VM_CONFIG_SUBHEADER_SIZE = 8;
+/** VM_CONFIG path: 1 to 4096 octets of UTF-8 (spec §3.6). */
+export const MAX_VM_CONFIG_PATH = 4096;
+/** VM_CONFIG text: 1 to 65536 octets of UTF-8 (spec §3.6). */
+export const MAX_VM_CONFIG_TEXT = 65536;
 
 export interface RecordTypeInfo {
   readonly layer: Layer;
@@ -86,6 +94,7 @@ const TOOLSTACK_TYPES: readonly RecordTypeInfo[] = [
   info("toolstack", TOOLSTACK_RECORD.EMULATOR_CONTEXT, "EMULATOR_CONTEXT", BLOB_SUBHEADER_SIZE + 1, BLOB_SUBHEADER_SIZE + MAX_BLOB_SIZE),
   info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_END, "CHECKPOINT_END", 0, 0),
   info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_STATE, "CHECKPOINT_STATE", CHECKPOINT_STATE_BODY, CHECKPOINT_STATE_BODY),
+  info("toolstack", TOOLSTACK_RECORD.VM_CONFIG, "VM_CONFIG", VM_CONFIG_SUBHEADER_SIZE + 2, VM_CONFIG_SUBHEADER_SIZE + MAX_VM_CONFIG_PATH + MAX_VM_CONFIG_TEXT),
 ];
 
 const MEMORY_TYPES: readonly RecordTypeInfo[] = [

@@ -9,8 +9,11 @@ import type { MachineHeader } from "./memory-header.js";
 import type { PageData } from "./page-data.js";
 import type { PrecopyRound } from "./precopy-round.js";
 import type { Layer } from "./record-types.js";
+import type { VmConfigRecord } from "./vm-config-record.js";
 
 export type StreamRecord =
+  /** Toolstack VM_CONFIG: the VM's configuration file (image streams, before the first MEMORY_STREAM). */
+  | { kind: "vm-config"; offset: number; config: VmConfigRecord }
   /** Toolstack MEMORY_STREAM: a memory part begins. */
   | { kind: "memory-stream"; offset: number }
   /** The memory image and machine headers (after the first MEMORY_STREAM only). */

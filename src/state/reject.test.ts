@@ -27,6 +27,10 @@ function pfnEntry(pfn: number, type = 0, extraHigh = 0): Uint8Array {
   return u32s(pfn, ((type << 28) | extraHigh) >>> 0);
 }
 
+function utf8(text: string): Uint8Array {
+  return new TextEncoder().encode(text);
+}
+
 function page(fill: number): Uint8Array {
   return new Uint8Array(PAGE_SIZE).fill(fill);
 }
@@ -46,6 +50,9 @@ const rec = {
   emuState: (engine = 1, format = 1, blob: Uint8Array = new Uint8Array([7, 7, 7, 7, 7, 7, 7, 7])) =>
     rawRecord(0x100, concatBytes(u32s(engine, format), blob)),
   dirty: (...pfns: number[]) => rawRecord(0xf, concatBytes(...pfns.map((p) => pfnEntry(p)))),
+  /** VM_CONFIG from raw path and text octets; path_length defaults to the path's length. */
+  vmConfig: (path: Uint8Array = utf8("/vm/g.cfg"), text: Uint8Array = utf8('name = "g"\n'), format = 1, pathLength = path.length) =>
+    rawRecord(0x200, concatBytes(u32s(format, pathLength), path, text)),
 };
 
 function start(machine: MachineHeader = MACHINE): Uint8Array[] {
@@ -334,6 +341,87 @@ test("a failing source, or one that yields strings, is an IO error; the reader s
     yield "ColoTsFm";
   }
   await assert.rejects(readAll(strings() as AsyncIterable<Uint8Array>), (err) => err instanceof StreamError && err.code === "IO");
+});
+
+test("VM_CONFIG: right after the header (or optional records), decoded exactly; absent is valid too", async () => {
+  const path = "/srv/colo/vms/\u00e9t\u00e9.cfg";
+  const text = "\ufeff# \u{1f5a5} r\u00e9plica\r\nname = \"g\"\n";
+  const records = await readAll(concatBytes(encodeToolstackHeader(), rec.vmConfig(utf8(path), utf8(text)), ...save().slice(1)), { requireEndOfSource: true });
+  assert.deepEqual(records[0], { kind: "vm-config", offset: 16, config: { format: 1, path, text } });
+  assert.equal(records[1]?.kind, "memory-stream");
+  // Optional records may come first; the shortest (path "/", one octet of text) and longest bodies.
+  const optional = rawRecord(0x8000_0042, new Uint8Array(3));
+  const shortest = rec.vmConfig(utf8("/"), utf8("x"));
+  assert.equal((await readAll(concatBytes(encodeToolstackHeader(), optional, shortest, ...save().slice(1)))).at(-1)?.kind, "end");
+  const longest = rec.vmConfig(utf8("/".padEnd(4096, "p")), utf8("t".repeat(65536)));
+  const [big] = await readAll(concatBytes(encodeToolstackHeader(), longest, ...save().slice(1)));
+  assert.ok(big?.kind === "vm-config" && big.config.path.length === 4096 && big.config.text.length === 65536);
+  // A stream without VM_CONFIG is valid (the grammar does not require it; colo restore does).
+  assert.equal((await readAll(concatBytes(...save()))).at(-1)?.kind, "end");
+});
+
+test("VM_CONFIG fields: format, path and text lengths, UTF-8, NUL, relative path", async () => {
+  const withConfig = (config: Uint8Array): Uint8Array[] => [encodeToolstackHeader(), config, ...save().slice(1)];
+  const bad = async (config: Uint8Array, code: StreamErrorCode, message: RegExp): Promise<void> => {
+    const err = await rejects(withConfig(config), code, {}, message);
+    assert.equal(err.offset, 16);
+    assert.equal(err.what, "toolstack record VM_CONFIG (0x00000200)");
+  };
+  await bad(rec.vmConfig(undefined, undefined, 0), "BAD_FIELD", /unknown format 0/);
+  await bad(rec.vmConfig(undefined, undefined, 2), "BAD_FIELD", /unknown format 2/);
+  // path_length: 0, over 4096, past the body, or leaving no text.
+  await bad(rec.vmConfig(new Uint8Array(0), utf8("/vm.cfg x")), "BAD_FIELD", /path_length 0, allowed 1 to 4096/);
+  await bad(rec.vmConfig(utf8("/".padEnd(4097, "p")), utf8("x")), "BAD_FIELD", /path_length 4097/);
+  await bad(rec.vmConfig(utf8("/a"), utf8("x"), 1, 0xffff_ffff), "BAD_FIELD", /path_length 4294967295/);
+  await bad(rec.vmConfig(utf8("/a"), utf8("x"), 1, 4), "BAD_LENGTH", /leaves no config text/);
+  await bad(rec.vmConfig(utf8("/a"), utf8("x"), 1, 3), "BAD_LENGTH", /leaves no config text/);
+  // Text: empty (the body is then 8 + path: at least 10 for the bounds), over 65536 octets.
+  await bad(rec.vmConfig(utf8("/ab"), new Uint8Array(0)), "BAD_LENGTH", /leaves no config text/);
+  await bad(rec.vmConfig(utf8("/"), utf8("t".repeat(65537))), "BAD_LENGTH", /config text of 65537 octets, allowed 1 to 65536/);
+  // Invalid UTF-8: a lone continuation, an overlong "/", a surrogate, a cut sequence, 0xFF, beyond U+10FFFF.
+  for (const octets of [[0x80], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xe2, 0x82], [0xff], [0xf4, 0x90, 0x80, 0x80]]) {
+    await bad(rec.vmConfig(undefined, concatBytes(utf8("name = "), Uint8Array.from(octets))), "BAD_FIELD", /config text is not valid UTF-8/);
+    await bad(rec.vmConfig(concatBytes(utf8("/vm"), Uint8Array.from(octets))), "BAD_FIELD", /path is not valid UTF-8/);
+  }
+  // A character cut between path and text.
+  const e = utf8("/\u00e9"); // 2F C3 A9
+  await bad(rec.vmConfig(e.subarray(0, 2), concatBytes(e.subarray(2), utf8("x"))), "BAD_FIELD", /path is not valid UTF-8/);
+  // NUL octets.
+  await bad(rec.vmConfig(utf8("/vm\0.cfg")), "BAD_FIELD", /path has a NUL octet at 3/);
+  await bad(rec.vmConfig(undefined, utf8("name = 'g'\0")), "BAD_FIELD", /config text has a NUL octet at 10/);
+  // A relative path.
+  await bad(rec.vmConfig(utf8("vm/g.cfg")), "BAD_FIELD", /not absolute/);
+  await bad(rec.vmConfig(utf8("./g.cfg")), "BAD_FIELD", /not absolute/);
+  // Bounds of the body, checked before it is read, and padding.
+  await rejects([encodeToolstackHeader(), u32s(0x200, 9)], "BAD_LENGTH", {}, /VM_CONFIG takes 10 to 69640/);
+  await rejects([encodeToolstackHeader(), u32s(0x200, 69641)], "BAD_LENGTH", {}, /VM_CONFIG takes 10 to 69640/);
+  const padded = rawRecord(0x200, concatBytes(u32s(1, 2), utf8("/ab")), { padding: new Uint8Array([0, 0, 0, 1, 0]) });
+  await rejects([encodeToolstackHeader(), padded], "BAD_PADDING", {}, /VM_CONFIG/);
+  // Its optional shadow is not an optional record.
+  await rejects([encodeToolstackHeader(), rawRecord(0x8000_0200, new Uint8Array(8))], "UNKNOWN_RECORD", {}, /shadows the mandatory VM_CONFIG/);
+  // The rest of the toolstack metadata range is reserved.
+  await rejects([encodeToolstackHeader(), rawRecord(0x201, new Uint8Array(16))], "UNKNOWN_RECORD");
+  await rejects([encodeToolstackHeader(), rawRecord(0x2ff, new Uint8Array(16))], "UNKNOWN_RECORD");
+});
+
+test("VM_CONFIG out of place: twice, after MEMORY_STREAM, on the back channel", async () => {
+  const h = encodeToolstackHeader();
+  const colo = [...start(), rec.allZero(), rec.emuState(), rec.checkpoint()];
+  const cases: [string, Uint8Array[]][] = [
+    ["a second VM_CONFIG", [h, rec.vmConfig(), rec.vmConfig()]],
+    ["a second VM_CONFIG after an optional record", [h, rec.vmConfig(), rawRecord(0x8000_0042, EMPTY), rec.vmConfig()]],
+    ["VM_CONFIG after the memory END", [...save().slice(0, -1), rec.vmConfig()]],
+    ["VM_CONFIG in a checkpoint", [...colo, rec.vmConfig()]],
+    ["VM_CONFIG after a checkpoint", [...colo, rec.checkpointEnd(), rec.vmConfig()]],
+    ["VM_CONFIG after NEW", [...colo, rec.checkpointEnd(), rec.checkpointState(0), rec.vmConfig()]],
+  ];
+  for (const [name, parts] of cases) {
+    await assert.doesNotReject(rejects(parts, "OUT_OF_ORDER", {}, /: a second VM_CONFIG|: VM_CONFIG after the first MEMORY_STREAM|: CHECKPOINT_STATE NEW must be followed/), name);
+  }
+  // Inside a memory part the memory layer reads it: its 0x200 is no type.
+  await rejects([...start(), rec.vmConfig()], "UNKNOWN_RECORD", {}, /memory record unknown \(0x00000200\)/);
+  await rejects([h, rec.vmConfig(), rec.checkpointState(1)], "OUT_OF_ORDER", { channel: "back-channel" }, /VM_CONFIG on the back channel/);
+  await rejects([h, rec.checkpointState(1), rec.vmConfig()], "OUT_OF_ORDER", { channel: "back-channel" }, /VM_CONFIG on the back channel/);
 });
 
 test("error messages name the record type and the stream offset", async () => {

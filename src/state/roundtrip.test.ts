@@ -17,6 +17,7 @@ import {
   emuState,
   randomBytes,
   randomChunks,
+  SAMPLE_VM_CONFIG,
   sampleRam,
   saveStream,
   seededRandom,
@@ -56,6 +57,31 @@ test("save stream: header, pages, EMU_STATE, END round trip and rebuild RAM exac
   assert.equal(engine?.state.engineId, "emu");
   assert.equal(engine?.state.formatVersion, 1);
   assert.deepEqual(engine?.state.blob, state);
+});
+
+test("VM_CONFIG round trips before the memory part, in any chunking: path and text exactly, BOM and CRLF kept", async () => {
+  const random = seededRandom(11);
+  const ram = sampleRam(random, 40);
+  const bytes = await saveStream(ram, new Uint8Array([9]), SAMPLE_VM_CONFIG);
+  const configs = [SAMPLE_VM_CONFIG, { path: "/\u00e9".repeat(1365) + "p", text: "\ufeffname = 'g'\r\n" + "\u{1f5a5}".repeat(16380) + "x" }];
+  for (const config of configs) {
+    const sink = new MemorySink();
+    const writer = new StreamWriter(sink, { machine: emuMachine(40) });
+    await writer.writeVmConfig(config);
+    await writer.writeMemoryStream();
+    await writePages(writer, ram, allPfns(40));
+    await writer.writeEngineState(emuState(new Uint8Array([9])));
+    await writer.writeMemoryEnd();
+    await writer.writeEnd();
+    if (config === SAMPLE_VM_CONFIG) assert.deepEqual(sink.bytes(), bytes);
+    for (const source of [sink.bytes(), asyncChunks(randomChunks(sink.bytes(), random, 7))]) {
+      const records = await readAll(source, { requireEndOfSource: true });
+      assert.deepEqual(kinds(records).slice(0, 3), ["vm-config", "memory-stream", "machine-header"]);
+      assert.deepEqual(records[0], { kind: "vm-config", offset: 16, config: { format: 1, path: config.path, text: config.text } });
+    }
+  }
+  assert.equal(new TextEncoder().encode(configs[1]?.path).length, 4096);
+  assert.equal(new TextEncoder().encode(configs[1]?.text).length, 65536);
 });
 
 test("zero pages travel as a type: 4096 zero pages cost 8 octets each, not 4096", async () => {

@@ -17,6 +17,7 @@ export type Expecting = "toolstack-header" | "toolstack-record" | "memory-header
 
 export type SequenceEvent =
   | { kind: "toolstack-header" }
+  | { kind: "vm-config" }
   | { kind: "memory-stream" }
   | { kind: "machine-header"; machine: MachineHeader }
   | { kind: "page-data"; pfns: Uint32Array }
@@ -57,6 +58,7 @@ export class StreamSequence {
   /** Pages of the first part seen so far, one bit per pfn (image streams). */
   private coverage: Uint8Array | undefined;
   private covered = 0;
+  private vmConfigSeen = false;
 
   constructor(readonly channel: Channel) {}
 
@@ -160,6 +162,12 @@ export class StreamSequence {
   private acceptToolstack(event: SequenceEvent, fail: (detail: string) => never, image: boolean): void {
     if (this.memoryStreamDue && event.kind !== "memory-stream") fail("CHECKPOINT_STATE NEW must be followed by MEMORY_STREAM");
     switch (event.kind) {
+      case "vm-config":
+        if (!image) fail("VM_CONFIG on the back channel");
+        if (this.partsOpened > 0) fail("VM_CONFIG after the first MEMORY_STREAM (it belongs right after the toolstack header)");
+        if (this.vmConfigSeen) fail("a second VM_CONFIG");
+        this.vmConfigSeen = true;
+        return;
       case "memory-stream":
         if (this.memoryFinished) fail("MEMORY_STREAM after the memory END");
         if (this.checkpointOpen) fail("MEMORY_STREAM while a checkpoint awaits its CHECKPOINT_END");

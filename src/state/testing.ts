@@ -9,6 +9,7 @@ import { encodeRecordHeader, paddingFor } from "./framing.js";
 import { machineHeader, type MachineHeader } from "./memory-header.js";
 import { MemorySink } from "./sink.js";
 import { allPfns, writePages } from "./write-pages.js";
+import type { VmConfigInput } from "./vm-config-record.js";
 import { StreamWriter } from "./writer.js";
 
 /** mulberry32: a small seeded PRNG, so a failing case reproduces from its seed. */
@@ -60,11 +61,30 @@ export function emuState(blob: Uint8Array): EngineState {
   return { engineId: "emu", formatVersion: EMU_STATE_FORMAT.V86_SAVE_STATE, blob };
 }
 
-/** A save-file stream: every page of `ram`, the state, memory END, END. */
-export async function saveStream(ram: Uint8Array, state: Uint8Array): Promise<Uint8Array> {
+/**
+ * A VM_CONFIG as `colo save` writes one: an absolute path and an xl.cfg text
+ * with relative paths, CRLF and LF line ends, and non-ASCII characters.
+ */
+export const SAMPLE_VM_CONFIG: VmConfigInput = {
+  path: "/srv/colo/vms/guest.cfg",
+  text: [
+    "# the lab guest \u2014 r\u00e9plica test \u{1f5a5}",
+    'name = "guest"',
+    "memory = 160                # MiB",
+    'kernel = "../.cache/guest/vmlinuz"\r',
+    'extra = "console=ttyS0 quiet"',
+    "disk = [ 'format=raw, vdev=hda, access=rw, target=guest-data.img' ]",
+    "vif = [ 'mac=00:16:3e:4c:00:10, bridge=colobr' ]",
+    "",
+  ].join("\n"),
+};
+
+/** A save-file stream: VM_CONFIG when `config` is given, every page of `ram`, the state, memory END, END. */
+export async function saveStream(ram: Uint8Array, state: Uint8Array, config?: VmConfigInput): Promise<Uint8Array> {
   const machine = emuMachine(ram.length / PAGE_SIZE);
   const sink = new MemorySink();
   const writer = new StreamWriter(sink, { machine });
+  if (config !== undefined) await writer.writeVmConfig(config);
   await writer.writeMemoryStream();
   await writePages(writer, ram, allPfns(machine.pageCount));
   await writer.writeEngineState(emuState(state));

@@ -7,7 +7,8 @@ import { machineHeader } from "./memory-header.js";
 import { PAGE_TYPE } from "./pfn-entry.js";
 import { readAll } from "./reader.js";
 import { MemorySink, writableSink, type ByteSink } from "./sink.js";
-import { emuMachine, emuState } from "./testing.js";
+import { concatBytes, emuMachine, emuState, rawRecord, SAMPLE_VM_CONFIG } from "./testing.js";
+import { encodeToolstackHeader } from "./toolstack-header.js";
 import { allPfns, writePages } from "./write-pages.js";
 import { StreamWriter } from "./writer.js";
 
@@ -140,4 +141,52 @@ test("the writer reports a complete image once the first memory part is closed",
   assert.equal(w.complete, true);
   await w.writeEnd();
   assert.equal((await readAll(sink.bytes())).length, 6);
+});
+
+test("writeVmConfig: fields checked before writing; first, once, image streams only", async () => {
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine: MACHINE });
+  const refused: [{ path: string; text: string }, StreamErrorCode, RegExp][] = [
+    [{ path: "guest.cfg", text: "x" }, "BAD_FIELD", /not absolute/],
+    [{ path: "", text: "x" }, "BAD_FIELD", /path_length 0/],
+    [{ path: "/" + "\u00e9".repeat(2048), text: "x" }, "BAD_FIELD", /path_length 4097, allowed 1 to 4096/], // octets count, not characters
+    [{ path: "/g\0", text: "x" }, "BAD_FIELD", /path has a NUL octet at 2/],
+    [{ path: "/g\ud800", text: "x" }, "BAD_FIELD", /path is not well-formed Unicode/],
+    [{ path: "/g", text: "" }, "BAD_LENGTH", /config text of 0 octets/],
+    [{ path: "/g", text: "\u00e9".repeat(32768) + "x" }, "BAD_LENGTH", /config text of 65537 octets/],
+    [{ path: "/g", text: "a\0" }, "BAD_FIELD", /config text has a NUL octet at 1/],
+    [{ path: "/g", text: "\udc00name" }, "BAD_FIELD", /config text is not well-formed Unicode/],
+    [{ path: 7 as unknown as string, text: "x" }, "BAD_FIELD", /path is not a string/],
+  ];
+  for (const [config, code, message] of refused) {
+    await assert.rejects(w.writeVmConfig(config), isStreamError(code, message), JSON.stringify(config));
+  }
+  assert.equal(sink.length, 0, "not even the toolstack header was written");
+  // The longest path and text.
+  const longest = { path: "/" + "\u00e9".repeat(2047) + "p", text: "\u00e9".repeat(32768) };
+  await w.writeVmConfig(longest);
+  await assert.rejects(w.writeVmConfig(SAMPLE_VM_CONFIG), isStreamError("OUT_OF_ORDER", /a second VM_CONFIG/));
+  await fullImage(w);
+  await assert.rejects(w.writeVmConfig(SAMPLE_VM_CONFIG), isStreamError("OUT_OF_ORDER", /inside a memory part/));
+  await w.writeMemoryEnd();
+  await assert.rejects(w.writeVmConfig(SAMPLE_VM_CONFIG), isStreamError("OUT_OF_ORDER", /after the first MEMORY_STREAM/));
+  await w.writeEnd();
+  const records = await readAll(sink.bytes(), { requireEndOfSource: true });
+  assert.deepEqual(records[0], { kind: "vm-config", offset: 16, config: { format: 1, ...longest } });
+
+  const back = new StreamWriter(new MemorySink(), { machine: MACHINE, channel: "back-channel" });
+  await assert.rejects(back.writeVmConfig(SAMPLE_VM_CONFIG), isStreamError("OUT_OF_ORDER", /VM_CONFIG on the back channel/));
+});
+
+test("VM_CONFIG octets: u32 format 1, u32 path_length, path, text, zero padding", async () => {
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine: MACHINE });
+  await w.writeVmConfig({ path: "/vm/\u00e9.cfg", text: 'name = "g"\n' });
+  const path = new TextEncoder().encode("/vm/\u00e9.cfg");
+  const text = new TextEncoder().encode('name = "g"\n');
+  const head = new Uint8Array(8);
+  new DataView(head.buffer).setUint32(0, 1, true);
+  new DataView(head.buffer).setUint32(4, path.length, true);
+  assert.deepEqual(sink.bytes(), concatBytes(encodeToolstackHeader(), rawRecord(0x200, concatBytes(head, path, text))));
+  assert.deepEqual([...sink.bytes().subarray(16, 32)], [0, 2, 0, 0, 29, 0, 0, 0, 1, 0, 0, 0, 10, 0, 0, 0]);
 });

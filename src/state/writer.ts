@@ -20,6 +20,7 @@ import { describeRecord, MAX_DIRTY_PFNS_PER_RECORD, MEMORY_RECORD, recordTypeInf
 import type { ByteSink } from "./sink.js";
 import { StreamSequence, type Channel, type SequenceEvent } from "./sequence.js";
 import { encodeToolstackHeader } from "./toolstack-header.js";
+import { encodeVmConfig, type VmConfigInput } from "./vm-config-record.js";
 
 export interface WriterOptions {
   /** The machine this stream describes (its memory headers follow the first MEMORY_STREAM). */
@@ -55,6 +56,21 @@ export class StreamWriter {
   /** Whether the first memory part has been closed (a complete machine was written). */
   get complete(): boolean {
     return this.sequence.complete;
+  }
+
+  /**
+   * VM_CONFIG (format XL_CFG): the VM's config file, its absolute `path` on
+   * this host and its `text`. Image streams only, at most once, before the
+   * first MEMORY_STREAM.
+   */
+  writeVmConfig(config: VmConfigInput): Promise<void> {
+    return this.enqueue(() => {
+      const body = encodeVmConfig(config);
+      if (!(body instanceof Uint8Array)) {
+        throw new StreamError(body.code, this.location(describeRecord("toolstack", TOOLSTACK_RECORD.VM_CONFIG)), body.detail);
+      }
+      return this.record("toolstack", TOOLSTACK_RECORD.VM_CONFIG, { kind: "vm-config" }, [body]);
+    });
   }
 
   /** MEMORY_STREAM; the first one is followed by the memory image and machine headers (written with it). */
