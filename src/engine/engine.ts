@@ -75,6 +75,8 @@ export interface Engine {
   /** Record that VMM code wrote this page outside the guest's view. */
   markDirty(pfn: number): void;
 
+  /** The format version of saveState()'s blob, as recorded in the stream (docs/specs/stream.md). */
+  readonly stateFormatVersion: number;
   /** Everything except RAM (CPU, interrupt controllers, timers, devices). */
   saveState(): Promise<Uint8Array>;
   /** Inverse of saveState(); the machine must be paused. */

@@ -13,6 +13,8 @@ import { BLOB_SUBHEADER_SIZE, MAX_BLOB_SIZE } from "./record-types.js";
 export const EMU_STATE_FORMAT = {
   /** v86 save_state() output (npm v86 0.5.x) with the RAM packer given no pages. */
   V86_SAVE_STATE: 1,
+  /** f64 guest clock (ms, little-endian), then V86_SAVE_STATE: what the emu engine writes. */
+  V86_SAVE_STATE_WITH_CLOCK: 2,
 } as const;
 
 const KNOWN_EMU_FORMATS: ReadonlySet<number> = new Set(Object.values(EMU_STATE_FORMAT));

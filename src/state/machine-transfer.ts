@@ -7,7 +7,6 @@
  */
 import type { Engine } from "../engine/engine.js";
 import { PAGE_SIZE } from "../engine/engine.js";
-import { EMU_STATE_FORMAT } from "./engine-state.js";
 import { StreamError } from "./errors.js";
 import { applyPageData } from "./page-data.js";
 import { PAGE_TYPE } from "./pfn-entry.js";
@@ -58,10 +57,6 @@ export interface SendResult {
   stateBytes: number;
 }
 
-function engineFormat(engine: Engine): number {
-  if (engine.id === "emu") return EMU_STATE_FORMAT.V86_SAVE_STATE;
-  throw new StreamError("BAD_FIELD", undefined, `engine ${engine.id} has no state record in this revision`);
-}
 
 /**
  * Writes the memory part of an image stream: MEMORY_STREAM, the pages (all
@@ -121,7 +116,7 @@ export async function sendMachine(engine: Engine, writer: StreamWriter, opts: Se
   }
   const blob = await engine.saveState();
   result.stateBytes = blob.length;
-  await writer.writeEngineState({ engineId: engine.id, formatVersion: engineFormat(engine), blob });
+  await writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
   await writer.writeMemoryEnd();
   result.bytes = writer.bytesWritten;
   result.totalMs = Date.now() - started;
@@ -222,8 +217,12 @@ export async function receiveMachine(engine: Engine, reader: StreamReader, onPro
         report();
         round = undefined;
         if (!finalStart) finalStart = Date.now();
-        if (record.state.engineId !== engine.id) {
-          throw new StreamError("MISMATCH", undefined, `engine state for ${record.state.engineId}, this VM runs ${engine.id}`);
+        if (record.state.engineId !== engine.id || record.state.formatVersion !== engine.stateFormatVersion) {
+          throw new StreamError(
+            "MISMATCH",
+            undefined,
+            `engine state for ${record.state.engineId} format ${record.state.formatVersion}; this VM runs ${engine.id} format ${engine.stateFormatVersion}`,
+          );
         }
         await engine.loadState(record.state.blob);
         result.stateBytes = record.state.blob.length;

@@ -245,7 +245,7 @@ test("record fields: control id, emulator id and index, engine state engine and 
   await rejects(colo(rec.emulatorContext(2, 0)), "BAD_FIELD");
   await rejects(colo(rec.emulatorContext(1, 1)), "BAD_FIELD", {}, /index 1/);
   await rejects([...start(), rec.allZero(), rec.emuState(2)], "BAD_FIELD", {}, /engine_id 2/);
-  await rejects([...start(), rec.allZero(), rec.emuState(1, 2)], "BAD_FIELD", {}, /format_version 2/);
+  await rejects([...start(), rec.allZero(), rec.emuState(1, 3)], "BAD_FIELD", {}, /format_version 3/);
   // EMU_STATE in a stream for a kvm machine.
   const kvm = machineHeader("kvm", PAGES * PAGE_SIZE, 2);
   await rejects([...start(kvm), rec.allZero(), rec.emuState()], "BAD_FIELD", {}, /stream for engine kvm/);

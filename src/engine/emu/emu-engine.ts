@@ -1,3 +1,5 @@
+// First: the guest clock must replace performance.now before v86 binds it.
+import { guestNow, setGuestNow } from "./guest-clock.js";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -24,6 +26,14 @@ const V86_INITRD_LOAD_ADDRESS = 64 * 2 ** 20;
 
 /** VGA memory is part of every saved state: keep it at v86's minimum useful size. */
 const VGA_MEMORY_BYTES = 2 ** 18;
+
+/**
+ * The emu state blob (EMU_STATE format 2, docs/specs/stream.md §4.6): the
+ * guest clock (f64 ms, little-endian) at the save, then v86's save_state()
+ * output without RAM.
+ */
+export const EMU_STATE_FORMAT_VERSION = 2;
+const GUEST_CLOCK_BYTES = 8;
 
 /** Inbound frames held while paused or while the guest's RX ring is not ready. */
 const MAX_PENDING_RX_FRAMES = 1024;
@@ -55,6 +65,7 @@ type Listener<T> = (value: T) => void;
  */
 export class EmuEngine implements Engine {
   readonly id = "emu" as const;
+  readonly stateFormatVersion = EMU_STATE_FORMAT_VERSION;
   readonly memoryBytes: number;
   readonly pageCount: number;
 
@@ -206,7 +217,12 @@ export class EmuEngine implements Engine {
       packed_memory: new Uint8Array(0),
     });
     try {
-      return new Uint8Array(await emulator.save_state());
+      const clock = guestNow();
+      const v86State = new Uint8Array(await emulator.save_state());
+      const blob = new Uint8Array(GUEST_CLOCK_BYTES + v86State.length);
+      new DataView(blob.buffer).setFloat64(0, clock, true);
+      blob.set(v86State, GUEST_CLOCK_BYTES);
+      return blob;
     } finally {
       cpu.pack_memory = original;
     }
@@ -241,7 +257,12 @@ export class EmuEngine implements Engine {
       }
     };
     try {
-      await emulator.restore_state(exactArrayBuffer(state));
+      if (state.length <= GUEST_CLOCK_BYTES) throw new Error(`state of ${state.length} bytes is too short`);
+      const clock = new DataView(state.buffer, state.byteOffset, GUEST_CLOCK_BYTES).getFloat64(0, true);
+      if (!Number.isFinite(clock) || clock < 0) throw new Error(`bad guest clock ${clock} in the state`);
+      // Timers in the state are absolute times of the saving guest's clock: continue it.
+      setGuestNow(clock);
+      await emulator.restore_state(exactArrayBuffer(state.subarray(GUEST_CLOCK_BYTES)));
     } catch (err) {
       throw new EngineError("emu", "BAD_STATE", `cannot load state: ${(err as Error).message}`);
     } finally {
