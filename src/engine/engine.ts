@@ -61,7 +61,8 @@ export interface Engine {
   readonly running: boolean;
 
   /**
-   * Guest RAM. Re-read after start/loadState: the view may be replaced.
+   * Guest RAM. Take a new view for each use: an engine's memory may move
+   * (emu: wasm memory growth detaches older views).
    * Writes through this view are not seen by takeDirtyPages() on engines
    * with a hardware dirty log; call markDirty() for them.
    */
@@ -74,6 +75,15 @@ export interface Engine {
   takeDirtyPages(): Uint32Array;
   /** Record that VMM code wrote this page outside the guest's view. */
   markDirty(pfn: number): void;
+  /**
+   * The caller has just copied these pages out of ram() (synchronously, no
+   * guest instruction in between): writes from now on make them dirty again.
+   * A transfer must call it for every page it copies while the guest runs;
+   * without it, a page written after a takeDirtyPages() and written back to
+   * its old bytes before being copied would be missed (emu compares bytes).
+   * kvm: nothing to do (its log records writes, not differences).
+   */
+  pagesCopied(pfns: ArrayLike<number>): void;
 
   /** The format version of saveState()'s blob, as recorded in the stream (docs/specs/stream.md). */
   readonly stateFormatVersion: number;

@@ -27,17 +27,30 @@ export interface PageWriteStats {
  * pages it changes meanwhile are dirty and go again next round). A pfn may
  * not repeat within 1024 consecutive entries (each batch is one record).
  */
-export async function writePages(writer: StreamWriter, ram: Uint8Array, pfns: Iterable<number>): Promise<PageWriteStats> {
+export async function writePages(
+  writer: StreamWriter,
+  ramSource: Uint8Array | (() => Uint8Array),
+  pfns: Iterable<number>,
+  /** Called right after each batch is copied, before anything else runs (Engine.pagesCopied). */
+  onCopied?: (pfns: Uint32Array) => void,
+): Promise<PageWriteStats> {
   const machine = writer.machine;
-  if (ram.length !== machine.memoryBytes) {
-    throw new StreamError("MISMATCH", undefined, `RAM view of ${ram.length} octets for a machine of ${machine.memoryBytes}`);
-  }
+  // A live engine's RAM view may be replaced between batches (emu: wasm memory growth): take it per batch.
+  const ramNow = typeof ramSource === "function" ? ramSource : () => ramSource;
+  const check = (ram: Uint8Array): Uint8Array => {
+    if (ram.length !== machine.memoryBytes) {
+      throw new StreamError("MISMATCH", undefined, `RAM view of ${ram.length} octets for a machine of ${machine.memoryBytes}`);
+    }
+    return ram;
+  };
+  check(ramNow());
   const stats: PageWriteStats = { pages: 0, zeroPages: 0, records: 0, bytes: 0 };
   const startBytes = writer.bytesWritten;
   let batch = new Uint32Array(MAX_PAGES_PER_RECORD);
   let fill = 0;
   const send = async (): Promise<void> => {
-    const pages = pageDataFromRam(ram, batch.subarray(0, fill));
+    const pages = pageDataFromRam(check(ramNow()), batch.subarray(0, fill));
+    onCopied?.(batch.subarray(0, fill));
     const zero = pages.types.reduce((n, t) => n + (t === PAGE_TYPE.ZERO ? 1 : 0), 0);
     await writer.writePageData(pages);
     stats.pages += fill;

@@ -55,6 +55,22 @@ export class ShadowDirtyTracker {
   }
 
   /**
+   * These pages were just copied out of `ram`: from now on, only bytes that
+   * differ from this copy make them dirty. Without this, a page reported by
+   * take(), then written, then written back before the copy, would carry the
+   * intermediate bytes to the copy and never be reported again.
+   */
+  copied(ram: Uint8Array, pfns: ArrayLike<number>): void {
+    const live = Buffer.from(ram.buffer, ram.byteOffset, this.memoryBytes);
+    for (let i = 0; i < pfns.length; i++) {
+      const pfn = pfns[i] as number;
+      if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.pageCount) throw new RangeError(`pfn ${pfn} outside guest RAM (${this.pageCount} pages)`);
+      live.copy(this.shadow, pfn * PAGE_SIZE, pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
+      this.forced.delete(pfn);
+    }
+  }
+
+  /**
    * Make the shadow equal to RAM without reporting anything: used after RAM
    * was replaced wholesale by a caller that already knows what changed
    * (e.g. a restore that sent every page).

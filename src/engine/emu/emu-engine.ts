@@ -73,6 +73,8 @@ export class EmuEngine implements Engine {
   private inner: V86WithInternals | undefined;
   private readonly tracker: ShadowDirtyTracker;
   private isRunning = false;
+  /** Where guest RAM starts in v86's wasm memory (fixed at start). */
+  private ramOffset = 0;
   private destroyed = false;
   private guestNicSeen = false;
   private readonly pendingRx: Uint8Array[] = [];
@@ -156,6 +158,7 @@ export class EmuEngine implements Engine {
     this.emulator = emulator;
     await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
     this.inner = internals(emulator);
+    this.ramOffset = this.inner.v86.cpu.mem8.byteOffset;
     if (spec.nicMac) {
       const nic = this.inner.v86.cpu.devices.virtio_net;
       if (nic) nic.mac.set(spec.nicMac);
@@ -194,8 +197,9 @@ export class EmuEngine implements Engine {
     this.flushRx();
   }
 
+  /** A fresh view each call: wasm memory growth detaches older views (see V86Cpu.mem8). */
   ram(): Uint8Array {
-    return this.cpu().mem8.subarray(0, this.memoryBytes);
+    return new Uint8Array(this.cpu().wasm_memory.buffer, this.ramOffset, this.memoryBytes);
   }
 
   takeDirtyPages(): Uint32Array {
@@ -204,6 +208,10 @@ export class EmuEngine implements Engine {
 
   markDirty(pfn: number): void {
     this.tracker.markDirty(pfn);
+  }
+
+  pagesCopied(pfns: ArrayLike<number>): void {
+    this.tracker.copied(this.ram(), pfns);
   }
 
   async saveState(): Promise<Uint8Array> {

@@ -21,8 +21,13 @@ export interface V86VirtioNet {
 }
 
 export interface V86Cpu {
-  /** Guest RAM; re-read the property: the view is replaced if wasm memory grows. */
+  /**
+   * Guest RAM as v86 made it at start. It is a view of wasm memory and is
+   * detached (length 0) when the wasm memory grows (the JIT allocates): use
+   * it only for its byteOffset, and view `wasm_memory.buffer` afresh.
+   */
   mem8: Uint8Array;
+  wasm_memory: { readonly buffer: ArrayBuffer };
   pack_memory(): { bitmap: V86Bitmap; packed_memory: Uint8Array };
   unpack_memory(bitmap: unknown, packed: Uint8Array): void;
   devices: { virtio_net?: V86VirtioNet; pci: V86Pci };
