@@ -1,0 +1,152 @@
+/**
+ * Save/restore and live migration figures (issue: VM state): save and
+ * restore time and size; migration total time and downtime (the source's
+ * final pause to the destination's answer) idle and under redis-benchmark
+ * load; pages/s and MB/s of round 0. Goals: downtime <= 100 ms idle, total
+ * <= 2 s for a 128 MiB guest.
+ *
+ *   npm run build && node dist/bench/migration.js [--memory MiB] [--runs N]
+ *
+ * Writes bench/results/migration-<timestamp>.json. Not a test. Needs root and the guest image.
+ */
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { labDown, labTopology, labUp } from "../src/lab/lab.js";
+import { generateKeyFile } from "../src/channel/key.js";
+import { createDataDisk } from "../guest/mkdisk.js";
+import { COLO_BIN, REPO_ROOT, runIn } from "../test/tools/run.js";
+import { GUEST_CACHE, writeGuestConfig } from "../test/tools/guest-fixture.js";
+import { machineInfo } from "./machine.js";
+
+const LAB = labTopology("cbmig");
+const [H1, H2] = LAB.hosts;
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
+  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive whole number`);
+  return v;
+}
+
+interface MigrationFigure {
+  load: "idle" | "redis-benchmark";
+  totalMs: number;
+  downtimeMs: number;
+  rounds: number;
+  round0MBps: number;
+  round0PagesPerSec: number;
+  finalPages: number;
+  wireMiB: number;
+}
+
+function parseMigrate(stdout: string, load: MigrationFigure["load"]): MigrationFigure {
+  const done = /migrated to \S+ in (\d+) ms \((\d+) rounds, (\d+) pages, ([\d.]+) MiB\); downtime (\d+) ms/.exec(stdout);
+  const r0 = /round 0: \d+ pages \(\d+ zero\), [\d.]+ MiB at ([\d.]+) MB\/s, (\d+) pages\/s/.exec(stdout);
+  const fin = /round \d+ \(final, guest paused\): (\d+) pages/.exec(stdout);
+  if (!done || !r0 || !fin) throw new Error(`cannot read colo migrate's output: ${stdout}`);
+  return {
+    load,
+    totalMs: Number(done[1]),
+    rounds: Number(done[2]),
+    wireMiB: Number(done[4]),
+    downtimeMs: Number(done[5]),
+    round0MBps: Number(r0[1]),
+    round0PagesPerSec: Number(r0[2]),
+    finalPages: Number(fin[1]),
+  };
+}
+
+async function main(): Promise<void> {
+  const memoryMiB = arg("--memory", 128);
+  const runs = arg("--runs", 3);
+  const work = mkdtempSync(join(tmpdir(), "colo-bmig-"));
+  const env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
+  const key = join(work, "key");
+  generateKeyFile(key);
+  await labUp({ prefix: LAB.prefix });
+  const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
+  try {
+    const disk = join(work, "data.img");
+    await createDataDisk(disk, 64);
+    // v86 loads the initrd at 64 MiB: 128 MiB holds it with room to spare.
+    const f = writeGuestConfig({ dir: work, name: "bmig", ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:40", bridge: LAB.hostBridge, disk, memoryMiB });
+    const created = await colo(H1, ["create", f.cfg]);
+    if (created.code !== 0) throw new Error(`create: ${created.stderr}`);
+
+    // Save / restore.
+    const saves: { saveMs: number; restoreMs: number; fileMiB: number }[] = [];
+    for (let i = 0; i < runs; i++) {
+      const file = join(work, `s${i}.save`);
+      const t0 = Date.now();
+      const s = await colo(H1, ["save", "bmig", file]);
+      const saveMs = Date.now() - t0;
+      if (s.code !== 0) throw new Error(`save: ${s.stderr}`);
+      const t1 = Date.now();
+      const r = await colo(H1, ["restore", file]);
+      if (r.code !== 0) throw new Error(`restore: ${r.stderr}`);
+      saves.push({ saveMs, restoreMs: Date.now() - t1, fileMiB: statSync(file).size / 2 ** 20 });
+      rmSync(file);
+    }
+
+    // Live migration back and forth, idle then under load.
+    const migrations: MigrationFigure[] = [];
+    let from = H1;
+    let to = H2;
+    for (const load of ["idle", "redis-benchmark"] as const) {
+      for (let i = 0; i < runs; i++) {
+        const toIp = to === H1 ? LAB.replIps[0] : LAB.replIps[1];
+        const recv = spawn("ip", ["netns", "exec", to, COLO_BIN, "migrate-receive", "--listen", toIp, "--key-file", key, "--timeout", "120"], { env, stdio: ["ignore", "pipe", "pipe"] });
+        await new Promise<void>((resolve, reject) => {
+          let out = "";
+          recv.stdout.on("data", (c: Buffer) => {
+            out += c.toString();
+            if (out.includes("listening on")) resolve();
+          });
+          recv.on("close", () => reject(new Error("migrate-receive ended early")));
+        });
+        const bench =
+          load === "redis-benchmark"
+            ? runIn(LAB.namespaces.client, "redis-benchmark", ["-h", LAB.guestIp, "-t", "set,get", "-n", "20000", "-c", "8", "-q"], { timeoutMs: 300_000 })
+            : undefined;
+        if (bench) await new Promise((r) => setTimeout(r, 1000)); // let load build up before the migration starts
+        const m = await colo(from, ["migrate", "bmig", toIp, "--key-file", key]);
+        if (m.code !== 0) throw new Error(`migrate: ${m.stderr}`);
+        migrations.push(parseMigrate(m.stdout, load));
+        await new Promise<void>((resolve) => (recv.exitCode !== null ? resolve() : recv.on("close", () => resolve())));
+        if (bench) {
+          const b = await bench;
+          if (b.code !== 0) throw new Error(`redis-benchmark during migration failed: ${b.stderr}`);
+        }
+        [from, to] = [to, from];
+      }
+    }
+    await colo(from, ["destroy", "bmig"]);
+
+    const result = {
+      benchmark: "migration",
+      date: new Date().toISOString(),
+      machine: machineInfo(),
+      engine: "emu",
+      guestMemoryMiB: memoryMiB,
+      guest: JSON.parse(readFileSync(join(GUEST_CACHE, "manifest.json"), "utf8")) as unknown,
+      goals: { downtimeIdleMs: 100, totalMs: 2000, forMemoryMiB: 128 },
+      figures: { saveRestore: saves, migrations },
+    };
+    const dir = join(REPO_ROOT, "bench/results");
+    mkdirSync(dir, { recursive: true });
+    const out = join(dir, `migration-${result.date.replace(/[:.]/g, "-")}.json`);
+    writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
+    process.stdout.write(JSON.stringify(result.figures, null, 2) + `\nwritten ${out}\n`);
+  } finally {
+    for (const h of LAB.hosts) await colo(h, ["destroy", "bmig"]).catch(() => undefined);
+    await labDown({ prefix: LAB.prefix });
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
