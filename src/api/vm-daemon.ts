@@ -11,6 +11,10 @@ import type { DaemonReport } from "./daemon-ipc.js";
 import { openSaveFile, readConfig, readMachine, saveToFile, type ConfigSource } from "./image-io.js";
 import { daemonLogger, type Logger } from "./log.js";
 import { acceptIncoming, migrateOut, type Incoming } from "./migration.js";
+import { connectSecure } from "../channel/secure-channel.js";
+import { PrimaryReplicator } from "../colo/primary.js";
+import { SecondaryReplicator } from "../colo/secondary.js";
+import { receiveMachine } from "../state/machine-transfer.js";
 import { runDir, vmRunFiles } from "./paths.js";
 import { isDaemonAlive, removeStale } from "./registry.js";
 import { readRecord, writeRecord } from "./vm-record.js";
@@ -24,7 +28,7 @@ function report(msg: DaemonReport): void {
 export type DaemonMode =
   | { kind: "boot"; configPath: string }
   | { kind: "restore"; file: string }
-  | { kind: "incoming"; listen: Endpoint; keyFile: string; timeoutMs: number };
+  | { kind: "incoming"; listen: Endpoint; keyFile: string; timeoutMs: number; colo?: { timeoutMs: number } };
 
 /**
  * The per-VM daemon process (`colo create`, `colo restore` and
@@ -38,12 +42,14 @@ export class VmDaemon implements ControlHandler {
   private server: ControlServer | undefined;
   private exiting = false;
   private busy: string | undefined;
+  private primary: PrimaryReplicator | undefined;
+  private secondary: SecondaryReplicator | undefined;
   private readonly consoles = new Set<Socket>();
 
   constructor(private readonly log: Logger) {}
 
   /** Claims the VM's name on this host: run files, control socket. */
-  private async register(config: VmConfig): Promise<void> {
+  private async register(config: VmConfig, vmOptions: { deferBridge?: boolean } = {}): Promise<void> {
     const dir = runDir();
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const files = vmRunFiles(config.name, dir);
@@ -52,7 +58,7 @@ export class VmDaemon implements ControlHandler {
       throw new Error(`a VM named ${config.name} is already running on this host (pid ${existing.pid})`);
     }
     removeStale(config.name, dir);
-    this.vm = new Vm(config);
+    this.vm = new Vm(config, vmOptions);
     this.server = await ControlServer.listen(files.socket, this);
     writeRecord(files.record, {
       name: config.name,
@@ -70,7 +76,7 @@ export class VmDaemon implements ControlHandler {
       case "restore":
         return this.restore(mode.file);
       case "incoming":
-        return this.incoming(mode.listen, mode.keyFile, mode.timeoutMs);
+        return mode.colo ? this.incomingSecondary(mode.listen, mode.keyFile, mode.timeoutMs, mode.colo.timeoutMs) : this.incoming(mode.listen, mode.keyFile, mode.timeoutMs);
     }
   }
 
@@ -153,6 +159,46 @@ export class VmDaemon implements ControlHandler {
     report({ type: "ready", line: `migrated in from ${inc.peer}`, bootMs: Date.now() - t0 });
   }
 
+  /** `colo migrate-receive --colo`: become the secondary of a replication session. */
+  private async incomingSecondary(listen: Endpoint, keyFile: string, acceptTimeoutMs: number, timeoutMs: number): Promise<void> {
+    const key = loadKey(keyFile);
+    const inc: Incoming = await acceptIncoming(listen, key, acceptTimeoutMs, (address) => {
+      this.log.info({ address }, "waiting for a primary");
+      report({ type: "listening", host: address.host, port: address.port });
+    });
+    this.log.info({ from: inc.peer, vm: inc.config.name }, "replication from a primary");
+    const t0 = Date.now();
+    this.source = inc.source;
+    await this.register(inc.config, { deferBridge: true });
+    const vm = this.requireVm();
+    await vm.start({
+      stayPaused: true,
+      incoming: async (engine) => {
+        const r = await receiveMachine(engine, inc.reader);
+        if (r.closedBy !== "checkpoint") throw new Error("the primary sent a migration, not a replication start (no checkpoint 0)");
+        const end = await inc.reader.next();
+        if (end?.kind !== "checkpoint-end") throw new Error(`expected CHECKPOINT_END after checkpoint 0, got ${end?.kind ?? "the end of the stream"}`);
+      },
+    });
+    const secondary = new SecondaryReplicator(
+      {
+        engine: vm.machine,
+        takeOver: async () => {
+          vm.joinBridge();
+          await vm.unpause();
+          vm.announce();
+        },
+      },
+      inc.socket,
+      inc.reader,
+      inc.peer,
+      { timeoutMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg) },
+    );
+    this.secondary = secondary;
+    void secondary.run();
+    report({ type: "ready", line: `secondary of ${inc.peer}: holds checkpoint 0`, bootMs: Date.now() - t0 });
+  }
+
   private requireVm(): Vm {
     if (!this.vm) throw new Error("VM not created yet");
     return this.vm;
@@ -164,8 +210,15 @@ export class VmDaemon implements ControlHandler {
       throw new Error(`${vm.name} is busy (${this.busy}); try again when it is done`);
     }
     switch (request.op) {
-      case "status":
-        return { ...vm.status(), pid: process.pid, ...(this.busy ? { busy: this.busy } : {}) };
+      case "status": {
+        const replication = this.primary?.stats.snapshot() ?? this.secondary?.stats.snapshot();
+        const output = this.primary && this.primary.stats.mode === "primary" ? this.primary.output.stats() : undefined;
+        return { ...vm.status(), pid: process.pid, ...(this.busy ? { busy: this.busy } : {}), ...(replication ? { replication } : {}), ...(output ? { heldOutput: output } : {}) };
+      }
+      case "failover":
+        return this.failover();
+      case "remus":
+        return this.exclusive("starting replication", () => this.startRemus(request.host, request.port, request.keyFile, request.intervalMs, request.timeoutMs));
       case "pause":
         await vm.pause();
         this.log.info("paused");
@@ -246,6 +299,48 @@ export class VmDaemon implements ControlHandler {
       if (state === "paused") await vm.unpause();
       throw err;
     }
+  }
+
+  private async startRemus(host: string, port: number, keyFile: string, intervalMs: number, timeoutMs: number): Promise<unknown> {
+    const vm = this.requireVm();
+    if (vm.state !== "running") throw new Error(`${vm.name} is ${vm.state}: only a running VM can be protected`);
+    if (this.primary && this.primary.stats.mode === "primary") throw new Error(`${vm.name} is already replicating to ${this.primary.stats.peer}`);
+    const key = loadKey(keyFile);
+    const socket = await connectSecure({ host, port }, key);
+    const delay = Number(process.env.COLO_TEST_CHECKPOINT_DELAY_MS ?? "0");
+    const primary = new PrimaryReplicator(
+      {
+        engine: vm.machine,
+        pause: () => vm.pause(),
+        resume: () => vm.unpause(),
+        setOutputFilter: (f) => vm.setOutputFilter(f),
+        sendOutput: (f) => vm.sendOutput(f),
+      },
+      socket,
+      `${host}:${port}`,
+      { intervalMs, timeoutMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg), ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}) },
+    );
+    this.primary = primary;
+    try {
+      await primary.start(this.requireSource());
+    } catch (err) {
+      primary.stop(`replication start failed: ${(err as Error).message}`);
+      throw err;
+    }
+    this.log.info({ peer: `${host}:${port}`, intervalMs }, "Remus replication running");
+    return { peer: `${host}:${port}`, intervalMs, checkpoint0Pages: primary.stats.lastPages };
+  }
+
+  private async failover(): Promise<unknown> {
+    if (this.secondary && !this.secondary.done) {
+      this.secondary.takeOverNow("operator failover");
+      return { role: "secondary", action: "taking over" };
+    }
+    if (this.primary && this.primary.stats.mode === "primary") {
+      this.primary.stop("operator failover");
+      return { role: "primary", action: "replication stopped; running unprotected" };
+    }
+    throw new Error(`${this.requireVm().name} is not replicating`);
   }
 
   private requireSource(): ConfigSource {

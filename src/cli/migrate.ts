@@ -72,11 +72,12 @@ export async function migrateVm(name: string, dest: string, o: { keyFile: string
 }
 
 /** `colo migrate-receive`: waits for one incoming migration; returns when the VM runs here. */
-export async function migrateReceive(o: { listen: string; keyFile: string; timeout: number; detach?: boolean }): Promise<void> {
+export async function migrateReceive(o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout?: number }): Promise<void> {
   const at = parseEndpoint(o.listen, DEFAULT_MIGRATION_PORT);
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile);
-  const { pid, report } = await spawnDaemon(["--incoming", formatEndpoint(at), "--key-file", keyFile, "--accept-timeout", String(o.timeout)], {
+  const colo = o.colo ? ["--colo-peer-timeout", String(o.peerTimeout ?? 1000)] : [];
+  const { pid, report } = await spawnDaemon(["--incoming", formatEndpoint(at), "--key-file", keyFile, "--accept-timeout", String(o.timeout), ...colo], {
     what: `migrate-receive on ${formatEndpoint(at)}`,
     logName: `incoming-${at.port}.log`,
     timeoutS: o.timeout + 600,
@@ -86,7 +87,7 @@ export async function migrateReceive(o: { listen: string; keyFile: string; timeo
     },
     ...(o.detach ? { returnOn: "listening" as const } : {}),
   });
-  if (report.type === "ready") process.stdout.write(`${report.line}: VM running here (daemon pid ${pid})\n`);
+  if (report.type === "ready") process.stdout.write(`${report.line}: ${o.colo ? "VM replicated here" : "VM running here"} (daemon pid ${pid})\n`);
 }
 
 /** `colo keygen FILE`: a new shared key for migration and replication channels. */

@@ -64,6 +64,27 @@ function markVmConfig(tolerated: Uint8Array, bytes: Uint8Array, at: number, path
   }
 }
 
+/**
+ * Which bits of the HEARTBEAT records of a stream a flip may change unnoticed: bits 0-52 of
+ * sender_time_ms (informational; 2^53 and above is rejected), and a bit of a sequence that
+ * leaves it above the previous heartbeat's and below the next one's.
+ */
+function markHeartbeats(tolerated: Uint8Array, records: StreamRecord[]): void {
+  const beats = records.flatMap((r) => (r.kind === "heartbeat" ? [r] : []));
+  beats.forEach((r, i) => {
+    const previous = beats[i - 1]?.heartbeat.sequence ?? -1;
+    const next = beats[i + 1]?.heartbeat.sequence ?? Number.MAX_SAFE_INTEGER + 1;
+    const sequence = BigInt(r.heartbeat.sequence);
+    for (let bit = 0; bit < 64; bit++) {
+      const moved = Number(sequence ^ (1n << BigInt(bit)));
+      const octet = r.offset + 8 + (bit >>> 3);
+      if (moved > previous && moved < next) tolerated[octet] = (tolerated[octet] ?? 0) | (1 << (bit & 7));
+    }
+    tolerated.fill(0xff, r.offset + 16, r.offset + 22);
+    tolerated[r.offset + 22] = 0x1f;
+  });
+}
+
 /** Mark the bits a flip may leave undetected, from the clean stream and its records. */
 function toleratedRegions(bytes: Uint8Array, records: StreamRecord[]): Uint8Array {
   const tolerated = new Uint8Array(bytes.length);
@@ -112,6 +133,7 @@ function toleratedRegions(bytes: Uint8Array, records: StreamRecord[]): Uint8Arra
         break;
     }
   }
+  markHeartbeats(tolerated, records);
   return tolerated;
 }
 
@@ -141,7 +163,7 @@ async function saveSample(random: () => number): Promise<Sample> {
   return sample("save", sink.bytes(), { expect: { engineId: "emu", memoryBytes: machine.memoryBytes }, requireEndOfSource: true });
 }
 
-/** A COLO forward stream: VM_CONFIG (a short one), pre-copy rounds, initial checkpoint, two checkpoints. */
+/** A COLO forward stream: VM_CONFIG (a short one), pre-copy rounds, initial checkpoint, two checkpoints, heartbeats between them. */
 async function coloSample(random: () => number): Promise<Sample> {
   const pages = 96;
   const machine = emuMachine(pages);
@@ -158,6 +180,8 @@ async function coloSample(random: () => number): Promise<Sample> {
   await w.writeCheckpoint();
   await w.writeEmulatorContext({ emulatorId: EMULATOR_ID.COLO_VMM, index: 0, context: randomBytes(random, 77) });
   await w.writeCheckpointEnd();
+  let beat = 0;
+  await w.writeHeartbeat({ sequence: beat++, senderTimeMs: 1_700_000_000_000 });
   for (let c = 0; c < 2; c++) {
     const dirty = shuffle(random, [...allPfns(pages)]).slice(0, 10).sort((a, b) => a - b);
     for (const pfn of dirty) ram.set(randomBytes(random, PAGE_SIZE), pfn * PAGE_SIZE);
@@ -167,17 +191,21 @@ async function coloSample(random: () => number): Promise<Sample> {
     await w.writeEngineState(emuState(randomBytes(random, 3000)));
     await w.writeCheckpoint();
     await w.writeCheckpointEnd();
+    await w.writeHeartbeat({ sequence: beat++, senderTimeMs: 1_700_000_000_000 + 1000 * beat });
+    await w.writeHeartbeat({ sequence: beat++, senderTimeMs: 1_700_000_000_000 + 1000 * beat });
   }
   await w.writeEnd();
   return sample("colo", sink.bytes(), { expect: { engineId: "emu", memoryBytes: machine.memoryBytes }, requireEndOfSource: true });
 }
 
-/** A back channel: dirty lists across several records and checkpoints. */
+/** A back channel: heartbeats, dirty lists across several records and checkpoints. */
 async function backChannelSample(random: () => number): Promise<Sample> {
   const machine = emuMachine(200);
   const sink = new MemorySink();
   const w = new StreamWriter(sink, { machine, channel: "back-channel" });
+  await w.writeHeartbeat({ sequence: 0, senderTimeMs: 42 });
   for (let c = 0; c < 3; c++) {
+    await w.writeHeartbeat({ sequence: 1 + 2 * c, senderTimeMs: 1042 + 2000 * c });
     await w.writeCheckpointState("SVM_SUSPENDED");
     await w.writeMemoryStream();
     const dirty = shuffle(random, [...allPfns(200)]).slice(0, 30).sort((a, b) => a - b);
@@ -185,6 +213,7 @@ async function backChannelSample(random: () => number): Promise<Sample> {
     await w.writeDirtyPfnList(Uint32Array.from(dirty.slice(12)));
     await w.writeCheckpoint();
     await w.writeCheckpointState("SVM_READY");
+    await w.writeHeartbeat({ sequence: 2 + 2 * c, senderTimeMs: 2042 + 2000 * c });
     await w.writeCheckpointState("SVM_RESUMED");
   }
   await w.writeEnd();

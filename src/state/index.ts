@@ -16,6 +16,7 @@ export { EMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
 export { EMULATOR_ID, type EmulatorContext } from "./emulator-context.js";
 export { CHECKPOINT_CONTROL_ID, type CheckpointControl } from "./checkpoint-records.js";
 export type { PrecopyRound } from "./precopy-round.js";
+export { MAX_HEARTBEAT_VALUE, type Heartbeat } from "./heartbeat-record.js";
 export { VM_CONFIG_FORMAT, type VmConfigFormat, type VmConfigInput, type VmConfigRecord } from "./vm-config-record.js";
 export {
   MAX_PAGES_PER_RECORD,

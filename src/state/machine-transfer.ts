@@ -42,6 +42,8 @@ export interface SendOptions {
   finalRoundPages?: number;
   maxRounds?: number;
   onProgress?: (p: TransferProgress) => void;
+  /** How the memory part closes: END (save, migration; default) or CHECKPOINT (COLO/Remus initial sync). */
+  close?: "end" | "checkpoint";
 }
 
 export interface SendResult {
@@ -117,7 +119,8 @@ export async function sendMachine(engine: Engine, writer: StreamWriter, opts: Se
   const blob = await engine.saveState();
   result.stateBytes = blob.length;
   await writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
-  await writer.writeMemoryEnd();
+  if (opts.close === "checkpoint") await writer.writeCheckpoint();
+  else await writer.writeMemoryEnd();
   result.bytes = writer.bytesWritten;
   result.totalMs = Date.now() - started;
   return result;
@@ -141,6 +144,8 @@ function mergeSorted(a: Uint32Array, b: Uint32Array): Uint32Array {
 }
 
 export interface ReceiveResult {
+  /** How the memory part closed: END (migration, save) or CHECKPOINT (replication's initial sync). */
+  closedBy: "end" | "checkpoint";
   rounds: number;
   pages: number;
   zeroPages: number;
@@ -159,7 +164,7 @@ export interface ReceiveResult {
  */
 export async function receiveMachine(engine: Engine, reader: StreamReader, onProgress?: (p: TransferProgress) => void): Promise<ReceiveResult> {
   const started = Date.now();
-  const result: ReceiveResult = { rounds: 0, pages: 0, zeroPages: 0, stateBytes: 0, totalMs: 0, finalPhaseMs: 0 };
+  const result: ReceiveResult = { closedBy: "end", rounds: 0, pages: 0, zeroPages: 0, stateBytes: 0, totalMs: 0, finalPhaseMs: 0 };
   let finalStart = 0;
   let round: { round: number; final: boolean; start: number; pages: number; zero: number; offset: number } | undefined;
   const report = () => {
@@ -228,6 +233,8 @@ export async function receiveMachine(engine: Engine, reader: StreamReader, onPro
         result.stateBytes = record.state.blob.length;
         break;
       case "memory-end":
+      case "checkpoint":
+        result.closedBy = record.kind === "checkpoint" ? "checkpoint" : "end";
         result.totalMs = Date.now() - started;
         result.finalPhaseMs = Date.now() - finalStart;
         return result;

@@ -20,6 +20,7 @@ import {
   type MachineExpectation,
   type MachineHeader,
 } from "./memory-header.js";
+import { decodeHeartbeat } from "./heartbeat-record.js";
 import { decodePageData } from "./page-data.js";
 import { decodePrecopyRound } from "./precopy-round.js";
 import { describeRecord, MEMORY_RECORD, recordTypeInfo, TOOLSTACK_RECORD, type Layer } from "./record-types.js";
@@ -214,6 +215,10 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
         case TOOLSTACK_RECORD.CHECKPOINT_STATE: {
           const control = decodeCheckpointState(body, where);
           return [{ kind: "checkpoint-state", offset, control }, { kind: "checkpoint-state", control }];
+        }
+        case TOOLSTACK_RECORD.HEARTBEAT: {
+          const heartbeat = decodeHeartbeat(body, where, this.sequence.lastHeartbeatSequence);
+          return [{ kind: "heartbeat", offset, heartbeat }, { kind: "heartbeat", sequence: heartbeat.sequence }];
         }
         case TOOLSTACK_RECORD.VM_CONFIG: {
           const config = decodeVmConfig(body, where);

@@ -18,6 +18,8 @@ export const TOOLSTACK_RECORD = {
   EMULATOR_CONTEXT: 0x0000_0003,
   CHECKPOINT_END: 0x0000_0004,
   CHECKPOINT_STATE: 0x0000_0005,
+  /** First of the COLO replication-control range 0x100-0x1FF (spec §3.2, §3.7). */
+  HEARTBEAT: 0x0000_0100,
   /** First of the toolstack metadata range 0x200-0x2FF (spec §3.2, §3.6). */
   VM_CONFIG: 0x0000_0200,
 } as const;
@@ -67,6 +69,8 @@ export const BLOB_SUBHEADER_SIZE = 8;
 export const MAX_BLOB_SIZE = 32 * 2 ** 20;
 export const CHECKPOINT_STATE_BODY = 4;
 export const PRECOPY_ROUND_BODY = 16;
+/** HEARTBEAT: u64 sequence, u64 sender_time_ms (spec §3.7). */
+export const HEARTBEAT_BODY = 16;
 /** VM_CONFIG fixed part: format and path_length (spec §3.6). */
 export const VM_CONFIG_SUBHEADER_SIZE = 8;
 /** VM_CONFIG path: 1 to 4096 octets of UTF-8 (spec §3.6). */
@@ -94,6 +98,7 @@ const TOOLSTACK_TYPES: readonly RecordTypeInfo[] = [
   info("toolstack", TOOLSTACK_RECORD.EMULATOR_CONTEXT, "EMULATOR_CONTEXT", BLOB_SUBHEADER_SIZE + 1, BLOB_SUBHEADER_SIZE + MAX_BLOB_SIZE),
   info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_END, "CHECKPOINT_END", 0, 0),
   info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_STATE, "CHECKPOINT_STATE", CHECKPOINT_STATE_BODY, CHECKPOINT_STATE_BODY),
+  info("toolstack", TOOLSTACK_RECORD.HEARTBEAT, "HEARTBEAT", HEARTBEAT_BODY, HEARTBEAT_BODY),
   info("toolstack", TOOLSTACK_RECORD.VM_CONFIG, "VM_CONFIG", VM_CONFIG_SUBHEADER_SIZE + 2, VM_CONFIG_SUBHEADER_SIZE + MAX_VM_CONFIG_PATH + MAX_VM_CONFIG_TEXT),
 ];
 

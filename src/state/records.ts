@@ -8,6 +8,7 @@ import type { EngineState } from "./engine-state.js";
 import type { MachineHeader } from "./memory-header.js";
 import type { PageData } from "./page-data.js";
 import type { PrecopyRound } from "./precopy-round.js";
+import type { Heartbeat } from "./heartbeat-record.js";
 import type { Layer } from "./record-types.js";
 import type { VmConfigRecord } from "./vm-config-record.js";
 
@@ -29,6 +30,8 @@ export type StreamRecord =
   | { kind: "emulator-context"; offset: number; context: EmulatorContext }
   | { kind: "checkpoint-end"; offset: number }
   | { kind: "checkpoint-state"; offset: number; control: CheckpointControl }
+  /** Toolstack HEARTBEAT: replication control, both directions of COLO (spec §3.7); the sequence increases per stream. */
+  | { kind: "heartbeat"; offset: number; heartbeat: Heartbeat }
   /** Toolstack END: the stream is complete; the reader reads no further. */
   | { kind: "end"; offset: number }
   /** An optional record this reader does not know, skipped without reading its body into memory. */

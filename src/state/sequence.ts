@@ -29,6 +29,7 @@ export type SequenceEvent =
   | { kind: "emulator-context"; emulatorId: number; index: number }
   | { kind: "checkpoint-end" }
   | { kind: "checkpoint-state"; control: CheckpointControl }
+  | { kind: "heartbeat"; sequence: number }
   | { kind: "end" }
   /** An optional record this side does not know (skipped). */
   | { kind: "unknown-optional" };
@@ -59,6 +60,8 @@ export class StreamSequence {
   private coverage: Uint8Array | undefined;
   private covered = 0;
   private vmConfigSeen = false;
+  /** Sequence of the stream's last HEARTBEAT (-1: none yet). */
+  private lastHeartbeat = -1;
 
   constructor(readonly channel: Channel) {}
 
@@ -73,6 +76,11 @@ export class StreamSequence {
   /** Last pfn of the open part's dirty list (-1 when none yet): dirty lists continue ascending. */
   get lastDirtyPfn(): number {
     return this.part?.lastDirtyPfn ?? -1;
+  }
+
+  /** Sequence of the stream's last HEARTBEAT (-1 when none yet): the next one must be greater. */
+  get lastHeartbeatSequence(): number {
+    return this.lastHeartbeat;
   }
 
   /** Whether the stream's first memory part is closed: a complete machine was sent. */
@@ -202,6 +210,14 @@ export class StreamSequence {
         } else if (event.control === "NEW") {
           fail("NEW belongs to the forward stream");
         }
+        return;
+      case "heartbeat":
+        // Image streams: exactly where NEW may come (memoryStreamDue was checked above). Back channel: anywhere here.
+        if (image) {
+          if (!this.firstPartClosed || this.memoryFinished) fail("HEARTBEAT outside a COLO stream (needs a first memory part closed by CHECKPOINT)");
+          if (this.checkpointOpen) fail("HEARTBEAT while a checkpoint awaits its CHECKPOINT_END");
+        }
+        this.lastHeartbeat = event.sequence;
         return;
       case "end":
         if (image) {

@@ -13,6 +13,7 @@ import { emulatorContextProblem, encodeEmulatorContextHead, type EmulatorContext
 import { encodeEngineStateHead, engineStateProblem, type EngineState } from "./engine-state.js";
 import { StreamError, type StreamErrorCode, type StreamLocation } from "./errors.js";
 import { encodeRecordHeader, paddingFor, RECORD_HEADER_SIZE } from "./framing.js";
+import { encodeHeartbeat, heartbeatProblem, type Heartbeat } from "./heartbeat-record.js";
 import { encodeMemoryHeaders, type MachineHeader } from "./memory-header.js";
 import { encodePageDataHead, pageDataProblem, type PageData } from "./page-data.js";
 import { encodePrecopyRound, precopyRoundProblem, type PrecopyRound } from "./precopy-round.js";
@@ -146,6 +147,21 @@ export class StreamWriter {
     return this.enqueue(() =>
       this.record("toolstack", TOOLSTACK_RECORD.CHECKPOINT_STATE, { kind: "checkpoint-state", control }, [encodeCheckpointState(control)]),
     );
+  }
+
+  /**
+   * HEARTBEAT (COLO replication control, spec §3.7): `sequence` must exceed
+   * the stream's previous heartbeat (start at 0, add 1); both values are
+   * integers in 0..2^53-1. Image streams: only where CHECKPOINT_STATE NEW
+   * may come (after CHECKPOINT_END, outside a checkpoint, not between NEW and
+   * MEMORY_STREAM). Back channel: anywhere in the toolstack layer.
+   */
+  writeHeartbeat(heartbeat: Heartbeat): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.HEARTBEAT, heartbeatProblem(heartbeat, this.sequence.lastHeartbeatSequence));
+      const event: SequenceEvent = { kind: "heartbeat", sequence: heartbeat.sequence };
+      return this.record("toolstack", TOOLSTACK_RECORD.HEARTBEAT, event, [encodeHeartbeat(heartbeat)]);
+    });
   }
 
   /** Toolstack END: the stream is complete. */

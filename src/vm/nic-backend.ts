@@ -41,17 +41,21 @@ export class NicBackend {
     });
   }
 
-  static open(vmName: string, vif: VifConfig, engine: Engine): NicBackend {
+  static open(vmName: string, vif: VifConfig, engine: Engine, joinBridge = true): NicBackend {
     const name = tapNameFor(vmName);
     const tap = openTap(name);
     try {
-      if (vif.bridge) addToBridge(vif.bridge, name);
+      if (vif.bridge && joinBridge) addToBridge(vif.bridge, name);
       setLinkUp(name);
     } catch (err) {
       tap.close();
       throw err;
     }
     return new NicBackend(tap, engine);
+  }
+
+  joinBridge(bridge: string): void {
+    addToBridge(bridge, this.tap.name);
   }
 
   get tapName(): string {

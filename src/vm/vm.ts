@@ -18,6 +18,11 @@ export const GUEST_FAILED_MARKER = "COLO-GUEST-FAILED";
 export interface VmOptions {
   /** Create the TAP and join the bridge; false runs the VM with its NIC unplugged. */
   attachNetwork?: boolean;
+  /**
+   * Create the TAP but keep it off the bridge until joinBridge(): a
+   * secondary VM's TAP joins the LAN only at failover (DESIGN.md §6).
+   */
+  deferBridge?: boolean;
   /** Passed to the emu engine (tests may use another BIOS). */
   biosPath?: string;
 }
@@ -82,7 +87,7 @@ export class Vm {
    * until `incoming(engine)` has filled RAM and loaded state (restore,
    * migration); then the VM runs on and announces its MAC on the LAN.
    */
-  async start(opts: { incoming?: (engine: Engine) => Promise<void> } = {}): Promise<void> {
+  async start(opts: { incoming?: (engine: Engine) => Promise<void>; stayPaused?: boolean } = {}): Promise<void> {
     if (this.runState !== "created") throw new VmError(this.name, "STATE", `cannot start a VM that is ${this.runState}`);
     const config = this.config;
     try {
@@ -111,7 +116,7 @@ export class Vm {
       engine.onConsoleOutput((bytes) => this.console.push(bytes));
       if (vif && this.options.attachNetwork !== false) {
         try {
-          this.nic = NicBackend.open(this.name, vif, engine);
+          this.nic = NicBackend.open(this.name, vif, engine, this.options.deferBridge !== true);
         } catch (err) {
           throw new VmError(this.name, "NIC", (err as Error).message);
         }
@@ -120,6 +125,10 @@ export class Vm {
         await engine.start({ paused: true });
         this.runState = "paused";
         await opts.incoming(engine);
+        if (opts.stayPaused) {
+          this.startedAt = Date.now();
+          return;
+        }
         await engine.resume();
         this.announce();
       } else {
@@ -166,6 +175,26 @@ export class Vm {
       this.announceTimers.add(timer);
       at += ANNOUNCE_INITIAL_MS + round * ANNOUNCE_STEP_MS;
     }
+  }
+
+  /**
+   * Interposes on the guest's output frames (Remus output commit, COLO
+   * proxy): `filter` returns false to keep a frame from the TAP.
+   */
+  setOutputFilter(filter: ((frame: Uint8Array) => boolean) | undefined): void {
+    if (this.nic) this.nic.transmitFilter = filter;
+  }
+
+  /** Sends a frame the guest produced earlier (held output being released). */
+  sendOutput(frame: Uint8Array): void {
+    this.nic?.sendToHost(frame);
+  }
+
+  /** Puts the TAP on its bridge (a secondary taking over); then announces the MAC. */
+  joinBridge(): void {
+    const vif = this.config.vifs[0];
+    if (!this.nic || !vif?.bridge) return;
+    this.nic.joinBridge(vif.bridge);
   }
 
   sendConsoleInput(bytes: Uint8Array): void {

@@ -1,0 +1,31 @@
+import { resolve } from "node:path";
+import { request } from "../api/control-client.js";
+import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
+import { vmRunFiles } from "../api/paths.js";
+import { findVm } from "../api/registry.js";
+import { loadKey } from "../channel/key.js";
+import { formatEndpoint, parseEndpoint } from "../channel/secure-channel.js";
+import { fail } from "./output.js";
+
+/** `colo remus NAME HOST[:PORT]`: starts Remus-mode replication; returns once the secondary holds checkpoint 0. */
+export async function remusVm(name: string, dest: string, o: { interval: number; peerTimeout: number; keyFile: string }): Promise<void> {
+  if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
+  const to = parseEndpoint(dest, DEFAULT_MIGRATION_PORT);
+  const keyFile = resolve(o.keyFile);
+  loadKey(keyFile);
+  const r = (await request(
+    vmRunFiles(name).socket,
+    { op: "remus", host: to.host, port: to.port, keyFile, intervalMs: o.interval, timeoutMs: o.peerTimeout },
+    600_000,
+  )) as { checkpoint0Pages: number };
+  process.stdout.write(
+    `${name}: protected by ${formatEndpoint(to)} (Remus mode, checkpoint every ${o.interval} ms; checkpoint 0: ${r.checkpoint0Pages} pages); see colo status ${name}\n`,
+  );
+}
+
+/** `colo failover NAME`. */
+export async function failoverVm(name: string): Promise<void> {
+  if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
+  const r = (await request(vmRunFiles(name).socket, { op: "failover" })) as { role: string; action: string };
+  process.stdout.write(`${name} (${r.role}): ${r.action}\n`);
+}

@@ -1,0 +1,63 @@
+/** What `colo status` shows of a replication session (issue 4, part 5). */
+export type ReplicationMode = "primary" | "secondary" | "unprotected";
+
+export interface FailoverEvent {
+  at: string;
+  role: "primary" | "secondary";
+  reason: string;
+}
+
+export class ReplicationStats {
+  mode: ReplicationMode;
+  peer: string;
+  checkpoints = 0;
+  lastPauseMs = 0;
+  private readonly pauses: number[] = [];
+  lastPages = 0;
+  lastBytes = 0;
+  lastHeardAt = Date.now();
+  readonly failovers: FailoverEvent[] = [];
+
+  constructor(mode: ReplicationMode, peer: string) {
+    this.mode = mode;
+    this.peer = peer;
+  }
+
+  recordCheckpoint(pauseMs: number, pages: number, bytes: number): void {
+    this.checkpoints++;
+    this.lastPauseMs = pauseMs;
+    this.lastPages = pages;
+    this.lastBytes = bytes;
+    this.pauses.push(pauseMs);
+    if (this.pauses.length > 1000) this.pauses.shift();
+  }
+
+  heard(): void {
+    this.lastHeardAt = Date.now();
+  }
+
+  p99PauseMs(): number {
+    if (this.pauses.length === 0) return 0;
+    const sorted = [...this.pauses].sort((a, b) => a - b);
+    return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? 0;
+  }
+
+  failover(role: "primary" | "secondary", reason: string): void {
+    this.failovers.push({ at: new Date().toISOString(), role, reason });
+    this.mode = "unprotected";
+  }
+
+  snapshot(): Record<string, unknown> {
+    return {
+      mode: this.mode,
+      peer: this.peer,
+      checkpoints: this.checkpoints,
+      lastPauseMs: this.lastPauseMs,
+      p99PauseMs: this.p99PauseMs(),
+      pagesPerCheckpoint: this.lastPages,
+      bytesPerCheckpoint: this.lastBytes,
+      msSinceHeard: Date.now() - this.lastHeardAt,
+      failovers: this.failovers,
+    };
+  }
+}
