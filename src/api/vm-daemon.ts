@@ -28,7 +28,7 @@ function report(msg: DaemonReport): void {
 export type DaemonMode =
   | { kind: "boot"; configPath: string }
   | { kind: "restore"; file: string }
-  | { kind: "incoming"; listen: Endpoint; keyFile: string; timeoutMs: number; colo?: { timeoutMs: number } };
+  | { kind: "incoming"; listen: Endpoint; keyFile: string; timeoutMs: number; colo?: { timeoutMs: number; heartbeatMs: number } };
 
 /**
  * The per-VM daemon process (`colo create`, `colo restore` and
@@ -76,7 +76,7 @@ export class VmDaemon implements ControlHandler {
       case "restore":
         return this.restore(mode.file);
       case "incoming":
-        return mode.colo ? this.incomingSecondary(mode.listen, mode.keyFile, mode.timeoutMs, mode.colo.timeoutMs) : this.incoming(mode.listen, mode.keyFile, mode.timeoutMs);
+        return mode.colo ? this.incomingSecondary(mode.listen, mode.keyFile, mode.timeoutMs, mode.colo.timeoutMs, mode.colo.heartbeatMs) : this.incoming(mode.listen, mode.keyFile, mode.timeoutMs);
     }
   }
 
@@ -160,7 +160,7 @@ export class VmDaemon implements ControlHandler {
   }
 
   /** `colo migrate-receive --colo`: become the secondary of a replication session. */
-  private async incomingSecondary(listen: Endpoint, keyFile: string, acceptTimeoutMs: number, timeoutMs: number): Promise<void> {
+  private async incomingSecondary(listen: Endpoint, keyFile: string, acceptTimeoutMs: number, timeoutMs: number, heartbeatMs: number): Promise<void> {
     const key = loadKey(keyFile);
     const inc: Incoming = await acceptIncoming(listen, key, acceptTimeoutMs, (address) => {
       this.log.info({ address }, "waiting for a primary");
@@ -192,7 +192,7 @@ export class VmDaemon implements ControlHandler {
       inc.socket,
       inc.reader,
       inc.peer,
-      { timeoutMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg) },
+      { timeoutMs, heartbeatMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg) },
     );
     this.secondary = secondary;
     void secondary.run();
@@ -218,7 +218,7 @@ export class VmDaemon implements ControlHandler {
       case "failover":
         return this.failover();
       case "remus":
-        return this.exclusive("starting replication", () => this.startRemus(request.host, request.port, request.keyFile, request.intervalMs, request.timeoutMs));
+        return this.exclusive("starting replication", () => this.startRemus(request.host, request.port, request.keyFile, request.intervalMs, request.timeoutMs, request.heartbeatMs));
       case "pause":
         await vm.pause();
         this.log.info("paused");
@@ -301,7 +301,7 @@ export class VmDaemon implements ControlHandler {
     }
   }
 
-  private async startRemus(host: string, port: number, keyFile: string, intervalMs: number, timeoutMs: number): Promise<unknown> {
+  private async startRemus(host: string, port: number, keyFile: string, intervalMs: number, timeoutMs: number, heartbeatMs: number): Promise<unknown> {
     const vm = this.requireVm();
     if (vm.state !== "running") throw new Error(`${vm.name} is ${vm.state}: only a running VM can be protected`);
     if (this.primary && this.primary.stats.mode === "primary") throw new Error(`${vm.name} is already replicating to ${this.primary.stats.peer}`);
@@ -318,7 +318,7 @@ export class VmDaemon implements ControlHandler {
       },
       socket,
       `${host}:${port}`,
-      { intervalMs, timeoutMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg), ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}) },
+      { intervalMs, timeoutMs, heartbeatMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg), ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}) },
     );
     this.primary = primary;
     try {

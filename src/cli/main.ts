@@ -11,6 +11,7 @@ import { labVerb } from "./lab.js";
 import { CliError } from "./output.js";
 import { keygen, migrateReceive, migrateVm, restoreVm, saveVm } from "./migrate.js";
 import { failoverVm, remusVm } from "./replication.js";
+import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/heartbeat.js";
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE } from "../channel/key.js";
 import { parseEndpoint } from "../channel/secure-channel.js";
@@ -89,17 +90,19 @@ export function program(): Command {
     .option("--timeout <s>", "seconds to wait for the migration to arrive", positiveInt, 600)
     .option("--detach", "return once listening; the daemon carries on")
     .option("--colo", "become the secondary of a replication session (colo remus) instead of receiving a migration")
-    .option("--peer-timeout <ms>", "with --colo: silence from the primary that counts as its loss", positiveInt, 1000)
-    .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number }) => migrateReceive(o));
+    .option("--peer-timeout <ms>", "with --colo: silence from the primary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
+    .option("--heartbeat <ms>", "with --colo: heartbeat interval toward the primary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
+    .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number; heartbeat: number }) => migrateReceive(o));
 
   p.command("remus")
     .description("protect a VM with checkpointed replication to a secondary (Remus mode: output held until its checkpoint is acknowledged)")
     .argument("<name>")
     .argument("<host[:port]>", `the secondary, running colo migrate-receive --colo (default port ${DEFAULT_MIGRATION_PORT})`)
     .option("--interval <ms>", "checkpoint interval", positiveInt, 100)
-    .option("--peer-timeout <ms>", "silence from the secondary that counts as its loss", positiveInt, 1000)
+    .option("--peer-timeout <ms>", "silence from the secondary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
+    .option("--heartbeat <ms>", "heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
     .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
-    .action(async (name: string, dest: string, o: { interval: number; peerTimeout: number; keyFile: string }) => remusVm(name, dest, o));
+    .action(async (name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string }) => remusVm(name, dest, o));
 
   p.command("failover")
     .description("operator takeover: a secondary takes over now; a primary stops replicating and runs unprotected")
@@ -139,7 +142,8 @@ export function program(): Command {
     .option("--key-file <file>")
     .option("--accept-timeout <s>", "", positiveInt, 600)
     .option("--colo-peer-timeout <ms>")
-    .action(async (o: { config?: string; restore?: string; incoming?: string; keyFile?: string; acceptTimeout: number; coloPeerTimeout?: string }) => {
+    .option("--colo-heartbeat <ms>")
+    .action(async (o: { config?: string; restore?: string; incoming?: string; keyFile?: string; acceptTimeout: number; coloPeerTimeout?: string; coloHeartbeat?: string }) => {
       const { vmDaemonMain } = await import("../api/vm-daemon.js");
       if (o.config) await vmDaemonMain({ kind: "boot", configPath: o.config });
       else if (o.restore) await vmDaemonMain({ kind: "restore", file: o.restore });
@@ -149,7 +153,7 @@ export function program(): Command {
           listen: parseEndpoint(o.incoming, DEFAULT_MIGRATION_PORT),
           keyFile: o.keyFile,
           timeoutMs: o.acceptTimeout * 1000,
-          ...(o.coloPeerTimeout ? { colo: { timeoutMs: Number(o.coloPeerTimeout) } } : {}),
+          ...(o.coloPeerTimeout ? { colo: { timeoutMs: Number(o.coloPeerTimeout), heartbeatMs: Number(o.coloHeartbeat ?? DEFAULT_HEARTBEAT_INTERVAL_MS) } } : {}),
         });
       else throw new CliError("__vm-daemon: give --config, --restore or --incoming with --key-file");
     });

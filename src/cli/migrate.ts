@@ -72,11 +72,11 @@ export async function migrateVm(name: string, dest: string, o: { keyFile: string
 }
 
 /** `colo migrate-receive`: waits for one incoming migration; returns when the VM runs here. */
-export async function migrateReceive(o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout?: number }): Promise<void> {
+export async function migrateReceive(o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout?: number; heartbeat?: number }): Promise<void> {
   const at = parseEndpoint(o.listen, DEFAULT_MIGRATION_PORT);
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile);
-  const colo = o.colo ? ["--colo-peer-timeout", String(o.peerTimeout ?? 1000)] : [];
+  const colo = o.colo ? ["--colo-peer-timeout", String(o.peerTimeout ?? 1000), "--colo-heartbeat", String(o.heartbeat ?? 200)] : [];
   const { pid, report } = await spawnDaemon(["--incoming", formatEndpoint(at), "--key-file", keyFile, "--accept-timeout", String(o.timeout), ...colo], {
     what: `migrate-receive on ${formatEndpoint(at)}`,
     logName: `incoming-${at.port}.log`,

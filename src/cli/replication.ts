@@ -8,14 +8,14 @@ import { formatEndpoint, parseEndpoint } from "../channel/secure-channel.js";
 import { fail } from "./output.js";
 
 /** `colo remus NAME HOST[:PORT]`: starts Remus-mode replication; returns once the secondary holds checkpoint 0. */
-export async function remusVm(name: string, dest: string, o: { interval: number; peerTimeout: number; keyFile: string }): Promise<void> {
+export async function remusVm(name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string }): Promise<void> {
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
   const to = parseEndpoint(dest, DEFAULT_MIGRATION_PORT);
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile);
   const r = (await request(
     vmRunFiles(name).socket,
-    { op: "remus", host: to.host, port: to.port, keyFile, intervalMs: o.interval, timeoutMs: o.peerTimeout },
+    { op: "remus", host: to.host, port: to.port, keyFile, intervalMs: o.interval, timeoutMs: o.peerTimeout, heartbeatMs: o.heartbeat },
     600_000,
   )) as { checkpoint0Pages: number };
   process.stdout.write(

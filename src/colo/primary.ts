@@ -17,6 +17,7 @@ import type { Engine } from "../engine/engine.js";
 import { machineHeader, StreamReader, StreamWriter, writableSink, writePages, unionSortedPfns, type StreamRecord } from "../state/index.js";
 import { sendMachine } from "../state/machine-transfer.js";
 import { OutputBuffer } from "./output-buffer.js";
+import { HeartbeatSender, WriteLock } from "./heartbeat.js";
 import { ReplicationStats } from "./replication-stats.js";
 
 export interface PrimaryVm {
@@ -31,6 +32,8 @@ export interface PrimaryOptions {
   intervalMs: number;
   /** Silence from the secondary longer than this is a loss. */
   timeoutMs: number;
+  /** Write a heartbeat when nothing was sent for this long. */
+  heartbeatMs: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /** Test hook: delay inside a checkpoint, after the pages are sent (COLO_TEST_CHECKPOINT_DELAY_MS). */
   midCheckpointDelayMs?: number;
@@ -46,7 +49,7 @@ class BackChannel {
     for (;;) {
       const r = await this.reader.next();
       if (!r) throw new Error("the secondary closed the replication connection");
-      if (r.kind === "skipped" || r.kind === "machine-header" || r.kind === "heartbeat" as string) continue;
+      if (r.kind === "skipped" || r.kind === "machine-header" || r.kind === "heartbeat") continue;
       return r;
     }
   }
@@ -64,6 +67,9 @@ export class PrimaryReplicator {
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
   private lost: ((reason: string) => void) | undefined;
+  private readonly lock = new WriteLock();
+  private heartbeat: HeartbeatSender | undefined;
+  private synced = false;
 
   constructor(
     private readonly vm: PrimaryVm,
@@ -103,13 +109,17 @@ export class PrimaryReplicator {
     await this.vm.resume();
     this.stats.recordCheckpoint(Date.now() - sent.pausedAt, sent.pages, sent.bytes);
     this.opts.log("replication started: secondary holds checkpoint 0", { ms: Date.now() - t0, pages: sent.pages });
+    this.synced = true;
+    this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => this.synced && !this.stopped, (err) =>
+      this.fail(`heartbeat: ${err.message}`),
+    );
     this.schedule();
   }
 
   private schedule(): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      this.checkpoint().then(
+      this.lock.run(() => this.checkpoint()).then(
         () => this.schedule(),
         (err: unknown) => this.fail(`checkpoint failed: ${(err as Error).message}`),
       );
@@ -145,6 +155,7 @@ export class PrimaryReplicator {
     for (const f of this.output.release(epoch)) this.vm.sendOutput(f);
     await this.vm.resume();
     this.stats.recordCheckpoint(Date.now() - pausedAt, pages.pages, this.writer.bytesWritten - before);
+    this.heartbeat?.wrote();
     await this.back.expectState("SVM_RESUMED");
   }
 
@@ -153,6 +164,7 @@ export class PrimaryReplicator {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    this.heartbeat?.stop();
     this.vm.setOutputFilter(undefined);
     for (const f of this.output.releaseAll()) this.vm.sendOutput(f);
     this.stats.failover("primary", reason);

@@ -14,6 +14,7 @@ import type { TLSSocket } from "node:tls";
 import type { Engine } from "../engine/engine.js";
 import { machineHeader, PageBuffer, StreamWriter, writableSink, type StreamReader } from "../state/index.js";
 import { ReplicationStats } from "./replication-stats.js";
+import { HeartbeatSender, WriteLock } from "./heartbeat.js";
 
 export interface SecondaryVm {
   readonly engine: Engine;
@@ -23,6 +24,7 @@ export interface SecondaryVm {
 
 export interface SecondaryOptions {
   timeoutMs: number;
+  heartbeatMs: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -31,6 +33,8 @@ export class SecondaryReplicator {
   private readonly writer: StreamWriter;
   private finished = false;
   private readonly pending: PageBuffer;
+  private readonly lock = new WriteLock();
+  private heartbeat: HeartbeatSender | undefined;
   /** Checkpoints applied (checkpoint 0 = the initial sync). */
   applied = 0;
   /** Checkpoints discarded because the primary died while sending them. */
@@ -60,7 +64,10 @@ export class SecondaryReplicator {
     this.vm.engine.takeDirtyPages(); // the SVM's own writes count from here
     let reason: string;
     try {
-      await this.writer.writeCheckpointState("SVM_READY");
+      await this.lock.run(() => this.writer.writeCheckpointState("SVM_READY"));
+      this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => !this.finished, (err) =>
+        this.socket.destroy(new Error(`heartbeat: ${err.message}`)),
+      );
       reason = await this.loop();
     } catch (err) {
       reason = (err as Error).message;
@@ -68,6 +75,7 @@ export class SecondaryReplicator {
     if (this.pending.size > 0) this.discarded++;
     this.pending.clear();
     this.finished = true;
+    this.heartbeat?.stop();
     this.socket.destroy();
     this.stats.failover("secondary", reason);
     this.opts.log("primary lost; taking over from the last complete checkpoint", { reason, checkpoint: this.applied - 1, discarded: this.discarded });
@@ -86,13 +94,14 @@ export class SecondaryReplicator {
         case "checkpoint-state":
           if (r.control !== "NEW") throw new Error(`unexpected ${r.control} from the primary`);
           // Remus: the SVM is paused already; its dirty list is what it wrote since the last checkpoint.
-          await this.writer.writeCheckpointState("SVM_SUSPENDED");
-          await this.writer.writeMemoryStream();
-          {
+          await this.lock.run(async () => {
+            await this.writer.writeCheckpointState("SVM_SUSPENDED");
+            await this.writer.writeMemoryStream();
             const dirty = engine.takeDirtyPages();
             if (dirty.length > 0) await this.writer.writeDirtyPfnList(dirty);
-          }
-          await this.writer.writeCheckpoint();
+            await this.writer.writeCheckpoint();
+          });
+          this.heartbeat?.wrote();
           inCheckpoint = true;
           state = undefined;
           this.pending.clear();
@@ -124,14 +133,18 @@ export class SecondaryReplicator {
           inCheckpoint = false;
           this.applied++;
           this.stats.recordCheckpoint(0, pages, 0);
-          await this.writer.writeCheckpointState("SVM_READY");
-          await this.writer.writeCheckpointState("SVM_RESUMED");
+          await this.lock.run(async () => {
+            await this.writer.writeCheckpointState("SVM_READY");
+            await this.writer.writeCheckpointState("SVM_RESUMED");
+          });
+          this.heartbeat?.wrote();
           break;
         }
         case "end":
           return "the primary ended replication";
+        case "heartbeat":
+          break;
         default:
-          if ((r.kind as string) === "heartbeat") break;
           throw new Error(`unexpected ${r.kind} record from the primary`);
       }
     }

@@ -69,7 +69,7 @@ async function destroyAll(): Promise<void> {
 }
 
 /** Boots the primary on h1 and protects it with a secondary on h2. */
-async function protectedPair(extraEnv: NodeJS.ProcessEnv = {}): Promise<void> {
+async function protectedPair(extraEnv: NodeJS.ProcessEnv = {}, intervalMs = 100): Promise<void> {
   await destroyAll();
   const created = await colo(H1, ["create", cfg], extraEnv);
   assert.equal(created.code, 0, created.stderr);
@@ -84,7 +84,7 @@ async function protectedPair(extraEnv: NodeJS.ProcessEnv = {}): Promise<void> {
     recv.stderr.on("data", (c: Buffer) => (err += c.toString()));
     recv.on("close", (code) => (code === 0 && out.includes("listening on") ? resolve() : reject(new Error(`migrate-receive --colo: ${out} ${err}`))));
   });
-  const r = await colo(H1, ["remus", "rem", LAB.replIps[1], "--key-file", key, "--interval", "100"], extraEnv);
+  const r = await colo(H1, ["remus", "rem", LAB.replIps[1], "--key-file", key, "--interval", String(intervalMs)], extraEnv);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /protected by .*Remus mode/);
   assert.equal((await status(H2)).replication?.mode, "secondary");
@@ -177,4 +177,16 @@ test("Remus: the primary killed in the middle of a checkpoint; the half checkpoi
   assert.equal(await redis("GET", "before"), "kept");
   assert.equal(await redis("PING"), "PONG");
   assert.ok(processEnded(primary.pid));
+});
+
+test("Remus: heartbeats keep a session with checkpoints rarer than the peer timeout alive", { skip, timeout: 600_000 }, async () => {
+  // Checkpoints every 3 s, peer timeout 1 s (default), heartbeats every 200 ms (default).
+  await protectedPair({}, 3000);
+  await new Promise((r) => setTimeout(r, 5000)); // the point is to let time pass without checkpoints
+  const p = await status(H1);
+  const s = await status(H2);
+  assert.equal(p.replication?.mode, "primary", JSON.stringify(p.replication));
+  assert.equal(s.replication?.mode, "secondary", JSON.stringify(s.replication));
+  assert.deepEqual(p.replication?.failovers, []);
+  assert.equal(await redis("PING"), "PONG");
 });

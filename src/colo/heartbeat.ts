@@ -1,0 +1,70 @@
+/**
+ * Heartbeats on the replication connection (COLO-PROTOCOL.md §5): each side
+ * writes a HEARTBEAT record when it has written nothing for `intervalMs`,
+ * so the peer hears from it at least that often; the peer treats silence
+ * longer than its timeout (any record counts) as the loss of this side.
+ * Writes go through the session's lock so a heartbeat never lands inside a
+ * checkpoint's records.
+ */
+import type { StreamWriter } from "../state/index.js";
+
+/** Defaults (docs/replication.md): a heartbeat every 200 ms; 1 s of silence is a loss. */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 200;
+export const DEFAULT_PEER_TIMEOUT_MS = 1000;
+
+/** Serializes a session's writes: one record sequence at a time. */
+export class WriteLock {
+  private tail: Promise<unknown> = Promise.resolve();
+  private held = false;
+
+  get busy(): boolean {
+    return this.held;
+  }
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(async () => {
+      this.held = true;
+      try {
+        return await fn();
+      } finally {
+        this.held = false;
+      }
+    });
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+export class HeartbeatSender {
+  private sequence = 0;
+  private lastWrite = Date.now();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly writer: StreamWriter,
+    private readonly lock: WriteLock,
+    private readonly intervalMs: number,
+    /** False while the stream is at a place a heartbeat may not go (before checkpoint 0 on the forward stream). */
+    private readonly allowed: () => boolean,
+    private readonly onError: (err: Error) => void,
+  ) {
+    this.timer = setInterval(() => this.tick(), Math.max(10, Math.floor(intervalMs / 2)));
+  }
+
+  /** Call after any write: a heartbeat is only needed when nothing else was sent. */
+  wrote(): void {
+    this.lastWrite = Date.now();
+  }
+
+  private tick(): void {
+    if (this.lock.busy || !this.allowed() || Date.now() - this.lastWrite < this.intervalMs) return;
+    this.lastWrite = Date.now();
+    this.lock
+      .run(() => this.writer.writeHeartbeat({ sequence: this.sequence++, senderTimeMs: Math.floor(performance.now()) }))
+      .catch((err: unknown) => this.onError(err as Error));
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
