@@ -188,6 +188,7 @@ export class VmDaemon implements ControlHandler {
           await vm.unpause();
           vm.announce();
         },
+        discard: () => this.shutdown(0, "the primary ended replication"),
       },
       inc.socket,
       inc.reader,
@@ -324,7 +325,7 @@ export class VmDaemon implements ControlHandler {
     try {
       await primary.start(this.requireSource());
     } catch (err) {
-      primary.stop(`replication start failed: ${(err as Error).message}`);
+      void primary.stop(`replication start failed: ${(err as Error).message}`);
       throw err;
     }
     this.log.info({ peer: `${host}:${port}`, intervalMs }, "Remus replication running");
@@ -337,8 +338,8 @@ export class VmDaemon implements ControlHandler {
       return { role: "secondary", action: "taking over" };
     }
     if (this.primary && this.primary.stats.mode === "primary") {
-      this.primary.stop("operator failover");
-      return { role: "primary", action: "replication stopped; running unprotected" };
+      await this.primary.stop("operator failover");
+      return { role: "primary", action: "replication stopped in order (the secondary discards its copy); running unprotected" };
     }
     throw new Error(`${this.requireVm().name} is not replicating`);
   }
@@ -373,6 +374,8 @@ export class VmDaemon implements ControlHandler {
     this.exiting = true;
     this.log.info({ reason }, "shutting down");
     for (const s of this.consoles) s.destroy();
+    // A protected VM going away ends replication in order: its secondary must not take over.
+    if (this.primary && this.primary.stats.mode === "primary") await this.primary.stop(`the VM is shutting down: ${reason}`);
     try {
       await this.vm?.destroy();
     } catch (err) {

@@ -174,8 +174,24 @@ export class PrimaryReplicator {
     this.lost?.(reason);
   }
 
-  /** Operator stop (failover on the primary side is the same as losing the secondary). */
-  stop(reason: string): void {
+  /**
+   * Operator stop: end the stream in order (the secondary discards its copy
+   * instead of taking over), then run on unprotected.
+   */
+  async stop(reason: string): Promise<void> {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    try {
+      await Promise.race([
+        this.lock.run(async () => {
+          await this.writer.writeEnd();
+          await this.writer.flush();
+        }),
+        new Promise((r) => setTimeout(r, 2000)),
+      ]);
+    } catch {
+      // the connection is gone already: same outcome
+    }
     this.fail(reason);
   }
 }

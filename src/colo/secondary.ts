@@ -20,7 +20,12 @@ export interface SecondaryVm {
   readonly engine: Engine;
   /** Failover: join the LAN, resume, announce. */
   takeOver(): Promise<void>;
+  /** The primary ended replication in order: this copy is not needed. */
+  discard(): Promise<void>;
 }
+
+/** The primary's orderly END: not a failure, no takeover. */
+const ORDERLY_END = "the primary ended replication";
 
 export interface SecondaryOptions {
   timeoutMs: number;
@@ -77,6 +82,12 @@ export class SecondaryReplicator {
     this.finished = true;
     this.heartbeat?.stop();
     this.socket.destroy();
+    if (reason === ORDERLY_END) {
+      this.stats.mode = "unprotected";
+      this.opts.log("the primary ended replication in order; discarding this copy", {});
+      await this.vm.discard();
+      return reason;
+    }
     this.stats.failover("secondary", reason);
     this.opts.log("primary lost; taking over from the last complete checkpoint", { reason, checkpoint: this.applied - 1, discarded: this.discarded });
     await this.vm.takeOver();
@@ -141,7 +152,7 @@ export class SecondaryReplicator {
           break;
         }
         case "end":
-          return "the primary ended replication";
+          return ORDERLY_END;
         case "heartbeat":
           break;
         default:
