@@ -8,14 +8,14 @@
  * Writes bench/results/baseline-<timestamp>.json. Not a test: never fails
  * for being slow. Needs root and the guest image.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labUp } from "../src/lab/lab.js";
 import { createDataDisk } from "../guest/mkdisk.js";
-import { COLO_BIN, REPO_ROOT, runIn } from "../test/tools/run.js";
-import { GUEST_CACHE, writeGuestConfig } from "../test/tools/guest-fixture.js";
-import { machineInfo } from "./machine.js";
+import { COLO_BIN, runIn } from "../test/tools/run.js";
+import { writeGuestConfig } from "../test/tools/guest-fixture.js";
+import { writeResult } from "./results.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 
 const PREFIX = "cbench";
@@ -68,24 +68,14 @@ async function main(): Promise<void> {
     }
     await runIn(HOST, COLO_BIN, ["destroy", "bench"], { env, timeoutMs: 60_000 });
 
-    const result = {
-      benchmark: "baseline-unprotected",
-      date: new Date().toISOString(),
-      machine: machineInfo(),
-      engine: "emu",
-      guest: JSON.parse(readFileSync(join(GUEST_CACHE, "manifest.json"), "utf8")) as unknown,
+    writeResult("baseline", {
       figures: {
         bootToReadyMs,
         guestBootMs,
         idleHostCpuPercentOfOneCore: Number(idleCpuPercent.toFixed(1)),
         redis: figures,
       },
-    };
-    const dir = join(REPO_ROOT, "bench/results");
-    mkdirSync(dir, { recursive: true });
-    const out = join(dir, `baseline-${result.date.replace(/[:.]/g, "-")}.json`);
-    writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
-    process.stdout.write(JSON.stringify(result.figures, null, 2) + `\nwritten ${out}\n`);
+    });
   } finally {
     await runIn(HOST, COLO_BIN, ["destroy", "bench"], { env, timeoutMs: 60_000 }).catch(() => undefined);
     await labDown({ prefix: PREFIX });

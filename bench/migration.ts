@@ -10,15 +10,15 @@
  * Writes bench/results/migration-<timestamp>.json. Not a test. Needs root and the guest image.
  */
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labTopology, labUp } from "../src/lab/lab.js";
 import { generateKeyFile } from "../src/channel/key.js";
 import { createDataDisk } from "../guest/mkdisk.js";
-import { COLO_BIN, REPO_ROOT, runIn } from "../test/tools/run.js";
-import { GUEST_CACHE, writeGuestConfig } from "../test/tools/guest-fixture.js";
-import { machineInfo } from "./machine.js";
+import { COLO_BIN, runIn } from "../test/tools/run.js";
+import { writeGuestConfig } from "../test/tools/guest-fixture.js";
+import { writeResult } from "./results.js";
 
 const LAB = labTopology("cbmig");
 const [H1, H2] = LAB.hosts;
@@ -124,21 +124,11 @@ async function main(): Promise<void> {
     }
     await colo(from, ["destroy", "bmig"]);
 
-    const result = {
-      benchmark: "migration",
-      date: new Date().toISOString(),
-      machine: machineInfo(),
-      engine: "emu",
+    writeResult("migration", {
       guestMemoryMiB: memoryMiB,
-      guest: JSON.parse(readFileSync(join(GUEST_CACHE, "manifest.json"), "utf8")) as unknown,
       goals: { downtimeIdleMs: 100, totalMs: 2000, forMemoryMiB: 128 },
       figures: { saveRestore: saves, migrations },
-    };
-    const dir = join(REPO_ROOT, "bench/results");
-    mkdirSync(dir, { recursive: true });
-    const out = join(dir, `migration-${result.date.replace(/[:.]/g, "-")}.json`);
-    writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
-    process.stdout.write(JSON.stringify(result.figures, null, 2) + `\nwritten ${out}\n`);
+    });
   } finally {
     for (const h of LAB.hosts) await colo(h, ["destroy", "bmig"]).catch(() => undefined);
     await labDown({ prefix: LAB.prefix });

@@ -10,14 +10,14 @@
  * Writes bench/results/remus-<timestamp>.json. Not a test. Needs root and the guest image.
  */
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labTopology, labUp } from "../src/lab/lab.js";
 import { generateKeyFile } from "../src/channel/key.js";
-import { COLO_BIN, REPO_ROOT, runIn } from "../test/tools/run.js";
-import { GUEST_CACHE, writeGuestConfig } from "../test/tools/guest-fixture.js";
-import { machineInfo } from "./machine.js";
+import { COLO_BIN, runIn } from "../test/tools/run.js";
+import { writeGuestConfig } from "../test/tools/guest-fixture.js";
+import { writeResult } from "./results.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 
 const LAB = labTopology("cbrem");
@@ -53,9 +53,15 @@ async function main(): Promise<void> {
     const r = await colo(H1, ["remus", "brem", LAB.replIps[1], "--key-file", key, "--interval", String(intervalMs)]);
     if (r.code !== 0) throw new Error(`remus: ${r.stderr}`);
   };
-  const bench = async () => {
+  // A Remus reply waits for the next checkpoint: one client does about 1000/interval ops/s.
+  // Requests per test are scaled so a run stays bounded (about 20 s per test at most).
+  const requestsFor = (intervalMs: number | undefined, clients: number) =>
+    intervalMs === undefined ? requests : Math.min(requests, Math.max(20, Math.floor((20_000 / intervalMs) * clients)));
+  const bench = async (intervalMs?: number) => {
     const out: RedisBenchFigure[] = [];
-    for (const clients of [1, 16]) out.push(...(await redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests: "set,get", requests, clients })));
+    for (const clients of [1, 16]) {
+      out.push(...(await redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests: "set,get", requests: requestsFor(intervalMs, clients), clients })));
+    }
     return out;
   };
   try {
@@ -67,7 +73,7 @@ async function main(): Promise<void> {
     runs.push({ mode: "unprotected", redis: await bench() });
     for (const intervalMs of [25, 100, 1000]) {
       await protect(intervalMs);
-      const redis = await bench();
+      const redis = await bench(intervalMs);
       const s = await status(H1);
       runs.push({ mode: "remus", intervalMs, redis, ...(s.replication ? { replication: s.replication } : {}) });
       const stop = await colo(H1, ["failover", "brem"]); // orderly end: the secondary discards its copy
@@ -90,20 +96,10 @@ async function main(): Promise<void> {
     }
     await colo(H2, ["destroy", "brem"]);
 
-    const result = {
-      benchmark: "remus",
-      date: new Date().toISOString(),
-      machine: machineInfo(),
-      engine: "emu",
-      guest: JSON.parse(readFileSync(join(GUEST_CACHE, "manifest.json"), "utf8")) as unknown,
+    writeResult("remus", {
       goals: { checkpointPauseMsFor1000Pages: 20, failoverMs: 1000 },
       figures: { requestsPerTest: requests, runs, failoverMs },
-    };
-    const dir = join(REPO_ROOT, "bench/results");
-    mkdirSync(dir, { recursive: true });
-    const out = join(dir, `remus-${result.date.replace(/[:.]/g, "-")}.json`);
-    writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
-    process.stdout.write(JSON.stringify(result.figures, null, 2) + `\nwritten ${out}\n`);
+    });
   } finally {
     for (const h of LAB.hosts) await colo(h, ["destroy", "brem"]).catch(() => undefined);
     await labDown({ prefix: LAB.prefix });

@@ -6,18 +6,11 @@ import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE, generateKeyFile, loadKey } from "../channel/key.js";
 import { formatEndpoint, parseEndpoint } from "../channel/secure-channel.js";
 import { spawnDaemon } from "./daemon-spawn.js";
+import type { TransferProgress } from "../state/machine-transfer.js";
 import { fail } from "./output.js";
 
-interface ProgressLike {
-  round: number;
-  final: boolean;
-  pages: number;
-  zeroPages: number;
-  bytes: number;
-  mbPerSec: number;
-  pagesPerSec: number;
-  elapsedMs: number;
-}
+/** Progress events arrive as JSON: checked before use. */
+type ProgressLike = TransferProgress;
 
 function isProgress(v: unknown): v is ProgressLike {
   const p = v as Partial<ProgressLike> | null;

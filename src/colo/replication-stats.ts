@@ -17,6 +17,8 @@ export class ReplicationStats {
   lastBytes = 0;
   lastHeardAt = Date.now();
   readonly failovers: FailoverEvent[] = [];
+  /** Secondary: checkpoints received in part when the primary was lost, and never applied. */
+  discardedCheckpoints = 0;
 
   constructor(mode: ReplicationMode, peer: string) {
     this.mode = mode;
@@ -58,6 +60,7 @@ export class ReplicationStats {
       bytesPerCheckpoint: this.lastBytes,
       msSinceHeard: Date.now() - this.lastHeardAt,
       failovers: this.failovers,
+      discardedCheckpoints: this.discardedCheckpoints,
     };
   }
 }

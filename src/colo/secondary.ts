@@ -44,6 +44,7 @@ export class SecondaryReplicator {
   applied = 0;
   /** Checkpoints discarded because the primary died while sending them. */
   discarded = 0;
+  private midCheckpoint = false;
 
   constructor(
     private readonly vm: SecondaryVm,
@@ -77,7 +78,10 @@ export class SecondaryReplicator {
     } catch (err) {
       reason = (err as Error).message;
     }
-    if (this.pending.size > 0) this.discarded++;
+    if (this.pending.size > 0 || this.midCheckpoint) {
+      this.discarded++;
+      this.stats.discardedCheckpoints++;
+    }
     this.pending.clear();
     this.finished = true;
     this.heartbeat?.stop();
@@ -114,6 +118,7 @@ export class SecondaryReplicator {
           });
           this.heartbeat?.wrote();
           inCheckpoint = true;
+          this.midCheckpoint = true;
           state = undefined;
           this.pending.clear();
           break;
@@ -142,6 +147,7 @@ export class SecondaryReplicator {
           engine.takeDirtyPages();
           this.pending.clear();
           inCheckpoint = false;
+          this.midCheckpoint = false;
           this.applied++;
           this.stats.recordCheckpoint(0, pages, 0);
           await this.lock.run(async () => {

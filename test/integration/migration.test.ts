@@ -11,25 +11,22 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
 import { generateKeyFile } from "../../src/channel/key.js";
-import { COLO_BIN, REPO_ROOT, isRoot, runIn, type RunResult } from "../tools/run.js";
-import { GUEST_CACHE, writeGuestConfig } from "../tools/guest-fixture.js";
+import { COLO_BIN, REPO_ROOT, runIn, type RunResult } from "../tools/run.js";
+import { writeGuestConfig } from "../tools/guest-fixture.js";
+import { integrationSkip, redisFrom } from "../tools/lab-fixture.js";
 
 const LAB = labTopology("ctmig");
 const [H1, H2] = LAB.hosts;
 const CLIENT = LAB.namespaces.client;
 const IP = LAB.guestIp;
 
-const skip = !isRoot()
-  ? "needs root (namespaces, TAP devices)"
-  : !existsSync(join(GUEST_CACHE, "initrd.img"))
-    ? "no guest image: run ./bin/colo image build"
-    : false;
+const skip = integrationSkip();
 
 let work = "";
 let env: NodeJS.ProcessEnv = {};
@@ -39,10 +36,8 @@ let cfg = "";
 function colo(host: string, args: string[], timeoutMs = 120_000): Promise<RunResult> {
   return runIn(host, COLO_BIN, args, { env, timeoutMs });
 }
-async function redis(...args: string[]): Promise<string> {
-  const r = await runIn(CLIENT, "redis-cli", ["-h", IP, ...args], { timeoutMs: 30_000 });
-  assert.equal(r.code, 0, `redis-cli ${args.join(" ")}: ${r.stderr}`);
-  return r.stdout.trim();
+function redis(...args: string[]): Promise<string> {
+  return redisFrom(CLIENT, IP, args);
 }
 /** Where the LAN thinks the guest is, and the destination's NIC counters: printed when the guest is unreachable. */
 async function diagnose(host: string): Promise<string> {

@@ -16,25 +16,22 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { generateKeyFile } from "../../src/channel/key.js";
 import { processEnded } from "../../src/api/registry.js";
-import { COLO_BIN, REPO_ROOT, isRoot, runIn, type RunResult } from "../tools/run.js";
-import { GUEST_CACHE, writeGuestConfig } from "../tools/guest-fixture.js";
+import { COLO_BIN, REPO_ROOT, runIn, type RunResult } from "../tools/run.js";
+import { writeGuestConfig } from "../tools/guest-fixture.js";
+import { integrationSkip, redisFrom } from "../tools/lab-fixture.js";
 
 const LAB = labTopology("ctrem");
 const [H1, H2] = LAB.hosts;
 const CLIENT = LAB.namespaces.client;
 const IP = LAB.guestIp;
 
-const skip = !isRoot()
-  ? "needs root (namespaces, TAP devices)"
-  : !existsSync(join(GUEST_CACHE, "initrd.img"))
-    ? "no guest image: run ./bin/colo image build"
-    : false;
+const skip = integrationSkip();
 
 let work = "";
 let key = "";
@@ -46,15 +43,14 @@ function envFor(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 function colo(host: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}, timeoutMs = 300_000): Promise<RunResult> {
   return runIn(host, COLO_BIN, args, { env: envFor(extraEnv), timeoutMs });
 }
-async function redis(...args: string[]): Promise<string> {
-  const r = await runIn(CLIENT, "redis-cli", ["-h", IP, ...args], { timeoutMs: 30_000 });
-  assert.equal(r.code, 0, `redis-cli ${args.join(" ")}: ${r.stderr}`);
-  return r.stdout.trim();
+function redis(...args: string[]): Promise<string> {
+  return redisFrom(CLIENT, IP, args);
 }
-async function status(host: string): Promise<{ pid: number; state: string; replication?: { mode: string; checkpoints: number; failovers: { role: string; reason: string }[] } }> {
+type Status = { pid: number; state: string; replication?: { mode: string; checkpoints: number; discardedCheckpoints: number; failovers: { role: string; reason: string }[] } };
+async function status(host: string): Promise<Status> {
   const r = await colo(host, ["status", "rem"]);
   assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as { pid: number; state: string; replication?: { mode: string; checkpoints: number; failovers: { role: string; reason: string }[] } };
+  return JSON.parse(r.stdout) as Status;
 }
 async function waitFor(what: string, fn: () => Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -178,6 +174,7 @@ test("Remus: the primary killed in the middle of a checkpoint; the half checkpoi
   await waitFor("the secondary takes over", async () => (await status(H2)).replication?.mode === "unprotected", 30_000);
   assert.equal(await redis("GET", "before"), "kept");
   assert.equal(await redis("PING"), "PONG");
+  assert.equal((await status(H2)).replication?.discardedCheckpoints, 1, "the half checkpoint was discarded, not applied");
   assert.ok(processEnded(primary.pid));
 });
 

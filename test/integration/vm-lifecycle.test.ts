@@ -8,15 +8,16 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labUp } from "../../src/lab/lab.js";
 import { processEnded } from "../../src/api/registry.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
-import { COLO_BIN, isRoot, runIn, type RunResult } from "../tools/run.js";
-import { GUEST_CACHE, writeGuestConfig } from "../tools/guest-fixture.js";
+import { COLO_BIN, runIn, type RunResult } from "../tools/run.js";
+import { writeGuestConfig } from "../tools/guest-fixture.js";
+import { integrationSkip, redisFrom } from "../tools/lab-fixture.js";
 
 const PREFIX = "ctvm";
 const HOST = `${PREFIX}-h1`;
@@ -24,11 +25,7 @@ const CLIENT = `${PREFIX}-client`;
 const GUEST_IP = "10.77.0.10";
 const BOOT_TIMEOUT_MS = 240_000;
 
-const skip = !isRoot()
-  ? "needs root (namespaces, TAP devices)"
-  : !existsSync(join(GUEST_CACHE, "initrd.img"))
-    ? "no guest image: run ./bin/colo image build"
-    : false;
+const skip = integrationSkip();
 
 let work = "";
 let env: NodeJS.ProcessEnv = {};
@@ -40,10 +37,8 @@ function colo(args: string[], timeoutMs = 60_000): Promise<RunResult> {
 function coloOnHost(args: string[], timeoutMs = BOOT_TIMEOUT_MS): Promise<RunResult> {
   return runIn(HOST, COLO_BIN, args, { env, timeoutMs });
 }
-async function redis(...args: string[]): Promise<string> {
-  const r = await runIn(CLIENT, "redis-cli", ["-h", GUEST_IP, ...args], { timeoutMs: 30_000 });
-  assert.equal(r.code, 0, `redis-cli ${args.join(" ")}: ${r.stderr}`);
-  return r.stdout.trim();
+function redis(...args: string[]): Promise<string> {
+  return redisFrom(CLIENT, GUEST_IP, args);
 }
 async function hostHasLink(name: string): Promise<boolean> {
   const r = await runIn(HOST, "ip", ["link", "show", name]);
