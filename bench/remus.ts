@@ -88,7 +88,8 @@ async function main(): Promise<void> {
     process.kill(primary.pid, "SIGKILL");
     let failoverMs = -1;
     while (Date.now() - t0 < 30_000) {
-      const r = await runIn(LAB.namespaces.client, "redis-cli", ["-h", LAB.guestIp, "-t", "0.2", "PING"], { timeoutMs: 2000 });
+      // redis-cli 7.0 has no connect timeout option: bound each attempt from outside.
+      const r = await runIn(LAB.namespaces.client, "redis-cli", ["-h", LAB.guestIp, "PING"], { timeoutMs: 300 });
       if (r.stdout.trim() === "PONG") {
         failoverMs = Date.now() - t0;
         break;
