@@ -16,19 +16,13 @@ import { createDataDisk } from "../guest/mkdisk.js";
 import { COLO_BIN, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
+import { positiveIntArg } from "./args.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 
 const PREFIX = "cbench";
 const HOST = `${PREFIX}-h1`;
 const CLIENT = `${PREFIX}-client`;
 const GUEST_IP = "10.77.0.10";
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive whole number`);
-  return v;
-}
 
 /** utime + stime of a process, in clock ticks (proc(5): fields 14 and 15). */
 function cpuTicks(pid: number): number {
@@ -39,8 +33,8 @@ function cpuTicks(pid: number): number {
 const CLOCK_TICKS_PER_SEC = 100; // getconf CLK_TCK on Linux x86
 
 async function main(): Promise<void> {
-  const requests = arg("--requests", 2000);
-  const idleSeconds = arg("--idle-seconds", 10);
+  const requests = positiveIntArg("--requests", 2000);
+  const idleSeconds = positiveIntArg("--idle-seconds", 10);
   const work = mkdtempSync(join(tmpdir(), "colo-bench-"));
   const env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
   await labUp({ prefix: PREFIX });

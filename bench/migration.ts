@@ -19,16 +19,10 @@ import { createDataDisk } from "../guest/mkdisk.js";
 import { COLO_BIN, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
+import { positiveIntArg } from "./args.js";
 
 const LAB = labTopology("cbmig");
 const [H1, H2] = LAB.hosts;
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive whole number`);
-  return v;
-}
 
 interface MigrationFigure {
   load: "idle" | "redis-benchmark";
@@ -59,8 +53,8 @@ function parseMigrate(stdout: string, load: MigrationFigure["load"]): MigrationF
 }
 
 async function main(): Promise<void> {
-  const memoryMiB = arg("--memory", 128);
-  const runs = arg("--runs", 3);
+  const memoryMiB = positiveIntArg("--memory", 128);
+  const runs = positiveIntArg("--runs", 3);
   const work = mkdtempSync(join(tmpdir(), "colo-bmig-"));
   const env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
   const key = join(work, "key");

@@ -18,17 +18,11 @@ import { generateKeyFile } from "../src/channel/key.js";
 import { COLO_BIN, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
+import { positiveIntArg } from "./args.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 
 const LAB = labTopology("cbrem");
 const [H1, H2] = LAB.hosts;
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive whole number`);
-  return v;
-}
 
 interface Replication {
   checkpoints: number;
@@ -39,7 +33,7 @@ interface Replication {
 }
 
 async function main(): Promise<void> {
-  const requests = arg("--requests", 1000);
+  const requests = positiveIntArg("--requests", 1000);
   const work = mkdtempSync(join(tmpdir(), "colo-brem-"));
   const env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
   const key = join(work, "key");

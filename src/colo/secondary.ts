@@ -42,8 +42,6 @@ export class SecondaryReplicator {
   private heartbeat: HeartbeatSender | undefined;
   /** Checkpoints applied (checkpoint 0 = the initial sync). */
   applied = 0;
-  /** Checkpoints discarded because the primary died while sending them. */
-  discarded = 0;
   private midCheckpoint = false;
 
   constructor(
@@ -79,7 +77,6 @@ export class SecondaryReplicator {
       reason = (err as Error).message;
     }
     if (this.pending.size > 0 || this.midCheckpoint) {
-      this.discarded++;
       this.stats.discardedCheckpoints++;
     }
     this.pending.clear();
@@ -93,7 +90,7 @@ export class SecondaryReplicator {
       return reason;
     }
     this.stats.failover("secondary", reason);
-    this.opts.log("primary lost; taking over from the last complete checkpoint", { reason, checkpoint: this.applied - 1, discarded: this.discarded });
+    this.opts.log("primary lost; taking over from the last complete checkpoint", { reason, checkpoint: this.applied - 1, discarded: this.stats.discardedCheckpoints });
     await this.vm.takeOver();
     return reason;
   }
