@@ -21,6 +21,7 @@ import {
   type MachineHeader,
 } from "./memory-header.js";
 import { decodeHeartbeat } from "./heartbeat-record.js";
+import { decodeDiskCheckpoint, decodeDiskInfo, decodeDiskWant, decodeDiskWrite, decodeNetFrame, decodeReplicationMode } from "./colo-records.js";
 import { decodePageData } from "./page-data.js";
 import { decodePrecopyRound } from "./precopy-round.js";
 import { describeRecord, MEMORY_RECORD, recordTypeInfo, TOOLSTACK_RECORD, type Layer } from "./record-types.js";
@@ -219,6 +220,30 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
         case TOOLSTACK_RECORD.HEARTBEAT: {
           const heartbeat = decodeHeartbeat(body, where, this.sequence.lastHeartbeatSequence);
           return [{ kind: "heartbeat", offset, heartbeat }, { kind: "heartbeat", sequence: heartbeat.sequence }];
+        }
+        case TOOLSTACK_RECORD.REPLICATION_MODE: {
+          const mode = decodeReplicationMode(body, where);
+          return [{ kind: "replication-mode", offset, mode }, { kind: "replication-mode" }];
+        }
+        case TOOLSTACK_RECORD.NET_FRAME: {
+          const net = decodeNetFrame(body, where);
+          return [{ kind: "net-frame", offset, net }, { kind: "net-frame", direction: net.direction }];
+        }
+        case TOOLSTACK_RECORD.DISK_WRITE: {
+          const write = decodeDiskWrite(body, where);
+          return [{ kind: "disk-write", offset, write }, { kind: "disk-write" }];
+        }
+        case TOOLSTACK_RECORD.DISK_CHECKPOINT: {
+          const checkpoint = decodeDiskCheckpoint(body, where);
+          return [{ kind: "disk-checkpoint", offset, checkpoint }, { kind: "disk-checkpoint" }];
+        }
+        case TOOLSTACK_RECORD.DISK_INFO: {
+          const info = decodeDiskInfo(body, where);
+          return [{ kind: "disk-info", offset, info }, { kind: "disk-info" }];
+        }
+        case TOOLSTACK_RECORD.DISK_WANT: {
+          const want = decodeDiskWant(body, where);
+          return [{ kind: "disk-want", offset, want }, { kind: "disk-want" }];
         }
         case TOOLSTACK_RECORD.VM_CONFIG: {
           const config = decodeVmConfig(body, where);

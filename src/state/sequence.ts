@@ -30,6 +30,12 @@ export type SequenceEvent =
   | { kind: "checkpoint-end" }
   | { kind: "checkpoint-state"; control: CheckpointControl }
   | { kind: "heartbeat"; sequence: number }
+  | { kind: "replication-mode" }
+  | { kind: "net-frame"; direction: "mirrored-input" | "secondary-output" }
+  | { kind: "disk-write" }
+  | { kind: "disk-checkpoint" }
+  | { kind: "disk-info" }
+  | { kind: "disk-want" }
   | { kind: "end" }
   /** An optional record this side does not know (skipped). */
   | { kind: "unknown-optional" };
@@ -60,6 +66,7 @@ export class StreamSequence {
   private coverage: Uint8Array | undefined;
   private covered = 0;
   private vmConfigSeen = false;
+  private replicationModeSeen = false;
   /** Sequence of the stream's last HEARTBEAT (-1: none yet). */
   private lastHeartbeat = -1;
 
@@ -218,6 +225,36 @@ export class StreamSequence {
           if (this.checkpointOpen) fail("HEARTBEAT while a checkpoint awaits its CHECKPOINT_END");
         }
         this.lastHeartbeat = event.sequence;
+        return;
+      case "replication-mode":
+        if (!image) fail("REPLICATION_MODE on the back channel");
+        if (this.partsOpened > 0) fail("REPLICATION_MODE after the first MEMORY_STREAM");
+        if (this.replicationModeSeen) fail("a second REPLICATION_MODE");
+        this.replicationModeSeen = true;
+        return;
+      case "disk-info":
+        if (!image) fail("DISK_INFO on the back channel");
+        if (this.partsOpened > 0) fail("DISK_INFO after the first MEMORY_STREAM");
+        return;
+      case "disk-want":
+        if (image) fail("DISK_WANT belongs to the back channel");
+        return;
+      case "disk-write":
+        if (!image) fail("DISK_WRITE on the back channel");
+        if (this.memoryFinished) fail("DISK_WRITE after the memory END");
+        return;
+      case "disk-checkpoint":
+        if (!image) fail("DISK_CHECKPOINT on the back channel");
+        if (!this.checkpointOpen) fail("DISK_CHECKPOINT outside a checkpoint (it comes between CHECKPOINT and CHECKPOINT_END)");
+        return;
+      case "net-frame":
+        if (image) {
+          if (event.direction !== "mirrored-input") fail("a secondary-output NET_FRAME on the forward stream");
+          if (!this.firstPartClosed || this.memoryFinished) fail("NET_FRAME outside a COLO stream (needs a first memory part closed by CHECKPOINT)");
+          if (this.checkpointOpen) fail("NET_FRAME while a checkpoint awaits its CHECKPOINT_END");
+        } else if (event.direction !== "secondary-output") {
+          fail("a mirrored-input NET_FRAME on the back channel");
+        }
         return;
       case "end":
         if (image) {

@@ -22,6 +22,25 @@ import type { ByteSink } from "./sink.js";
 import { StreamSequence, type Channel, type SequenceEvent } from "./sequence.js";
 import { encodeToolstackHeader } from "./toolstack-header.js";
 import { encodeVmConfig, type VmConfigInput } from "./vm-config-record.js";
+import {
+  diskCheckpointProblem,
+  diskInfoProblem,
+  diskWantProblem,
+  diskWriteProblem,
+  encodeDiskCheckpoint,
+  encodeDiskInfo,
+  encodeDiskWant,
+  encodeDiskWriteHead,
+  encodeNetFrameHead,
+  encodeReplicationMode,
+  netFrameProblem,
+  type DiskCheckpoint,
+  type DiskInfo,
+  type DiskWant,
+  type DiskWrite,
+  type NetFrame,
+  type ReplicationMode,
+} from "./colo-records.js";
 
 export interface WriterOptions {
   /** The machine this stream describes (its memory headers follow the first MEMORY_STREAM). */
@@ -161,6 +180,51 @@ export class StreamWriter {
       this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.HEARTBEAT, heartbeatProblem(heartbeat, this.sequence.lastHeartbeatSequence));
       const event: SequenceEvent = { kind: "heartbeat", sequence: heartbeat.sequence };
       return this.record("toolstack", TOOLSTACK_RECORD.HEARTBEAT, event, [encodeHeartbeat(heartbeat)]);
+    });
+  }
+
+  /** REPLICATION_MODE (spec §3.8): forward stream, before the first MEMORY_STREAM, once. */
+  writeReplicationMode(mode: ReplicationMode): Promise<void> {
+    return this.enqueue(() => this.record("toolstack", TOOLSTACK_RECORD.REPLICATION_MODE, { kind: "replication-mode" }, [encodeReplicationMode(mode)]));
+  }
+
+  /** NET_FRAME (spec §3.9): mirrored input on the forward stream, the SVM's output on the back channel. */
+  writeNetFrame(net: NetFrame): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_LENGTH", "toolstack", TOOLSTACK_RECORD.NET_FRAME, netFrameProblem(net));
+      return this.record("toolstack", TOOLSTACK_RECORD.NET_FRAME, { kind: "net-frame", direction: net.direction }, [encodeNetFrameHead(net), net.frame]);
+    });
+  }
+
+  /** DISK_WRITE (spec §3.10): a PVM write (seq >= 1) or an initial-copy chunk (seq 0). */
+  writeDiskWrite(write: DiskWrite): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.DISK_WRITE, diskWriteProblem(write));
+      return this.record("toolstack", TOOLSTACK_RECORD.DISK_WRITE, { kind: "disk-write" }, [encodeDiskWriteHead(write), write.data]);
+    });
+  }
+
+  /** DISK_CHECKPOINT (spec §3.11): inside a checkpoint, the last write it covers. */
+  writeDiskCheckpoint(checkpoint: DiskCheckpoint): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.DISK_CHECKPOINT, diskCheckpointProblem(checkpoint));
+      return this.record("toolstack", TOOLSTACK_RECORD.DISK_CHECKPOINT, { kind: "disk-checkpoint" }, [encodeDiskCheckpoint(checkpoint)]);
+    });
+  }
+
+  /** DISK_INFO (spec §3.12): forward stream, before the first MEMORY_STREAM. */
+  writeDiskInfo(info: DiskInfo): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.DISK_INFO, diskInfoProblem(info));
+      return this.record("toolstack", TOOLSTACK_RECORD.DISK_INFO, { kind: "disk-info" }, [encodeDiskInfo(info)]);
+    });
+  }
+
+  /** DISK_WANT (spec §3.12): back channel, the chunks to copy. */
+  writeDiskWant(want: DiskWant): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.DISK_WANT, diskWantProblem(want));
+      return this.record("toolstack", TOOLSTACK_RECORD.DISK_WANT, { kind: "disk-want" }, [encodeDiskWant(want)]);
     });
   }
 

@@ -1,0 +1,146 @@
+/**
+ * COLO compare-mode and disk records (docs/specs/stream.md §3.8-§3.12):
+ * round trips on both channels, their places in the grammar, and the
+ * fields a reader rejects.
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { test } from "node:test";
+import { PAGE_SIZE } from "../engine/engine.js";
+import { StreamError, type StreamErrorCode } from "./errors.js";
+import { readAll, type ReaderOptions } from "./reader.js";
+import type { StreamRecord } from "./records.js";
+import { MemorySink } from "./sink.js";
+import { concatBytes, emuMachine, emuState, rawRecord } from "./testing.js";
+import { encodeToolstackHeader } from "./toolstack-header.js";
+import { allPfns, writePages } from "./write-pages.js";
+import { StreamWriter } from "./writer.js";
+
+const PAGES = 4;
+const MACHINE = emuMachine(PAGES);
+const BACK: ReaderOptions = { channel: "back-channel" };
+const FRAME = Uint8Array.from({ length: 60 }, (_, i) => i);
+
+async function rejects(bytes: Uint8Array, code: StreamErrorCode, options: ReaderOptions, message: RegExp): Promise<void> {
+  await assert.rejects(readAll(bytes, options), (err: unknown) => {
+    assert.ok(err instanceof StreamError, String(err));
+    assert.equal(err.code, code, err.message);
+    assert.match(err.message, message);
+    return true;
+  });
+}
+
+function kinds(records: StreamRecord[]): string[] {
+  return records.map((r) => (r.kind === "checkpoint-state" ? r.control : r.kind));
+}
+
+/** A forward stream with every COLO record where it belongs. */
+async function forward(): Promise<Uint8Array> {
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine: MACHINE });
+  await w.writeReplicationMode({ mode: "compare", disks: true });
+  await w.writeDiskInfo({ disk: 0, chunkSize: 4096, size: 8192, chunkHashes: [createHash("sha256").update("a").digest(), createHash("sha256").update("b").digest()] });
+  await w.writeDiskWrite({ disk: 0, seq: 0, offset: 4096, data: new Uint8Array(4096).fill(7) });
+  await w.writeMemoryStream();
+  await writePages(w, new Uint8Array(PAGES * PAGE_SIZE), allPfns(PAGES));
+  await w.writeEngineState(emuState(new Uint8Array(3)));
+  await w.writeCheckpoint();
+  await w.writeDiskWrite({ disk: 0, seq: 1, offset: 512, data: Uint8Array.of(1, 2, 3) });
+  await w.writeDiskCheckpoint({ disk: 0, uptoSeq: 1 });
+  await w.writeCheckpointEnd();
+  await w.writeNetFrame({ direction: "mirrored-input", frame: FRAME });
+  await w.writeDiskWrite({ disk: 0, seq: 2, offset: Number.MAX_SAFE_INTEGER - 1, data: Uint8Array.of(9) });
+  await w.writeEnd();
+  return sink.bytes();
+}
+
+test("forward stream: REPLICATION_MODE, DISK_INFO, DISK_WRITE, DISK_CHECKPOINT and NET_FRAME round trip", async () => {
+  const records = await readAll(await forward(), { requireEndOfSource: true });
+  assert.deepEqual(kinds(records), [
+    "replication-mode", "disk-info", "disk-write", "memory-stream", "machine-header", "page-data", "engine-state", "checkpoint",
+    "disk-write", "disk-checkpoint", "checkpoint-end", "net-frame", "disk-write", "end",
+  ]);
+  const mode = records[0];
+  assert.deepEqual(mode?.kind === "replication-mode" ? mode.mode : undefined, { mode: "compare", disks: true });
+  const info = records[1];
+  assert.equal(info?.kind === "disk-info" ? info.info.chunkHashes.length : -1, 2);
+  const writes = records.filter((r) => r.kind === "disk-write").map((r) => (r.kind === "disk-write" ? r.write : undefined));
+  assert.deepEqual(writes.map((w) => [w?.seq, w?.offset, w?.data.length]), [[0, 4096, 4096], [1, 512, 3], [2, Number.MAX_SAFE_INTEGER - 1, 1]]);
+  const net = records.find((r) => r.kind === "net-frame");
+  assert.deepEqual(net?.kind === "net-frame" ? net.net : undefined, { direction: "mirrored-input", frame: FRAME });
+});
+
+test("back channel: NET_FRAME (secondary output) and DISK_WANT round trip", async () => {
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine: MACHINE, channel: "back-channel" });
+  await w.writeDiskWant({ disk: 1, chunks: [0, 5, 1_000_000] });
+  await w.writeNetFrame({ direction: "secondary-output", frame: FRAME });
+  await w.writeCheckpointState("SVM_READY");
+  await w.writeEnd();
+  const records = await readAll(sink.bytes(), { ...BACK, requireEndOfSource: true });
+  assert.deepEqual(kinds(records), ["disk-want", "net-frame", "SVM_READY", "end"]);
+  const want = records[0];
+  assert.deepEqual(want?.kind === "disk-want" ? want.want : undefined, { disk: 1, chunks: [0, 5, 1_000_000] });
+});
+
+test("writer refuses COLO records out of place before a byte leaves", async () => {
+  const w = new StreamWriter(new MemorySink(), { machine: MACHINE });
+  await assert.rejects(w.writeNetFrame({ direction: "mirrored-input", frame: FRAME }), /NET_FRAME outside a COLO stream/);
+  await assert.rejects(w.writeDiskCheckpoint({ disk: 0, uptoSeq: 0 }), /DISK_CHECKPOINT outside a checkpoint/);
+  await assert.rejects(w.writeNetFrame({ direction: "secondary-output", frame: FRAME }), /secondary-output NET_FRAME on the forward stream/);
+  await assert.rejects(w.writeDiskWant({ disk: 0, chunks: [] }), /DISK_WANT belongs to the back channel/);
+  await assert.rejects(w.writeNetFrame({ direction: "mirrored-input", frame: new Uint8Array(10) }), /a frame of 10 octets/);
+  await assert.rejects(w.writeDiskWrite({ disk: 0, seq: 1, offset: 0, data: new Uint8Array(0) }), /0 data octets/);
+  await assert.rejects(w.writeDiskWant({ disk: 0, chunks: [3, 3] } as never), /ascending|back channel/);
+  const b = new StreamWriter(new MemorySink(), { machine: MACHINE, channel: "back-channel" });
+  await assert.rejects(b.writeNetFrame({ direction: "mirrored-input", frame: FRAME }), /mirrored-input NET_FRAME on the back channel/);
+  await assert.rejects(b.writeDiskWrite({ disk: 0, seq: 1, offset: 0, data: Uint8Array.of(1) }), /DISK_WRITE on the back channel/);
+});
+
+function u32s(...values: number[]): Uint8Array {
+  const out = new Uint8Array(4 * values.length);
+  const view = new DataView(out.buffer);
+  values.forEach((v, i) => view.setUint32(4 * i, v >>> 0, true));
+  return out;
+}
+
+test("reader rejects bad COLO record fields, naming the record", async () => {
+  const head = encodeToolstackHeader();
+  await rejects(concatBytes(head, rawRecord(0x101, u32s(3, 0))), "BAD_FIELD", {}, /REPLICATION_MODE.*unknown mode 3/);
+  await rejects(concatBytes(head, rawRecord(0x101, u32s(2, 0x80))), "BAD_FIELD", {}, /unknown flags 0x80/);
+  await rejects(concatBytes(head, rawRecord(0x101, u32s(2, 0)), rawRecord(0x101, u32s(2, 0))), "OUT_OF_ORDER", {}, /a second REPLICATION_MODE/);
+  // NET_FRAME whose frame_length disagrees with the body.
+  await rejects(concatBytes(head, rawRecord(0x102, concatBytes(u32s(2, 61), FRAME))), "BAD_LENGTH", BACK, /frame_length 61/);
+  await rejects(concatBytes(head, rawRecord(0x102, concatBytes(u32s(9, 60), FRAME))), "BAD_FIELD", BACK, /unknown direction 9/);
+  // DISK_WRITE with a non-zero reserved field, and with a disk index out of range.
+  const dw = (disk: number, reserved: number) => rawRecord(0x103, concatBytes(u32s(disk, reserved, 1, 0, 0, 0), Uint8Array.of(1)));
+  await rejects(concatBytes(head, dw(0, 1)), "BAD_FIELD", {}, /reserved field reserved is not zero/);
+  await rejects(concatBytes(head, dw(64, 0)), "BAD_FIELD", {}, /disk index 64/);
+  // DISK_INFO whose hash count does not fit its size.
+  await rejects(concatBytes(head, rawRecord(0x105, concatBytes(u32s(0, 4096, 8192, 0), new Uint8Array(32)))), "BAD_FIELD", {}, /1 chunk hashes for 2 chunks/);
+  await rejects(concatBytes(head, rawRecord(0x105, concatBytes(u32s(0, 1000, 1000, 0), new Uint8Array(32)))), "BAD_FIELD", {}, /chunk_size 1000/);
+  // DISK_WANT not ascending, and with a count that does not fit.
+  await rejects(concatBytes(head, rawRecord(0x106, u32s(0, 2, 5, 5))), "BAD_FIELD", BACK, /strictly ascending/);
+  await rejects(concatBytes(head, rawRecord(0x106, u32s(0, 3, 5, 6))), "BAD_LENGTH", BACK, /count 3/);
+  // DISK_CHECKPOINT outside a checkpoint.
+  await rejects(concatBytes(head, rawRecord(0x104, u32s(0, 0, 1, 0))), "OUT_OF_ORDER", {}, /DISK_CHECKPOINT outside a checkpoint/);
+});
+
+test("reader: REPLICATION_MODE and DISK_INFO only before the first MEMORY_STREAM; NET_FRAME not inside an open checkpoint", async () => {
+  const bytes = await forward();
+  const records = await readAll(bytes);
+  // Cut the stream right after CHECKPOINT (checkpoint 0 open) and append a NET_FRAME: rejected.
+  const cp = records.find((r) => r.kind === "checkpoint");
+  const afterCheckpoint = (cp?.offset ?? 0) + 8;
+  const net = rawRecord(0x102, concatBytes(u32s(1, 60), FRAME));
+  await rejects(concatBytes(bytes.subarray(0, afterCheckpoint), net), "OUT_OF_ORDER", {}, /NET_FRAME while a checkpoint awaits its CHECKPOINT_END/);
+  const ce = records.find((r) => r.kind === "checkpoint-end");
+  const afterEnd = (ce?.offset ?? 0) + 8;
+  await rejects(concatBytes(bytes.subarray(0, afterEnd), rawRecord(0x101, u32s(1, 0))), "OUT_OF_ORDER", {}, /REPLICATION_MODE after the first MEMORY_STREAM/);
+  await rejects(
+    concatBytes(bytes.subarray(0, afterEnd), rawRecord(0x105, concatBytes(u32s(0, 4096, 4096, 0), new Uint8Array(32)))),
+    "OUT_OF_ORDER",
+    {},
+    /DISK_INFO after the first MEMORY_STREAM/,
+  );
+});
