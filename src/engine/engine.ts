@@ -89,13 +89,23 @@ export interface Engine {
   readonly stateFormatVersion: number;
   /** Everything except RAM (CPU, interrupt controllers, timers, devices). */
   saveState(): Promise<Uint8Array>;
-  /** Inverse of saveState(); the machine must be paused. */
+  /**
+   * Inverse of saveState(); the machine must be paused. Frames delivered
+   * but not yet taken by the guest are dropped: they belong to the machine
+   * that was replaced (a COLO primary re-sends its own, see pendingRx()).
+   */
   loadState(state: Uint8Array): Promise<void>;
 
   /** Frames the guest's NIC transmitted. */
   onTransmit(listener: (frame: Uint8Array) => void): void;
   /** Deliver a frame to the guest's NIC (queued while paused or not ready). */
   deliver(frame: Uint8Array): void;
+  /**
+   * Copies of the frames delivered but not yet taken by the guest, oldest
+   * first: they are not part of saveState(), so a checkpoint sends them
+   * after the state (COLO: the secondary gets the primary's queue).
+   */
+  pendingRx(): Uint8Array[];
 
   /** Bytes the guest wrote to its serial console. */
   onConsoleOutput(listener: (bytes: Uint8Array) => void): void;

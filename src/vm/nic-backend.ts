@@ -16,6 +16,11 @@ export class NicBackend {
   lastError: Error | undefined;
   /** Frames from the guest, before they reach the TAP; return false to hold them back. */
   transmitFilter: ((frame: Uint8Array) => boolean) | undefined;
+  /**
+   * Frames from the TAP, before they reach the guest: returns the frame to
+   * deliver (possibly rewritten), or undefined to drop it.
+   */
+  receiveFilter: ((frame: Uint8Array) => Uint8Array | undefined) | undefined;
 
   private constructor(
     private readonly tap: TapDevice,
@@ -33,7 +38,8 @@ export class NicBackend {
     });
     tap.onFrame((frame) => {
       this.rxFrames++;
-      this.engine.deliver(frame);
+      const deliver = this.receiveFilter ? this.receiveFilter(frame) : frame;
+      if (deliver) this.engine.deliver(deliver);
     });
     tap.onError((err) => {
       // The guest keeps running with its NIC unplugged; status shows why.

@@ -7,6 +7,7 @@ import { ConsoleBuffer } from "./console-buffer.js";
 import { VmError } from "./errors.js";
 import { NicBackend } from "./nic-backend.js";
 import { RawDiskBackend } from "./raw-disk.js";
+import { DiskSlot } from "./disk-slot.js";
 import { ANNOUNCE_INITIAL_MS, ANNOUNCE_ROUNDS, ANNOUNCE_STEP_MS, announceFrames } from "./announce.js";
 
 export type VmRunState = "created" | "running" | "paused" | "destroyed";
@@ -58,6 +59,8 @@ export class Vm {
   readonly console = new ConsoleBuffer();
   private engine: Engine | undefined;
   private readonly disks: RawDiskBackend[] = [];
+  /** What the engine sees, one per disk: the raw image or a replication layer in front of it. */
+  private readonly slots: DiskSlot[] = [];
   private nic: NicBackend | undefined;
   private runState: VmRunState = "created";
   private startedAt = 0;
@@ -95,7 +98,9 @@ export class Vm {
       const initrd = config.ramdisk ? readImage(this.name, "ramdisk", config.ramdisk) : undefined;
       for (const d of config.disks) {
         try {
-          this.disks.push(RawDiskBackend.open(d.target, d.access === "ro"));
+          const raw = RawDiskBackend.open(d.target, d.access === "ro");
+          this.disks.push(raw);
+          this.slots.push(new DiskSlot(raw));
         } catch (err) {
           throw new VmError(this.name, "DISK", `${(err as Error).message} (${d.at.file}:${d.at.line})`);
         }
@@ -108,7 +113,7 @@ export class Vm {
           ...(initrd ? { initrd } : {}),
           cmdline: guestCmdline(config),
           ...(vif ? { nicMac: vif.mac } : {}),
-          disks: this.disks,
+          disks: this.slots,
         },
         { ...(this.options.biosPath ? { biosPath: this.options.biosPath } : {}), ...(vif?.model ? { nicModel: vif.model } : {}) },
       );
@@ -185,6 +190,19 @@ export class Vm {
     if (this.nic) this.nic.transmitFilter = filter;
   }
 
+  /**
+   * Interposes on frames from the LAN before the guest gets them (COLO:
+   * mirror to the secondary; rewrite on the secondary after failover).
+   */
+  setInputFilter(filter: ((frame: Uint8Array) => Uint8Array | undefined) | undefined): void {
+    if (this.nic) this.nic.receiveFilter = filter;
+  }
+
+  /** Delivers a frame to the guest that did not come from its TAP (COLO: mirrored input on the secondary). */
+  deliverInput(frame: Uint8Array): void {
+    this.engine?.deliver(frame);
+  }
+
   /** Sends a frame the guest produced earlier (held output being released). */
   sendOutput(frame: Uint8Array): void {
     this.nic?.sendToHost(frame);
@@ -195,6 +213,11 @@ export class Vm {
     const vif = this.config.vifs[0];
     if (!this.nic || !vif?.bridge) return;
     this.nic.joinBridge(vif.bridge);
+  }
+
+  /** The VM's disks, in config order: the raw image and the slot the engine reads through. */
+  diskSlots(): readonly DiskSlot[] {
+    return this.slots;
   }
 
   sendConsoleInput(bytes: Uint8Array): void {
@@ -249,6 +272,7 @@ export class Vm {
       }
     }
     this.disks.length = 0;
+    this.slots.length = 0;
     if (errors.length > 0) throw errors[0];
   }
 }

@@ -77,7 +77,7 @@ export class EmuEngine implements Engine {
   private ramOffset = 0;
   private destroyed = false;
   private guestNicSeen = false;
-  private readonly pendingRx: Uint8Array[] = [];
+  private readonly rxQueue: Uint8Array[] = [];
   private rxRetry: NodeJS.Timeout | undefined;
   private droppedRxFrames = 0;
   private readonly txListeners: Listener<Uint8Array>[] = [];
@@ -277,6 +277,8 @@ export class EmuEngine implements Engine {
       cpu.unpack_memory = original;
       pci.set_state = originalPciSetState;
     }
+    // Frames queued for the replaced machine are not this machine's input.
+    this.rxQueue.length = 0;
     // The NIC's MAC comes from our spec, not from the state.
     const nic = cpu.devices.virtio_net;
     if (nic && this.spec.nicMac) nic.mac.set(this.spec.nicMac);
@@ -289,12 +291,16 @@ export class EmuEngine implements Engine {
 
   deliver(frame: Uint8Array): void {
     if (this.destroyed) return;
-    if (this.pendingRx.length >= MAX_PENDING_RX_FRAMES) {
-      this.pendingRx.shift();
+    if (this.rxQueue.length >= MAX_PENDING_RX_FRAMES) {
+      this.rxQueue.shift();
       this.droppedRxFrames++;
     }
-    this.pendingRx.push(frame);
+    this.rxQueue.push(frame);
     this.flushRx();
+  }
+
+  pendingRx(): Uint8Array[] {
+    return this.rxQueue.map((f) => Uint8Array.from(f));
   }
 
   onConsoleOutput(listener: (bytes: Uint8Array) => void): void {
@@ -313,7 +319,7 @@ export class EmuEngine implements Engine {
     if (this.destroyed) return;
     this.destroyed = true;
     if (this.rxRetry) clearTimeout(this.rxRetry);
-    this.pendingRx.length = 0;
+    this.rxQueue.length = 0;
     const emulator = this.emulator;
     this.emulator = undefined;
     this.inner = undefined;
@@ -326,7 +332,7 @@ export class EmuEngine implements Engine {
     // v86 hands out a view of a buffer it reuses: copy before it escapes.
     const copy = Uint8Array.from(frame);
     for (const l of this.txListeners) l(copy);
-    if (this.pendingRx.length > 0) this.flushRx();
+    if (this.rxQueue.length > 0) this.flushRx();
   }
 
   private rxReady(): boolean {
@@ -346,11 +352,11 @@ export class EmuEngine implements Engine {
   private flushRx(): void {
     const inner = this.inner;
     if (!inner) return;
-    while (this.pendingRx.length > 0 && this.rxReady()) {
-      const frame = this.pendingRx.shift();
+    while (this.rxQueue.length > 0 && this.rxReady()) {
+      const frame = this.rxQueue.shift();
       if (frame) inner.bus.send("net0-receive", frame);
     }
-    if (this.pendingRx.length > 0 && this.isRunning && !this.rxRetry) {
+    if (this.rxQueue.length > 0 && this.isRunning && !this.rxRetry) {
       this.rxRetry = setTimeout(() => {
         this.rxRetry = undefined;
         this.flushRx();
