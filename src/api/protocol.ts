@@ -17,8 +17,21 @@ export type ControlRequest =
   | { op: "save"; path: string; keepRunning?: boolean }
   /** Live-migrate to `host:port`; progress arrives as events; the VM is destroyed once the destination runs it. */
   | { op: "migrate"; host: string; port: number; keyFile: string; configPath?: string }
-  /** Start Remus-mode replication to a secondary (`colo remus`). */
-  | { op: "remus"; host: string; port: number; keyFile: string; intervalMs: number; timeoutMs: number; heartbeatMs: number }
+  /** Start replication to a secondary: Remus mode (`colo remus`) or COLO compare mode (`colo migrate --colo`). */
+  | {
+      op: "remus";
+      host: string;
+      port: number;
+      keyFile: string;
+      intervalMs: number;
+      timeoutMs: number;
+      heartbeatMs: number;
+      mode?: "remus" | "compare";
+      compareTimeoutMs?: number;
+      minGapMs?: number;
+      maxIntervalMs?: number;
+      configPath?: string;
+    }
   /** Operator failover: a secondary takes over, a primary stops replicating. */
   | { op: "failover" };
 
@@ -49,14 +62,45 @@ export function parseRequest(line: string): ControlRequest {
     case "failover":
       return { op };
     case "remus": {
-      const v = value as { host?: unknown; port?: unknown; keyFile?: unknown; intervalMs?: unknown; timeoutMs?: unknown; heartbeatMs?: unknown };
+      const v = value as {
+        host?: unknown;
+        port?: unknown;
+        keyFile?: unknown;
+        intervalMs?: unknown;
+        timeoutMs?: unknown;
+        heartbeatMs?: unknown;
+        mode?: unknown;
+        compareTimeoutMs?: unknown;
+        minGapMs?: unknown;
+        maxIntervalMs?: unknown;
+        configPath?: unknown;
+      };
       if (typeof v.host !== "string" || v.host.length === 0 || v.host.length > 255) throw new Error('remus: "host" must be a host name or address');
       if (typeof v.port !== "number" || !Number.isInteger(v.port) || v.port < 1 || v.port > 65535) throw new Error('remus: "port" must be 1..65535');
       if (typeof v.keyFile !== "string" || !v.keyFile.startsWith("/")) throw new Error('remus: "keyFile" must be an absolute path');
       for (const [k, x, min, max] of [["intervalMs", v.intervalMs, 1, 3_600_000], ["timeoutMs", v.timeoutMs, 10, 3_600_000], ["heartbeatMs", v.heartbeatMs, 5, 3_600_000]] as const) {
         if (typeof x !== "number" || !Number.isInteger(x) || x < min || x > max) throw new Error(`remus: "${k}" must be an integer ${min}..${max}`);
       }
-      return { op, host: v.host, port: v.port, keyFile: v.keyFile, intervalMs: v.intervalMs as number, timeoutMs: v.timeoutMs as number, heartbeatMs: v.heartbeatMs as number };
+      if (v.mode !== undefined && v.mode !== "remus" && v.mode !== "compare") throw new Error('remus: "mode" must be "remus" or "compare"');
+      const optional: Record<string, number> = {};
+      for (const [k, x, min, max] of [["compareTimeoutMs", v.compareTimeoutMs, 1, 3_600_000], ["minGapMs", v.minGapMs, 0, 3_600_000], ["maxIntervalMs", v.maxIntervalMs, 1, 86_400_000]] as const) {
+        if (x === undefined) continue;
+        if (typeof x !== "number" || !Number.isInteger(x) || x < min || x > max) throw new Error(`remus: "${k}" must be an integer ${min}..${max}`);
+        optional[k] = x;
+      }
+      if (v.configPath !== undefined && (typeof v.configPath !== "string" || !v.configPath.startsWith("/"))) throw new Error('remus: "configPath" must be an absolute path');
+      return {
+        op,
+        host: v.host,
+        port: v.port,
+        keyFile: v.keyFile,
+        intervalMs: v.intervalMs as number,
+        timeoutMs: v.timeoutMs as number,
+        heartbeatMs: v.heartbeatMs as number,
+        ...(v.mode ? { mode: v.mode } : {}),
+        ...optional,
+        ...(typeof v.configPath === "string" ? { configPath: v.configPath } : {}),
+      };
     }
     case "status":
     case "pause":

@@ -13,8 +13,12 @@ import { daemonLogger, type Logger } from "./log.js";
 import { acceptIncoming, migrateOut, type Incoming } from "./migration.js";
 import { connectSecure } from "../channel/secure-channel.js";
 import { PrimaryReplicator } from "../colo/primary.js";
-import { SecondaryReplicator } from "../colo/secondary.js";
-import { receiveMachine } from "../state/machine-transfer.js";
+import { SecondaryReplicator, type SecondaryDiskSlot } from "../colo/secondary.js";
+import type { ForwardedDisk } from "../colo/disk-forwarder.js";
+import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
+import { DEFAULT_COMPARATOR_OPTIONS, DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
+import type { BlockBackend } from "../engine/engine.js";
+import { dirname, join } from "node:path";
 import { runDir, vmRunFiles } from "./paths.js";
 import { isDaemonAlive, removeStale } from "./registry.js";
 import { readRecord, writeRecord } from "./vm-record.js";
@@ -171,33 +175,51 @@ export class VmDaemon implements ControlHandler {
     this.source = inc.source;
     await this.register(inc.config, { deferBridge: true });
     const vm = this.requireVm();
+    let secondary: SecondaryReplicator | undefined;
     await vm.start({
       stayPaused: true,
       incoming: async (engine) => {
-        const r = await receiveMachine(engine, inc.reader);
-        if (r.closedBy !== "checkpoint") throw new Error("the primary sent a migration, not a replication start (no checkpoint 0)");
-        const end = await inc.reader.next();
-        if (end?.kind !== "checkpoint-end") throw new Error(`expected CHECKPOINT_END after checkpoint 0, got ${end?.kind ?? "the end of the stream"}`);
+        secondary = new SecondaryReplicator(
+          {
+            engine,
+            disks: this.secondaryDiskSlots(vm),
+            pause: () => vm.pause(),
+            resume: () => vm.unpause(),
+            setOutputFilter: (f) => vm.setOutputFilter(f),
+            setInputFilter: (f) => vm.setInputFilter(f),
+            deliverInput: (f) => vm.deliverInput(f),
+            sendOutput: (f) => vm.sendOutput(f),
+            takeOver: async () => {
+              vm.joinBridge();
+              await vm.unpause();
+              vm.announce();
+            },
+            discard: () => this.shutdown(0, "the primary ended replication"),
+          },
+          inc.socket,
+          inc.reader,
+          inc.peer,
+          { timeoutMs, heartbeatMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg) },
+        );
+        await secondary.receiveInitial();
       },
     });
-    const secondary = new SecondaryReplicator(
-      {
-        engine: vm.machine,
-        takeOver: async () => {
-          vm.joinBridge();
-          await vm.unpause();
-          vm.announce();
-        },
-        discard: () => this.shutdown(0, "the primary ended replication"),
-      },
-      inc.socket,
-      inc.reader,
-      inc.peer,
-      { timeoutMs, heartbeatMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg) },
-    );
+    if (!secondary) throw new Error("internal: the secondary was not set up");
     this.secondary = secondary;
     void secondary.run();
-    report({ type: "ready", line: `secondary of ${inc.peer}: holds checkpoint 0`, bootMs: Date.now() - t0 });
+    report({ type: "ready", line: `secondary of ${inc.peer} (${secondary.mode} mode): holds checkpoint 0`, bootMs: Date.now() - t0 });
+  }
+
+  /** The secondary's writable disks, with where their overlays spill (active-disk's folder, else the run dir). */
+  private secondaryDiskSlots(vm: Vm): SecondaryDiskSlot[] {
+    const slots = vm.diskSlots();
+    return vm.config.disks.flatMap((d, index) => {
+      const slot = slots[index];
+      if (!slot || d.access !== "rw") return [];
+      const spillDir = d.colo ? dirname(d.colo.activeDisk) : join(runDir(), `${vm.name}.disk${index}`);
+      mkdirSync(spillDir, { recursive: true, mode: 0o700 });
+      return [{ index, raw: slot.raw, spillDir, interpose: (layer: BlockBackend) => slot.interpose(layer) }];
+    });
   }
 
   private requireVm(): Vm {
@@ -213,13 +235,22 @@ export class VmDaemon implements ControlHandler {
     switch (request.op) {
       case "status": {
         const replication = this.primary?.stats.snapshot() ?? this.secondary?.stats.snapshot();
-        const output = this.primary && this.primary.stats.mode === "primary" ? this.primary.output.stats() : undefined;
-        return { ...vm.status(), pid: process.pid, ...(this.busy ? { busy: this.busy } : {}), ...(replication ? { replication } : {}), ...(output ? { heldOutput: output } : {}) };
+        const active = this.primary && this.primary.stats.mode === "primary" ? this.primary : undefined;
+        const output = active?.output.stats();
+        const details = active?.details() ?? (this.secondary && !this.secondary.done ? this.secondary.details() : undefined);
+        return {
+          ...vm.status(),
+          pid: process.pid,
+          ...(this.busy ? { busy: this.busy } : {}),
+          ...(replication ? { replication } : {}),
+          ...(output ? { heldOutput: output } : {}),
+          ...(details ? { proxy: details } : {}),
+        };
       }
       case "failover":
         return this.failover();
       case "remus":
-        return this.exclusive("starting replication", () => this.startRemus(request.host, request.port, request.keyFile, request.intervalMs, request.timeoutMs, request.heartbeatMs));
+        return this.exclusive("starting replication", () => this.startReplication(request));
       case "pause":
         await vm.pause();
         this.log.info("paused");
@@ -302,12 +333,15 @@ export class VmDaemon implements ControlHandler {
     }
   }
 
-  private async startRemus(host: string, port: number, keyFile: string, intervalMs: number, timeoutMs: number, heartbeatMs: number): Promise<unknown> {
+  private async startReplication(r: Extract<ControlRequest, { op: "remus" }>): Promise<unknown> {
     const vm = this.requireVm();
+    const mode = r.mode ?? "remus";
     if (vm.state !== "running") throw new Error(`${vm.name} is ${vm.state}: only a running VM can be protected`);
     if (this.primary && this.primary.stats.mode === "primary") throw new Error(`${vm.name} is already replicating to ${this.primary.stats.peer}`);
-    const key = loadKey(keyFile);
-    const socket = await connectSecure({ host, port }, key);
+    const key = loadKey(r.keyFile);
+    let source = this.requireSource();
+    if (r.configPath) source = { path: r.configPath, text: await readFile(r.configPath, "utf8") };
+    const socket = await connectSecure({ host: r.host, port: r.port }, key);
     const delay = Number(process.env.COLO_TEST_CHECKPOINT_DELAY_MS ?? "0");
     const primary = new PrimaryReplicator(
       {
@@ -315,21 +349,58 @@ export class VmDaemon implements ControlHandler {
         pause: () => vm.pause(),
         resume: () => vm.unpause(),
         setOutputFilter: (f) => vm.setOutputFilter(f),
+        setInputFilter: (f) => vm.setInputFilter(f),
         sendOutput: (f) => vm.sendOutput(f),
+        disks: this.primaryDisks(vm),
       },
       socket,
-      `${host}:${port}`,
-      { intervalMs, timeoutMs, heartbeatMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg), ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}) },
+      `${r.host}:${r.port}`,
+      {
+        mode,
+        intervalMs: r.intervalMs,
+        ...(mode === "compare"
+          ? {
+              compare: {
+                ...DEFAULT_COMPARATOR_OPTIONS,
+                compareTimeoutMs: r.compareTimeoutMs ?? DEFAULT_COMPARE_TIMEOUT_MS,
+                minGapMs: r.minGapMs ?? DEFAULT_MIN_CHECKPOINT_GAP_MS,
+                maxIntervalMs: r.maxIntervalMs ?? DEFAULT_MAX_CHECKPOINT_INTERVAL_MS,
+              },
+            }
+          : {}),
+        timeoutMs: r.timeoutMs,
+        heartbeatMs: r.heartbeatMs,
+        log: (msg, fields) => this.log.warn(fields ?? {}, msg),
+        ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}),
+      },
     );
     this.primary = primary;
     try {
-      await primary.start(this.requireSource());
+      await primary.start(source);
     } catch (err) {
       void primary.stop(`replication start failed: ${(err as Error).message}`);
       throw err;
     }
-    this.log.info({ peer: `${host}:${port}`, intervalMs }, "Remus replication running");
-    return { peer: `${host}:${port}`, intervalMs, checkpoint0Pages: primary.stats.lastPages };
+    this.log.info({ peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs }, "replication running");
+    return { peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs, checkpoint0Pages: primary.stats.lastPages, disks: primary.diskCount };
+  }
+
+  /** The primary's writable disks: every write is forwarded once replication starts. */
+  private primaryDisks(vm: Vm): ForwardedDisk[] {
+    const slots = vm.diskSlots();
+    return vm.config.disks.flatMap((d, index) => {
+      const slot = slots[index];
+      if (!slot || d.access !== "rw") return [];
+      return [
+        {
+          index,
+          local: slot.raw,
+          setWriteHook: (hook: ((offset: number, data: Uint8Array) => void) | undefined) => {
+            slot.raw.onWrite = hook;
+          },
+        },
+      ];
+    });
   }
 
   private async failover(): Promise<unknown> {

@@ -10,7 +10,9 @@ import { imageBuild, diskCreate } from "./image.js";
 import { labVerb } from "./lab.js";
 import { CliError } from "./output.js";
 import { keygen, migrateReceive, migrateVm, restoreVm, saveVm } from "./migrate.js";
-import { failoverVm, remusVm } from "./replication.js";
+import { coloVm, failoverVm, remusVm } from "./replication.js";
+import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
+import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/heartbeat.js";
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE } from "../channel/key.js";
@@ -19,6 +21,12 @@ import { parseEndpoint } from "../channel/secure-channel.js";
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive whole number, got "${value}"`);
+  return n;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number >= 0, got "${value}"`);
   return n;
 }
 
@@ -81,7 +89,30 @@ export function program(): Command {
     .argument("<host[:port]>", `destination (default port ${DEFAULT_MIGRATION_PORT})`)
     .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
     .option("-C, --config <cfg>", "send this config instead of the one the VM was created from (like xl migrate -C)")
-    .action(async (name: string, dest: string, o: { keyFile: string; config?: string }) => migrateVm(name, dest, o));
+    .option("--colo", "start COLO compare-mode replication to a secondary (colo migrate-receive --colo) instead of migrating")
+    .option("--compare-timeout <ms>", "with --colo: a PVM packet the SVM has not matched after this long forces a checkpoint", positiveInt, DEFAULT_COMPARE_TIMEOUT_MS)
+    .option("--checkpoint-min-gap <ms>", "with --colo: at most one checkpoint per this many ms", nonNegativeInt, DEFAULT_MIN_CHECKPOINT_GAP_MS)
+    .option("--checkpoint-max-interval <ms>", "with --colo: a checkpoint at least this often", positiveInt, DEFAULT_MAX_CHECKPOINT_INTERVAL_MS)
+    .option("--peer-timeout <ms>", "with --colo: silence from the secondary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
+    .option("--heartbeat <ms>", "with --colo: heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
+    .action(
+      async (
+        name: string,
+        dest: string,
+        o: { keyFile: string; config?: string; colo?: boolean; compareTimeout: number; checkpointMinGap: number; checkpointMaxInterval: number; peerTimeout: number; heartbeat: number },
+      ) =>
+        o.colo
+          ? coloVm(name, dest, {
+              keyFile: o.keyFile,
+              ...(o.config ? { config: o.config } : {}),
+              peerTimeout: o.peerTimeout,
+              heartbeat: o.heartbeat,
+              compareTimeout: o.compareTimeout,
+              minGap: o.checkpointMinGap,
+              maxInterval: o.checkpointMaxInterval,
+            })
+          : migrateVm(name, dest, o),
+    );
 
   p.command("migrate-receive")
     .description("wait for one incoming live migration; returns when the VM runs here")

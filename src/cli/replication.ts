@@ -23,6 +23,40 @@ export async function remusVm(name: string, dest: string, o: { interval: number;
   );
 }
 
+/** `colo migrate --colo NAME HOST[:PORT]`: starts COLO compare mode; returns once the secondary runs from checkpoint 0. */
+export async function coloVm(
+  name: string,
+  dest: string,
+  o: { keyFile: string; config?: string; peerTimeout: number; heartbeat: number; compareTimeout: number; minGap: number; maxInterval: number },
+): Promise<void> {
+  if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
+  const to = parseEndpoint(dest, DEFAULT_MIGRATION_PORT);
+  const keyFile = resolve(o.keyFile);
+  loadKey(keyFile);
+  const r = (await request(
+    vmRunFiles(name).socket,
+    {
+      op: "remus",
+      mode: "compare",
+      host: to.host,
+      port: to.port,
+      keyFile,
+      intervalMs: o.maxInterval,
+      timeoutMs: o.peerTimeout,
+      heartbeatMs: o.heartbeat,
+      compareTimeoutMs: o.compareTimeout,
+      minGapMs: o.minGap,
+      maxIntervalMs: o.maxInterval,
+      ...(o.config ? { configPath: resolve(o.config) } : {}),
+    },
+    600_000,
+  )) as { checkpoint0Pages: number; disks: number };
+  process.stdout.write(
+    `${name}: protected by ${formatEndpoint(to)} (COLO compare mode; compare timeout ${o.compareTimeout} ms, checkpoint at least every ${o.maxInterval} ms; ` +
+      `checkpoint 0: ${r.checkpoint0Pages} pages, ${r.disks} replicated disk(s)); see colo status ${name}\n`,
+  );
+}
+
 /** `colo failover NAME`. */
 export async function failoverVm(name: string): Promise<void> {
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);

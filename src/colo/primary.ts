@@ -1,75 +1,101 @@
 /**
- * The primary side of a Remus-mode replication session (COLO-PROTOCOL.md
- * §4; issue 4). The session starts as a live migration whose last memory
- * part ends with CHECKPOINT (checkpoint 0); then every `intervalMs`:
+ * The primary side of a replication session (COLO-PROTOCOL.md §4, §6, §7).
  *
- *   NEW -> pause PVM -> SVM_SUSPENDED + SVM dirty list -> send union of
- *   dirty pages, engine state, CHECKPOINT, CHECKPOINT_END -> SVM_READY ->
- *   release the output of the epoch -> resume PVM -> (SVM_RESUMED)
+ * Start: REPLICATION_MODE, then (with replicated disks) DISK_INFO and the
+ * chunks the secondary asks for, then a live migration whose last memory
+ * part ends with CHECKPOINT (checkpoint 0). Then, whenever the checkpoint
+ * policy says so:
  *
- * Output (every frame the PVM sends) is held until the checkpoint that
- * covers it is acknowledged. If the secondary is lost (I/O error, silence
- * past the timeout), held output is released and the VM runs on
- * unprotected.
+ *   pause PVM -> NEW -> SVM_SUSPENDED + SVM dirty list -> union of dirty
+ *   pages, engine state, CHECKPOINT, DISK_CHECKPOINT, CHECKPOINT_END, the
+ *   PVM's queued input frames -> SVM_READY -> release output -> resume PVM
+ *   -> SVM_RESUMED
+ *
+ * Two modes differ only in output commit and policy:
+ * - Remus: the SVM stays paused; every PVM frame waits for the next
+ *   checkpoint; a checkpoint every `intervalMs`.
+ * - Compare (COLO): the SVM runs on mirrored input; PVM frames leave when
+ *   the SVM produced the same (CompareOutput); checkpoints on divergence,
+ *   timeout, overflow, disk backlog, or the maximum interval.
+ *
+ * The PVM is paused before the checkpoint takes the write lock: every
+ * mirrored frame and disk write issued before the pause is written before
+ * NEW, and the queued input frames after CHECKPOINT_END are exactly those
+ * the checkpointed state has not consumed.
+ *
+ * Secondary lost (I/O error, silence past the timeout): held output is
+ * released, mirroring and disk forwarding stop, the VM runs on unprotected.
  */
 import type { TLSSocket } from "node:tls";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, StreamReader, StreamWriter, writableSink, writePages, unionSortedPfns, type StreamRecord } from "../state/index.js";
+import { machineHeader, StreamWriter, writableSink, writePages, unionSortedPfns, type ReplicationModeName } from "../state/index.js";
 import { sendMachine } from "../state/machine-transfer.js";
-import { OutputBuffer } from "./output-buffer.js";
+import { BackChannel } from "./back-channel.js";
+import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js";
+import { CompareOutput, type OutputCommit } from "./compare-output.js";
 import { HeartbeatSender, WriteLock } from "./heartbeat.js";
+import type { ComparatorOptions } from "./net/comparator.js";
+import { RemusOutput } from "./remus-output.js";
 import { ReplicationStats } from "./replication-stats.js";
+import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
 
 export interface PrimaryVm {
   readonly engine: Engine;
   pause(): Promise<void>;
   resume(): Promise<void>;
   setOutputFilter(filter: ((frame: Uint8Array) => boolean) | undefined): void;
+  setInputFilter(filter: ((frame: Uint8Array) => Uint8Array | undefined) | undefined): void;
   sendOutput(frame: Uint8Array): void;
+  /** The writable disks to replicate (empty: none). */
+  readonly disks: readonly ForwardedDisk[];
+}
+
+export interface CompareOptions extends ComparatorOptions {
+  minGapMs: number;
+  maxIntervalMs: number;
 }
 
 export interface PrimaryOptions {
+  mode: ReplicationModeName;
+  /** Remus: the checkpoint interval. */
   intervalMs: number;
+  /** Compare mode: comparator limits and checkpoint policy. */
+  compare?: CompareOptions;
   /** Silence from the secondary longer than this is a loss. */
   timeoutMs: number;
   /** Write a heartbeat when nothing was sent for this long. */
   heartbeatMs: number;
+  /** Forwarded disk bytes since the last checkpoint past which a checkpoint is due. */
+  diskBacklogBytes?: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /** Test hook: delay inside a checkpoint, after the pages are sent (COLO_TEST_CHECKPOINT_DELAY_MS). */
   midCheckpointDelayMs?: number;
 }
 
-class BackChannel {
-  private readonly reader: StreamReader;
-  constructor(socket: TLSSocket) {
-    this.reader = new StreamReader(socket, { channel: "back-channel" });
-  }
-  /** Next record that is not optional, or throws when the channel ends. */
-  async next(): Promise<StreamRecord> {
-    for (;;) {
-      const r = await this.reader.next();
-      if (!r) throw new Error("the secondary closed the replication connection");
-      if (r.kind === "skipped" || r.kind === "machine-header" || r.kind === "heartbeat") continue;
-      return r;
-    }
-  }
-  async expectState(control: string): Promise<void> {
-    const r = await this.next();
-    if (r.kind !== "checkpoint-state" || r.control !== control) throw new Error(`expected ${control} from the secondary, got ${r.kind}${r.kind === "checkpoint-state" ? ` ${r.control}` : ""}`);
-  }
-}
+/** Default disk backlog before a checkpoint is forced: 64 MiB of forwarded writes. */
+export const DEFAULT_DISK_BACKLOG_BYTES = 64 * 2 ** 20;
+/** How often compare mode looks for held frames past their timeout. */
+const EXPIRY_POLL_MS = 50;
 
 export class PrimaryReplicator {
   readonly stats: ReplicationStats;
-  readonly output = new OutputBuffer();
+  readonly output: OutputCommit;
+  private readonly compare: CompareOutput | undefined;
+  private readonly policy: CheckpointPolicy;
   private writer: StreamWriter;
   private back: BackChannel;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
   private lost: ((reason: string) => void) | undefined;
   private readonly lock = new WriteLock();
   private heartbeat: HeartbeatSender | undefined;
   private synced = false;
+  private checkpointing = false;
+  /** Mirror input to the secondary (compare mode, outside the checkpoint window). */
+  private mirroring = false;
+  private readonly disks: DiskForwarder;
+  mirroredFrames = 0;
 
   constructor(
     private readonly vm: PrimaryVm,
@@ -77,9 +103,21 @@ export class PrimaryReplicator {
     peer: string,
     private readonly opts: PrimaryOptions,
   ) {
-    this.stats = new ReplicationStats("primary", peer);
+    this.stats = new ReplicationStats("primary", peer, opts.mode);
     this.writer = new StreamWriter(writableSink(socket), { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes) });
-    this.back = new BackChannel(socket);
+    if (opts.mode === "compare") {
+      const c = opts.compare;
+      if (!c) throw new Error("compare mode needs comparator options");
+      this.compare = new CompareOutput(c, (f) => this.vm.sendOutput(f), (reason) => this.request(reason));
+      this.output = this.compare;
+      this.policy = new CheckpointPolicy({ minGapMs: c.minGapMs, maxIntervalMs: c.maxIntervalMs }, Date.now());
+    } else {
+      this.output = new RemusOutput();
+      this.policy = new CheckpointPolicy({ minGapMs: 0, maxIntervalMs: opts.intervalMs }, Date.now());
+    }
+    this.stats.reasons = this.policy.counts;
+    this.disks = new DiskForwarder(vm.disks, this.writer, this.lock, opts.diskBacklogBytes ?? DEFAULT_DISK_BACKLOG_BYTES, () => this.request("disk-backlog"));
+    this.back = new BackChannel(socket, (frame) => this.compare?.secondaryOutput(frame));
     socket.on("data", () => this.stats.heard());
     socket.setTimeout(opts.timeoutMs, () => this.fail(`no word from the secondary for ${opts.timeoutMs} ms`));
     socket.on("error", (err) => this.fail(`replication connection: ${err.message}`));
@@ -89,74 +127,143 @@ export class PrimaryReplicator {
   /** Resolves when replication stops (secondary lost or stop()); the reason says why. */
   readonly done: Promise<string> = new Promise((resolve) => (this.lost = resolve));
 
-  /** Initial sync (a live migration ending in checkpoint 0), then periodic checkpoints. */
+  /** Disk sync, then the initial memory sync (checkpoint 0), then checkpoints as the policy says. */
   async start(config: { path: string; text: string }): Promise<void> {
     this.vm.setOutputFilter((frame) => {
-      this.output.hold(frame);
+      this.output.output(frame);
       return false;
     });
     await this.writer.writeVmConfig(config);
+    await this.writer.writeReplicationMode({ mode: this.opts.mode, disks: this.vm.disks.length > 0 });
     const t0 = Date.now();
+    const diskSync = await this.disks.initialSync(this.back);
+    if (diskSync.disks > 0) this.opts.log("disk images in sync", { ...diskSync });
+    this.disks.holdUntilCheckpoint();
     const sent = await sendMachine(this.vm.engine, this.writer, {
       live: true,
       close: "checkpoint",
       pause: () => this.vm.pause(),
     });
+    await this.disks.writeCheckpoint();
     await this.writer.writeCheckpointEnd();
-    const epoch = this.output.seal();
+    this.output.seal();
+    this.resendQueuedInput();
     await this.back.expectState("SVM_READY");
-    for (const f of this.output.release(epoch)) this.vm.sendOutput(f);
+    for (const f of this.output.committed()) this.vm.sendOutput(f);
     await this.vm.resume();
+    this.policy.restart(Date.now());
     this.stats.recordCheckpoint(Date.now() - sent.pausedAt, sent.pages, sent.bytes);
-    this.opts.log("replication started: secondary holds checkpoint 0", { ms: Date.now() - t0, pages: sent.pages });
+    this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: Date.now() - t0, pages: sent.pages });
     this.synced = true;
     this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => this.synced && !this.stopped, (err) =>
       this.fail(`heartbeat: ${err.message}`),
     );
+    if (this.compare) {
+      const compare = this.compare;
+      this.expiryTimer = setInterval(() => compare.checkExpired(), EXPIRY_POLL_MS);
+    }
     this.schedule();
   }
 
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.lock.run(() => this.checkpoint()).then(
-        () => this.schedule(),
-        (err: unknown) => this.fail(`checkpoint failed: ${(err as Error).message}`),
-      );
-    }, this.opts.intervalMs);
+  /** Compare mode: mirror every frame for the PVM to the secondary, then deliver it. */
+  private installMirror(): void {
+    if (this.opts.mode !== "compare") return;
+    this.mirroring = true;
+    this.vm.setInputFilter((frame) => {
+      if (this.mirroring) this.mirror(frame);
+      return frame;
+    });
   }
 
-  /** One checkpoint, Xen's order (COLO-PROTOCOL.md §4). */
-  async checkpoint(): Promise<void> {
+  private mirror(frame: Uint8Array): void {
+    this.mirroredFrames++;
+    this.lock.run(() => this.writer.writeNetFrame({ direction: "mirrored-input", frame })).catch((err: unknown) => this.fail(`mirroring input: ${(err as Error).message}`));
+  }
+
+  /**
+   * Right after CHECKPOINT_END, still under the lock: the frames the PVM has
+   * been given but not taken belong to the secondary's next epoch. From
+   * here on, new input is mirrored as it comes.
+   */
+  private resendQueuedInput(): void {
+    if (this.opts.mode !== "compare") return;
+    for (const frame of this.vm.engine.pendingRx()) {
+      this.mirroredFrames++;
+      void this.writer.writeNetFrame({ direction: "mirrored-input", frame }).catch(() => undefined);
+    }
+    if (!this.mirroring) this.installMirror();
+  }
+
+  /** A reason to checkpoint (divergence, backlog, operator): the scheduler decides when. */
+  request(reason: CheckpointReason): void {
+    if (this.stopped) return;
+    this.policy.request(reason);
+    if (this.synced && !this.checkpointing) this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.checkpointing) return;
+    if (this.timer) clearTimeout(this.timer);
+    const d = this.policy.decide(Date.now());
+    if ("checkpoint" in d) {
+      this.timer = undefined;
+      this.checkpointing = true;
+      this.checkpoint(d.checkpoint).then(
+        () => {
+          this.checkpointing = false;
+          this.schedule();
+        },
+        (err: unknown) => this.fail(`checkpoint failed: ${(err as Error).message}`),
+      );
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.schedule();
+    }, d.waitMs);
+  }
+
+  /** One checkpoint, Xen's order (COLO-PROTOCOL.md §4), the PVM paused first. */
+  async checkpoint(reason: CheckpointReason): Promise<void> {
     const engine = this.vm.engine;
-    await this.writer.writeCheckpointState("NEW");
     await this.vm.pause();
     const pausedAt = Date.now();
-    const epoch = this.output.seal();
-    await this.back.expectState("SVM_SUSPENDED");
-    let svmDirty: Uint32Array = new Uint32Array(0);
-    for (;;) {
-      const r = await this.back.next();
-      if (r.kind === "memory-stream") continue;
-      if (r.kind === "dirty-pfn-list") svmDirty = unionSortedPfns(svmDirty, r.pfns);
-      else if (r.kind === "checkpoint") break;
-      else throw new Error(`unexpected ${r.kind} in the secondary's dirty list`);
-    }
-    const pfns = unionSortedPfns(engine.takeDirtyPages(), svmDirty);
-    const before = this.writer.bytesWritten;
-    await this.writer.writeMemoryStream();
-    const pages = await writePages(this.writer, () => engine.ram(), pfns, (copied) => engine.pagesCopied(copied));
-    if (this.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, this.opts.midCheckpointDelayMs));
-    const blob = await engine.saveState();
-    await this.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
-    await this.writer.writeCheckpoint();
-    await this.writer.writeCheckpointEnd();
-    await this.back.expectState("SVM_READY");
-    for (const f of this.output.release(epoch)) this.vm.sendOutput(f);
-    await this.vm.resume();
-    this.stats.recordCheckpoint(Date.now() - pausedAt, pages.pages, this.writer.bytesWritten - before);
-    this.heartbeat?.wrote();
-    await this.back.expectState("SVM_RESUMED");
+    this.output.seal();
+    // From here until the queued input is re-sent, new input only queues for the PVM (it is paused).
+    this.mirroring = false;
+    await this.lock.run(async () => {
+      await this.writer.writeCheckpointState("NEW");
+      await this.back.expectState("SVM_SUSPENDED");
+      let svmDirty: Uint32Array = new Uint32Array(0);
+      for (;;) {
+        const r = await this.back.next();
+        if (r.kind === "memory-stream") continue;
+        if (r.kind === "dirty-pfn-list") svmDirty = unionSortedPfns(svmDirty, r.pfns);
+        else if (r.kind === "checkpoint") break;
+        else throw new Error(`unexpected ${r.kind} in the secondary's dirty list`);
+      }
+      const pfns = unionSortedPfns(engine.takeDirtyPages(), svmDirty);
+      const before = this.writer.bytesWritten;
+      await this.writer.writeMemoryStream();
+      const pages = await writePages(this.writer, () => engine.ram(), pfns, (copied) => engine.pagesCopied(copied));
+      if (this.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, this.opts.midCheckpointDelayMs));
+      const blob = await engine.saveState();
+      await this.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
+      await this.writer.writeCheckpoint();
+      await this.disks.writeCheckpoint();
+      const end = this.writer.writeCheckpointEnd();
+      this.resendQueuedInput();
+      this.mirroring = this.opts.mode === "compare";
+      await end;
+      await this.back.expectState("SVM_READY");
+      for (const f of this.output.committed()) this.vm.sendOutput(f);
+      await this.vm.resume();
+      const now = Date.now();
+      this.policy.done(reason, now);
+      this.stats.recordCheckpoint(now - pausedAt, pages.pages, this.writer.bytesWritten - before);
+      this.heartbeat?.wrote();
+      await this.back.expectState("SVM_RESUMED");
+    });
   }
 
   /** Secondary lost: release everything held, stop interposing, run on unprotected. */
@@ -164,8 +271,12 @@ export class PrimaryReplicator {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
     this.heartbeat?.stop();
+    this.mirroring = false;
+    this.vm.setInputFilter(undefined);
     this.vm.setOutputFilter(undefined);
+    this.disks.stop();
     for (const f of this.output.releaseAll()) this.vm.sendOutput(f);
     this.stats.failover("primary", reason);
     this.opts.log("secondary lost; running on unprotected", { reason });
@@ -193,5 +304,14 @@ export class PrimaryReplicator {
       // the connection is gone already: same outcome
     }
     this.fail(reason);
+  }
+
+  get diskCount(): number {
+    return this.vm.disks.length;
+  }
+
+  /** What `colo status` shows about the proxy and disks. */
+  details(): Record<string, unknown> {
+    return { output: this.output.stats(), mirroredFrames: this.mirroredFrames, disks: this.disks.stats() };
   }
 }

@@ -20,7 +20,15 @@ export class ReplicationStats {
   /** Secondary: checkpoints received in part when the primary was lost, and never applied. */
   discardedCheckpoints = 0;
 
-  constructor(mode: ReplicationMode, peer: string) {
+  /** Checkpoints by reason (the primary's policy counters; checkpoint 0 not included). */
+  reasons: Record<string, number> | undefined;
+
+  constructor(
+    mode: ReplicationMode,
+    peer: string,
+    /** Remus (SVM paused, output held per checkpoint) or COLO compare mode. */
+    readonly replication: "remus" | "compare" = "remus",
+  ) {
     this.mode = mode;
     this.peer = peer;
   }
@@ -52,6 +60,7 @@ export class ReplicationStats {
   snapshot(): Record<string, unknown> {
     return {
       mode: this.mode,
+      replication: this.replication,
       peer: this.peer,
       checkpoints: this.checkpoints,
       lastPauseMs: this.lastPauseMs,
@@ -61,6 +70,7 @@ export class ReplicationStats {
       msSinceHeard: Date.now() - this.lastHeardAt,
       failovers: this.failovers,
       discardedCheckpoints: this.discardedCheckpoints,
+      ...(this.reasons ? { checkpointReasons: { ...this.reasons } } : {}),
     };
   }
 }

@@ -1,24 +1,61 @@
 /**
- * The secondary side of a Remus-mode replication session (issue 4). The
- * secondary VM holds the primary's last complete checkpoint, paused (in
- * Remus mode the backup does not run). For each checkpoint it answers
- * SVM_SUSPENDED and its dirty list, buffers every record of the checkpoint
- * and applies nothing until CHECKPOINT_END has arrived (a half-received
- * checkpoint is discarded), then answers SVM_READY and SVM_RESUMED.
+ * The secondary side of a replication session (COLO-PROTOCOL.md §4-§7).
  *
- * Primary lost (I/O error, END, silence past the timeout): the VM takes
- * over from the last complete checkpoint -- its TAP joins the LAN, it
- * resumes, and announces its MAC.
+ * receiveInitial(): REPLICATION_MODE, the disks' DISK_INFO (answered with
+ * DISK_WANT) and copied chunks, the memory image, the writes held during
+ * it and DISK_CHECKPOINT, up to checkpoint 0's CHECKPOINT_END. Then run():
+ *
+ * - Remus mode: the SVM stays paused and only holds the last checkpoint.
+ * - Compare mode: the SVM runs on the input the primary mirrors to it
+ *   (NET_FRAME, its TCP acks rewritten into the SVM's sequence space) and
+ *   its output goes back to the primary's comparator (never to the LAN);
+ *   its disk writes go to the SVM overlay of SecondaryDisk.
+ *
+ * Each checkpoint: NEW -> pause the SVM -> SVM_SUSPENDED and its dirty list
+ * -> buffer the whole checkpoint, apply nothing until CHECKPOINT_END (a half
+ * checkpoint is discarded) -> apply memory, state, disk (PVM writes up to
+ * DISK_CHECKPOINT in, SVM writes dropped), reset the TCP rewriter ->
+ * SVM_READY -> resume the SVM (compare) -> SVM_RESUMED.
+ *
+ * Primary lost (I/O error, silence past the timeout): take over from the
+ * last complete checkpoint (Remus) or from the SVM's own state, whose
+ * released output always matched the PVM's (compare): disks commit the
+ * SVM's writes and drop pending PVM writes, the TAP joins the LAN (frames
+ * still pass the rewriter for connections opened since the last
+ * checkpoint), the MAC is announced.
  */
 import type { TLSSocket } from "node:tls";
-import type { Engine } from "../engine/engine.js";
-import { machineHeader, PageBuffer, StreamWriter, writableSink, type StreamReader } from "../state/index.js";
-import { ReplicationStats } from "./replication-stats.js";
+import type { BlockBackend, Engine } from "../engine/engine.js";
+import { machineHeader, PageBuffer, StreamWriter, writableSink, type ReplicationModeName, type StreamReader, type StreamRecord } from "../state/index.js";
+import { receiveMachine } from "../state/machine-transfer.js";
+import { chunksToCopy, hashBackend, type ImageHashes } from "./disk/image-hash.js";
+import { SecondaryDisk } from "./disk/secondary-disk.js";
 import { HeartbeatSender, WriteLock } from "./heartbeat.js";
+import { TcpRewriter } from "./net/tcp-rewriter.js";
+import { ReplicationStats } from "./replication-stats.js";
+
+export interface SecondaryDiskSlot {
+  /** Index in the VM config's disk list. */
+  readonly index: number;
+  /** The secondary's own image (the base: the PVM's disk as of the last checkpoint). */
+  readonly raw: BlockBackend;
+  /** Where the spill files of this disk's overlays go. */
+  readonly spillDir: string;
+  /** Put the replication layer in front of the image (the engine reads through it). */
+  interpose(layer: BlockBackend): void;
+}
 
 export interface SecondaryVm {
   readonly engine: Engine;
-  /** Failover: join the LAN, resume, announce. */
+  readonly disks: readonly SecondaryDiskSlot[];
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** Compare mode: the SVM's output frames (false: keep them off the TAP). */
+  setOutputFilter(filter: ((frame: Uint8Array) => boolean) | undefined): void;
+  setInputFilter(filter: ((frame: Uint8Array) => Uint8Array | undefined) | undefined): void;
+  deliverInput(frame: Uint8Array): void;
+  sendOutput(frame: Uint8Array): void;
+  /** Failover: join the LAN, run, announce. */
   takeOver(): Promise<void>;
   /** The primary ended replication in order: this copy is not needed. */
   discard(): Promise<void>;
@@ -34,7 +71,7 @@ export interface SecondaryOptions {
 }
 
 export class SecondaryReplicator {
-  readonly stats: ReplicationStats;
+  stats: ReplicationStats;
   private readonly writer: StreamWriter;
   private finished = false;
   private readonly pending: PageBuffer;
@@ -43,12 +80,18 @@ export class SecondaryReplicator {
   /** Checkpoints applied (checkpoint 0 = the initial sync). */
   applied = 0;
   private midCheckpoint = false;
+  mode: ReplicationModeName = "remus";
+  private readonly disks = new Map<number, SecondaryDisk>();
+  readonly rewriter = new TcpRewriter();
+  /** Frames: mirrored in, SVM output sent to the primary. */
+  private framesIn = 0;
+  private framesOut = 0;
 
   constructor(
     private readonly vm: SecondaryVm,
     private readonly socket: TLSSocket,
     private readonly reader: StreamReader,
-    peer: string,
+    private readonly peer: string,
     private readonly opts: SecondaryOptions,
   ) {
     this.stats = new ReplicationStats("secondary", peer);
@@ -56,6 +99,85 @@ export class SecondaryReplicator {
     this.pending = new PageBuffer(vm.engine.pageCount);
     socket.on("data", () => this.stats.heard());
     socket.setTimeout(opts.timeoutMs, () => socket.destroy(new Error(`no word from the primary for ${opts.timeoutMs} ms`)));
+  }
+
+  /**
+   * Everything up to checkpoint 0's CHECKPOINT_END (the VM is paused, its
+   * engine started paused). Throws on any problem: nothing runs then.
+   */
+  async receiveInitial(): Promise<void> {
+    // Before the memory image: mode, disk hashes, copied chunks, early writes.
+    for (;;) {
+      const r = await this.nextRecord("before the memory image");
+      if (r.kind === "memory-stream") break;
+      if (r.kind === "replication-mode") {
+        this.mode = r.mode.mode;
+        this.stats = new ReplicationStats("secondary", this.peer, this.mode);
+      } else if (r.kind === "disk-info") await this.answerDiskInfo(r);
+      else if (r.kind === "disk-write") this.diskWrite(r);
+      else if (r.kind !== "heartbeat" && r.kind !== "skipped") throw new Error(`unexpected ${r.kind} before the memory image`);
+    }
+    const m = await receiveMachine(this.vm.engine, this.reader);
+    if (m.closedBy !== "checkpoint") throw new Error("the primary sent a migration, not a replication start (no checkpoint 0)");
+    await this.finishCheckpoint("checkpoint 0");
+  }
+
+  private async nextRecord(where: string): Promise<StreamRecord> {
+    const r = await this.reader.next();
+    if (!r) throw new Error(`the primary closed the stream ${where}`);
+    return r;
+  }
+
+  private async answerDiskInfo(r: Extract<StreamRecord, { kind: "disk-info" }>): Promise<void> {
+    const info = r.info;
+    const slot = this.vm.disks.find((d) => d.index === info.disk);
+    if (!slot) throw new Error(`the primary replicates disk ${info.disk}, which this VM's config does not have as a writable disk`);
+    if (slot.raw.byteLength !== info.size) throw new Error(`disk ${info.disk}: the primary's image is ${info.size} bytes, this one ${slot.raw.byteLength}`);
+    const mine = await hashBackend(slot.raw, { chunkBytes: info.chunkSize });
+    const theirs: ImageHashes = {
+      byteLength: info.size,
+      chunkBytes: info.chunkSize,
+      sha256: "",
+      chunks: info.chunkHashes.map((h) => Buffer.from(h).toString("hex")),
+    };
+    const want = chunksToCopy(theirs, { ...mine, sha256: "-" });
+    const disk = new SecondaryDisk(slot.raw, { spillDir: slot.spillDir });
+    this.disks.set(info.disk, disk);
+    slot.interpose(disk);
+    this.opts.log("disk compared with the primary's", { disk: info.disk, chunks: mine.chunks.length, differing: want.length });
+    await this.lock.run(() => this.writer.writeDiskWant({ disk: info.disk, chunks: want }));
+  }
+
+  private diskFor(index: number): SecondaryDisk {
+    const d = this.disks.get(index);
+    if (!d) throw new Error(`a write for disk ${index}, which the primary did not announce with DISK_INFO`);
+    return d;
+  }
+
+  private diskWrite(r: Extract<StreamRecord, { kind: "disk-write" }>): void {
+    const w = r.write;
+    const disk = this.diskFor(w.disk);
+    if (w.seq === 0) disk.syncWrite(w.offset, w.data);
+    else disk.primaryWrite(w.seq, w.offset, w.data);
+  }
+
+  /** After a memory CHECKPOINT: disk records, then CHECKPOINT_END; applies the disks' part. */
+  private async finishCheckpoint(what: string): Promise<{ diskBytes: number }> {
+    const covers = new Map<number, number>();
+    for (;;) {
+      const r = await this.nextRecord(`inside ${what}`);
+      if (r.kind === "disk-write") this.diskWrite(r);
+      else if (r.kind === "disk-checkpoint") covers.set(r.checkpoint.disk, r.checkpoint.uptoSeq);
+      else if (r.kind === "checkpoint-end") break;
+      else if (r.kind !== "skipped" && r.kind !== "emulator-context") throw new Error(`unexpected ${r.kind} inside ${what}`);
+    }
+    let diskBytes = 0;
+    for (const [index, disk] of this.disks) {
+      const upto = covers.get(index);
+      if (upto === undefined) throw new Error(`${what} says nothing about disk ${index}`);
+      diskBytes += disk.checkpoint(upto).bytes;
+    }
+    return { diskBytes };
   }
 
   /**
@@ -69,6 +191,13 @@ export class SecondaryReplicator {
     let reason: string;
     try {
       await this.lock.run(() => this.writer.writeCheckpointState("SVM_READY"));
+      if (this.mode === "compare") {
+        this.vm.setOutputFilter((frame) => {
+          this.sendToPrimary(frame);
+          return false;
+        });
+        await this.vm.resume();
+      }
       this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => !this.finished, (err) =>
         this.socket.destroy(new Error(`heartbeat: ${err.message}`)),
       );
@@ -85,14 +214,35 @@ export class SecondaryReplicator {
     this.socket.destroy();
     if (reason === ORDERLY_END) {
       this.stats.mode = "unprotected";
+      this.vm.setOutputFilter(undefined);
       this.opts.log("the primary ended replication in order; discarding this copy", {});
       await this.vm.discard();
       return reason;
     }
     this.stats.failover("secondary", reason);
-    this.opts.log("primary lost; taking over from the last complete checkpoint", { reason, checkpoint: this.applied - 1, discarded: this.stats.discardedCheckpoints });
+    const disks = [...this.disks.values()].map((d) => d.failover());
+    this.opts.log("primary lost; taking over", {
+      reason,
+      mode: this.mode,
+      checkpoint: this.applied - 1,
+      discarded: this.stats.discardedCheckpoints,
+      disks,
+    });
+    // Connections opened since the last checkpoint keep the SVM's sequence numbers: rewrite both ways, for good.
+    this.vm.setOutputFilter((frame) => {
+      this.vm.sendOutput(this.rewriter.fromSecondaryVm(frame));
+      return false;
+    });
+    this.vm.setInputFilter((frame) => this.rewriter.toSecondaryVm(frame));
     await this.vm.takeOver();
     return reason;
+  }
+
+  private sendToPrimary(frame: Uint8Array): void {
+    if (this.finished) return;
+    this.framesOut++;
+    const out = this.rewriter.fromSecondaryVm(frame);
+    this.lock.run(() => this.writer.writeNetFrame({ direction: "secondary-output", frame: out })).catch((err: unknown) => this.socket.destroy(err as Error));
   }
 
   private async loop(): Promise<string> {
@@ -103,9 +253,17 @@ export class SecondaryReplicator {
       const r = await this.reader.next();
       if (!r) return "the primary closed the replication stream";
       switch (r.kind) {
+        case "net-frame":
+          this.framesIn++;
+          this.vm.deliverInput(this.rewriter.toSecondaryVm(r.net.frame));
+          break;
+        case "disk-write":
+          this.diskWrite(r);
+          break;
         case "checkpoint-state":
           if (r.control !== "NEW") throw new Error(`unexpected ${r.control} from the primary`);
-          // Remus: the SVM is paused already; its dirty list is what it wrote since the last checkpoint.
+          // Compare: stop the SVM; Remus: it is paused already. Its dirty list is what it wrote since the last checkpoint.
+          await this.vm.pause();
           await this.lock.run(async () => {
             await this.writer.writeCheckpointState("SVM_SUSPENDED");
             await this.writer.writeMemoryStream();
@@ -122,6 +280,7 @@ export class SecondaryReplicator {
         case "memory-stream":
         case "precopy-round":
         case "skipped":
+        case "heartbeat":
           break;
         case "page-data":
           if (!inCheckpoint) throw new Error("pages outside a checkpoint");
@@ -133,22 +292,24 @@ export class SecondaryReplicator {
           }
           state = Uint8Array.from(r.state.blob);
           break;
-        case "checkpoint":
-          break;
-        case "checkpoint-end": {
-          if (!inCheckpoint || !state) throw new Error("CHECKPOINT_END without a complete checkpoint");
-          // Complete: apply memory, then CPU and device state, atomically w.r.t. the guest (paused).
+        case "checkpoint": {
+          if (!inCheckpoint || !state) throw new Error("a memory CHECKPOINT without a complete checkpoint");
+          const n = this.applied;
+          // The disk records and CHECKPOINT_END; nothing of this checkpoint is applied before it.
+          const { diskBytes } = await this.finishCheckpoint(`checkpoint ${n}`);
           const pages = this.pending.size;
           this.pending.applyTo(engine.ram());
           await engine.loadState(state);
           engine.takeDirtyPages();
           this.pending.clear();
+          this.rewriter.reset();
           inCheckpoint = false;
           this.midCheckpoint = false;
           this.applied++;
-          this.stats.recordCheckpoint(0, pages, 0);
+          this.stats.recordCheckpoint(0, pages, diskBytes);
           await this.lock.run(async () => {
             await this.writer.writeCheckpointState("SVM_READY");
+            if (this.mode === "compare") await this.vm.resume();
             await this.writer.writeCheckpointState("SVM_RESUMED");
           });
           this.heartbeat?.wrote();
@@ -156,8 +317,6 @@ export class SecondaryReplicator {
         }
         case "end":
           return ORDERLY_END;
-        case "heartbeat":
-          break;
         default:
           throw new Error(`unexpected ${r.kind} record from the primary`);
       }
@@ -171,5 +330,14 @@ export class SecondaryReplicator {
 
   get done(): boolean {
     return this.finished;
+  }
+
+  details(): Record<string, unknown> {
+    return {
+      framesIn: this.framesIn,
+      framesOut: this.framesOut,
+      rewriter: this.rewriter.stats(),
+      disks: [...this.disks].map(([index, d]) => ({ disk: index, ...d.stats() })),
+    };
   }
 }

@@ -1,4 +1,5 @@
 import type { BlockBackend } from "../engine/engine.js";
+import type { RawDiskBackend } from "./raw-disk.js";
 
 /**
  * The block device the engine sees for one disk: the raw image by default,
@@ -9,7 +10,7 @@ import type { BlockBackend } from "../engine/engine.js";
 export class DiskSlot implements BlockBackend {
   private layer: BlockBackend | undefined;
 
-  constructor(readonly raw: BlockBackend) {}
+  constructor(readonly raw: RawDiskBackend) {}
 
   get byteLength(): number {
     return this.raw.byteLength;

@@ -1,0 +1,64 @@
+/**
+ * The primary's reader of the back channel (secondary → primary). It reads
+ * continuously: the SVM's output frames (compare mode) go to `onFrame` the
+ * moment they arrive; control messages, dirty lists and disk answers queue
+ * for the checkpoint code, which takes them in order with next().
+ */
+import type { Readable } from "node:stream";
+import { StreamReader, type StreamRecord } from "../state/index.js";
+
+export class BackChannel {
+  private readonly reader: StreamReader;
+  private readonly queue: StreamRecord[] = [];
+  private waiter: { resolve: (r: StreamRecord) => void; reject: (e: Error) => void } | undefined;
+  private failure: Error | undefined;
+
+  constructor(
+    socket: Readable,
+    private readonly onFrame: (frame: Uint8Array) => void,
+  ) {
+    this.reader = new StreamReader(socket, { channel: "back-channel" });
+    void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for (;;) {
+        const r = await this.reader.next();
+        if (!r) throw new Error("the secondary closed the replication connection");
+        if (r.kind === "end") throw new Error("the secondary ended its stream");
+        if (r.kind === "skipped" || r.kind === "machine-header" || r.kind === "heartbeat") continue;
+        if (r.kind === "net-frame") {
+          this.onFrame(r.net.frame);
+          continue;
+        }
+        const w = this.waiter;
+        if (w) {
+          this.waiter = undefined;
+          w.resolve(r);
+        } else {
+          this.queue.push(r);
+        }
+      }
+    } catch (err) {
+      this.failure = err as Error;
+      const w = this.waiter;
+      this.waiter = undefined;
+      w?.reject(this.failure);
+    }
+  }
+
+  /** The next control record (not a frame, not a heartbeat); throws when the channel failed or ended. */
+  next(): Promise<StreamRecord> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.waiter) return Promise.reject(new Error("internal: two readers of the back channel"));
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  async expectState(control: string): Promise<void> {
+    const r = await this.next();
+    if (r.kind !== "checkpoint-state" || r.control !== control) throw new Error(`expected ${control} from the secondary, got ${r.kind}${r.kind === "checkpoint-state" ? ` ${r.control}` : ""}`);
+  }
+}

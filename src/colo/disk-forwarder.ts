@@ -1,0 +1,172 @@
+/**
+ * The primary's half of disk replication (COLO-PROTOCOL.md §7; issue 6):
+ * every write of the PVM lands on the local image (the VM layer does that)
+ * and goes, numbered 1, 2, 3... per disk, to the secondary as DISK_WRITE
+ * on the replication stream (pipelined: nothing waits for the secondary;
+ * authenticated and ordered by the stream's TLS connection). Each
+ * checkpoint records the last write it covers (DISK_CHECKPOINT).
+ *
+ * Initial sync: forwarding starts first, then DISK_INFO (per-chunk SHA-256
+ * of the image); the secondary answers DISK_WANT with the chunks that
+ * differ on its image, and those are copied as seq-0 writes read from the
+ * local image at the time of sending. A write racing a copy is forwarded
+ * after it on the same stream, so the secondary ends up with the newer data
+ * either way.
+ */
+import type { BlockBackend } from "../engine/engine.js";
+import type { StreamWriter } from "../state/index.js";
+import { MAX_DISK_WRITE_DATA } from "../state/index.js";
+import type { BackChannel } from "./back-channel.js";
+import { chunkRange, DEFAULT_HASH_CHUNK_BYTES, hashBackend } from "./disk/image-hash.js";
+import type { WriteLock } from "./heartbeat.js";
+
+/** Writes held during the initial memory transfer, at most: past it, replication start fails (and can be retried). */
+export const MAX_HELD_BYTES = 256 * 2 ** 20;
+
+export interface ForwardedDisk {
+  /** Index in the VM config's disk list (the stream's disk number). */
+  readonly index: number;
+  /** The local image: reads for hashing and copying. */
+  readonly local: BlockBackend;
+  /** Start (or, with undefined, stop) seeing every guest write after it landed locally. */
+  setWriteHook(hook: ((offset: number, data: Uint8Array) => void) | undefined): void;
+}
+
+interface DiskState {
+  readonly disk: ForwardedDisk;
+  lastSeq: number;
+  writes: number;
+  bytes: number;
+}
+
+export interface DiskSyncResult {
+  disks: number;
+  chunksCopied: number;
+  bytesCopied: number;
+  ms: number;
+}
+
+export class DiskForwarder {
+  private readonly states: DiskState[];
+  /** While the memory part of the initial sync is open, writes wait here (a toolstack record cannot go inside it). */
+  private held: { index: number; seq: number; offset: number; data: Uint8Array }[] | undefined;
+  private heldBytes = 0;
+  private sinceCheckpoint = 0;
+  private stopped = false;
+  private failure: Error | undefined;
+
+  constructor(
+    disks: readonly ForwardedDisk[],
+    private readonly writer: StreamWriter,
+    private readonly lock: WriteLock,
+    private readonly backlogBytes: number,
+    private readonly onBacklog: () => void,
+  ) {
+    this.states = disks.map((disk) => ({ disk, lastSeq: 0, writes: 0, bytes: 0 }));
+  }
+
+  /** Hook every disk, exchange hashes, copy what differs. Resolves before the memory transfer may start. */
+  async initialSync(back: BackChannel): Promise<DiskSyncResult> {
+    const t0 = Date.now();
+    const result: DiskSyncResult = { disks: this.states.length, chunksCopied: 0, bytesCopied: 0, ms: 0 };
+    if (this.states.length === 0) return result;
+    for (const s of this.states) s.disk.setWriteHook((offset, data) => this.forward(s, offset, data));
+    const chunkSize = DEFAULT_HASH_CHUNK_BYTES;
+    for (const s of this.states) {
+      const hashes = await hashBackend(s.disk.local, { chunkBytes: chunkSize });
+      await this.lock.run(() =>
+        this.writer.writeDiskInfo({
+          disk: s.disk.index,
+          chunkSize,
+          size: s.disk.local.byteLength,
+          chunkHashes: hashes.chunks.map((h) => Uint8Array.from(Buffer.from(h, "hex"))),
+        }),
+      );
+    }
+    for (let n = 0; n < this.states.length; n++) {
+      const r = await back.next();
+      if (r.kind !== "disk-want") throw new Error(`expected DISK_WANT from the secondary, got ${r.kind}`);
+      const s = this.states.find((x) => x.disk.index === r.want.disk);
+      if (!s) throw new Error(`the secondary asked for chunks of disk ${r.want.disk}, which is not replicated`);
+      for (const chunk of r.want.chunks) {
+        const { offset, length } = chunkRange(chunk, chunkSize, s.disk.local.byteLength);
+        for (let at = 0; at < length; at += MAX_DISK_WRITE_DATA) {
+          const n = Math.min(MAX_DISK_WRITE_DATA, length - at);
+          // Read at the time of sending: later writes follow on the stream.
+          await this.lock.run(() => {
+            const data = Uint8Array.from(s.disk.local.read(offset + at, n));
+            return this.writer.writeDiskWrite({ disk: s.disk.index, seq: 0, offset: offset + at, data });
+          });
+          result.bytesCopied += n;
+        }
+        result.chunksCopied++;
+      }
+    }
+    this.throwIfFailed();
+    result.ms = Date.now() - t0;
+    return result;
+  }
+
+  /**
+   * From now until writeCheckpoint() (the initial memory part is open, and
+   * a toolstack record cannot go inside it): writes are numbered and held in
+   * memory, at most MAX_HELD_BYTES (the live transfer takes about a second).
+   */
+  holdUntilCheckpoint(): void {
+    this.held = [];
+    this.heldBytes = 0;
+  }
+
+  private forward(s: DiskState, offset: number, data: Uint8Array): void {
+    if (this.stopped) return;
+    const seq = ++s.lastSeq;
+    const copy = Uint8Array.from(data);
+    s.writes++;
+    s.bytes += copy.length;
+    this.sinceCheckpoint += copy.length;
+    const write = { disk: s.disk.index, seq, offset, data: copy };
+    if (this.held) {
+      this.held.push({ index: s.disk.index, seq, offset, data: copy });
+      this.heldBytes += copy.length;
+      if (this.heldBytes > MAX_HELD_BYTES) this.failure ??= new Error(`more than ${MAX_HELD_BYTES} bytes written during the initial memory transfer`);
+    } else {
+      this.lock.run(() => this.writeChunked(write)).catch((err: unknown) => (this.failure ??= err as Error));
+    }
+    if (this.sinceCheckpoint > this.backlogBytes) this.onBacklog();
+  }
+
+  private async writeChunked(w: { disk: number; seq: number; offset: number; data: Uint8Array }): Promise<void> {
+    // One guest write is one record; v86 never writes more than a few hundred KiB at once.
+    if (w.data.length > MAX_DISK_WRITE_DATA) throw new Error(`a guest write of ${w.data.length} bytes exceeds ${MAX_DISK_WRITE_DATA}`);
+    await this.writer.writeDiskWrite(w);
+  }
+
+  /**
+   * Inside a checkpoint (after the memory CHECKPOINT, under the write lock):
+   * the writes held during the initial memory part, then one
+   * DISK_CHECKPOINT per disk with the last write it covers.
+   */
+  async writeCheckpoint(): Promise<void> {
+    this.throwIfFailed();
+    const held = this.held ?? [];
+    this.held = undefined;
+    this.heldBytes = 0;
+    for (const h of held) await this.writeChunked({ disk: h.index, seq: h.seq, offset: h.offset, data: h.data });
+    for (const s of this.states) await this.writer.writeDiskCheckpoint({ disk: s.disk.index, uptoSeq: s.lastSeq });
+    this.sinceCheckpoint = 0;
+  }
+
+  /** The secondary is gone: the local images go on alone. */
+  stop(): void {
+    this.stopped = true;
+    for (const s of this.states) s.disk.setWriteHook(undefined);
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw new Error(`forwarding a disk write: ${this.failure.message}`);
+  }
+
+  stats(): { disk: number; lastSeq: number; writes: number; bytes: number }[] {
+    return this.states.map((s) => ({ disk: s.disk.index, lastSeq: s.lastSeq, writes: s.writes, bytes: s.bytes }));
+  }
+}

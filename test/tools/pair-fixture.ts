@@ -1,0 +1,137 @@
+/**
+ * A protected pair in the lab (integration tests of replication): the
+ * primary on host h1, the secondary on h2, the client namespace for
+ * clients. One VM name per test file; each file uses its own lab prefix.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { join } from "node:path";
+import type { LabTopology } from "../../src/lab/topology.js";
+import { COLO_BIN, REPO_ROOT, runIn, type RunResult } from "./run.js";
+import { redisFrom } from "./lab-fixture.js";
+
+export interface ReplicationStatus {
+  mode: string;
+  replication: string;
+  checkpoints: number;
+  discardedCheckpoints: number;
+  failovers: { role: string; reason: string }[];
+  checkpointReasons?: Record<string, number>;
+}
+
+export interface VmStatusJson {
+  pid: number;
+  state: string;
+  replication?: ReplicationStatus;
+  proxy?: Record<string, unknown>;
+}
+
+export interface IncrResult {
+  acked: number;
+  gaps: number;
+  errors: string[];
+  connectionResets: number;
+  last: number;
+}
+
+export class Pair {
+  readonly h1: string;
+  readonly h2: string;
+  readonly client: string;
+  readonly ip: string;
+
+  constructor(
+    readonly lab: LabTopology,
+    readonly name: string,
+    private readonly runDir: string,
+    readonly keyFile: string,
+  ) {
+    const [h1, h2] = lab.hosts;
+    this.h1 = h1;
+    this.h2 = h2;
+    this.client = lab.namespaces.client;
+    this.ip = lab.guestIp;
+  }
+
+  env(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+    return { ...process.env, COLO_RUN_DIR: this.runDir, ...extra };
+  }
+
+  colo(host: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}, timeoutMs = 300_000): Promise<RunResult> {
+    return runIn(host, COLO_BIN, args, { env: this.env(extraEnv), timeoutMs });
+  }
+
+  redis(...args: string[]): Promise<string> {
+    return redisFrom(this.client, this.ip, args);
+  }
+
+  async status(host: string): Promise<VmStatusJson> {
+    const r = await this.colo(host, ["status", this.name]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as VmStatusJson;
+  }
+
+  async destroyAll(): Promise<void> {
+    for (const h of this.lab.hosts) await this.colo(h, ["destroy", this.name]).catch(() => undefined);
+  }
+
+  /** `colo migrate-receive --colo --detach` on h2; resolves once it listens. */
+  async listenSecondary(): Promise<void> {
+    const recv = spawn("ip", ["netns", "exec", this.h2, COLO_BIN, "migrate-receive", "--colo", "--listen", this.lab.replIps[1], "--key-file", this.keyFile, "--timeout", "120", "--detach"], {
+      env: this.env(),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    await new Promise<void>((resolve, reject) => {
+      let out = "";
+      let err = "";
+      recv.stdout.on("data", (c: Buffer) => (out += c.toString()));
+      recv.stderr.on("data", (c: Buffer) => (err += c.toString()));
+      recv.on("close", (code) => (code === 0 && out.includes("listening on") ? resolve() : reject(new Error(`migrate-receive --colo: ${out} ${err}`))));
+    });
+  }
+
+  /**
+   * Boots `cfg` on h1 and protects it: `args` are the protecting verb and
+   * its options after the VM name and destination, e.g. ["remus", "--interval", "100"]
+   * or ["migrate", "--colo"].
+   */
+  async protect(cfg: string, verb: string[], opts: { extraEnv?: NodeJS.ProcessEnv; secondaryConfig?: string } = {}): Promise<RunResult> {
+    await this.destroyAll();
+    const created = await this.colo(this.h1, ["create", cfg], opts.extraEnv);
+    assert.equal(created.code, 0, created.stderr);
+    await this.listenSecondary();
+    const [cmd, ...rest] = verb;
+    const args = [cmd ?? "remus", this.name, this.lab.replIps[1], "--key-file", this.keyFile, ...rest, ...(opts.secondaryConfig ? ["-C", opts.secondaryConfig] : [])];
+    const r = await this.colo(this.h1, args, opts.extraEnv);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await this.status(this.h2)).replication?.mode, "secondary");
+    return r;
+  }
+
+  /** The INCR client (test/tools/incr-client.ts) on one connection from the client namespace. */
+  startIncr(seconds = 240): { child: ChildProcessWithoutNullStreams; result: () => Promise<IncrResult> } {
+    const child = spawn("ip", ["netns", "exec", this.client, process.execPath, join(REPO_ROOT, "dist/test/tools/incr-client.js"), "--host", this.ip, "--seconds", String(seconds)], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
+    return {
+      child,
+      result: async () => {
+        child.stdin.end();
+        await closed;
+        return JSON.parse(out) as IncrResult;
+      },
+    };
+  }
+}
+
+export async function waitFor(what: string, fn: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail(`${what}: not within ${timeoutMs} ms`);
+}
