@@ -27,6 +27,7 @@
  *   Not compared: window (differs with buffer timing, no semantic meaning),
  *   options (TCP timestamps come from a per-VM clock and are rewritten by the
  *   secondary; SACK blocks describe the peer's data, not the guest's state),
+ *   PSH/URG/ECE/CWR (PSH follows segmentation; ECN marks follow the path),
  *   IP id, TTL, checksums (IP ids come from a per-VM counter; checksums follow
  *   from the rest).
  *   Retransmissions: PVM data entirely below the flow's watermark (everything
@@ -53,6 +54,7 @@
  * data.
  */
 import {
+  ICMP,
   IPV4_FRAGMENT,
   type Ipv4Header,
   type Packet,
@@ -517,6 +519,9 @@ function flowLabel(p: IpPacket): string {
   }
 }
 
+/** Every checksum field is 16 bits (RFC 1071). */
+const CHECKSUM_LENGTH = 2;
+
 function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
@@ -533,7 +538,7 @@ function datagramContent(p: Exclude<IpPacket, { kind: "tcp" }>): Uint8Array {
     case "udp":
       return p.udp.payload;
     case "icmp":
-      return concat(p.icmp.message.subarray(0, 2), p.icmp.message.subarray(4));
+      return concat(p.icmp.message.subarray(0, ICMP.checksum), p.icmp.message.subarray(ICMP.checksum + CHECKSUM_LENGTH));
     case "ipv4": {
       const fragment = p.ip.flagsFragment & (IPV4_FRAGMENT.moreFragments | IPV4_FRAGMENT.offsetMask);
       return concat(Uint8Array.of(fragment >> 8, fragment & 0xff), p.ip.payload);
