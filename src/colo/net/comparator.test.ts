@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Comparator, type ComparatorOptions, type CompareResult, DEFAULT_COMPARE_TIMEOUT_MS } from "./comparator.js";
-import { seqAdd } from "./packet.js";
+import { parseFrame, seqAdd } from "./packet.js";
 import { arpFrame, icmpFrame, ipv4Frame, ipv6Frame, pattern, tcpFrame, udpFrame } from "./testing.js";
 
 /** The guest's stream: octet at position i (from the first data octet) is pattern(…, i). */
@@ -127,6 +127,14 @@ test("comparator: reordered SVM segments (later range first) still compare every
   released(d.primary(b, 0));
   assert.deepEqual(released(d.secondary(svm(1000, 2000), 0)), []);
   assert.deepEqual(released(d.secondary(svm(0, 1000), 0)), [a, b]);
+
+  // Both SVM segments, reversed, before the PVM's first: the earlier one is kept, not taken for old data.
+  const e = small();
+  released(e.secondary(svm(1000, 2000), 0));
+  released(e.secondary(svm(0, 1000), 0));
+  assert.deepEqual(released(e.primary(a, 0)), [a]);
+  assert.deepEqual(released(e.primary(b, 0)), [b]);
+  assert.equal(e.stats().secondaryQueuedBytes, 0);
 });
 
 test("comparator: differing payload is a 'payload' divergence naming the flow and position; reported once", () => {
@@ -468,4 +476,83 @@ test("comparator: defaults", () => {
   released(c.primary(f, 0));
   assert.equal(c.expired(3000), undefined);
   assert.equal(c.expired(3001)?.reason, "timeout");
+});
+
+/** Deterministic PRNG (mulberry32) so a failure is reproducible from its seed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+function randomCuts(random: () => number, length: number, maxSegment: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (let at = 0; at < length; ) {
+    const n = Math.min(length - at, 1 + Math.floor(random() * maxSegment));
+    out.push([at, at + n]);
+    at += n;
+  }
+  return out;
+}
+
+test("comparator: random segmentations, interleavings, SVM reordering and duplicates, across 2^32", () => {
+  for (let seed = 1; seed <= 200; seed++) {
+    const random = prng(seed);
+    const isn = seed % 2 === 0 ? (0x100000000 - Math.floor(random() * 5000)) >>> 0 : Math.floor(random() * 2 ** 32);
+    const length = 1 + Math.floor(random() * 6000);
+    const withFin = random() < 0.5;
+    const segments = (cuts: Array<[number, number]>, side: "pvm" | "svm"): Uint8Array[] =>
+      cuts.map(([from, to], i) => {
+        const fin = withFin && i === cuts.length - 1 ? "F" : "";
+        return (side === "pvm" ? pvm : svm)(from, to, { isn, flags: `${fin}PA` });
+      });
+    const pvmFrames = segments(randomCuts(random, length, 1500), "pvm");
+    const svmFrames = segments(randomCuts(random, length, 1500), "svm");
+    // The SVM's frames arrive locally shuffled, some twice.
+    for (let i = 0; i < svmFrames.length - 1; i++) {
+      if (random() < 0.3) [svmFrames[i], svmFrames[i + 1]] = [svmFrames[i + 1] as Uint8Array, svmFrames[i] as Uint8Array];
+    }
+    const svmQueue = svmFrames.flatMap((f) => (random() < 0.1 ? [f, f] : [f]));
+    const c = small({ maxHeldFrames: 10_000, maxHeldBytes: 1 << 24 });
+    const out: Uint8Array[] = [];
+    let p = 0;
+    let s = 0;
+    while (p < pvmFrames.length || s < svmQueue.length) {
+      const takePvm = s >= svmQueue.length || (p < pvmFrames.length && random() < 0.5);
+      const r = takePvm ? c.primary(pvmFrames[p++] as Uint8Array, 0) : c.secondary(svmQueue[s++] as Uint8Array, 0);
+      assert.equal(r.divergence, undefined, `seed ${seed}: ${r.divergence?.detail}`);
+      out.push(...r.release);
+    }
+    assert.deepEqual(out, pvmFrames, `seed ${seed}: every PVM frame released, in order`);
+    const st = c.stats();
+    assert.equal(st.secondaryQueuedBytes, 0, `seed ${seed}`);
+    assert.equal(st.heldFrames, 0, `seed ${seed}`);
+    assert.equal(c.expired(1_000_000), undefined, `seed ${seed}`);
+
+    // The same with one SVM octet changed: always a payload divergence, never a release past it.
+    const bad = small({ maxHeldFrames: 10_000, maxHeldBytes: 1 << 24 });
+    const corrupt = Math.floor(random() * length);
+    const badSvm = randomCuts(random, length, 1500).map(([from, to], i, all) => {
+      const payload = pattern(to - from, from);
+      if (corrupt >= from && corrupt < to) payload[corrupt - from] ^= 0x40;
+      const fin = withFin && i === all.length - 1 ? "F" : "";
+      return tcpFrame({ seq: seqAdd(isn, 1 + from), ack: PEER_ACK, flags: `${fin}PA`, payload });
+    });
+    let divergence: string | undefined;
+    const badOut: Uint8Array[] = [];
+    // Interleaved at random, each side in its own order (a guest's NIC never reorders its output).
+    for (let i = 0, j = 0; i < pvmFrames.length || j < badSvm.length; ) {
+      const takePvm = j >= badSvm.length || (i < pvmFrames.length && random() < 0.5);
+      const r = takePvm ? bad.primary(pvmFrames[i++] as Uint8Array, 0) : bad.secondary(badSvm[j++] as Uint8Array, 0);
+      badOut.push(...r.release);
+      if (r.divergence) divergence = `${r.divergence.reason} ${r.divergence.detail}`;
+    }
+    assert.match(divergence ?? "none", /^payload /, `seed ${seed}`);
+    assert.ok(badOut.every((f) => { const q = parseFrame(f); return q.kind === "tcp" && ((q.tcp.seq - isn - 1) >>> 0) + q.tcp.payload.length <= corrupt; }), `seed ${seed}: released past the corrupt octet`);
+  }
 });

@@ -411,7 +411,9 @@ class TcpStream {
    */
   ingest(side: "pvm" | "svm", start: number, units: Units, nowMs: number): IngestResult {
     const end = start + unitCount(units);
-    if (end <= this.matched) return { kind: "ok" };
+    // Until the PVM's first segment places the watermark, no SVM data is below it.
+    const floor = this.pvmAnchored ? this.matched : -Infinity;
+    if (end <= floor) return { kind: "ok" };
     const own = side === "pvm" ? this.pvmPending : this.svmPending;
     const other = side === "pvm" ? this.svmPending : this.pvmPending;
     const keep = (from: number, to: number): boolean => {
@@ -420,7 +422,7 @@ class TcpStream {
       const stored = side === "svm" ? { ...slice, data: slice.data.slice() } : slice;
       return own.add({ start: from, units: stored, at: nowMs });
     };
-    for (const [a, b] of this.compared.gaps(Math.max(start, this.matched), end)) {
+    for (const [a, b] of this.compared.gaps(Math.max(start, floor), end)) {
       for (const [c, d] of own.gaps(a, b)) {
         let cursor = c;
         for (const q of other.overlapping(c, d)) {
@@ -446,6 +448,7 @@ class TcpStream {
   }
 
   private advance(): void {
+    if (!this.pvmAnchored) return;
     for (let first = this.compared.first(); first && first[0] <= this.matched; first = this.compared.first()) {
       this.matched = Math.max(this.matched, first[1]);
       this.compared.dropBelow(this.matched);
