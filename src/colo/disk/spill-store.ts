@@ -71,10 +71,6 @@ export interface FileRun {
 
 export type StoredRun = MemoryRun | FileRun;
 
-export function runLength(run: StoredRun): number {
-  return run.where === "memory" ? run.bytes.length : run.length;
-}
-
 export interface SpillStoreStats {
   /** Bytes of runs held in memory (counted against the budget). */
   memoryBytes: number;
