@@ -343,6 +343,37 @@ test("comparator: SYN-ACK with different ISNs: the SVM's SYN maps onto the PVM's
   assert.match(r.divergence?.detail ?? "", / at seq\+1: PVM 0x[0-9a-f]{2}, SVM FIN$/);
 });
 
+test("comparator: a new connection on the same addresses starts a fresh stream", () => {
+  const c = small({ compareTimeoutMs: 100 });
+  const synAck1 = tcpFrame({ seq: ISN, ack: 778, flags: "SA" });
+  released(c.primary(synAck1, 0));
+  assert.deepEqual(released(c.secondary(tcpFrame({ seq: 0x5000, ack: 778, flags: "SA" }), 0)), [synAck1]);
+  const fin = pvm(0, 10, { flags: "FPA", ack: 778 });
+  released(c.primary(fin, 0));
+  assert.deepEqual(released(c.secondary(svm(0, 10, { flags: "FPA", ack: 778 }), 0)), [fin]);
+  // Reuse: the SVM's new SYN-ACK comes first and waits for the PVM's.
+  const isn2 = 0x7000000;
+  assert.deepEqual(released(c.secondary(tcpFrame({ seq: 0x9000, ack: 9001, flags: "SA" }), 1)), []);
+  const synAck2 = tcpFrame({ seq: isn2, ack: 9001, flags: "SA" });
+  assert.deepEqual(released(c.primary(synAck2, 1)), [synAck2]);
+  const d = pvm(0, 100, { isn: isn2, ack: 9001 });
+  released(c.primary(d, 1));
+  assert.deepEqual(released(c.secondary(svm(0, 100, { isn: isn2, ack: 9001 }), 1)), [d]);
+  assert.equal(c.expired(1000), undefined);
+
+  // A stream seen from the middle (after a checkpoint), its last frame still held: a new SYN is not compared
+  // against the old stream's positions; it waits for the checkpoint.
+  const m = small({ compareTimeoutMs: 100 });
+  const old = pvm(500, 600, { ack: 777 });
+  released(m.primary(old, 0));
+  const syn = tcpFrame({ seq: ISN - 1_000_000, ack: 1, flags: "SA" });
+  released(m.secondary(tcpFrame({ seq: 42, ack: 1, flags: "SA" }), 0));
+  assert.deepEqual(released(m.primary(syn, 0)), []);
+  assert.deepEqual(released(m.secondary(svm(500, 600, { ack: 777 }), 0)), [old]);
+  assert.match(m.expired(101)?.detail ?? "", /new connection \(ISN 0\) while the previous one's frames are held/);
+  assert.deepEqual(m.checkpointed(), [syn]);
+});
+
 test("comparator: sequence numbers wrapping past 2^32", () => {
   const isn = 0xffffff00;
   const c = small();

@@ -344,6 +344,8 @@ type IngestResult = { kind: "ok" } | { kind: "mismatch"; mismatch: Mismatch } | 
 /** An SVM SYN that arrived before the PVM's: placed once the PVM's ISN is known. */
 interface DeferredSyn {
   seq: number;
+  /** Its ack number (SYN-ACK), credited to the stream it is placed in. */
+  ack: number | undefined;
   units: Units;
   at: number;
 }
@@ -357,7 +359,7 @@ class TcpStream {
   /** The watermark was placed at the PVM's first segment. */
   pvmAnchored = false;
   pvmIsn: number | undefined;
-  /** The SVM's own (unrewritten) ISN, from its SYN. */
+  /** The seq of the first SVM SYN placed on the PVM's (the SVM's ISN, or the PVM's once rewritten). */
   svmSynSeq: number | undefined;
   svmMaxAck: number | undefined;
   svmRst = false;
@@ -369,6 +371,10 @@ class TcpStream {
 
   constructor(reserveSecondary: (delta: number) => boolean) {
     this.svmPending = new PieceStore(reserveSecondary);
+  }
+
+  creditSvmAck(ack: number): void {
+    if (this.svmMaxAck === undefined || seqGte(ack, this.svmMaxAck)) this.svmMaxAck = ack;
   }
 
   hasBase(): boolean {
@@ -465,7 +471,9 @@ type HeldWait =
   | { kind: "tcp"; start: number; end: number; ack: number | undefined; rst: boolean; retransmission: boolean }
   | { kind: "datagram"; content: Uint8Array; matched: boolean }
   /** Held after a divergence: leaves only at the checkpoint. */
-  | { kind: "checkpoint" };
+  | { kind: "checkpoint" }
+  /** Cannot be compared: waits for the timeout and the checkpoint. */
+  | { kind: "blocked"; why: string };
 
 interface HeldFrame {
   id: number;
@@ -777,6 +785,7 @@ export class Comparator {
     const wait = h.wait;
     switch (wait.kind) {
       case "checkpoint":
+      case "blocked":
         return false;
       case "datagram":
         return wait.matched;
@@ -817,8 +826,14 @@ export class Comparator {
 
   private primaryTcp(flow: TcpFlow, tcp: TcpSegment, frame: Uint8Array, nowMs: number): Divergence | undefined {
     let s = flow.stream;
-    if (tcp.flags.syn && s.pvmIsn !== undefined && tcp.seq !== s.pvmIsn && flow.held.length === 0) {
-      // A new connection on the same addresses: start the stream afresh, keeping SVM SYNs waiting for it.
+    // A SYN other than the stream's own opens a new connection on the same addresses (a SYN is
+    // never sent after data, so an anchored stream without a known ISN belongs to an older one).
+    if (tcp.flags.syn && s.pvmAnchored && tcp.seq !== s.pvmIsn) {
+      if (flow.held.length > 0) {
+        // Its positions would mean nothing in the old stream: it leaves at the next checkpoint.
+        this.hold(frame, nowMs, flow, { kind: "blocked", why: `new connection (ISN ${tcp.seq}) while the previous one's frames are held` });
+        return undefined;
+      }
       const deferred = s.deferredSyns;
       s.svmPending.clear();
       s = flow.stream = new TcpStream((delta) => this.accountSecondary(delta));
@@ -844,7 +859,7 @@ export class Comparator {
       s.deferredSyns = [];
       for (const d of deferred) {
         this.accountSecondary(-unitCount(d.units));
-        const placed = this.placeSvmSyn(flow, d.seq, d.units, d.at);
+        const placed = this.placeSvmSyn(flow, d.seq, d.ack, d.units, d.at);
         if (placed) return placed;
       }
     }
@@ -852,7 +867,7 @@ export class Comparator {
   }
 
   /** Puts an SVM SYN segment's units at the PVM's SYN, or defers it until that is known. */
-  private placeSvmSyn(flow: TcpFlow, seq: number, units: Units, nowMs: number): Divergence | undefined {
+  private placeSvmSyn(flow: TcpFlow, seq: number, ack: number | undefined, units: Units, nowMs: number): Divergence | undefined {
     const s = flow.stream;
     const sameConnection = s.svmSynSeq === undefined || seq === s.svmSynSeq || seq === s.pvmIsn;
     if (s.pvmIsn === undefined || !sameConnection) {
@@ -861,23 +876,26 @@ export class Comparator {
         this.counters.droppedSecondary++;
         return this.diverge("overflow", `${flow.label}: SVM data unmatched past ${this.options.maxSecondaryBytes} octets`);
       }
-      s.deferredSyns.push({ seq, units: { ...units, data: units.data.slice() }, at: nowMs });
+      s.deferredSyns.push({ seq, ack, units: { ...units, data: units.data.slice() }, at: nowMs });
       return undefined;
     }
-    if (s.svmSynSeq === undefined && seq !== s.pvmIsn) s.svmSynSeq = seq;
+    s.svmSynSeq ??= seq;
+    if (ack !== undefined) s.creditSvmAck(ack);
     if (!s.hasBase()) s.base = s.pvmIsn;
     return this.ingestResult(flow, s.ingest("svm", s.position(s.pvmIsn), units, nowMs));
   }
 
   private secondaryTcp(flow: TcpFlow, tcp: TcpSegment, nowMs: number): Divergence | undefined {
     const s = flow.stream;
-    if (tcp.flags.ack && (s.svmMaxAck === undefined || seqGte(tcp.ack, s.svmMaxAck))) s.svmMaxAck = tcp.ack;
+    const ack = tcp.flags.ack ? tcp.ack : undefined;
+    const units = tcpUnits(tcp);
+    // A SYN may belong to a newer connection than the stream's: its ack counts where it is placed.
+    if (tcp.flags.syn && !tcp.flags.rst) return this.placeSvmSyn(flow, tcp.seq, ack, units, nowMs);
+    if (ack !== undefined) s.creditSvmAck(ack);
     if (tcp.flags.rst) {
       s.svmRst = true;
       return undefined;
     }
-    const units = tcpUnits(tcp);
-    if (tcp.flags.syn) return this.placeSvmSyn(flow, tcp.seq, units, nowMs);
     if (unitCount(units) === 0) return undefined;
     if (!s.hasBase()) s.base = tcp.seq;
     return this.ingestResult(flow, s.ingest("svm", s.position(tcp.seq), units, nowMs));
@@ -928,6 +946,7 @@ export class Comparator {
     const flow = h.flow;
     const wait = h.wait;
     if (!flow) return "frame held for a checkpoint";
+    if (wait.kind === "blocked") return `${flow.label}: ${wait.why}`;
     if (wait.kind === "datagram") return `${flow.label}: the SVM sent no matching datagram`;
     if (wait.kind !== "tcp" || flow.kind !== "tcp") return flow.label;
     const s = flow.stream;
