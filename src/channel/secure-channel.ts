@@ -63,8 +63,13 @@ export function listenSecure(
       ciphers: PSK_CIPHERS,
       minVersion: TLS_VERSION,
       maxVersion: TLS_VERSION,
+      // Replication sends small records (mirrored frames, the SVM's replies) that must not wait for Nagle.
+      noDelay: true,
     },
-    onConnection,
+    (socket) => {
+      socket.setNoDelay(true);
+      onConnection(socket);
+    },
   );
   server.on("tlsClientError", (err, socket) => {
     const peer = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
