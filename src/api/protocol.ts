@@ -33,9 +33,13 @@ export type ControlRequest =
       configPath?: string;
     }
   /** Operator failover: a secondary takes over, a primary stops replicating. */
-  | { op: "failover" };
+  | { op: "failover" }
+  /** Primary: take a checkpoint now (reason "operator"); with verifyDisks, hash the disk images while the PVM is paused in it. */
+  | { op: "checkpoint"; verifyDisks?: boolean }
+  /** SHA-256 of each replicated disk image as this side holds it (secondary: the PVM's disk as of the last checkpoint). */
+  | { op: "disk-hashes" };
 
-export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail", "save", "migrate", "remus", "failover"] as const;
+export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail", "save", "migrate", "remus", "failover", "checkpoint", "disk-hashes"] as const;
 
 /**
  * Long requests (save, migrate) may send event lines before their response:
@@ -60,7 +64,13 @@ export function parseRequest(line: string): ControlRequest {
   if (typeof op !== "string") throw new Error('request has no "op" string');
   switch (op) {
     case "failover":
+    case "disk-hashes":
       return { op };
+    case "checkpoint": {
+      const verify = (value as { verifyDisks?: unknown }).verifyDisks;
+      if (verify !== undefined && typeof verify !== "boolean") throw new Error('checkpoint: "verifyDisks" must be a boolean');
+      return verify === undefined ? { op } : { op, verifyDisks: verify };
+    }
     case "remus": {
       const v = value as {
         host?: unknown;

@@ -15,6 +15,7 @@ import { connectSecure } from "../channel/secure-channel.js";
 import { PrimaryReplicator } from "../colo/primary.js";
 import { SecondaryReplicator, type SecondaryDiskSlot } from "../colo/secondary.js";
 import type { ForwardedDisk } from "../colo/disk-forwarder.js";
+import { hashBackendSync } from "../colo/disk/image-hash.js";
 import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
 import { DEFAULT_COMPARATOR_OPTIONS, DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import type { BlockBackend } from "../engine/engine.js";
@@ -249,6 +250,20 @@ export class VmDaemon implements ControlHandler {
       }
       case "failover":
         return this.failover();
+      case "checkpoint": {
+        const primary = this.primary;
+        if (!primary || primary.stats.mode !== "primary") throw new Error(`${vm.name} is not a replicating primary`);
+        return primary.checkpointNow(request.verifyDisks === true);
+      }
+      case "disk-hashes": {
+        if (this.secondary) return { role: "secondary", disks: this.secondary.diskHashes() };
+        const paused = vm.state === "paused";
+        return {
+          role: this.primary?.stats.mode === "primary" ? "primary" : "unprotected",
+          ...(paused ? {} : { note: "the VM runs: its disks may change while they are hashed" }),
+          disks: vm.diskSlots().map((slot, disk) => ({ disk, sha256: hashBackendSync(slot.raw).sha256 })),
+        };
+      }
       case "remus":
         return this.exclusive("starting replication", () => this.startReplication(request));
       case "pause":

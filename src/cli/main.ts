@@ -10,7 +10,7 @@ import { imageBuild, diskCreate } from "./image.js";
 import { labVerb } from "./lab.js";
 import { CliError } from "./output.js";
 import { keygen, migrateReceive, migrateVm, restoreVm, saveVm } from "./migrate.js";
-import { coloVm, failoverVm, remusVm } from "./replication.js";
+import { checkpointVm, coloVm, diskHashesVm, failoverVm, remusVm } from "./replication.js";
 import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
 import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/heartbeat.js";
@@ -120,7 +120,7 @@ export function program(): Command {
     .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
     .option("--timeout <s>", "seconds to wait for the migration to arrive", positiveInt, 600)
     .option("--detach", "return once listening; the daemon carries on")
-    .option("--colo", "become the secondary of a replication session (colo remus) instead of receiving a migration")
+    .option("--colo", "become the secondary of a replication session (colo remus, or colo migrate --colo) instead of receiving a migration")
     .option("--peer-timeout <ms>", "with --colo: silence from the primary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "with --colo: heartbeat interval toward the primary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
     .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number; heartbeat: number }) => migrateReceive(o));
@@ -139,6 +139,17 @@ export function program(): Command {
     .description("operator takeover: a secondary takes over now; a primary stops replicating and runs unprotected")
     .argument("<name>")
     .action(async (name: string) => failoverVm(name));
+
+  p.command("checkpoint")
+    .description("take a checkpoint now on a replicating primary (reason: operator)")
+    .argument("<name>")
+    .option("--verify-disks", "also hash the disk images while the VM is paused in the checkpoint (compare with colo disk-hashes on the secondary)")
+    .action(async (name: string, o: { verifyDisks?: boolean }) => checkpointVm(name, o));
+
+  p.command("disk-hashes")
+    .description("SHA-256 of each disk image as this host holds it (a secondary: the primary's disk as of the last checkpoint)")
+    .argument("<name>")
+    .action(async (name: string) => diskHashesVm(name));
 
   p.command("keygen")
     .description(`write a new shared key for migration (default ${DEFAULT_KEY_FILE})`)

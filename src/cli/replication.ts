@@ -57,6 +57,20 @@ export async function coloVm(
   );
 }
 
+/** `colo checkpoint NAME [--verify-disks]`: an operator checkpoint on a primary; prints its figures as JSON. */
+export async function checkpointVm(name: string, o: { verifyDisks?: boolean }): Promise<void> {
+  if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
+  const r = await request(vmRunFiles(name).socket, { op: "checkpoint", ...(o.verifyDisks ? { verifyDisks: true } : {}) }, 120_000);
+  process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+}
+
+/** `colo disk-hashes NAME`: SHA-256 of each disk image as this host holds it, as JSON. */
+export async function diskHashesVm(name: string): Promise<void> {
+  if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
+  const r = await request(vmRunFiles(name).socket, { op: "disk-hashes" }, 120_000);
+  process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+}
+
 /** `colo failover NAME`. */
 export async function failoverVm(name: string): Promise<void> {
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);

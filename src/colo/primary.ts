@@ -38,6 +38,15 @@ import type { ComparatorOptions } from "./net/comparator.js";
 import { RemusOutput } from "./remus-output.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
+import { hashBackendSync } from "./disk/image-hash.js";
+
+/** What an operator checkpoint reports. */
+export interface OperatorCheckpoint {
+  checkpoint: number;
+  pauseMs: number;
+  /** With verifyDisks: SHA-256 of each replicated disk, taken while the PVM was paused inside the checkpoint. */
+  diskHashes?: { disk: number; sha256: string }[];
+}
 
 export interface PrimaryVm {
   readonly engine: Engine;
@@ -96,6 +105,7 @@ export class PrimaryReplicator {
   private mirroring = false;
   private readonly disks: DiskForwarder;
   mirroredFrames = 0;
+  private operatorWaiters: { verify: boolean; resolve: (r: OperatorCheckpoint) => void; reject: (e: Error) => void }[] = [];
 
   constructor(
     private readonly vm: PrimaryVm,
@@ -194,6 +204,14 @@ export class PrimaryReplicator {
     if (!this.mirroring) this.installMirror();
   }
 
+  /** Operator: a checkpoint now (within the minimum gap); resolves when it is complete. */
+  checkpointNow(verifyDisks: boolean): Promise<OperatorCheckpoint> {
+    if (this.stopped || !this.synced) return Promise.reject(new Error(`not replicating (${this.stats.mode})`));
+    const p = new Promise<OperatorCheckpoint>((resolve, reject) => this.operatorWaiters.push({ verify: verifyDisks, resolve, reject }));
+    this.request("operator");
+    return p;
+  }
+
   /** A reason to checkpoint (divergence, backlog, operator): the scheduler decides when. */
   request(reason: CheckpointReason): void {
     if (this.stopped) return;
@@ -228,6 +246,11 @@ export class PrimaryReplicator {
     const engine = this.vm.engine;
     await this.vm.pause();
     const pausedAt = Date.now();
+    const waiters = this.operatorWaiters;
+    this.operatorWaiters = [];
+    const diskHashes = waiters.some((w) => w.verify)
+      ? this.vm.disks.map((d) => ({ disk: d.index, sha256: hashBackendSync(d.local).sha256 }))
+      : undefined;
     this.output.seal();
     // From here until the queued input is re-sent, new input only queues for the PVM (it is paused).
     this.mirroring = false;
@@ -263,7 +286,12 @@ export class PrimaryReplicator {
       this.stats.recordCheckpoint(now - pausedAt, pages.pages, this.writer.bytesWritten - before);
       this.heartbeat?.wrote();
       await this.back.expectState("SVM_RESUMED");
+    }).catch((err: unknown) => {
+      for (const w of waiters) w.reject(err as Error);
+      throw err;
     });
+    const done: OperatorCheckpoint = { checkpoint: this.stats.checkpoints - 1, pauseMs: this.stats.lastPauseMs };
+    for (const w of waiters) w.resolve(w.verify && diskHashes ? { ...done, diskHashes } : done);
   }
 
   /** Secondary lost: release everything held, stop interposing, run on unprotected. */
@@ -277,6 +305,8 @@ export class PrimaryReplicator {
     this.vm.setInputFilter(undefined);
     this.vm.setOutputFilter(undefined);
     this.disks.stop();
+    for (const w of this.operatorWaiters) w.reject(new Error(`replication stopped: ${reason}`));
+    this.operatorWaiters = [];
     for (const f of this.output.releaseAll()) this.vm.sendOutput(f);
     this.stats.failover("primary", reason);
     this.opts.log("secondary lost; running on unprotected", { reason });

@@ -28,7 +28,7 @@ import type { TLSSocket } from "node:tls";
 import type { BlockBackend, Engine } from "../engine/engine.js";
 import { machineHeader, PageBuffer, StreamWriter, writableSink, type ReplicationModeName, type StreamReader, type StreamRecord } from "../state/index.js";
 import { receiveMachine } from "../state/machine-transfer.js";
-import { chunksToCopy, hashBackend, type ImageHashes } from "./disk/image-hash.js";
+import { chunksToCopy, hashBackend, hashBackendSync, type ImageHashes } from "./disk/image-hash.js";
 import { SecondaryDisk } from "./disk/secondary-disk.js";
 import { HeartbeatSender, WriteLock } from "./heartbeat.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
@@ -330,6 +330,11 @@ export class SecondaryReplicator {
 
   get done(): boolean {
     return this.finished;
+  }
+
+  /** SHA-256 of each replicated disk's base: the PVM's disk as of the last applied checkpoint (or, after failover, the survivor's disk). */
+  diskHashes(): { disk: number; sha256: string }[] {
+    return this.vm.disks.filter((d) => this.disks.has(d.index)).map((d) => ({ disk: d.index, sha256: hashBackendSync(d.raw).sha256 }));
   }
 
   details(): Record<string, unknown> {
