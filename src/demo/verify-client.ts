@@ -1,0 +1,598 @@
+// The verifying client (DESIGN.md §7): writes unique keys and values (and
+// INCRs) over several connections, records every acknowledgement with its
+// time, and after the run checks every acknowledged write against the
+// surviving server. Connection resets are counted, never taken as data loss:
+// a command without reply may or may not have been applied.
+//
+// As a program: node dist/src/demo/verify-client.js --help
+import { randomBytes } from "node:crypto";
+import { realpathSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import { setTimeout as delay } from "node:timers/promises";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { AckStats } from "./ack-stats.js";
+import { checkIncrs, PROBLEM_LIST_CAP, type IncrEvent, type IncrSummary } from "./incr-check.js";
+import { RespConnection, RespConnectionError } from "./resp-connection.js";
+import { RespError, type RespValue } from "./resp.js";
+
+export interface VerifyingClientOptions {
+  host: string;
+  port?: number;
+  /** Key prefix, unique per run (default `colo:v:<random>`). */
+  prefix?: string;
+  /** TCP connections, each with one command outstanding at a time (default 1). */
+  connections?: number;
+  /** Every k-th command of a connection is `INCR <prefix>:incr:<conn>`; 0: no INCRs (default 10). */
+  incrEvery?: number;
+  /** Reconnect (bounded backoff) after a connection error and go on (default true). */
+  reconnect?: boolean;
+  /** Commands sent in all, over all connections (default 1,000,000). */
+  maxOps?: number;
+  /** The run ends by itself after this long (default 60 s). */
+  durationMs?: number;
+  /** A command without reply in this time counts as unacknowledged and closes its connection (default 30 s). */
+  commandTimeoutMs?: number;
+  /** Default 5 s. */
+  connectTimeoutMs?: number;
+  /** Longest wait between reconnect attempts (default 1 s; the first retry waits 50 ms). */
+  maxBackoffMs?: number;
+}
+
+/** One acknowledged command (for inspection; stored compactly inside). */
+export type AckRecord =
+  | { op: "SET"; conn: number; key: string; value: string; atMs: number }
+  | { op: "INCR"; conn: number; key: string; value: number; atMs: number };
+
+export interface LostWrite {
+  key: string;
+  expected: string;
+  got: string | null;
+}
+
+/** What the run saw. `acknowledged`/`unacknowledged` count SETs; INCRs are in `incr` after verify. */
+export interface RunStats {
+  prefix: string;
+  connections: number;
+  durationMs: number;
+  acknowledged: number;
+  unacknowledged: number;
+  /** Error replies (`-ERR`, `-LOADING`, ...): the command was not applied. */
+  errorReplies: number;
+  commandTimeouts: number;
+  connectionResets: number;
+  connectTimeouts: number;
+  /** Failed connects other than timeouts (refused, unreachable). */
+  connectErrors: number;
+  reconnects: number;
+  /** Longest time between consecutive acknowledgements (any connection, SET or INCR): the failover as seen by the client. */
+  maxAckGapMs: number;
+  maxAckGapAtMs: number;
+  lastAckAtMs: number | null;
+  /** Acknowledgements (SET and INCR) in each 1-second bucket since the start. */
+  opsPerSecond: number[];
+}
+
+export interface VerifySummary extends RunStats {
+  verifiedAgainst: string;
+  /** Acknowledged SETs whose value the server still holds. */
+  verified: number;
+  lostCount: number;
+  /** The first 50 lost writes; `lostCount` counts all. */
+  lost: LostWrite[];
+  incr: IncrSummary;
+  /** No lost SET and no INCR violation. */
+  ok: boolean;
+}
+
+export interface Progress {
+  elapsedMs: number;
+  /** SET and INCR acknowledgements so far. */
+  acknowledgedOps: number;
+  opsLastSecond: number;
+  unacknowledged: number;
+  connectionResets: number;
+  commandTimeouts: number;
+  reconnects: number;
+  connected: number;
+}
+
+const MGET_BATCH = 200;
+
+interface ConnectionRecord {
+  /** n of each acknowledged SET, and its time. */
+  setN: number[];
+  setAt: number[];
+  incr: IncrEvent[];
+  incrAt: number[];
+  unackedSets: number;
+}
+
+export class VerifyingClient {
+  readonly host: string;
+  readonly port: number;
+  readonly prefix: string;
+  /** Part of every value: values of two runs never match by accident. */
+  readonly nonce: string;
+  private readonly connections: number;
+  private readonly incrEvery: number;
+  private readonly reconnect: boolean;
+  private readonly maxOps: number;
+  private readonly durationMs: number;
+  private readonly commandTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+  private readonly maxBackoffMs: number;
+
+  private readonly records: ConnectionRecord[];
+  private readonly stats = new AckStats();
+  private readonly abort = new AbortController();
+  private startedAt: number | null = null;
+  private endedAtMs: number | null = null;
+  private running: Promise<void> | null = null;
+  private issued = 0;
+  private acknowledgedOps = 0;
+  private live = 0;
+  private counts = { errorReplies: 0, commandTimeouts: 0, connectionResets: 0, connectTimeouts: 0, connectErrors: 0, reconnects: 0 };
+
+  constructor(options: VerifyingClientOptions) {
+    this.host = options.host;
+    this.port = options.port ?? 6379;
+    this.prefix = options.prefix ?? `colo:v:${randomBytes(6).toString("hex")}`;
+    this.nonce = randomBytes(6).toString("hex");
+    this.connections = options.connections ?? 1;
+    this.incrEvery = options.incrEvery ?? 10;
+    this.reconnect = options.reconnect ?? true;
+    this.maxOps = options.maxOps ?? 1_000_000;
+    this.durationMs = options.durationMs ?? 60_000;
+    this.commandTimeoutMs = options.commandTimeoutMs ?? 30_000;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 5_000;
+    this.maxBackoffMs = options.maxBackoffMs ?? 1_000;
+    if (!Number.isInteger(this.connections) || this.connections < 1) {
+      throw new RangeError(`connections: expected an integer >= 1, got ${this.connections}`);
+    }
+    if (!Number.isInteger(this.incrEvery) || this.incrEvery < 0) {
+      throw new RangeError(`incrEvery: expected an integer >= 0, got ${this.incrEvery}`);
+    }
+    this.records = Array.from({ length: this.connections }, () => ({
+      setN: [],
+      setAt: [],
+      incr: [],
+      incrAt: [],
+      unackedSets: 0,
+    }));
+  }
+
+  setKey(conn: number, n: number): string {
+    return `${this.prefix}:${conn}:${n}`;
+  }
+
+  setValue(conn: number, n: number): string {
+    return `${this.nonce}:${conn}:${n}`;
+  }
+
+  incrKey(conn: number): string {
+    return `${this.prefix}:incr:${conn}`;
+  }
+
+  /** Starts the connections (once); resolves when all have ended (limits, `stop()`, or errors without reconnect). */
+  run(): Promise<void> {
+    if (!this.running) {
+      this.startedAt = performance.now();
+      const loops = Array.from({ length: this.connections }, (_, conn) => this.loop(conn));
+      this.running = Promise.all(loops).then(() => {
+        this.endedAtMs = this.now();
+      });
+    }
+    return this.running;
+  }
+
+  /** Ends the loops: each finishes (or times out) its outstanding command. */
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.running;
+  }
+
+  /** ms since `run()` (monotonic). */
+  now(): number {
+    return this.startedAt === null ? 0 : performance.now() - this.startedAt;
+  }
+
+  progress(): Progress {
+    const elapsedMs = this.now();
+    const buckets = this.stats.opsPerSecond();
+    const current = Math.floor(elapsedMs / 1000);
+    return {
+      elapsedMs,
+      acknowledgedOps: this.acknowledgedOps,
+      opsLastSecond: current >= 1 ? (buckets[current - 1] ?? 0) : (buckets[0] ?? 0),
+      unacknowledged: this.records.reduce((s, r) => s + r.unackedSets + r.incr.filter((e) => !e.acked).length, 0),
+      connectionResets: this.counts.connectionResets,
+      commandTimeouts: this.counts.commandTimeouts,
+      reconnects: this.counts.reconnects,
+      connected: this.live,
+    };
+  }
+
+  /** Every acknowledgement, per connection in order of sending. */
+  acknowledgements(): AckRecord[] {
+    const out: AckRecord[] = [];
+    this.records.forEach((r, conn) => {
+      r.setN.forEach((n, i) => {
+        out.push({ op: "SET", conn, key: this.setKey(conn, n), value: this.setValue(conn, n), atMs: r.setAt[i]! });
+      });
+      let i = 0;
+      for (const e of r.incr) {
+        if (e.acked) out.push({ op: "INCR", conn, key: this.incrKey(conn), value: e.value, atMs: r.incrAt[i++]! });
+      }
+    });
+    return out.sort((a, b) => a.atMs - b.atMs);
+  }
+
+  runStats(): RunStats {
+    const durationMs = this.endedAtMs ?? this.now();
+    return {
+      prefix: this.prefix,
+      connections: this.connections,
+      durationMs: Math.round(durationMs),
+      acknowledged: this.records.reduce((s, r) => s + r.setN.length, 0),
+      unacknowledged: this.records.reduce((s, r) => s + r.unackedSets, 0),
+      ...this.counts,
+      maxAckGapMs: Math.round(this.stats.maxGapMs),
+      maxAckGapAtMs: Math.round(this.stats.maxGapAtMs),
+      lastAckAtMs: this.stats.lastAckAtMs === null ? null : Math.round(this.stats.lastAckAtMs),
+      opsPerSecond: this.stats.opsPerSecond(durationMs),
+    };
+  }
+
+  /**
+   * Checks every acknowledged write against the (surviving) server over a
+   * fresh connection: each acknowledged SET's value (MGET in batches), each
+   * connection's INCR counter (incr-check.ts). Call after the run has ended.
+   */
+  async verify(host = this.host, port = this.port): Promise<VerifySummary> {
+    if (this.running && this.endedAtMs === null) throw new Error("verify: the run has not ended (await stop() first)");
+    const conn = await RespConnection.connect(host, port, this.connectTimeoutMs);
+    try {
+      let verified = 0;
+      let lostCount = 0;
+      const lost: LostWrite[] = [];
+      const sets: { key: string; expected: string }[] = [];
+      this.records.forEach((r, c) => {
+        for (const n of r.setN) sets.push({ key: this.setKey(c, n), expected: this.setValue(c, n) });
+      });
+      for (let i = 0; i < sets.length; i += MGET_BATCH) {
+        const batch = sets.slice(i, i + MGET_BATCH);
+        const got = await this.mget(conn, batch.map((s) => s.key));
+        batch.forEach((s, j) => {
+          if (got[j] === s.expected) verified++;
+          else {
+            lostCount++;
+            if (lost.length < PROBLEM_LIST_CAP) lost.push({ key: s.key, expected: s.expected, got: got[j] ?? null });
+          }
+        });
+      }
+      const counters = this.records.map((r, c) => ({ conn: c, key: this.incrKey(c), events: r.incr }));
+      const finals = new Map<string, string | null>();
+      const used = counters.filter((c) => c.events.length > 0);
+      for (let i = 0; i < used.length; i += MGET_BATCH) {
+        const keys = used.slice(i, i + MGET_BATCH).map((c) => c.key);
+        const got = await this.mget(conn, keys);
+        keys.forEach((k, j) => finals.set(k, got[j] ?? null));
+      }
+      const incr = checkIncrs(used, finals);
+      return {
+        ...this.runStats(),
+        verifiedAgainst: `${host}:${port}`,
+        verified,
+        lostCount,
+        lost,
+        incr,
+        ok: lostCount === 0 && incr.violations === 0,
+      };
+    } finally {
+      conn.close();
+    }
+  }
+
+  private async mget(conn: RespConnection, keys: string[]): Promise<(string | null)[]> {
+    const reply = await conn.command(["MGET", ...keys], this.commandTimeoutMs);
+    if (reply instanceof RespError) throw new Error(`verify: MGET: ${reply.message}`);
+    if (!Array.isArray(reply) || reply.length !== keys.length) {
+      throw new Error(`verify: MGET of ${keys.length} keys: unexpected reply ${JSON.stringify(reply)}`);
+    }
+    return reply.map((v) => (typeof v === "string" ? v : null));
+  }
+
+  private shouldStop(): boolean {
+    return this.abort.signal.aborted || this.now() >= this.durationMs || this.issued >= this.maxOps;
+  }
+
+  private async pause(attempt: number): Promise<void> {
+    const ms = Math.min(this.maxBackoffMs, 50 * 2 ** attempt);
+    await delay(ms, undefined, { signal: this.abort.signal }).catch(() => {});
+  }
+
+  /** One connection: SETs (every k-th command an INCR), one outstanding at a time. */
+  private async loop(conn: number): Promise<void> {
+    const rec = this.records[conn]!;
+    let connection: RespConnection | null = null;
+    let generation = -1;
+    let failedConnects = 0;
+    let n = 0;
+    let sent = 0;
+    try {
+      while (!this.shouldStop()) {
+        if (!connection) {
+          if (generation >= 0 && !this.reconnect) return;
+          try {
+            connection = await RespConnection.connect(this.host, this.port, this.connectTimeoutMs);
+          } catch (err) {
+            if (err instanceof RespConnectionError && err.code === "CONNECT_TIMEOUT") this.counts.connectTimeouts++;
+            else this.counts.connectErrors++;
+            if (!this.reconnect) return;
+            await this.pause(failedConnects++);
+            continue;
+          }
+          this.live++;
+          generation++;
+          if (generation > 0) this.counts.reconnects++;
+          failedConnects = 0;
+          continue; // the limits again: the connect may have taken a while
+        }
+        this.issued++;
+        sent++;
+        const isIncr = this.incrEvery > 0 && sent % this.incrEvery === 0;
+        const key = isIncr ? this.incrKey(conn) : this.setKey(conn, n);
+        const args = isIncr ? ["INCR", key] : ["SET", key, this.setValue(conn, n)];
+        let reply: RespValue;
+        try {
+          reply = await connection.command(args, this.commandTimeoutMs);
+        } catch (err) {
+          if (isIncr) {
+            rec.incr.push({ acked: false, generation });
+          } else {
+            rec.unackedSets++;
+            n++;
+          }
+          if (err instanceof RespConnectionError && err.code === "TIMEOUT") this.counts.commandTimeouts++;
+          else this.counts.connectionResets++;
+          connection.close();
+          connection = null;
+          this.live--;
+          continue;
+        }
+        const atMs = this.now();
+        if (!isIncr) n++;
+        if (reply instanceof RespError) {
+          this.counts.errorReplies++;
+          await this.pause(0);
+          continue;
+        }
+        if (isIncr) {
+          if (typeof reply !== "number") {
+            this.counts.errorReplies++;
+            continue;
+          }
+          rec.incr.push({ acked: true, value: reply, generation });
+          rec.incrAt.push(atMs);
+        } else {
+          rec.setN.push(n - 1);
+          rec.setAt.push(atMs);
+        }
+        this.acknowledgedOps++;
+        this.stats.record(atMs);
+      }
+    } finally {
+      if (connection) {
+        connection.close();
+        this.live--;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- CLI
+
+const USAGE = `usage: node dist/src/demo/verify-client.js --host H [options]
+
+Writes unique keys (SET <prefix>:<conn>:<n>) and INCRs to a Redis server,
+then checks every acknowledged write against the surviving server and prints
+a JSON summary on stdout. Progress goes to stderr.
+
+  --host H                    server to write to (required)
+  --port P                    default 6379
+  --connections N             parallel connections, default 1
+  --seconds S                 run time limit, default 10 (3600 with --verify-only-after-stdin)
+  --max-ops N                 command limit, default 1000000
+  --incr-every K              every K-th command is an INCR, 0 for none; default 10
+  --prefix P                  key prefix, default colo:v:<random>
+  --command-timeout S         per-command timeout, default 30
+  --connect-timeout S         default 5
+  --no-reconnect              a connection that fails stays down
+  --verify-host H             server to verify against, default --host
+  --verify-port P             default --port
+  --no-verify                 print the run's statistics only
+  --verify-only-after-stdin   stop writing at stdin EOF (or the time limit), and
+                              verify only after stdin EOF (the failover is done)
+
+exit: 0 nothing lost, 1 lost writes (or verification failed), 2 bad arguments`;
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export interface CliOptions {
+  help: boolean;
+  client: VerifyingClientOptions;
+  verify: { host: string; port: number } | null;
+  waitForStdin: boolean;
+}
+
+function number(name: string, text: string | undefined, min: number, max: number, integer: boolean): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (text.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+    throw new UsageError(`--${name}: expected ${integer ? "an integer" : "a number"} in ${min}..${max}, got ${JSON.stringify(text)}`);
+  }
+  return n;
+}
+
+export function parseCliArgs(argv: string[]): CliOptions {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        host: { type: "string" },
+        port: { type: "string" },
+        connections: { type: "string" },
+        seconds: { type: "string" },
+        "max-ops": { type: "string" },
+        "incr-every": { type: "string" },
+        prefix: { type: "string" },
+        "command-timeout": { type: "string" },
+        "connect-timeout": { type: "string" },
+        "no-reconnect": { type: "boolean" },
+        "verify-host": { type: "string" },
+        "verify-port": { type: "string" },
+        "no-verify": { type: "boolean" },
+        "verify-only-after-stdin": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const waitForStdin = values["verify-only-after-stdin"] ?? false;
+  const help = values.help ?? false;
+  if (help) return { help, client: { host: "" }, verify: null, waitForStdin };
+  if (!values.host) throw new UsageError("--host is required");
+  const port = number("port", values.port, 1, 65535, true) ?? 6379;
+  const seconds = number("seconds", values.seconds, 0.001, 86_400, false) ?? (waitForStdin ? 3600 : 10);
+  const commandTimeout = number("command-timeout", values["command-timeout"], 0.001, 3600, false) ?? 30;
+  const connectTimeout = number("connect-timeout", values["connect-timeout"], 0.001, 3600, false) ?? 5;
+  const client: VerifyingClientOptions = {
+    host: values.host,
+    port,
+    connections: number("connections", values.connections, 1, 1024, true) ?? 1,
+    incrEvery: number("incr-every", values["incr-every"], 0, 1_000_000, true) ?? 10,
+    reconnect: !(values["no-reconnect"] ?? false),
+    maxOps: number("max-ops", values["max-ops"], 1, 100_000_000, true) ?? 1_000_000,
+    durationMs: seconds * 1000,
+    commandTimeoutMs: commandTimeout * 1000,
+    connectTimeoutMs: connectTimeout * 1000,
+  };
+  if (values.prefix !== undefined) {
+    if (values.prefix === "" || /\s/.test(values.prefix)) throw new UsageError("--prefix: expected a non-empty word");
+    client.prefix = values.prefix;
+  }
+  const verify = values["no-verify"]
+    ? null
+    : {
+        host: values["verify-host"] ?? values.host,
+        port: number("verify-port", values["verify-port"], 1, 65535, true) ?? port,
+      };
+  return { help, client, verify, waitForStdin };
+}
+
+function stdinEnded(): Promise<void> {
+  return new Promise((resolve) => {
+    if (process.stdin.readableEnded) return resolve();
+    process.stdin.on("end", resolve);
+    process.stdin.on("error", () => resolve());
+    process.stdin.resume();
+  });
+}
+
+/** Runs the CLI; resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let cli: CliOptions;
+  try {
+    cli = parseCliArgs(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`verify-client: ${err.message} (--help for usage)\n`);
+    return 2;
+  }
+  if (cli.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const client = new VerifyingClient(cli.client);
+  const log = (line: string): void => {
+    process.stderr.write(`verify-client: ${line}\n`);
+  };
+  log(`prefix ${client.prefix}, ${cli.client.connections} connection(s) to ${client.host}:${client.port}`);
+  const running = client.run();
+  const stdin = cli.waitForStdin ? stdinEnded() : null;
+  void stdin?.then(() => client.stop());
+  let signals = 0;
+  const onSignal = (): void => {
+    if (signals++ > 0) process.exit(130); // a second ^C: give up without verifying
+    log("stopping (again to quit without verifying)");
+    void client.stop();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const ticker = setInterval(() => {
+    const p = client.progress();
+    log(
+      `${Math.round(p.elapsedMs / 1000)}s acked ${p.acknowledgedOps} (${p.opsLastSecond}/s) unacked ${p.unacknowledged}` +
+        ` resets ${p.connectionResets} timeouts ${p.commandTimeouts} reconnects ${p.reconnects} connected ${p.connected}`,
+    );
+  }, 1000);
+  try {
+    await running;
+  } finally {
+    clearInterval(ticker);
+  }
+  const stats = client.runStats();
+  log(`stopped after ${stats.durationMs} ms: ${stats.acknowledged} SETs acknowledged, longest gap ${stats.maxAckGapMs} ms`);
+  if (stdin) {
+    log("waiting for stdin EOF before verifying");
+    await stdin;
+  }
+  process.off("SIGINT", onSignal);
+  process.off("SIGTERM", onSignal);
+  if (!cli.verify) {
+    process.stdout.write(`${JSON.stringify(stats, null, 2)}\n`);
+    return 0;
+  }
+  log(`verifying against ${cli.verify.host}:${cli.verify.port}`);
+  try {
+    const summary = await client.verify(cli.verify.host, cli.verify.port);
+    process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+    log(
+      summary.ok
+        ? `ok: ${summary.verified} SETs and ${summary.incr.keys.length} counters verified`
+        : `LOST: ${summary.lostCount} SETs, ${summary.incr.violations} INCR violations`,
+    );
+    return summary.ok ? 0 : 1;
+  } catch (err) {
+    log(`verification failed: ${(err as Error).message}`);
+    process.stdout.write(`${JSON.stringify(stats, null, 2)}\n`);
+    return 1;
+  }
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(script)).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  main(process.argv.slice(2)).then(
+    (code) => process.stdout.write("", () => process.exit(code)),
+    (err: unknown) => {
+      process.stderr.write(`verify-client: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
