@@ -58,7 +58,7 @@ after(async () => {
 
 /** A fresh data disk for the primary; the secondary gets a copy taken before the primary booted (it will differ). */
 async function freshImages(): Promise<void> {
-  await createDataDisk(primaryImg, 64);
+  await createDataDisk(primaryImg, 64, { overwrite: true });
   copyFileSync(primaryImg, secondaryImg);
 }
 
