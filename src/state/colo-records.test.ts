@@ -107,14 +107,14 @@ function u32s(...values: number[]): Uint8Array {
 test("reader rejects bad COLO record fields, naming the record", async () => {
   const head = encodeToolstackHeader();
   await rejects(concatBytes(head, rawRecord(0x101, u32s(3, 0))), "BAD_FIELD", {}, /REPLICATION_MODE.*unknown mode 3/);
-  await rejects(concatBytes(head, rawRecord(0x101, u32s(2, 0x80))), "BAD_FIELD", {}, /unknown flags 0x80/);
+  await rejects(concatBytes(head, rawRecord(0x101, u32s(2, 0x80))), "BAD_RESERVED", {}, /unknown flags 0x80/);
   await rejects(concatBytes(head, rawRecord(0x101, u32s(2, 0)), rawRecord(0x101, u32s(2, 0))), "OUT_OF_ORDER", {}, /a second REPLICATION_MODE/);
   // NET_FRAME whose frame_length disagrees with the body.
   await rejects(concatBytes(head, rawRecord(0x102, concatBytes(u32s(2, 61), FRAME))), "BAD_LENGTH", BACK, /frame_length 61/);
   await rejects(concatBytes(head, rawRecord(0x102, concatBytes(u32s(9, 60), FRAME))), "BAD_FIELD", BACK, /unknown direction 9/);
   // DISK_WRITE with a non-zero reserved field, and with a disk index out of range.
   const dw = (disk: number, reserved: number) => rawRecord(0x103, concatBytes(u32s(disk, reserved, 1, 0, 0, 0), Uint8Array.of(1)));
-  await rejects(concatBytes(head, dw(0, 1)), "BAD_FIELD", {}, /reserved field reserved is not zero/);
+  await rejects(concatBytes(head, dw(0, 1)), "BAD_RESERVED", {}, /reserved field reserved is not zero/);
   await rejects(concatBytes(head, dw(64, 0)), "BAD_FIELD", {}, /disk index 64/);
   // DISK_INFO whose hash count does not fit its size.
   await rejects(concatBytes(head, rawRecord(0x105, concatBytes(u32s(0, 4096, 8192, 0), new Uint8Array(32)))), "BAD_FIELD", {}, /1 chunk hashes for 2 chunks/);

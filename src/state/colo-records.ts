@@ -130,7 +130,7 @@ export function encodeReplicationMode(m: ReplicationMode): Uint8Array {
 export function decodeReplicationMode(body: Uint8Array, where: StreamLocation): ReplicationMode {
   const { mode, flags } = replicationModeLayout.decode(body);
   if (mode !== REPLICATION_MODE.REMUS && mode !== REPLICATION_MODE.COMPARE) throw new StreamError("BAD_FIELD", where, `unknown mode ${mode}`);
-  if ((flags & ~REPLICATION_FLAG_DISKS) !== 0) throw new StreamError("BAD_FIELD", where, `unknown flags 0x${flags.toString(16)}`);
+  if ((flags & ~REPLICATION_FLAG_DISKS) !== 0) throw new StreamError("BAD_RESERVED", where, `unknown flags 0x${flags.toString(16)}`);
   return { mode: mode === REPLICATION_MODE.REMUS ? "remus" : "compare", disks: (flags & REPLICATION_FLAG_DISKS) !== 0 };
 }
 
@@ -179,7 +179,7 @@ export function encodeDiskWriteHead(w: DiskWrite): Uint8Array {
 export function decodeDiskWrite(body: Uint8Array, where: StreamLocation): DiskWrite {
   const h = diskWriteHeadLayout.decode(body);
   const nonZero = diskWriteHeadLayout.reservedViolation(body);
-  if (nonZero) throw new StreamError("BAD_FIELD", where, `reserved field ${nonZero} is not zero`);
+  if (nonZero) throw new StreamError("BAD_RESERVED", where, `reserved field ${nonZero} is not zero`);
   const w: DiskWrite = {
     disk: h.disk,
     seq: u53(h.seq, "seq", where),
@@ -204,7 +204,7 @@ export function diskCheckpointProblem(c: DiskCheckpoint): string | undefined {
 export function decodeDiskCheckpoint(body: Uint8Array, where: StreamLocation): DiskCheckpoint {
   const h = diskCheckpointLayout.decode(body);
   const nonZero = diskCheckpointLayout.reservedViolation(body);
-  if (nonZero) throw new StreamError("BAD_FIELD", where, `reserved field ${nonZero} is not zero`);
+  if (nonZero) throw new StreamError("BAD_RESERVED", where, `reserved field ${nonZero} is not zero`);
   const c = { disk: h.disk, uptoSeq: u53(h.uptoSeq, "upto_seq", where) };
   const problem = diskCheckpointProblem(c);
   if (problem) throw new StreamError("BAD_FIELD", where, problem);
