@@ -31,6 +31,9 @@ export type ControlRequest =
       minGapMs?: number;
       maxIntervalMs?: number;
       configPath?: string;
+      /** "host:port" of the arbiter (lease.ts) and the lease's ttl. */
+      arbiter?: string;
+      leaseMs?: number;
     }
   /** Operator failover: a secondary takes over, a primary stops replicating. */
   | { op: "failover" }
@@ -84,6 +87,8 @@ export function parseRequest(line: string): ControlRequest {
         minGapMs?: unknown;
         maxIntervalMs?: unknown;
         configPath?: unknown;
+        arbiter?: unknown;
+        leaseMs?: unknown;
       };
       if (typeof v.host !== "string" || v.host.length === 0 || v.host.length > 255) throw new Error('remus: "host" must be a host name or address');
       if (typeof v.port !== "number" || !Number.isInteger(v.port) || v.port < 1 || v.port > 65535) throw new Error('remus: "port" must be 1..65535');
@@ -93,7 +98,8 @@ export function parseRequest(line: string): ControlRequest {
       }
       if (v.mode !== undefined && v.mode !== "remus" && v.mode !== "compare") throw new Error('remus: "mode" must be "remus" or "compare"');
       const optional: Record<string, number> = {};
-      for (const [k, x, min, max] of [["compareTimeoutMs", v.compareTimeoutMs, 1, 3_600_000], ["minGapMs", v.minGapMs, 0, 3_600_000], ["maxIntervalMs", v.maxIntervalMs, 1, 86_400_000]] as const) {
+      if (v.arbiter !== undefined && (typeof v.arbiter !== "string" || v.arbiter.length === 0 || v.arbiter.length > 300)) throw new Error('remus: "arbiter" must be "host:port"');
+      for (const [k, x, min, max] of [["compareTimeoutMs", v.compareTimeoutMs, 1, 3_600_000], ["minGapMs", v.minGapMs, 0, 3_600_000], ["maxIntervalMs", v.maxIntervalMs, 1, 86_400_000], ["leaseMs", v.leaseMs, 10, 600_000]] as const) {
         if (x === undefined) continue;
         if (typeof x !== "number" || !Number.isInteger(x) || x < min || x > max) throw new Error(`remus: "${k}" must be an integer ${min}..${max}`);
         optional[k] = x;
@@ -110,6 +116,7 @@ export function parseRequest(line: string): ControlRequest {
         ...(v.mode ? { mode: v.mode } : {}),
         ...optional,
         ...(typeof v.configPath === "string" ? { configPath: v.configPath } : {}),
+        ...(typeof v.arbiter === "string" ? { arbiter: v.arbiter } : {}),
       };
     }
     case "status":

@@ -12,7 +12,10 @@ import { openSaveFile, readConfig, readMachine, saveToFile, type ConfigSource } 
 import { daemonLogger, type Logger } from "./log.js";
 import { acceptIncoming, migrateOut, type Incoming } from "./migration.js";
 import { connectSecure } from "../channel/secure-channel.js";
-import { PrimaryReplicator } from "../colo/primary.js";
+import { PrimaryReplicator, type ArbiterOptions } from "../colo/primary.js";
+import { ArbiterClient, DEFAULT_ARBITER_PORT } from "./arbiter.js";
+import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
+import { parseEndpoint } from "../channel/secure-channel.js";
 import { SecondaryReplicator, type SecondaryDiskSlot } from "../colo/secondary.js";
 import type { ForwardedDisk } from "../colo/disk-forwarder.js";
 import { hashBackendSync } from "../colo/disk/image-hash.js";
@@ -20,7 +23,7 @@ import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } fro
 import { DEFAULT_COMPARATOR_OPTIONS, DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import type { BlockBackend } from "../engine/engine.js";
 import { dirname, join } from "node:path";
-import { runDir, vmRunFiles } from "./paths.js";
+import { currentNetnsName, runDir, vmRunFiles } from "./paths.js";
 import { isDaemonAlive, removeStale } from "./registry.js";
 import { readRecord, writeRecord } from "./vm-record.js";
 import type { ControlRequest } from "./protocol.js";
@@ -33,7 +36,7 @@ function report(msg: DaemonReport): void {
 export type DaemonMode =
   | { kind: "boot"; configPath: string }
   | { kind: "restore"; file: string }
-  | { kind: "incoming"; listen: Endpoint; keyFile: string; timeoutMs: number; colo?: { timeoutMs: number; heartbeatMs: number } };
+  | { kind: "incoming"; listen: Endpoint; keyFile: string; timeoutMs: number; colo?: { timeoutMs: number; heartbeatMs: number; arbiter?: Endpoint; leaseMs?: number } };
 
 /**
  * The per-VM daemon process (`colo create`, `colo restore` and
@@ -81,7 +84,7 @@ export class VmDaemon implements ControlHandler {
       case "restore":
         return this.restore(mode.file);
       case "incoming":
-        return mode.colo ? this.incomingSecondary(mode.listen, mode.keyFile, mode.timeoutMs, mode.colo.timeoutMs, mode.colo.heartbeatMs) : this.incoming(mode.listen, mode.keyFile, mode.timeoutMs);
+        return mode.colo ? this.incomingSecondary(mode.listen, mode.keyFile, mode.timeoutMs, mode.colo) : this.incoming(mode.listen, mode.keyFile, mode.timeoutMs);
     }
   }
 
@@ -165,7 +168,13 @@ export class VmDaemon implements ControlHandler {
   }
 
   /** `colo migrate-receive --colo`: become the secondary of a replication session. */
-  private async incomingSecondary(listen: Endpoint, keyFile: string, acceptTimeoutMs: number, timeoutMs: number, heartbeatMs: number): Promise<void> {
+  private async incomingSecondary(
+    listen: Endpoint,
+    keyFile: string,
+    acceptTimeoutMs: number,
+    colo: { timeoutMs: number; heartbeatMs: number; arbiter?: Endpoint; leaseMs?: number },
+  ): Promise<void> {
+    const { timeoutMs, heartbeatMs } = colo;
     const key = loadKey(keyFile);
     const inc: Incoming = await acceptIncoming(listen, key, acceptTimeoutMs, (address) => {
       this.log.info({ address }, "waiting for a primary");
@@ -200,7 +209,12 @@ export class VmDaemon implements ControlHandler {
           inc.socket,
           inc.reader,
           inc.peer,
-          { timeoutMs, heartbeatMs, log: (msg, fields) => this.log.warn(fields ?? {}, msg) },
+          {
+            timeoutMs,
+            heartbeatMs,
+            log: (msg, fields) => this.log.warn(fields ?? {}, msg),
+            ...(colo.arbiter ? { arbiter: this.arbiterFor(colo.arbiter, key, inc.config.name, "secondary", colo.leaseMs) } : {}),
+          },
         );
         await secondary.receiveInitial();
       },
@@ -387,6 +401,7 @@ export class VmDaemon implements ControlHandler {
         heartbeatMs: r.heartbeatMs,
         log: (msg, fields) => this.log.warn(fields ?? {}, msg),
         ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}),
+        ...(r.arbiter ? { arbiter: this.arbiterFor(parseEndpoint(r.arbiter, DEFAULT_ARBITER_PORT), key, vm.name, "primary", r.leaseMs) } : {}),
       },
     );
     this.primary = primary;
@@ -398,6 +413,16 @@ export class VmDaemon implements ControlHandler {
     }
     this.log.info({ peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs }, "replication running");
     return { peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs, checkpoint0Pages: primary.stats.lastPages, disks: primary.diskCount };
+  }
+
+  /** The lease this side holds with the arbiter: one holder name per daemon. */
+  private arbiterFor(at: Endpoint, key: Buffer, vmName: string, role: string, leaseMs: number | undefined): ArbiterOptions {
+    return {
+      arbiter: new ArbiterClient(at, key),
+      vm: vmName,
+      holder: `${role}@${currentNetnsName() ?? "host"}:${process.pid}`,
+      ttlMs: leaseMs ?? DEFAULT_LEASE_TTL_MS,
+    };
   }
 
   /** The primary's writable disks: every write is forwarded once replication starts. */

@@ -13,6 +13,9 @@ import { keygen, migrateReceive, migrateVm, restoreVm, saveVm } from "./migrate.
 import { checkpointVm, coloVm, diskHashesVm, failoverVm, remusVm } from "./replication.js";
 import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
 import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
+import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
+import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
+import { runArbiter } from "./arbiter.js";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/heartbeat.js";
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE } from "../channel/key.js";
@@ -95,11 +98,24 @@ export function program(): Command {
     .option("--checkpoint-max-interval <ms>", "with --colo: a checkpoint at least this often", positiveInt, DEFAULT_MAX_CHECKPOINT_INTERVAL_MS)
     .option("--peer-timeout <ms>", "with --colo: silence from the secondary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "with --colo: heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
+    .option("--arbiter <addr[:port]>", `with --colo: hold this arbiter's lease; run alone after losing the secondary only with it (default port ${DEFAULT_ARBITER_PORT})`)
+    .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
     .action(
       async (
         name: string,
         dest: string,
-        o: { keyFile: string; config?: string; colo?: boolean; compareTimeout: number; checkpointMinGap: number; checkpointMaxInterval: number; peerTimeout: number; heartbeat: number },
+        o: {
+          keyFile: string;
+          config?: string;
+          colo?: boolean;
+          compareTimeout: number;
+          checkpointMinGap: number;
+          checkpointMaxInterval: number;
+          peerTimeout: number;
+          heartbeat: number;
+          arbiter?: string;
+          lease: number;
+        },
       ) =>
         o.colo
           ? coloVm(name, dest, {
@@ -110,6 +126,7 @@ export function program(): Command {
               compareTimeout: o.compareTimeout,
               minGap: o.checkpointMinGap,
               maxInterval: o.checkpointMaxInterval,
+              ...(o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {}),
             })
           : migrateVm(name, dest, o),
     );
@@ -123,7 +140,9 @@ export function program(): Command {
     .option("--colo", "become the secondary of a replication session (colo remus, or colo migrate --colo) instead of receiving a migration")
     .option("--peer-timeout <ms>", "with --colo: silence from the primary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "with --colo: heartbeat interval toward the primary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
-    .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number; heartbeat: number }) => migrateReceive(o));
+    .option("--arbiter <addr[:port]>", `with --colo: take over only with this arbiter's lease (colo arbiter; default port ${DEFAULT_ARBITER_PORT})`)
+    .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
+    .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number; heartbeat: number; arbiter?: string; lease: number }) => migrateReceive(o));
 
   p.command("remus")
     .description("protect a VM with checkpointed replication to a secondary (Remus mode: output held until its checkpoint is acknowledged)")
@@ -133,7 +152,15 @@ export function program(): Command {
     .option("--peer-timeout <ms>", "silence from the secondary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
     .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
-    .action(async (name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string }) => remusVm(name, dest, o));
+    .option("--arbiter <addr[:port]>", `hold this arbiter's lease; run alone after losing the secondary only with it (default port ${DEFAULT_ARBITER_PORT})`)
+    .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
+    .action(async (name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease: number }) => remusVm(name, dest, o));
+
+  p.command("arbiter")
+    .description("run the lease arbiter both hosts of a protected pair consult before acting alone (foreground; Ctrl-C ends it)")
+    .option("--listen <addr[:port]>", "address to listen on", `0.0.0.0:${DEFAULT_ARBITER_PORT}`)
+    .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
+    .action(async (o: { listen: string; keyFile: string }) => runArbiter(o));
 
   p.command("failover")
     .description("operator takeover: a secondary takes over now; a primary stops replicating and runs unprotected")
@@ -185,7 +212,9 @@ export function program(): Command {
     .option("--accept-timeout <s>", "", positiveInt, 600)
     .option("--colo-peer-timeout <ms>")
     .option("--colo-heartbeat <ms>")
-    .action(async (o: { config?: string; restore?: string; incoming?: string; keyFile?: string; acceptTimeout: number; coloPeerTimeout?: string; coloHeartbeat?: string }) => {
+    .option("--colo-arbiter <addr>")
+    .option("--colo-lease <ms>")
+    .action(async (o: { config?: string; restore?: string; incoming?: string; keyFile?: string; acceptTimeout: number; coloPeerTimeout?: string; coloHeartbeat?: string; coloArbiter?: string; coloLease?: string }) => {
       const { vmDaemonMain } = await import("../api/vm-daemon.js");
       if (o.config) await vmDaemonMain({ kind: "boot", configPath: o.config });
       else if (o.restore) await vmDaemonMain({ kind: "restore", file: o.restore });
@@ -195,7 +224,15 @@ export function program(): Command {
           listen: parseEndpoint(o.incoming, DEFAULT_MIGRATION_PORT),
           keyFile: o.keyFile,
           timeoutMs: o.acceptTimeout * 1000,
-          ...(o.coloPeerTimeout ? { colo: { timeoutMs: Number(o.coloPeerTimeout), heartbeatMs: Number(o.coloHeartbeat ?? DEFAULT_HEARTBEAT_INTERVAL_MS) } } : {}),
+          ...(o.coloPeerTimeout
+            ? {
+                colo: {
+                  timeoutMs: Number(o.coloPeerTimeout),
+                  heartbeatMs: Number(o.coloHeartbeat ?? DEFAULT_HEARTBEAT_INTERVAL_MS),
+                  ...(o.coloArbiter ? { arbiter: parseEndpoint(o.coloArbiter, DEFAULT_ARBITER_PORT), leaseMs: Number(o.coloLease ?? DEFAULT_LEASE_TTL_MS) } : {}),
+                },
+              }
+            : {}),
         });
       else throw new CliError("__vm-daemon: give --config, --restore or --incoming with --key-file");
     });

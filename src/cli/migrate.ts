@@ -1,3 +1,5 @@
+import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
+import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { resolve } from "node:path";
 import { request } from "../api/control-client.js";
 import { vmRunFiles } from "../api/paths.js";
@@ -65,11 +67,23 @@ export async function migrateVm(name: string, dest: string, o: { keyFile: string
 }
 
 /** `colo migrate-receive`: waits for one incoming migration; returns when the VM runs here. */
-export async function migrateReceive(o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout?: number; heartbeat?: number }): Promise<void> {
+export async function migrateReceive(o: {
+  listen: string;
+  keyFile: string;
+  timeout: number;
+  detach?: boolean;
+  colo?: boolean;
+  peerTimeout?: number;
+  heartbeat?: number;
+  arbiter?: string;
+  lease?: number;
+}): Promise<void> {
   const at = parseEndpoint(o.listen, DEFAULT_MIGRATION_PORT);
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile);
-  const colo = o.colo ? ["--colo-peer-timeout", String(o.peerTimeout ?? 1000), "--colo-heartbeat", String(o.heartbeat ?? 200)] : [];
+  if (o.arbiter && !o.colo) fail("--arbiter needs --colo");
+  const arbiter = o.arbiter ? ["--colo-arbiter", formatEndpoint(parseEndpoint(o.arbiter, DEFAULT_ARBITER_PORT)), "--colo-lease", String(o.lease ?? DEFAULT_LEASE_TTL_MS)] : [];
+  const colo = o.colo ? ["--colo-peer-timeout", String(o.peerTimeout ?? 1000), "--colo-heartbeat", String(o.heartbeat ?? 200), ...arbiter] : [];
   const { pid, report } = await spawnDaemon(["--incoming", formatEndpoint(at), "--key-file", keyFile, "--accept-timeout", String(o.timeout), ...colo], {
     what: `migrate-receive on ${formatEndpoint(at)}`,
     logName: `incoming-${at.port}.log`,

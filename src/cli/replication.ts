@@ -6,16 +6,25 @@ import { findVm } from "../api/registry.js";
 import { loadKey } from "../channel/key.js";
 import { formatEndpoint, parseEndpoint } from "../channel/secure-channel.js";
 import { fail } from "./output.js";
+import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
+import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
+
+/** The arbiter's address as the daemon wants it (checked here: a bad address is this command's error). */
+function arbiterFields(o: { arbiter?: string; lease?: number }): { arbiter?: string; leaseMs?: number } {
+  if (!o.arbiter) return {};
+  const at = parseEndpoint(o.arbiter, DEFAULT_ARBITER_PORT);
+  return { arbiter: formatEndpoint(at), leaseMs: o.lease ?? DEFAULT_LEASE_TTL_MS };
+}
 
 /** `colo remus NAME HOST[:PORT]`: starts Remus-mode replication; returns once the secondary holds checkpoint 0. */
-export async function remusVm(name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string }): Promise<void> {
+export async function remusVm(name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease?: number }): Promise<void> {
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
   const to = parseEndpoint(dest, DEFAULT_MIGRATION_PORT);
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile);
   const r = (await request(
     vmRunFiles(name).socket,
-    { op: "remus", host: to.host, port: to.port, keyFile, intervalMs: o.interval, timeoutMs: o.peerTimeout, heartbeatMs: o.heartbeat },
+    { op: "remus", host: to.host, port: to.port, keyFile, intervalMs: o.interval, timeoutMs: o.peerTimeout, heartbeatMs: o.heartbeat, ...arbiterFields(o) },
     600_000,
   )) as { checkpoint0Pages: number };
   process.stdout.write(
@@ -27,7 +36,7 @@ export async function remusVm(name: string, dest: string, o: { interval: number;
 export async function coloVm(
   name: string,
   dest: string,
-  o: { keyFile: string; config?: string; peerTimeout: number; heartbeat: number; compareTimeout: number; minGap: number; maxInterval: number },
+  o: { keyFile: string; config?: string; peerTimeout: number; heartbeat: number; compareTimeout: number; minGap: number; maxInterval: number; arbiter?: string; lease?: number },
 ): Promise<void> {
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
   const to = parseEndpoint(dest, DEFAULT_MIGRATION_PORT);
@@ -41,13 +50,14 @@ export async function coloVm(
       host: to.host,
       port: to.port,
       keyFile,
-      intervalMs: o.maxInterval,
+      intervalMs: Math.min(o.maxInterval, 3_600_000), // unused in compare mode; the field is shared with Remus
       timeoutMs: o.peerTimeout,
       heartbeatMs: o.heartbeat,
       compareTimeoutMs: o.compareTimeout,
       minGapMs: o.minGap,
       maxIntervalMs: o.maxInterval,
       ...(o.config ? { configPath: resolve(o.config) } : {}),
+      ...arbiterFields(o),
     },
     600_000,
   )) as { checkpoint0Pages: number; disks: number };

@@ -39,6 +39,15 @@ import { RemusOutput } from "./remus-output.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
 import { hashBackendSync } from "./disk/image-hash.js";
+import { LeaseKeeper, type Arbiter } from "./lease.js";
+
+/** An arbiter to hold the VM's lease with (the split-brain rule, lease.ts). */
+export interface ArbiterOptions {
+  arbiter: Arbiter;
+  vm: string;
+  holder: string;
+  ttlMs: number;
+}
 
 /** What an operator checkpoint reports. */
 export interface OperatorCheckpoint {
@@ -79,6 +88,8 @@ export interface PrimaryOptions {
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /** Test hook: delay inside a checkpoint, after the pages are sent (COLO_TEST_CHECKPOINT_DELAY_MS). */
   midCheckpointDelayMs?: number;
+  /** Without an arbiter, a lost link makes both sides run (split brain possible; docs/replication.md). */
+  arbiter?: ArbiterOptions;
 }
 
 /** Default disk backlog before a checkpoint is forced: 64 MiB of forwarded writes. */
@@ -105,6 +116,7 @@ export class PrimaryReplicator {
   private mirroring = false;
   private readonly disks: DiskForwarder;
   mirroredFrames = 0;
+  private readonly lease: LeaseKeeper | undefined;
   private operatorWaiters: { verify: boolean; resolve: (r: OperatorCheckpoint) => void; reject: (e: Error) => void }[] = [];
 
   constructor(
@@ -126,6 +138,10 @@ export class PrimaryReplicator {
       this.policy = new CheckpointPolicy({ minGapMs: 0, maxIntervalMs: opts.intervalMs }, Date.now());
     }
     this.stats.reasons = this.policy.counts;
+    const a = opts.arbiter;
+    this.lease = a ? new LeaseKeeper(a.arbiter, a.vm, a.holder, a.ttlMs, () => this.leaseExpired()) : undefined;
+    const lease = this.lease;
+    if (lease) this.stats.lease = () => ({ ...lease.status() });
     this.disks = new DiskForwarder(vm.disks, this.writer, this.lock, opts.diskBacklogBytes ?? DEFAULT_DISK_BACKLOG_BYTES, () => this.request("disk-backlog"));
     this.back = new BackChannel(socket, (frame) => this.compare?.secondaryOutput(frame));
     socket.on("data", () => this.stats.heard());
@@ -143,6 +159,10 @@ export class PrimaryReplicator {
       this.output.output(frame);
       return false;
     });
+    if (this.lease) {
+      if (!(await this.lease.tryAcquire(false))) throw new Error(`the arbiter did not grant the lease of ${this.lease.vm}: ${this.lease.status().lastError ?? "?"}`);
+      this.lease.keep();
+    }
     await this.writer.writeVmConfig(config);
     await this.writer.writeReplicationMode({ mode: this.opts.mode, disks: this.vm.disks.length > 0 });
     const t0 = Date.now();
@@ -294,7 +314,11 @@ export class PrimaryReplicator {
     for (const w of waiters) w.resolve(w.verify && diskHashes ? { ...done, diskHashes } : done);
   }
 
-  /** Secondary lost: release everything held, stop interposing, run on unprotected. */
+  /**
+   * Secondary lost: stop interposing; then, if this side may act alone
+   * (no arbiter, or the arbiter marked our lease solo), release everything
+   * held and run on unprotected; otherwise fence.
+   */
   private fail(reason: string): void {
     if (this.stopped) return;
     this.stopped = true;
@@ -303,16 +327,40 @@ export class PrimaryReplicator {
     this.heartbeat?.stop();
     this.mirroring = false;
     this.vm.setInputFilter(undefined);
-    this.vm.setOutputFilter(undefined);
     this.disks.stop();
     for (const w of this.operatorWaiters) w.reject(new Error(`replication stopped: ${reason}`));
     this.operatorWaiters = [];
+    this.socket.destroy();
+    // Until decided, the guest's output stays held (the filter is still ours).
+    void this.decideAlone(reason).finally(() => this.lost?.(reason));
+  }
+
+  private async decideAlone(reason: string): Promise<void> {
+    const alone = this.lease ? await this.lease.markSolo() : true;
+    if (!alone) {
+      this.fence(reason, `the arbiter did not let this side run alone: ${this.lease?.status().lastError ?? "?"}`);
+      return;
+    }
+    this.vm.setOutputFilter(undefined);
     for (const f of this.output.releaseAll()) this.vm.sendOutput(f);
     this.stats.failover("primary", reason);
-    this.opts.log("secondary lost; running on unprotected", { reason });
-    this.socket.destroy();
-    void this.vm.resume().catch(() => undefined);
-    this.lost?.(reason);
+    this.opts.log("secondary lost; running on unprotected", { reason, ...(this.lease ? { lease: this.lease.status() } : {}) });
+    await this.vm.resume().catch(() => undefined);
+  }
+
+  /** May not act alone: drop held output, keep dropping, stop the guest. */
+  private fence(reason: string, why: string): void {
+    this.vm.setOutputFilter(() => false);
+    this.output.releaseAll();
+    this.stats.failover("primary", `${reason}; ${why}`, "fenced");
+    this.opts.log("fenced: output stopped and the VM paused", { reason, why });
+    void this.vm.pause().catch(() => undefined);
+  }
+
+  /** The lease ran out (arbiter unreachable): fatal only for a side running alone. */
+  private leaseExpired(): void {
+    if (this.stats.mode === "unprotected") this.fence("running alone", `the lease ran out: ${this.lease?.status().lastError ?? "?"}`);
+    else if (this.stats.mode === "primary") this.opts.log("the arbiter's lease ran out while the secondary is connected; renewing", { lease: this.lease?.status() });
   }
 
   /**

@@ -1,5 +1,12 @@
 /** What `colo status` shows of a replication session (issue 4, part 5). */
-export type ReplicationMode = "primary" | "secondary" | "unprotected";
+/**
+ * unprotected: running alone (after a failover, or a session's end);
+ * fenced: stopped releasing output (paused) because it may not act alone:
+ * it lost its peer and could not hold the arbiter's lease (lease.ts);
+ * stepped-down: a secondary that did not take over because its primary
+ * still holds the lease (only the link was lost).
+ */
+export type ReplicationMode = "primary" | "secondary" | "unprotected" | "fenced" | "stepped-down";
 
 export interface FailoverEvent {
   at: string;
@@ -52,10 +59,13 @@ export class ReplicationStats {
     return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? 0;
   }
 
-  failover(role: "primary" | "secondary", reason: string): void {
+  failover(role: "primary" | "secondary", reason: string, mode: ReplicationMode = "unprotected"): void {
     this.failovers.push({ at: new Date().toISOString(), role, reason });
-    this.mode = "unprotected";
+    this.mode = mode;
   }
+
+  /** Arbiter lease state, when an arbiter is configured. */
+  lease: (() => Record<string, unknown>) | undefined;
 
   snapshot(): Record<string, unknown> {
     return {
@@ -71,6 +81,7 @@ export class ReplicationStats {
       failovers: this.failovers,
       discardedCheckpoints: this.discardedCheckpoints,
       ...(this.reasons ? { checkpointReasons: { ...this.reasons } } : {}),
+      ...(this.lease ? { lease: this.lease() } : {}),
     };
   }
 }

@@ -33,6 +33,8 @@ import { SecondaryDisk } from "./disk/secondary-disk.js";
 import { HeartbeatSender, WriteLock } from "./heartbeat.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { ReplicationStats } from "./replication-stats.js";
+import { acquireForTakeover, LeaseKeeper } from "./lease.js";
+import type { ArbiterOptions } from "./primary.js";
 
 export interface SecondaryDiskSlot {
   /** Index in the VM config's disk list. */
@@ -67,6 +69,8 @@ const ORDERLY_END = "the primary ended replication";
 export interface SecondaryOptions {
   timeoutMs: number;
   heartbeatMs: number;
+  /** Take over only with the arbiter's lease (lease.ts); without one, a lost link makes both sides run. */
+  arbiter?: ArbiterOptions;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -86,6 +90,7 @@ export class SecondaryReplicator {
   /** Frames: mirrored in, SVM output sent to the primary. */
   private framesIn = 0;
   private framesOut = 0;
+  private lease: LeaseKeeper | undefined;
 
   constructor(
     private readonly vm: SecondaryVm,
@@ -219,6 +224,22 @@ export class SecondaryReplicator {
       await this.vm.discard();
       return reason;
     }
+    const a = this.opts.arbiter;
+    if (a) {
+      const lease = new LeaseKeeper(a.arbiter, a.vm, a.holder, a.ttlMs, () => this.leaseExpired());
+      this.lease = lease;
+      // The primary's lease lasts at most one ttl past its last renewal; then it is ours, unless it ran alone (solo).
+      const granted = await acquireForTakeover(lease, 2 * a.ttlMs + 500);
+      if (!granted) {
+        this.stats.failover("secondary", `${reason}; no takeover: ${lease.status().lastError ?? "?"}`, "stepped-down");
+        this.opts.log("primary silent but it holds the lease (only the link is lost): stepping down, discarding this copy", { reason, lease: lease.status() });
+        await lease.stop(false);
+        await this.vm.discard();
+        return reason;
+      }
+      lease.keep();
+      this.stats.lease = () => ({ ...lease.status() });
+    }
     this.stats.failover("secondary", reason);
     const disks = [...this.disks.values()].map((d) => d.failover());
     this.opts.log("primary lost; taking over", {
@@ -321,6 +342,15 @@ export class SecondaryReplicator {
           throw new Error(`unexpected ${r.kind} record from the primary`);
       }
     }
+  }
+
+  /** The survivor's lease ran out (arbiter unreachable): it may not run alone any more. */
+  private leaseExpired(): void {
+    if (this.stats.mode !== "unprotected") return;
+    this.vm.setOutputFilter(() => false);
+    this.stats.failover("secondary", `the lease ran out: ${this.lease?.status().lastError ?? "?"}`, "fenced");
+    this.opts.log("fenced: the lease ran out; output stopped and the VM paused", {});
+    void this.vm.pause().catch(() => undefined);
   }
 
   /** Operator failover: stop listening to the primary and take over now. */

@@ -69,7 +69,7 @@ const errors: [string, string, ConfigErrorCode, string][] = [
   ["model e1000", "model=e1000", "unsupported-value", `model: expected virtio or ne2k, got "e1000"`],
   ["script", "script=vif-bridge", "unsupported-key", "script: vif scripts are not supported"],
   ["unknown key", "brige=colobr", "unknown-key", `unknown vif key "brige" (did you mean "bridge"?)`],
-  ["COLO proxy key of QEMU-based Xen COLO", "colo_sock_mirror_port=9001", "unsupported-key", "only forwarddev= is needed"],
+  ["COLO proxy key of QEMU-based Xen COLO", "colo_sock_mirror_port=9001", "unsupported-key", "ride the replication connection"],
   ["item without =", "mac", "syntax", `expected key=value, got "mac"`],
   ["key twice", "bridge=a, bridge=b", "bad-value", "bridge: given twice"],
 ];

@@ -117,7 +117,7 @@ export function parseVifSpec(spec: string, ctx: SpecContext, vmName: string, ind
       throw specError(
         ctx,
         "unsupported-key",
-        `${key}: the COLO proxy is wired by colo itself; only forwarddev= is needed`,
+        `${key}: the COLO proxy is wired by colo itself; mirror and redirect ride the replication connection (forwarddev= is accepted, not needed)`,
       );
     }
     if (!isVifKey(key)) throw specError(ctx, "unknown-key", `unknown vif key ${quote(key)}${didYouMean(key, KNOWN_KEYS)}`);

@@ -69,15 +69,15 @@ interface WantedLink extends Endpoint {
 function wantedLinks(t: LabTopology): WantedLink[] {
   const { lan, client, h1, h2 } = t.namespaces;
   const links: WantedLink[] = [];
+  const lanCidr = (ip: string): string => `${ip}/${t.lanPrefixLen}`;
   for (const ns of [lan, client, h1, h2]) links.push({ ns, name: "lo", kind: "loopback", addrs: [] });
-  links.push({ ns: lan, name: t.lanBridge, kind: "bridge", addrs: [] });
-  links.push({ ns: h1, name: t.hostBridge, kind: "bridge", addrs: [] });
-  links.push({ ns: h2, name: t.hostBridge, kind: "bridge", addrs: [] });
+  links.push({ ns: lan, name: t.lanBridge, kind: "bridge", addrs: [lanCidr(t.arbiterIp)] });
+  links.push({ ns: h1, name: t.hostBridge, kind: "bridge", addrs: [lanCidr(t.hostLanIps[0])] });
+  links.push({ ns: h2, name: t.hostBridge, kind: "bridge", addrs: [lanCidr(t.hostLanIps[1])] });
   const pair = (a: Omit<WantedLink, "kind" | "peer">, b: Omit<WantedLink, "kind" | "peer">): void => {
     links.push({ ...a, kind: "veth", peer: { ns: b.ns, name: b.name } });
     links.push({ ...b, kind: "veth", peer: { ns: a.ns, name: a.name } });
   };
-  const lanCidr = (ip: string): string => `${ip}/${t.lanPrefixLen}`;
   const replCidr = (ip: string): string => `${ip}/${t.replPrefixLen}`;
   pair({ ns: lan, name: t.lanPorts.client, master: t.lanBridge, addrs: [] }, { ns: client, name: t.clientIf, addrs: [lanCidr(t.clientIp)] });
   pair({ ns: lan, name: t.lanPorts.h1, master: t.lanBridge, addrs: [] }, { ns: h1, name: t.hostUplink, master: t.hostBridge, addrs: [] });

@@ -42,6 +42,10 @@ export interface LabTopology {
   replPrefixLen: number;
   /** Replication addresses by host namespace position: replIps[0] on hosts[0]. */
   replIps: readonly [string, string];
+  /** Each host's own address on the LAN (on its bridge): the path to the arbiter that is not the replication link. */
+  hostLanIps: readonly [string, string];
+  /** The arbiter's address (on the LAN bridge, in the lan namespace): `colo arbiter` listens there. */
+  arbiterIp: string;
 }
 
 const PREFIX_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/;
@@ -77,6 +81,8 @@ export function labTopology(prefix: string = DEFAULT_LAB_PREFIX): LabTopology {
     replSubnet: "10.77.1.0/24",
     replPrefixLen: 24,
     replIps: Object.freeze(["10.77.1.1", "10.77.1.2"] as const),
+    hostLanIps: Object.freeze(["10.77.0.3", "10.77.0.4"] as const),
+    arbiterIp: "10.77.0.1",
   });
 }
 

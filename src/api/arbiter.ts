@@ -1,0 +1,202 @@
+/**
+ * The arbiter (the split-brain rule of src/colo/lease.ts) on the network:
+ * a small lease service both hosts reach by another path than the
+ * replication link (in the lab: the LAN). Authenticated like every colo
+ * channel (TLS-PSK, the shared key). One JSON object per line each way:
+ *
+ *   → {"id":1,"op":"acquire","vm":"web","holder":"primary@h1:4242","ttlMs":1000,"solo":false}
+ *   ← {"id":1,"granted":true,"solo":false,"holder":"primary@h1:4242","remainingMs":1000}
+ *   → {"id":2,"op":"release","vm":"web","holder":"primary@h1:4242"}
+ *   ← {"id":2,"ok":true}
+ *   → {"id":3,"op":"list"}
+ *   ← {"id":3,"leases":[...]}
+ *
+ * A bad request gets {"id":..,"error":"..."} and the connection stays up.
+ */
+import type { TLSSocket } from "node:tls";
+import { createInterface } from "node:readline";
+import { connectSecure, formatEndpoint, listenSecure, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
+import { LeaseTable, type Arbiter, type LeaseAnswer } from "../colo/lease.js";
+
+/** The arbiter's default port (the migration port is 8002). */
+export const DEFAULT_ARBITER_PORT = 8003;
+/** A request the arbiter has not answered within this is a failure (the caller counts it as unreachable). */
+const REQUEST_TIMEOUT_MS = 500;
+const MAX_LINE = 4096;
+
+type ArbiterRequest =
+  | { id: number; op: "acquire"; vm: string; holder: string; ttlMs: number; solo: boolean }
+  | { id: number; op: "release"; vm: string; holder: string }
+  | { id: number; op: "list" };
+
+function parseRequest(line: string): ArbiterRequest {
+  if (line.length > MAX_LINE) throw new Error(`request longer than ${MAX_LINE} bytes`);
+  const v = JSON.parse(line) as Record<string, unknown>;
+  if (typeof v !== "object" || v === null) throw new Error("request must be a JSON object");
+  const id = v.id;
+  if (typeof id !== "number" || !Number.isInteger(id)) throw new Error('"id" must be an integer');
+  const str = (k: string) => {
+    const x = v[k];
+    if (typeof x !== "string" || x.length === 0 || x.length > 256) throw new Error(`"${k}" must be a string of 1..256 characters`);
+    return x;
+  };
+  switch (v.op) {
+    case "acquire": {
+      const ttl = v.ttlMs;
+      if (typeof ttl !== "number" || !Number.isInteger(ttl) || ttl < 10 || ttl > 600_000) throw new Error('"ttlMs" must be an integer 10..600000');
+      if (typeof v.solo !== "boolean") throw new Error('"solo" must be a boolean');
+      return { id, op: "acquire", vm: str("vm"), holder: str("holder"), ttlMs: ttl, solo: v.solo };
+    }
+    case "release":
+      return { id, op: "release", vm: str("vm"), holder: str("holder") };
+    case "list":
+      return { id, op: "list" };
+    default:
+      throw new Error(`unknown op ${JSON.stringify(v.op)}`);
+  }
+}
+
+/** Serves leases until close(). */
+export class ArbiterServer {
+  readonly table = new LeaseTable();
+  private readonly sockets = new Set<TLSSocket>();
+
+  private constructor(private listener: SecureListener | undefined) {}
+
+  static async listen(at: Endpoint, key: Buffer, log: (msg: string) => void = () => {}): Promise<ArbiterServer & { address: Endpoint }> {
+    const server = new ArbiterServer(undefined);
+    const listener = await listenSecure(
+      at,
+      key,
+      (socket) => server.serve(socket, log),
+      (err) => log(err.message),
+    );
+    server.listener = listener;
+    return Object.assign(server, { address: listener.address });
+  }
+
+  private serve(socket: TLSSocket, log: (msg: string) => void): void {
+    this.sockets.add(socket);
+    socket.on("close", () => this.sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    const lines = createInterface({ input: socket, crlfDelay: Infinity });
+    lines.on("line", (line) => {
+      let id: unknown = null;
+      try {
+        id = (JSON.parse(line) as { id?: unknown }).id ?? null;
+      } catch {
+        // reported below
+      }
+      let answer: Record<string, unknown>;
+      try {
+        const r = parseRequest(line);
+        const now = Date.now();
+        if (r.op === "acquire") {
+          const a = this.table.acquire(r.vm, r.holder, r.ttlMs, now, r.solo);
+          answer = { id: r.id, ...a };
+          if (a.granted && r.solo) log(`lease of ${r.vm}: ${r.holder} runs alone (solo)`);
+        } else if (r.op === "release") {
+          this.table.release(r.vm, r.holder);
+          answer = { id: r.id, ok: true };
+        } else {
+          answer = { id: r.id, leases: this.table.snapshot(now) };
+        }
+      } catch (err) {
+        answer = { id, error: (err as Error).message };
+      }
+      socket.write(JSON.stringify(answer) + "\n");
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await this.listener?.close();
+  }
+}
+
+/** The daemons' side: one connection, re-opened when it breaks; each request bounded in time. */
+export class ArbiterClient implements Arbiter {
+  private socket: TLSSocket | undefined;
+  private connecting: Promise<TLSSocket> | undefined;
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private closed = false;
+
+  constructor(
+    readonly at: Endpoint,
+    private readonly key: Buffer,
+  ) {}
+
+  private connect(): Promise<TLSSocket> {
+    if (this.socket && !this.socket.destroyed) return Promise.resolve(this.socket);
+    this.connecting ??= connectSecure(this.at, this.key, REQUEST_TIMEOUT_MS)
+      .then((socket) => {
+        this.socket = socket;
+        const lines = createInterface({ input: socket, crlfDelay: Infinity });
+        lines.on("line", (line) => {
+          let v: Record<string, unknown>;
+          try {
+            v = JSON.parse(line) as Record<string, unknown>;
+          } catch {
+            socket.destroy();
+            return;
+          }
+          const w = typeof v.id === "number" ? this.waiting.get(v.id) : undefined;
+          if (!w) return;
+          this.waiting.delete(v.id as number);
+          clearTimeout(w.timer);
+          if (typeof v.error === "string") w.reject(new Error(`arbiter ${formatEndpoint(this.at)}: ${v.error}`));
+          else w.resolve(v);
+        });
+        const drop = () => {
+          if (this.socket === socket) this.socket = undefined;
+          for (const [id, w] of this.waiting) {
+            clearTimeout(w.timer);
+            w.reject(new Error(`arbiter ${formatEndpoint(this.at)}: connection lost`));
+            this.waiting.delete(id);
+          }
+        };
+        socket.on("close", drop);
+        socket.on("error", () => socket.destroy());
+        return socket;
+      })
+      .finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  private async call(req: Record<string, unknown>): Promise<Record<string, unknown>> {
+    if (this.closed) throw new Error("arbiter client closed");
+    const socket = await this.connect();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new Error(`arbiter ${formatEndpoint(this.at)}: no answer within ${REQUEST_TIMEOUT_MS} ms`));
+        socket.destroy();
+      }, REQUEST_TIMEOUT_MS);
+      this.waiting.set(id, { resolve, reject, timer });
+      socket.write(JSON.stringify({ id, ...req }) + "\n");
+    });
+  }
+
+  async acquire(vm: string, holder: string, ttlMs: number, solo: boolean): Promise<LeaseAnswer> {
+    const v = await this.call({ op: "acquire", vm, holder, ttlMs, solo });
+    if (typeof v.granted !== "boolean" || typeof v.solo !== "boolean" || typeof v.holder !== "string" || typeof v.remainingMs !== "number") {
+      throw new Error(`arbiter ${formatEndpoint(this.at)}: malformed answer`);
+    }
+    return { granted: v.granted, solo: v.solo, holder: v.holder, remainingMs: v.remainingMs };
+  }
+
+  async release(vm: string, holder: string): Promise<void> {
+    await this.call({ op: "release", vm, holder });
+  }
+
+  async list(): Promise<unknown> {
+    return (await this.call({ op: "list" })).leases;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.socket?.destroy();
+  }
+}

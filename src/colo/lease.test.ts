@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { acquireForTakeover, LeaseKeeper, LeaseTable, type Arbiter, type LeaseAnswer } from "./lease.js";
+
+test("lease table: one holder at a time; expiry frees it; a solo lease is never handed over", () => {
+  const t = new LeaseTable();
+  assert.equal(t.acquire("vm", "p", 1000, 0).granted, true);
+  assert.deepEqual(t.acquire("vm", "s", 1000, 500), { granted: false, solo: false, holder: "p", remainingMs: 500 });
+  assert.equal(t.acquire("vm", "p", 1000, 900).granted, true, "the holder renews");
+  assert.equal(t.acquire("vm", "s", 1000, 1800).granted, false);
+  assert.equal(t.acquire("vm", "s", 1000, 1900).granted, true, "expired: the other side may take it");
+  // Solo: its holder ran alone; even expired, nobody else gets it.
+  assert.equal(t.acquire("vm", "s", 1000, 2000, true).solo, true);
+  assert.equal(t.acquire("vm", "s", 1000, 2100).solo, true, "renewals keep the mark");
+  assert.deepEqual(t.acquire("vm", "p", 1000, 99_999), { granted: false, solo: true, holder: "s", remainingMs: 0 });
+  t.release("vm", "p"); // not the holder: no effect
+  assert.equal(t.acquire("vm", "p", 1000, 99_999).granted, false);
+  t.release("vm", "s");
+  assert.equal(t.acquire("vm", "p", 1000, 99_999).granted, true);
+  assert.equal(t.acquire("other", "x", 10, 0).granted, true, "leases are per VM");
+});
+
+/** An arbiter over a LeaseTable with the real clock, which can be cut off. */
+class TableArbiter implements Arbiter {
+  readonly table = new LeaseTable();
+  reachable = true;
+  acquire(vm: string, holder: string, ttlMs: number, solo: boolean): Promise<LeaseAnswer> {
+    if (!this.reachable) return Promise.reject(new Error("arbiter unreachable"));
+    return Promise.resolve(this.table.acquire(vm, holder, ttlMs, Date.now(), solo));
+  }
+  release(vm: string, holder: string): Promise<void> {
+    this.table.release(vm, holder);
+    return Promise.resolve();
+  }
+  close(): void {}
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test("lease keeper: renews while the arbiter answers; expires (once) when it does not", async () => {
+  const arbiter = new TableArbiter();
+  let expired = 0;
+  const k = new LeaseKeeper(arbiter, "vm", "p", 300, () => expired++);
+  assert.equal(await k.tryAcquire(), true);
+  k.keep();
+  await sleep(700);
+  assert.equal(k.held(), true, "renewed past its first ttl");
+  assert.equal(expired, 0);
+  arbiter.reachable = false;
+  await sleep(600);
+  assert.equal(k.held(), false);
+  assert.equal(expired, 1);
+  assert.ok(k.status().failures > 0);
+  await k.stop(false);
+});
+
+test("takeover: the secondary gets the lease only after a dead primary's lease ran out", async () => {
+  const arbiter = new TableArbiter();
+  const primary = new LeaseKeeper(arbiter, "vm", "p", 300, () => undefined);
+  assert.equal(await primary.tryAcquire(), true);
+  // The primary dies (stops renewing) now.
+  const secondary = new LeaseKeeper(arbiter, "vm", "s", 300, () => undefined);
+  const t0 = Date.now();
+  assert.equal(await acquireForTakeover(secondary, 2000, 20), true);
+  assert.ok(Date.now() - t0 >= 200, "not before the primary's lease ran out");
+  assert.equal(secondary.status().solo, true, "the survivor runs alone");
+});
+
+test("takeover refused: a live primary marked its lease solo when it lost its secondary", async () => {
+  const arbiter = new TableArbiter();
+  const primary = new LeaseKeeper(arbiter, "vm", "p", 300, () => undefined);
+  assert.equal(await primary.tryAcquire(), true);
+  primary.keep();
+  assert.equal(await primary.markSolo(), true);
+  const secondary = new LeaseKeeper(arbiter, "vm", "s", 300, () => undefined);
+  const t0 = Date.now();
+  assert.equal(await acquireForTakeover(secondary, 5000, 20), false);
+  assert.ok(Date.now() - t0 < 1000, "a solo refusal is final: no waiting");
+  assert.equal(secondary.refusedSolo, true);
+  await primary.stop(true);
+});
+
+test("takeover refused: a live primary keeps renewing (link cut, not yet solo): the secondary gives up at its bound", async () => {
+  const arbiter = new TableArbiter();
+  const primary = new LeaseKeeper(arbiter, "vm", "p", 200, () => undefined);
+  assert.equal(await primary.tryAcquire(), true);
+  primary.keep();
+  const secondary = new LeaseKeeper(arbiter, "vm", "s", 200, () => undefined);
+  assert.equal(await acquireForTakeover(secondary, 500, 20), false);
+  assert.equal(secondary.refusedSolo, false);
+  await primary.stop(false);
+});
