@@ -492,6 +492,8 @@ export class VmDaemon implements ControlHandler {
     } catch (err) {
       this.log.error({ err }, "error while destroying the VM");
     }
+    // The VM is gone: its arbiter lease (if any) is free for a later session.
+    await Promise.race([Promise.all([this.primary?.releaseLease(), this.secondary?.releaseLease()]), new Promise((r) => setTimeout(r, 1000))]);
     try {
       await this.server?.close();
     } catch (err) {

@@ -116,6 +116,7 @@ export class LeaseKeeper {
 
   /** One attempt (renewals keep the solo mark); true when granted. */
   async tryAcquire(solo = this.solo): Promise<boolean> {
+    if (this.stopped) return false;
     const sentAt = this.now();
     try {
       const a = await this.arbiter.acquire(this.vm, this.holder, this.ttlMs, solo);

@@ -384,6 +384,12 @@ export class PrimaryReplicator {
     this.fail(reason);
   }
 
+  /** The VM is gone: give its lease back (a later session may take it). */
+  async releaseLease(): Promise<void> {
+    await this.lease?.stop(true);
+    this.opts.arbiter?.arbiter.close();
+  }
+
   get diskCount(): number {
     return this.vm.disks.length;
   }

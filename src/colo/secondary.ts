@@ -344,6 +344,12 @@ export class SecondaryReplicator {
     }
   }
 
+  /** The VM is gone: give its lease back (a later session may take it). */
+  async releaseLease(): Promise<void> {
+    await this.lease?.stop(true);
+    this.opts.arbiter?.arbiter.close();
+  }
+
   /** The survivor's lease ran out (arbiter unreachable): it may not run alone any more. */
   private leaseExpired(): void {
     if (this.stats.mode !== "unprotected") return;

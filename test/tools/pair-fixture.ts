@@ -4,7 +4,7 @@
  * clients. One VM name per test file; each file uses its own lab prefix.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { join } from "node:path";
 import type { LabTopology } from "../../src/lab/topology.js";
 import { COLO_BIN, REPO_ROOT, runIn, type RunResult } from "./run.js";
@@ -35,6 +35,8 @@ export interface IncrResult {
 }
 
 export class Pair {
+  /** `colo arbiter` in the lan namespace, when started. */
+  private arbiter: ChildProcess | undefined;
   readonly h1: string;
   readonly h2: string;
   readonly client: string;
@@ -75,9 +77,40 @@ export class Pair {
     for (const h of this.lab.hosts) await this.colo(h, ["destroy", this.name]).catch(() => undefined);
   }
 
+  /** Starts `colo arbiter` on the lab's arbiter address; protect() then passes --arbiter to both sides. */
+  async startArbiter(): Promise<void> {
+    if (this.arbiter) return;
+    const child = spawn("ip", ["netns", "exec", this.lab.namespaces.lan, COLO_BIN, "arbiter", "--listen", this.lab.arbiterIp, "--key-file", this.keyFile], {
+      env: this.env(),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.arbiter = child;
+    await new Promise<void>((resolve, reject) => {
+      let out = "";
+      child.stdout?.on("data", (c: Buffer) => {
+        out += c.toString();
+        if (out.includes("arbiter listening")) resolve();
+      });
+      child.on("close", (code) => reject(new Error(`colo arbiter exited ${code}: ${out}`)));
+    });
+  }
+
+  async stopArbiter(): Promise<void> {
+    const child = this.arbiter;
+    this.arbiter = undefined;
+    if (!child || child.exitCode !== null) return;
+    const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
+    child.kill("SIGTERM");
+    await closed;
+  }
+
+  private arbiterArgs(): string[] {
+    return this.arbiter ? ["--arbiter", this.lab.arbiterIp] : [];
+  }
+
   /** `colo migrate-receive --colo --detach` on h2; resolves once it listens. */
   async listenSecondary(): Promise<void> {
-    const recv = spawn("ip", ["netns", "exec", this.h2, COLO_BIN, "migrate-receive", "--colo", "--listen", this.lab.replIps[1], "--key-file", this.keyFile, "--timeout", "120", "--detach"], {
+    const recv = spawn("ip", ["netns", "exec", this.h2, COLO_BIN, "migrate-receive", "--colo", "--listen", this.lab.replIps[1], "--key-file", this.keyFile, "--timeout", "120", "--detach", ...this.arbiterArgs()], {
       env: this.env(),
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -101,7 +134,7 @@ export class Pair {
     assert.equal(created.code, 0, created.stderr);
     await this.listenSecondary();
     const [cmd, ...rest] = verb;
-    const args = [cmd ?? "remus", this.name, this.lab.replIps[1], "--key-file", this.keyFile, ...rest, ...(opts.secondaryConfig ? ["-C", opts.secondaryConfig] : [])];
+    const args = [cmd ?? "remus", this.name, this.lab.replIps[1], "--key-file", this.keyFile, ...rest, ...(opts.secondaryConfig ? ["-C", opts.secondaryConfig] : []), ...this.arbiterArgs()];
     const r = await this.colo(this.h1, args, opts.extraEnv);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await this.status(this.h2)).replication?.mode, "secondary");
