@@ -156,6 +156,16 @@ export function program(): Command {
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
     .action(async (name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease: number }) => remusVm(name, dest, o));
 
+  p.command("demo")
+    .description("the whole mission in one command: a protected Redis guest (COLO compare mode, disk replication, arbiter), load, the primary host killed, takeover, every acknowledged write verified")
+    .option("--kill-after <s>", "seconds of load before the primary dies: a random moment between s and 2s", positiveInt, 10)
+    .option("--after <s>", "seconds the survivor serves before the client stops", positiveInt, 8)
+    .action(async (o: { killAfter: number; after: number }) => {
+      const { runDemo } = await import("../demo/demo.js");
+      const code = await runDemo({ killAfterMinS: o.killAfter, killAfterMaxS: 2 * o.killAfter, afterS: o.after, write: (t) => process.stdout.write(t) });
+      if (code !== 0) throw new CliError("the demo lost acknowledged writes", 1);
+    });
+
   p.command("arbiter")
     .description("run the lease arbiter both hosts of a protected pair consult before acting alone (foreground; Ctrl-C ends it)")
     .option("--listen <addr[:port]>", "address to listen on", `0.0.0.0:${DEFAULT_ARBITER_PORT}`)
