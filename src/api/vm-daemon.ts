@@ -270,7 +270,7 @@ export class VmDaemon implements ControlHandler {
         return primary.checkpointNow(request.verifyDisks === true);
       }
       case "disk-hashes": {
-        if (this.secondary) return { role: "secondary", disks: this.secondary.diskHashes() };
+        if (this.secondary) return { role: "secondary", disks: await this.secondary.diskHashes() };
         const paused = vm.state === "paused";
         return {
           role: this.primary?.stats.mode === "primary" ? "primary" : "unprotected",

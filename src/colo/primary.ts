@@ -94,6 +94,8 @@ export interface PrimaryOptions {
 
 /** Default disk backlog before a checkpoint is forced: 64 MiB of forwarded writes. */
 export const DEFAULT_DISK_BACKLOG_BYTES = 64 * 2 ** 20;
+/** Silence allowed before checkpoint 0 (disk hashing at about 1 s per GiB on either side, the memory transfer). */
+export const INITIAL_SYNC_SILENCE_MS = 120_000;
 /** How often compare mode looks for held frames past their timeout. */
 const EXPIRY_POLL_MS = 50;
 
@@ -145,7 +147,8 @@ export class PrimaryReplicator {
     this.disks = new DiskForwarder(vm.disks, this.writer, this.lock, opts.diskBacklogBytes ?? DEFAULT_DISK_BACKLOG_BYTES, () => this.request("disk-backlog"));
     this.back = new BackChannel(socket, (frame) => this.compare?.secondaryOutput(frame));
     socket.on("data", () => this.stats.heard());
-    socket.setTimeout(opts.timeoutMs, () => this.fail(`no word from the secondary for ${opts.timeoutMs} ms`));
+    // Until checkpoint 0 no heartbeats flow and the secondary may be hashing its disks: a longer bound.
+    socket.setTimeout(Math.max(opts.timeoutMs, INITIAL_SYNC_SILENCE_MS), () => this.fail(`no word from the secondary for ${this.synced ? opts.timeoutMs : INITIAL_SYNC_SILENCE_MS} ms`));
     socket.on("error", (err) => this.fail(`replication connection: ${err.message}`));
     socket.on("close", () => this.fail("the replication connection closed"));
   }
@@ -185,6 +188,7 @@ export class PrimaryReplicator {
     this.stats.recordCheckpoint(Date.now() - sent.pausedAt, sent.pages, sent.bytes);
     this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: Date.now() - t0, pages: sent.pages });
     this.synced = true;
+    this.socket.setTimeout(this.opts.timeoutMs);
     this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => this.synced && !this.stopped, (err) =>
       this.fail(`heartbeat: ${err.message}`),
     );

@@ -28,13 +28,13 @@ import type { TLSSocket } from "node:tls";
 import type { BlockBackend, Engine } from "../engine/engine.js";
 import { machineHeader, PageBuffer, StreamWriter, writableSink, type ReplicationModeName, type StreamReader, type StreamRecord } from "../state/index.js";
 import { receiveMachine } from "../state/machine-transfer.js";
-import { chunksToCopy, hashBackend, hashBackendSync, type ImageHashes } from "./disk/image-hash.js";
+import { chunksToCopy, hashBackend, type ImageHashes } from "./disk/image-hash.js";
 import { SecondaryDisk } from "./disk/secondary-disk.js";
 import { HeartbeatSender, WriteLock } from "./heartbeat.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { acquireForTakeover, LeaseKeeper } from "./lease.js";
-import type { ArbiterOptions } from "./primary.js";
+import { INITIAL_SYNC_SILENCE_MS, type ArbiterOptions } from "./primary.js";
 
 export interface SecondaryDiskSlot {
   /** Index in the VM config's disk list. */
@@ -103,7 +103,8 @@ export class SecondaryReplicator {
     this.writer = new StreamWriter(writableSink(socket), { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes), channel: "back-channel" });
     this.pending = new PageBuffer(vm.engine.pageCount);
     socket.on("data", () => this.stats.heard());
-    socket.setTimeout(opts.timeoutMs, () => socket.destroy(new Error(`no word from the primary for ${opts.timeoutMs} ms`)));
+    // Until checkpoint 0 the primary may be hashing its disks: a longer bound, then the peer timeout (run()).
+    socket.setTimeout(Math.max(opts.timeoutMs, INITIAL_SYNC_SILENCE_MS), () => socket.destroy(new Error(`no word from the primary for ${this.applied > 0 ? opts.timeoutMs : INITIAL_SYNC_SILENCE_MS} ms`)));
   }
 
   /**
@@ -192,6 +193,7 @@ export class SecondaryReplicator {
    */
   async run(): Promise<string> {
     this.applied = 1;
+    this.socket.setTimeout(this.opts.timeoutMs);
     this.vm.engine.takeDirtyPages(); // the SVM's own writes count from here
     let reason: string;
     try {
@@ -369,8 +371,11 @@ export class SecondaryReplicator {
   }
 
   /** SHA-256 of each replicated disk's base: the PVM's disk as of the last applied checkpoint (or, after failover, the survivor's disk). */
-  diskHashes(): { disk: number; sha256: string }[] {
-    return this.vm.disks.filter((d) => this.disks.has(d.index)).map((d) => ({ disk: d.index, sha256: hashBackendSync(d.raw).sha256 }));
+  async diskHashes(): Promise<{ disk: number; sha256: string }[]> {
+    const out: { disk: number; sha256: string }[] = [];
+    // Hashed in chunks, yielding to the event loop (heartbeats go on); a checkpoint applied meanwhile would show as a mismatch.
+    for (const d of this.vm.disks.filter((x) => this.disks.has(x.index))) out.push({ disk: d.index, sha256: (await hashBackend(d.raw)).sha256 });
+    return out;
   }
 
   details(): Record<string, unknown> {
