@@ -400,6 +400,6 @@ export class PrimaryReplicator {
 
   /** What `colo status` shows about the proxy and disks. */
   details(): Record<string, unknown> {
-    return { output: this.output.stats(), mirroredFrames: this.mirroredFrames, disks: this.disks.stats() };
+    return { mirroredFrames: this.mirroredFrames, disks: this.disks.stats() };
   }
 }

@@ -60,9 +60,9 @@ test("compare mode: GET/SET traffic leaves by comparison, without checkpoints fo
   const s = await pair.status(pair.h1);
   const reasons = s.replication?.checkpointReasons ?? {};
   assert.equal(s.replication?.mode, "primary", JSON.stringify(s.replication));
-  assert.equal(reasons.payload, 0, `deterministic replies must compare equal: ${JSON.stringify(s.proxy)}`);
-  assert.equal(reasons.length, 0, JSON.stringify(s.proxy));
-  const output = s.proxy?.output as { releasedMatched: number } | undefined;
+  assert.equal(reasons.payload, 0, `deterministic replies must compare equal: ${JSON.stringify(s.heldOutput)}`);
+  assert.equal(reasons.length, 0, JSON.stringify(s.heldOutput));
+  const output = s.heldOutput as { releasedMatched: number } | undefined;
   assert.ok((output?.releasedMatched ?? 0) > 4000, `replies left by comparison: ${JSON.stringify(output)}`);
   const sec = await pair.status(pair.h2);
   assert.equal(sec.state, "running", "in compare mode the secondary VM runs");

@@ -24,6 +24,8 @@ export interface VmStatusJson {
   state: string;
   replication?: ReplicationStatus;
   proxy?: Record<string, unknown>;
+  /** Remus: the output buffer; compare mode: the comparator's counters. */
+  heldOutput?: Record<string, unknown>;
 }
 
 export interface IncrResult {
