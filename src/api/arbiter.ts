@@ -92,9 +92,10 @@ export class ArbiterServer {
         const r = parseRequest(line);
         const now = Date.now();
         if (r.op === "acquire") {
+          const wasSolo = this.table.isSolo(r.vm, r.holder);
           const a = this.table.acquire(r.vm, r.holder, r.ttlMs, now, r.solo);
           answer = { id: r.id, ...a };
-          if (a.granted && r.solo) log(`lease of ${r.vm}: ${r.holder} runs alone (solo)`);
+          if (a.granted && r.solo && !wasSolo) log(`lease of ${r.vm}: ${r.holder} runs alone (solo)`);
         } else if (r.op === "release") {
           this.table.release(r.vm, r.holder);
           answer = { id: r.id, ok: true };

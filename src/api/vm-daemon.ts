@@ -371,6 +371,9 @@ export class VmDaemon implements ControlHandler {
     let source = this.requireSource();
     if (r.configPath) source = { path: r.configPath, text: await readFile(r.configPath, "utf8") };
     const socket = await connectSecure({ host: r.host, port: r.port }, key);
+    // The previous session's (or the takeover's) lease keeper hands over to this session's.
+    await this.primary?.stopLease();
+    await this.secondary?.stopLease();
     const delay = Number(process.env.COLO_TEST_CHECKPOINT_DELAY_MS ?? "0");
     const primary = new PrimaryReplicator(
       {
@@ -416,11 +419,12 @@ export class VmDaemon implements ControlHandler {
   }
 
   /** The lease this side holds with the arbiter: one holder name per daemon. */
-  private arbiterFor(at: Endpoint, key: Buffer, vmName: string, role: string, leaseMs: number | undefined): ArbiterOptions {
+  private arbiterFor(at: Endpoint, key: Buffer, vmName: string, _role: "primary" | "secondary", leaseMs: number | undefined): ArbiterOptions {
     return {
       arbiter: new ArbiterClient(at, key),
       vm: vmName,
-      holder: `${role}@${currentNetnsName() ?? "host"}:${process.pid}`,
+      // One holder per daemon, whatever its role: a survivor that is protected again keeps its own lease.
+      holder: `${currentNetnsName() ?? "host"}:${process.pid}`,
       ttlMs: leaseMs ?? DEFAULT_LEASE_TTL_MS,
     };
   }

@@ -11,10 +11,13 @@ test("lease table: one holder at a time; expiry frees it; a solo lease is never 
   assert.equal(t.acquire("vm", "s", 1000, 1900).granted, true, "expired: the other side may take it");
   // Solo: its holder ran alone; even expired, nobody else gets it.
   assert.equal(t.acquire("vm", "s", 1000, 2000, true).solo, true);
-  assert.equal(t.acquire("vm", "s", 1000, 2100).solo, true, "renewals keep the mark");
+  assert.equal(t.acquire("vm", "s", 1000, 2100, true).solo, true, "renewals carry the mark");
   assert.deepEqual(t.acquire("vm", "p", 1000, 99_999), { granted: false, solo: true, holder: "s", remainingMs: 0 });
   t.release("vm", "p"); // not the holder: no effect
   assert.equal(t.acquire("vm", "p", 1000, 99_999).granted, false);
+  // The holder itself may clear the mark (a new session: its new secondary starts from checkpoint 0).
+  assert.equal(t.acquire("vm", "s", 1000, 100_000, false).solo, false);
+  assert.equal(t.acquire("vm", "s", 1000, 100_001, true).solo, true);
   t.release("vm", "s");
   assert.equal(t.acquire("vm", "p", 1000, 99_999).granted, true);
   assert.equal(t.acquire("other", "x", 10, 0).granted, true, "leases are per VM");

@@ -60,9 +60,15 @@ export class LeaseTable {
     if (lease && lease.holder !== holder && (lease.solo || lease.expiresAt > nowMs)) {
       return { granted: false, solo: lease.solo, holder: lease.holder, remainingMs: Math.max(0, lease.expiresAt - nowMs) };
     }
-    const keepSolo = lease?.holder === holder && lease.solo;
-    this.leases.set(vm, { holder, expiresAt: nowMs + ttlMs, solo: solo || keepSolo });
-    return { granted: true, solo: solo || keepSolo, holder, remainingMs: ttlMs };
+    // The holder decides its own mark: a new session of the same holder clears it (its new secondary starts from checkpoint 0).
+    this.leases.set(vm, { holder, expiresAt: nowMs + ttlMs, solo });
+    return { granted: true, solo, holder, remainingMs: ttlMs };
+  }
+
+  /** Whether `holder` holds `vm`'s lease marked solo (for the arbiter's log). */
+  isSolo(vm: string, holder: string): boolean {
+    const l = this.leases.get(vm);
+    return l !== undefined && l.holder === holder && l.solo;
   }
 
   release(vm: string, holder: string): void {

@@ -340,7 +340,9 @@ export class PrimaryReplicator {
   }
 
   private async decideAlone(reason: string): Promise<void> {
-    const alone = this.lease ? await this.lease.markSolo() : true;
+    // Before checkpoint 0 the secondary holds nothing it could take over with: going alone is safe (the mark is best effort).
+    const marked = this.lease ? await this.lease.markSolo() : true;
+    const alone = marked || !this.synced;
     if (!alone) {
       this.fence(reason, `the arbiter did not let this side run alone: ${this.lease?.status().lastError ?? "?"}`);
       return;
@@ -354,6 +356,8 @@ export class PrimaryReplicator {
 
   /** May not act alone: drop held output, keep dropping, stop the guest. */
   private fence(reason: string, why: string): void {
+    // A fenced side stops renewing: the lease runs out and the other side may take over.
+    void this.lease?.stop(false);
     this.vm.setOutputFilter(() => false);
     this.output.releaseAll();
     this.stats.failover("primary", `${reason}; ${why}`, "fenced");
@@ -386,6 +390,11 @@ export class PrimaryReplicator {
       // the connection is gone already: same outcome
     }
     this.fail(reason);
+  }
+
+  /** A new session of this VM takes over the lease (same holder): stop renewing from this one. */
+  async stopLease(): Promise<void> {
+    await this.lease?.stop(false);
   }
 
   /** The VM is gone: give its lease back (a later session may take it). */

@@ -321,8 +321,10 @@ export class SecondaryReplicator {
           // The disk records and CHECKPOINT_END; nothing of this checkpoint is applied before it.
           const { diskBytes } = await this.finishCheckpoint(`checkpoint ${n}`);
           const pages = this.pending.size;
+          const changed = this.pending.pfns();
           this.pending.applyTo(engine.ram());
-          await engine.loadState(state);
+          // Only these pages changed: the engine keeps its translations of the rest (emu: the JIT stays warm).
+          await engine.loadState(state, { changedPages: changed });
           engine.takeDirtyPages();
           this.pending.clear();
           this.rewriter.reset();
@@ -346,6 +348,11 @@ export class SecondaryReplicator {
     }
   }
 
+  /** A new session of this VM takes over the lease (same holder): stop renewing from this one. */
+  async stopLease(): Promise<void> {
+    await this.lease?.stop(false);
+  }
+
   /** The VM is gone: give its lease back (a later session may take it). */
   async releaseLease(): Promise<void> {
     await this.lease?.stop(true);
@@ -355,6 +362,7 @@ export class SecondaryReplicator {
   /** The survivor's lease ran out (arbiter unreachable): it may not run alone any more. */
   private leaseExpired(): void {
     if (this.stats.mode !== "unprotected") return;
+    void this.lease?.stop(false);
     this.vm.setOutputFilter(() => false);
     this.stats.failover("secondary", `the lease ran out: ${this.lease?.status().lastError ?? "?"}`, "fenced");
     this.opts.log("fenced: the lease ran out; output stopped and the VM paused", {});

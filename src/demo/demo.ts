@@ -184,7 +184,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
           `  [${((Date.now() - clientStart) / 1000).toFixed(0).padStart(3)} s] ` +
           (p ? `${h1}: ${r?.mode ?? p.state}, ${r?.checkpoints ?? 0} checkpoints${reasons ? ` (${reasons})` : ""}, held ${p.heldOutput?.heldFrames ?? 0} frames, last pause ${r?.lastPauseMs ?? 0} ms` : `${h1}: down`) +
           ` | ${h2}: ${s ? `${s.replication?.mode ?? s.state} (${s.state})` : "down"}` +
-          (clientProgress ? ` | client: ${clientProgress.replace(/^.*?(\d+ acks?.*)$/, "$1").slice(0, 60)}` : "");
+          (clientProgress ? ` | client: ${clientProgress.replace(/^verify-client: \d+s /, "").replace(/ timeouts.*$/, "")}` : "");
         o.write(tty ? `\r${line.padEnd(150).slice(0, 150)}` : line + "\n");
         await sleep(tty ? 500 : 2000);
       }

@@ -43,6 +43,16 @@ export type EngineEvent =
   /** The guest stopped for good (triple fault, engine error). */
   | { kind: "fault"; message: string };
 
+export interface LoadStateOptions {
+  /**
+   * The only pages whose contents changed (written through ram()) since the
+   * machine last ran, e.g. a checkpoint's pages: an engine that caches
+   * translations of guest code (emu's JIT) then drops only theirs instead
+   * of all. Without it, everything is assumed changed (restore, migration).
+   */
+  changedPages?: ArrayLike<number>;
+}
+
 export interface Engine {
   readonly id: EngineId;
   readonly memoryBytes: number;
@@ -94,7 +104,7 @@ export interface Engine {
    * but not yet taken by the guest are dropped: they belong to the machine
    * that was replaced (a COLO primary re-sends its own, see pendingRx()).
    */
-  loadState(state: Uint8Array): Promise<void>;
+  loadState(state: Uint8Array, opts?: LoadStateOptions): Promise<void>;
 
   /** Frames the guest's NIC transmitted. */
   onTransmit(listener: (frame: Uint8Array) => void): void;

@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { V86 } from "v86";
 import type { V86Options } from "v86";
-import { PAGE_SIZE, type Engine, type EngineEvent, type MachineSpec } from "../engine.js";
+import { PAGE_SIZE, type Engine, type EngineEvent, type LoadStateOptions, type MachineSpec } from "../engine.js";
 import { EngineError } from "../errors.js";
 import { V86BlockAdapter } from "./block-adapter.js";
 import { ShadowDirtyTracker } from "./dirty-tracker.js";
@@ -236,11 +236,15 @@ export class EmuEngine implements Engine {
     }
   }
 
-  async loadState(state: Uint8Array): Promise<void> {
+  async loadState(state: Uint8Array, opts: LoadStateOptions = {}): Promise<void> {
     const emulator = this.requireEmulator();
     if (this.isRunning) throw new EngineError("emu", "NOT_PAUSED", "loadState needs a paused machine");
     const cpu = this.cpu();
     const original = cpu.unpack_memory;
+    const originalJitClear = cpu.jit_clear_cache;
+    // A checkpoint changes few pages: keep the JIT's compiled code for the rest
+    // (clearing it all makes the SVM run cold after every checkpoint).
+    if (opts.changedPages) cpu.jit_clear_cache = () => {};
     const pci = cpu.devices.pci;
     const originalPciSetState = pci.set_state;
     // v86's unpacker zeroes RAM before writing the packed pages: keep our RAM.
@@ -275,7 +279,11 @@ export class EmuEngine implements Engine {
       throw new EngineError("emu", "BAD_STATE", `cannot load state: ${(err as Error).message}`);
     } finally {
       cpu.unpack_memory = original;
+      cpu.jit_clear_cache = originalJitClear;
       pci.set_state = originalPciSetState;
+    }
+    if (opts.changedPages) {
+      for (const pfn of Array.from(opts.changedPages, Number)) cpu.jit_dirty_cache(pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
     }
     // Frames queued for the replaced machine are not this machine's input.
     this.rxQueue.length = 0;

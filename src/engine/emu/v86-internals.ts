@@ -30,6 +30,10 @@ export interface V86Cpu {
   wasm_memory: { readonly buffer: ArrayBuffer };
   pack_memory(): { bitmap: V86Bitmap; packed_memory: Uint8Array };
   unpack_memory(bitmap: unknown, packed: Uint8Array): void;
+  /** Drops every compiled block (set_state calls it last). */
+  jit_clear_cache(): void;
+  /** Drops the compiled blocks of physical range [start, end) (what v86's own memory writes call). */
+  jit_dirty_cache(start: number, end: number): void;
   devices: { virtio_net?: V86VirtioNet; pci: V86Pci };
 }
 
