@@ -231,7 +231,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     say("");
     say("demo report");
     say(`  protected by:        COLO compare mode + disk replication + arbiter lease (${h1} -> ${h2})`);
-    say(`  checkpoints:         ${before?.replication?.checkpoints ?? 0} before the fault; by reason: ${Object.entries(reasons).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+    const byReason = Object.entries(reasons).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(", ");
+    say(`  checkpoints:         ${Math.max(0, (before?.replication?.checkpoints ?? 1) - 1)} after the initial sync, before the fault${byReason ? ` (by reason: ${byReason})` : " (outputs never diverged)"}; last pause ${before?.replication?.lastPauseMs ?? 0} ms`);
     say(`  replies by compare:  ${before?.heldOutput?.releasedMatched ?? 0} frames released because both VMs sent them`);
     say(`  client ops/s:        ${beforeOps} before the fault, ${afterOps} after the takeover (verifying client, 2 connections, beside redis-benchmark)`);
     say(`  failover:            takeover ${takeoverMs} ms after the kill (detection included); longest gap seen by the client ${summary.maxAckGapMs} ms`);
