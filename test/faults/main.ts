@@ -4,6 +4,10 @@
  * bench/results/faults-<timestamp>.json; exits 1 if any acknowledged write
  * was lost, a split brain happened, or a run failed. Needs root and the
  * guest image (it brings its own lab up and down).
+ *
+ * `npm run faults -- --memtest [--checkpoints N] [--size 16M] [--interval MS]`:
+ * the memory-integrity run instead (test/faults/memtest.ts), written to
+ * bench/results/memtest-<timestamp>.json; exit 1 on any corruption.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +16,7 @@ import { generateKeyFile } from "../../src/channel/key.js";
 import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { writeResult } from "../../bench/results.js";
 import { FAULT_KINDS, FaultSuite, type FaultKind } from "./fault-suite.js";
+import { runMemtest } from "./memtest.js";
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -21,6 +26,7 @@ function arg(name: string): string | undefined {
 async function main(): Promise<number> {
   const runs = Number(arg("--runs") ?? "10");
   const seed = Number(arg("--seed") ?? String(Date.now() % 1_000_000));
+  process.stderr.write(`faults: seed ${seed}\n`);
   if (!Number.isInteger(runs) || runs < 1 || runs > 10_000) throw new Error(`--runs must be 1..10000, got ${arg("--runs")}`);
   if (!Number.isInteger(seed) || seed < 0) throw new Error(`--seed must be a whole number, got ${arg("--seed")}`);
   const kindsArg = arg("--kinds");
@@ -32,6 +38,16 @@ async function main(): Promise<number> {
   generateKeyFile(key);
   await labUp({ prefix: lab.prefix });
   try {
+    if (process.argv.includes("--memtest")) {
+      const checkpoints = Number(arg("--checkpoints") ?? "1000");
+      const intervalMs = Number(arg("--interval") ?? "50");
+      const size = arg("--size") ?? "16M";
+      if (!Number.isInteger(checkpoints) || checkpoints < 1) throw new Error(`--checkpoints must be a positive whole number`);
+      if (!Number.isInteger(intervalMs) || intervalMs < 1) throw new Error(`--interval must be a positive whole number of ms`);
+      const r = await runMemtest(lab, work, key, { checkpoints, size, intervalMs, log: (l) => process.stderr.write(l + "\n") });
+      writeResult("memtest", { figures: r });
+      return r.ok ? 0 : 1;
+    }
     const summary = await new FaultSuite(lab, work, key).runAll(runs, seed, kinds);
     writeResult("faults", { figures: summary });
     const bad = summary.lostWrites > 0 || summary.incrViolations > 0 || summary.splitBrains > 0 || summary.failedRuns > 0;
