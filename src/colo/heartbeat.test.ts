@@ -36,3 +36,19 @@ test("heartbeats: sent when idle, not while the lock is held, with increasing se
   await held;
   hb.stop();
 });
+
+test("silence watchdog: fires once when nothing was heard for the limit; hearing resets it", async () => {
+  const { SilenceWatchdog } = await import("./heartbeat.js");
+  let fired: number[] = [];
+  const w = new SilenceWatchdog(() => 150, (ms) => fired.push(ms), 10);
+  for (let i = 0; i < 5; i++) {
+    await new Promise((r) => setTimeout(r, 60));
+    w.heard();
+  }
+  assert.deepEqual(fired, [], "heard every 60 ms: never silent for 150 ms");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(fired.length, 1, "fires once, then stops");
+  assert.ok((fired[0] ?? 0) > 150);
+  fired = [];
+  w.stop();
+});

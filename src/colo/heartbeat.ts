@@ -68,3 +68,37 @@ export class HeartbeatSender {
     clearInterval(this.timer);
   }
 }
+
+/**
+ * Declares the peer lost when nothing was *read* from it for `limitMs()`.
+ * Node's socket.setTimeout() cannot do this: it counts our own writes as
+ * activity, and writes into a connection whose link is down still succeed
+ * (the kernel buffers them), so a side that sends heartbeats would never
+ * notice that its peer went silent.
+ */
+export class SilenceWatchdog {
+  private lastHeard = Date.now();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly limitMs: () => number,
+    private readonly onSilent: (silentMs: number) => void,
+    checkEveryMs = 50,
+  ) {
+    this.timer = setInterval(() => {
+      const silent = Date.now() - this.lastHeard;
+      if (silent > this.limitMs()) {
+        this.stop();
+        this.onSilent(silent);
+      }
+    }, checkEveryMs);
+  }
+
+  heard(): void {
+    this.lastHeard = Date.now();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}

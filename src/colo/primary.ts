@@ -33,7 +33,7 @@ import { sendMachine } from "../state/machine-transfer.js";
 import { BackChannel } from "./back-channel.js";
 import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js";
 import { CompareOutput, type OutputCommit } from "./compare-output.js";
-import { HeartbeatSender, WriteLock } from "./heartbeat.js";
+import { HeartbeatSender, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import type { ComparatorOptions } from "./net/comparator.js";
 import { RemusOutput } from "./remus-output.js";
 import { ReplicationStats } from "./replication-stats.js";
@@ -119,6 +119,7 @@ export class PrimaryReplicator {
   private readonly disks: DiskForwarder;
   mirroredFrames = 0;
   private readonly lease: LeaseKeeper | undefined;
+  private readonly watchdog: SilenceWatchdog;
   private operatorWaiters: { verify: boolean; resolve: (r: OperatorCheckpoint) => void; reject: (e: Error) => void }[] = [];
 
   constructor(
@@ -146,9 +147,15 @@ export class PrimaryReplicator {
     if (lease) this.stats.lease = () => ({ ...lease.status() });
     this.disks = new DiskForwarder(vm.disks, this.writer, this.lock, opts.diskBacklogBytes ?? DEFAULT_DISK_BACKLOG_BYTES, () => this.request("disk-backlog"));
     this.back = new BackChannel(socket, (frame) => this.compare?.secondaryOutput(frame));
-    socket.on("data", () => this.stats.heard());
     // Until checkpoint 0 no heartbeats flow and the secondary may be hashing its disks: a longer bound.
-    socket.setTimeout(Math.max(opts.timeoutMs, INITIAL_SYNC_SILENCE_MS), () => this.fail(`no word from the secondary for ${this.synced ? opts.timeoutMs : INITIAL_SYNC_SILENCE_MS} ms`));
+    this.watchdog = new SilenceWatchdog(
+      () => (this.synced ? opts.timeoutMs : Math.max(opts.timeoutMs, INITIAL_SYNC_SILENCE_MS)),
+      (ms) => this.fail(`no word from the secondary for ${ms} ms`),
+    );
+    socket.on("data", () => {
+      this.stats.heard();
+      this.watchdog.heard();
+    });
     socket.on("error", (err) => this.fail(`replication connection: ${err.message}`));
     socket.on("close", () => this.fail("the replication connection closed"));
   }
@@ -188,7 +195,7 @@ export class PrimaryReplicator {
     this.stats.recordCheckpoint(Date.now() - sent.pausedAt, sent.pages, sent.bytes);
     this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: Date.now() - t0, pages: sent.pages });
     this.synced = true;
-    this.socket.setTimeout(this.opts.timeoutMs);
+    this.watchdog.heard();
     this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => this.synced && !this.stopped, (err) =>
       this.fail(`heartbeat: ${err.message}`),
     );
@@ -328,6 +335,7 @@ export class PrimaryReplicator {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.watchdog.stop();
     this.heartbeat?.stop();
     this.mirroring = false;
     this.vm.setInputFilter(undefined);

@@ -30,7 +30,7 @@ import { machineHeader, PageBuffer, StreamWriter, writableSink, type Replication
 import { receiveMachine } from "../state/machine-transfer.js";
 import { chunksToCopy, hashBackend, type ImageHashes } from "./disk/image-hash.js";
 import { SecondaryDisk } from "./disk/secondary-disk.js";
-import { HeartbeatSender, WriteLock } from "./heartbeat.js";
+import { HeartbeatSender, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { acquireForTakeover, LeaseKeeper } from "./lease.js";
@@ -91,6 +91,7 @@ export class SecondaryReplicator {
   private framesIn = 0;
   private framesOut = 0;
   private lease: LeaseKeeper | undefined;
+  private readonly watchdog: SilenceWatchdog;
 
   constructor(
     private readonly vm: SecondaryVm,
@@ -102,9 +103,15 @@ export class SecondaryReplicator {
     this.stats = new ReplicationStats("secondary", peer);
     this.writer = new StreamWriter(writableSink(socket), { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes), channel: "back-channel" });
     this.pending = new PageBuffer(vm.engine.pageCount);
-    socket.on("data", () => this.stats.heard());
-    // Until checkpoint 0 the primary may be hashing its disks: a longer bound, then the peer timeout (run()).
-    socket.setTimeout(Math.max(opts.timeoutMs, INITIAL_SYNC_SILENCE_MS), () => socket.destroy(new Error(`no word from the primary for ${this.applied > 0 ? opts.timeoutMs : INITIAL_SYNC_SILENCE_MS} ms`)));
+    // Until checkpoint 0 the primary may be hashing its disks: a longer bound, then the peer timeout.
+    this.watchdog = new SilenceWatchdog(
+      () => (this.applied > 0 ? opts.timeoutMs : Math.max(opts.timeoutMs, INITIAL_SYNC_SILENCE_MS)),
+      (ms) => socket.destroy(new Error(`no word from the primary for ${ms} ms`)),
+    );
+    socket.on("data", () => {
+      this.stats.heard();
+      this.watchdog.heard();
+    });
   }
 
   /**
@@ -193,7 +200,7 @@ export class SecondaryReplicator {
    */
   async run(): Promise<string> {
     this.applied = 1;
-    this.socket.setTimeout(this.opts.timeoutMs);
+    this.watchdog.heard();
     this.vm.engine.takeDirtyPages(); // the SVM's own writes count from here
     let reason: string;
     try {
@@ -217,6 +224,7 @@ export class SecondaryReplicator {
     }
     this.pending.clear();
     this.finished = true;
+    this.watchdog.stop();
     this.heartbeat?.stop();
     this.socket.destroy();
     if (reason === ORDERLY_END) {
