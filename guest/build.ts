@@ -1,8 +1,8 @@
 /**
  * Builds the guest image for the emu engine (DESIGN.md §3): the Debian i386
  * kernel and an initrd holding busybox, the kernel modules of
- * kernel-modules.ts, Redis with its shared libraries and the i386 loader,
- * and /init (guest/init.sh).
+ * kernel-modules.ts, Redis and memtester with their shared libraries and the
+ * i386 loader, and /init (guest/init.sh).
  *
  * Cache layout (`<cacheDir>`, default `<repo>/.cache/guest`):
  *   vmlinuz          the kernel (bzImage) from linux-image-<release>-686
@@ -60,6 +60,8 @@ const CONSOLE_MINOR = 1;
 /** How long to wait for another process's build of the same cache before giving up. */
 const LOCK_WAIT_MS = 15 * 60 * 1000;
 const LOCK_POLL_MS = 1000;
+/** memtester inside the initrd: where Debian's package puts it (on PATH in the guest). */
+export const MEMTESTER_PATH = "usr/sbin/memtester";
 
 /** The repository root: this file runs as <repo>/dist/guest/build.js. */
 export function repoRoot(): string {
@@ -222,11 +224,16 @@ async function buildInitrdTree(
   tree.addSymlink("usr/bin/redis-server", "redis-check-rdb");
   tree.addFile("usr/bin/redis-cli", await readFile(cli), 0o755);
 
-  // the i386 loader at its PT_INTERP path, and every library the two binaries need
+  // memtester, where Debian puts it (for colo.memtest=SIZE)
+  const memtester = join(userRoot, MEMTESTER_PATH);
+  await requireFile(memtester, `${pkgs.memtester.name} ${pkgs.memtester.version}`);
+  tree.addFile(MEMTESTER_PATH, await readFile(memtester), 0o755);
+
+  // the i386 loader at its PT_INTERP path, and every library the binaries need
   tree.addFile(GUEST_LOADER, await readFile(await realpath(join(userRoot, GUEST_LOADER))), 0o755);
   const libDir = GUEST_LIB_DIRS[0] as string;
   const libs = new Map<string, string>();
-  for (const binary of [rdb, cli]) {
+  for (const binary of [rdb, cli, memtester]) {
     for (const lib of await listSharedLibraries(userRoot, binary)) libs.set(lib.soname, lib.path);
   }
   for (const [soname, path] of [...libs].sort(([a], [b]) => (a < b ? -1 : 1))) {
@@ -261,7 +268,7 @@ async function build(opts: Required<BuildGuestOptions>, pkgs: GuestPackageSet, m
   await mkdir(kernelRoot, { recursive: true });
   await mkdir(userRoot, { recursive: true });
   try {
-    const toUnpack = [pkgs.kernelImage, pkgs.busybox, pkgs.redisServer, pkgs.redisTools, ...pkgs.libraries];
+    const toUnpack = [pkgs.kernelImage, pkgs.busybox, pkgs.redisServer, pkgs.redisTools, pkgs.memtester, ...pkgs.libraries];
     log(`guest: unpacking ${toUnpack.length} packages`);
     for (const pkg of toUnpack) {
       const deb = debs.get(pkg.name);

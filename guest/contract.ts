@@ -11,6 +11,26 @@ import { GuestBuildError } from "./errors.js";
 export const GUEST_READY_MARKER = "COLO-GUEST-READY redis";
 /** Printed, followed by a space and a reason, when the network, the data disk or Redis fails. */
 export const GUEST_FAILED_MARKER = "COLO-GUEST-FAILED";
+/**
+ * With `colo.memtest=SIZE`: printed after each single pass of
+ * `memtester SIZE 1`, numbered from 1: `COLO-MEMTEST-PASS <n>` when it
+ * exited 0, else `COLO-MEMTEST-FAIL <n> <exit status>` followed by up to
+ * MEMTEST_LOG_LINES lines `memtester <n>: <line>` (the end of its output).
+ * Each report is preceded by a newline, so it starts a line even when the
+ * console shell's prompt is on the console (hence empty lines between them).
+ */
+export const MEMTEST_PASS_MARKER = "COLO-MEMTEST-PASS";
+export const MEMTEST_FAIL_MARKER = "COLO-MEMTEST-FAIL";
+export const MEMTEST_LOG_LINES = 8;
+/**
+ * memtester's exit status is the OR of these (memtester(8) "EXIT CODE");
+ * a status above 128 is 128 + the signal that killed it (the shell's rule).
+ */
+export const MEMTEST_EXIT_BITS = { nonstarter: 0x01, stuckAddress: 0x02, otherTest: 0x04 } as const;
+/** colo.memtest bounds, in KiB: memtester needs at least a page; more than 64 MiB would crowd Redis out of a 128-160 MiB guest. */
+export const MEMTEST_MIN_KIB = 4;
+export const MEMTEST_MAX_KIB = 64 * 1024;
+
 /** The console shell's prompt (a root shell on ttyS0, respawned when it exits). */
 export const GUEST_SHELL_PROMPT = "colo-guest# ";
 /** The kernel console: the first 8250 UART, v86's serial0. */
@@ -28,6 +48,7 @@ export const CMDLINE_KEYS = {
   gateway: "colo.gw",
   hostname: "colo.hostname",
   appendfsync: "colo.appendfsync",
+  memtest: "colo.memtest",
 } as const;
 
 export type AppendFsync = "always" | "everysec" | "no";
@@ -40,6 +61,8 @@ export interface GuestBootOptions {
   hostname?: string;
   /** Redis appendfsync when a data disk is present (default everysec). */
   appendfsync?: AppendFsync;
+  /** Run memtester in the guest forever, one pass at a time, over this much memory: "16M", "512K" (see parseMemtestSize). */
+  memtest?: string;
   /** Pass "quiet" to the kernel (default true): boot messages slow the emulated UART. */
   quiet?: boolean;
   /** More kernel parameters, appended verbatim. */
@@ -48,6 +71,18 @@ export interface GuestBootOptions {
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * A colo.memtest value in KiB, or undefined when init.sh would refuse it:
+ * 1-6 digits without a leading zero, then K or M, within
+ * MEMTEST_MIN_KIB..MEMTEST_MAX_KIB. (init.sh's memtest_kib applies the same rule.)
+ */
+export function parseMemtestSize(value: string): number | undefined {
+  const m = /^([1-9]\d{0,5})([KM])$/.exec(value);
+  if (m === null) return undefined;
+  const kib = Number(m[1]) * (m[2] === "M" ? 1024 : 1);
+  return kib >= MEMTEST_MIN_KIB && kib <= MEMTEST_MAX_KIB ? kib : undefined;
+}
 
 function invalid(what: string): GuestBuildError {
   return new GuestBuildError("INVALID_OPTION", `guest command line: ${what}`);
@@ -76,6 +111,12 @@ export function guestKernelCmdline(opts: GuestBootOptions = {}): string {
   if (opts.appendfsync !== undefined) {
     if (!["always", "everysec", "no"].includes(opts.appendfsync)) throw invalid(`bad ${CMDLINE_KEYS.appendfsync} "${String(opts.appendfsync)}"`);
     parts.push(`${CMDLINE_KEYS.appendfsync}=${opts.appendfsync}`);
+  }
+  if (opts.memtest !== undefined) {
+    if (parseMemtestSize(opts.memtest) === undefined) {
+      throw invalid(`${CMDLINE_KEYS.memtest} must be digits then K or M, ${MEMTEST_MIN_KIB}K to ${MEMTEST_MAX_KIB / 1024}M, got "${opts.memtest}"`);
+    }
+    parts.push(`${CMDLINE_KEYS.memtest}=${opts.memtest}`);
   }
   for (const e of opts.extra ?? []) {
     if (e === "" || /\s/.test(e)) throw invalid(`extra parameter "${e}" is empty or contains white space`);

@@ -8,9 +8,22 @@
 #   colo.gw=A.B.C.D         default gateway (optional)
 #   colo.hostname=NAME      host name (default colo-guest)
 #   colo.appendfsync=MODE   always | everysec (default) | no, with a data disk
+#   colo.memtest=SIZE       memory-integrity mode: once Redis is ready, run
+#                           `memtester SIZE 1` in the background, over and
+#                           over (nice 19, oom_score_adj 1000). SIZE is 1-6
+#                           digits then K or M, 4K to 64M (e.g. 16M)
 # Console markers (one line each):
 #   COLO-GUEST-READY redis       Redis answers PING
-#   COLO-GUEST-FAILED <reason>   the network, the data disk or Redis failed
+#   COLO-GUEST-FAILED <reason>   the network, the data disk or Redis failed,
+#                                or a colo.* value is invalid
+#   COLO-MEMTEST-PASS <n>        memtester pass n (from 1) exited 0 (each
+#                                COLO-MEMTEST line comes after an empty line)
+#   COLO-MEMTEST-FAIL <n> <rc>   pass n exited rc (memtester(8): OR of 1 = could
+#                                not start, 2 = stuck address, 4 = other test;
+#                                >128 = killed by signal rc-128), then up to 8
+#                                lines "memtester <n>: <line>", the end of its
+#                                output. Passes go on after a test failure (rc
+#                                2, 4 or 6) and stop after any other status.
 # Quiet on purpose: every line crosses an emulated UART.
 
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -39,6 +52,57 @@ load_modules() {
 	done <"/etc/colo/modules/$1"
 }
 
+# memtest_kib SIZE: prints SIZE in KiB when it is 1-6 digits without a leading
+# zero, then K or M, from 4K to 64M; fails otherwise. guest/contract.ts
+# (parseMemtestSize) applies the same rule on the host.
+memtest_kib() {
+	num=${1%[KM]}
+	case "$num" in
+	"" | 0* | *[!0-9]*) return 1 ;;
+	esac
+	[ ${#num} -le 6 ] || return 1
+	case "${1#"$num"}" in
+	K) kib=$num ;;
+	M) kib=$((num * 1024)) ;;
+	*) return 1 ;;
+	esac
+	[ "$kib" -ge 4 ] && [ "$kib" -le 65536 ] || return 1
+	echo "$kib"
+}
+
+# memtest_loop SIZE: `memtester SIZE 1` forever, one console line per pass.
+# Run in the background: at nice 19 so Redis keeps the CPU it needs, with
+# oom_score_adj 1000 so memory pressure kills memtester (a FAIL line), not
+# Redis. Both are inherited by memtester. Its log is in /tmp/memtest.log.
+memtest_loop() {
+	read -r self _ </proc/self/stat # this subshell's pid ($$ is init's)
+	renice -n 19 -p "$self" >/dev/null 2>&1
+	echo 1000 >/proc/self/oom_score_adj
+	bs=$(printf '\b')
+	n=0
+	while :; do
+		n=$((n + 1))
+		memtester "$1" 1 </dev/null >/tmp/memtest.log 2>&1
+		rc=$?
+		# Each report starts with a newline: the console shell's prompt (or
+		# whatever was typed) may be on the line, and a marker counts only at
+		# the start of a line.
+		if [ $rc -eq 0 ]; then
+			printf '\n%s\n' "COLO-MEMTEST-PASS $n"
+			continue
+		fi
+		# memtester redraws its progress with backspaces: keep what a terminal would show
+		log=$(sed "s/$bs.*$bs//; s/$bs//g" /tmp/memtest.log | grep -v '^ *$' | tail -n 8 | sed "s/^/memtester $n: /")
+		if [ -n "$log" ]; then
+			printf '\n%s\n%s\n' "COLO-MEMTEST-FAIL $n $rc" "$log"
+		else
+			printf '\n%s\n' "COLO-MEMTEST-FAIL $n $rc"
+		fi
+		# a test found bad memory: test again; anything else would only repeat itself
+		[ $rc -le 7 ] && [ $((rc & 6)) -ne 0 ] || return 1
+	done
+}
+
 # has_pci VENDOR [DEVICE]: is such a PCI function present?
 has_pci() {
 	for d in /sys/bus/pci/devices/*; do
@@ -54,18 +118,27 @@ ip_cidr=
 gateway=
 host=colo-guest
 appendfsync=everysec
+memtest=
+memtest_on=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	colo.ip=*) ip_cidr=${arg#colo.ip=} ;;
 	colo.gw=*) gateway=${arg#colo.gw=} ;;
 	colo.hostname=*) host=${arg#colo.hostname=} ;;
 	colo.appendfsync=*) appendfsync=${arg#colo.appendfsync=} ;;
+	colo.memtest=*)
+		memtest=${arg#colo.memtest=}
+		memtest_on=1
+		;;
 	esac
 done
 case "$appendfsync" in
 always | everysec | no) ;;
 *) fail "colo.appendfsync=$appendfsync is not always, everysec or no" ;;
 esac
+if [ -n "$memtest_on" ] && ! memtest_kib "$memtest" >/dev/null; then
+	fail "colo.memtest=$memtest is not a size from 4K to 64M (1-6 digits, then K or M)"
+fi
 
 hostname "$host"
 echo 1 >/proc/sys/vm/overcommit_memory # Redis forks for AOF rewrites
@@ -122,6 +195,10 @@ if [ -z "$FAILED" ]; then
 		done
 		if [ "$pong" = PONG ]; then
 			echo "COLO-GUEST-READY redis"
+			# after the marker: memtester's load must not slow the boot or Redis's start
+			if [ -n "$memtest_on" ]; then
+				memtest_loop "$memtest" &
+			fi
 		else
 			fail "redis: no PONG within 60 s: $(tail -n 3 /tmp/redis.log 2>/dev/null | tr '\n' ' ')"
 		fi

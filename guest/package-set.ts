@@ -7,10 +7,13 @@
  * - `busybox-static`: shell, init tools, insmod, ip, mount;
  * - `redis-tools` (holds the real binary, redis-check-rdb) and
  *   `redis-server` (holds the redis-server → redis-check-rdb link);
- * - the shared libraries redis needs: the closure of redis-tools' library
- *   dependencies (first alternative of each, `lib*` packages only), plus
- *   libc6 (the loader) and libstdc++6 (linked by jemalloc, not declared).
- *   The build checks the set with the i386 loader afterwards.
+ * - `memtester` (/usr/sbin/memtester, for the memory-integrity run mode,
+ *   `colo.memtest=SIZE`; needs only libc);
+ * - the shared libraries those binaries need: the closure of the library
+ *   dependencies of redis-tools and memtester (first alternative of each,
+ *   `lib*` packages only), plus libc6 (the loader) and libstdc++6 (linked
+ *   by jemalloc, not declared). The build checks the set with the i386
+ *   loader afterwards, for every binary it copies.
  */
 
 import { type AptPackage, showPackages } from "./apt.js";
@@ -22,6 +25,7 @@ const KERNEL_IMAGE_PATTERN = /^linux-image-(\d+\.\d+\.\d+-\d+-686)$/;
 export const BUSYBOX_PACKAGE = "busybox-static";
 export const REDIS_SERVER_PACKAGE = "redis-server";
 export const REDIS_TOOLS_PACKAGE = "redis-tools";
+export const MEMTESTER_PACKAGE = "memtester";
 /** Libraries always taken, whatever the dependency fields say. */
 const EXTRA_LIBRARY_PACKAGES = ["libc6", "libstdc++6"];
 /** Library closure guard: more than this means the lib* walk went somewhere unexpected. */
@@ -34,6 +38,7 @@ export interface GuestPackageSet {
   busybox: AptPackage;
   redisServer: AptPackage;
   redisTools: AptPackage;
+  memtester: AptPackage;
   libraries: AptPackage[];
   /** Every package to download (the metapackage included, for the record), sorted by name. */
   all: AptPackage[];
@@ -48,19 +53,22 @@ function libraryDependencies(pkg: AptPackage): string[] {
   return out;
 }
 
+/** apt-cache lookup as `showPackages` does it (required names, optional names); replaceable in tests. */
+export type PackageLookup = (names: readonly string[], optional: readonly string[]) => Promise<Map<string, AptPackage>>;
+
 /**
  * Resolves the package set. `hints` (typically the packages of the stored
  * manifest) are asked for in the first apt-cache call, so an unchanged set
  * resolves in one call instead of one per dependency level; unknown hints
- * are ignored.
+ * are ignored. `lookup` is `showPackages` (apt-cache) unless a test replaces it.
  */
-export async function resolveGuestPackages(hints: readonly string[] = []): Promise<GuestPackageSet> {
+export async function resolveGuestPackages(hints: readonly string[] = [], lookup: PackageLookup = showPackages): Promise<GuestPackageSet> {
   const known = new Map<string, AptPackage>();
   const ensure = async (required: readonly string[], optional: readonly string[] = []): Promise<void> => {
     const need = required.filter((n) => !known.has(n));
     if (need.length === 0) return;
     const extra = optional.filter((n) => !known.has(n) && !need.includes(n));
-    for (const [name, pkg] of await showPackages(need, extra)) known.set(name, pkg);
+    for (const [name, pkg] of await lookup(need, extra)) known.set(name, pkg);
   };
   const get = (name: string): AptPackage => {
     const p = known.get(name);
@@ -68,9 +76,10 @@ export async function resolveGuestPackages(hints: readonly string[] = []): Promi
     return p;
   };
 
-  await ensure([KERNEL_METAPACKAGE, BUSYBOX_PACKAGE, REDIS_SERVER_PACKAGE, REDIS_TOOLS_PACKAGE, ...EXTRA_LIBRARY_PACKAGES], hints);
+  await ensure([KERNEL_METAPACKAGE, BUSYBOX_PACKAGE, REDIS_SERVER_PACKAGE, REDIS_TOOLS_PACKAGE, MEMTESTER_PACKAGE, ...EXTRA_LIBRARY_PACKAGES], hints);
   const meta = get(KERNEL_METAPACKAGE);
   const redisTools = get(REDIS_TOOLS_PACKAGE);
+  const memtester = get(MEMTESTER_PACKAGE);
 
   let kernelImageName: string | undefined;
   let kernelRelease: string | undefined;
@@ -90,7 +99,7 @@ export async function resolveGuestPackages(hints: readonly string[] = []): Promi
 
   // Library closure, breadth first; each level is one apt-cache call (none when hinted).
   const libraries = new Map<string, AptPackage>();
-  let frontier = [...new Set([...EXTRA_LIBRARY_PACKAGES, ...libraryDependencies(redisTools)])];
+  let frontier = [...new Set([...EXTRA_LIBRARY_PACKAGES, ...libraryDependencies(redisTools), ...libraryDependencies(memtester)])];
   let first = true;
   while (frontier.length > 0) {
     await ensure(first ? [...frontier, kernelImageName] : frontier);
@@ -104,7 +113,7 @@ export async function resolveGuestPackages(hints: readonly string[] = []): Promi
     if (libraries.size + next.size > MAX_LIBRARY_PACKAGES) {
       throw new GuestBuildError(
         "RESOLVE_FAILED",
-        `the library closure of ${REDIS_TOOLS_PACKAGE} exceeds ${MAX_LIBRARY_PACKAGES} packages: ${[...libraries.keys(), ...next].join(", ")}`,
+        `the library closure of ${REDIS_TOOLS_PACKAGE} and ${MEMTESTER_PACKAGE} exceeds ${MAX_LIBRARY_PACKAGES} packages: ${[...libraries.keys(), ...next].join(", ")}`,
       );
     }
     frontier = [...next];
@@ -114,6 +123,6 @@ export async function resolveGuestPackages(hints: readonly string[] = []): Promi
   const byName = (a: AptPackage, b: AptPackage): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   const busybox = get(BUSYBOX_PACKAGE);
   const redisServer = get(REDIS_SERVER_PACKAGE);
-  const all = [meta, kernelImage, busybox, redisServer, redisTools, ...libraries.values()].sort(byName);
-  return { kernelImage, kernelRelease, busybox, redisServer, redisTools, libraries: [...libraries.values()].sort(byName), all };
+  const all = [meta, kernelImage, busybox, redisServer, redisTools, memtester, ...libraries.values()].sort(byName);
+  return { kernelImage, kernelRelease, busybox, redisServer, redisTools, memtester, libraries: [...libraries.values()].sort(byName), all };
 }
