@@ -21,6 +21,7 @@ import { spawn } from "node:child_process";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { createDataDisk } from "../../guest/mkdisk.js";
+import { seededRandom } from "../../src/state/testing.js";
 import type { LabTopology } from "../../src/lab/topology.js";
 import { REPO_ROOT, run, runIn } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
@@ -68,18 +69,6 @@ export interface SuiteSummary {
   failedRuns: number;
   failoverMs: { min: number; p50: number; p90: number; max: number } | undefined;
   details: RunResult[];
-}
-
-/** mulberry32: the suite is reproducible from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -131,7 +120,7 @@ export class FaultSuite {
   }
 
   async runAll(runs: number, seed: number, kinds: readonly FaultKind[] = FAULT_KINDS): Promise<SuiteSummary> {
-    const random = prng(seed);
+    const random = seededRandom(seed); // the suite is reproducible from its seed
     await this.pair.startArbiter();
     const details: RunResult[] = [];
     try {

@@ -15,16 +15,16 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { generateKeyFile } from "../../src/channel/key.js";
 import { processEnded } from "../../src/api/registry.js";
-import { COLO_BIN, REPO_ROOT, runIn, type RunResult } from "../tools/run.js";
+import { runIn } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
-import { integrationSkip, redisFrom } from "../tools/lab-fixture.js";
+import { integrationSkip } from "../tools/lab-fixture.js";
+import { Pair, waitFor } from "../tools/pair-fixture.js";
 
 const LAB = labTopology("ctrem");
 const [H1, H2] = LAB.hosts;
@@ -34,87 +34,33 @@ const IP = LAB.guestIp;
 const skip = integrationSkip();
 
 let work = "";
-let key = "";
 let cfg = "";
+let pair: Pair;
 
-function envFor(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  return { ...process.env, COLO_RUN_DIR: join(work, "run"), ...extra };
-}
-function colo(host: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}, timeoutMs = 300_000): Promise<RunResult> {
-  return runIn(host, COLO_BIN, args, { env: envFor(extraEnv), timeoutMs });
-}
-function redis(...args: string[]): Promise<string> {
-  return redisFrom(CLIENT, IP, args);
-}
-type Status = { pid: number; state: string; replication?: { mode: string; checkpoints: number; discardedCheckpoints: number; failovers: { role: string; reason: string }[] } };
-async function status(host: string): Promise<Status> {
-  const r = await colo(host, ["status", "rem"]);
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as Status;
-}
-async function waitFor(what: string, fn: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  assert.fail(`${what}: not within ${timeoutMs} ms`);
-}
-async function destroyAll(): Promise<void> {
-  for (const h of LAB.hosts) await colo(h, ["destroy", "rem"]).catch(() => undefined);
-}
+const colo = (host: string, args: string[]) => pair.colo(host, args);
+const redis = (...args: string[]) => pair.redis(...args);
+const status = (host: string) => pair.status(host);
+const startIncr = () => pair.startIncr();
 
-/** Boots the primary on h1 and protects it with a secondary on h2. */
+/** Boots the primary on h1 and protects it with a secondary on h2 (Remus mode). */
 async function protectedPair(extraEnv: NodeJS.ProcessEnv = {}, intervalMs = 100): Promise<void> {
-  await destroyAll();
-  const created = await colo(H1, ["create", cfg], extraEnv);
-  assert.equal(created.code, 0, created.stderr);
-  const recv = spawn("ip", ["netns", "exec", H2, COLO_BIN, "migrate-receive", "--colo", "--listen", LAB.replIps[1], "--key-file", key, "--timeout", "120", "--detach"], {
-    env: envFor(),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  await new Promise<void>((resolve, reject) => {
-    let out = "";
-    let err = "";
-    recv.stdout.on("data", (c: Buffer) => (out += c.toString()));
-    recv.stderr.on("data", (c: Buffer) => (err += c.toString()));
-    recv.on("close", (code) => (code === 0 && out.includes("listening on") ? resolve() : reject(new Error(`migrate-receive --colo: ${out} ${err}`))));
-  });
-  const r = await colo(H1, ["remus", "rem", LAB.replIps[1], "--key-file", key, "--interval", String(intervalMs)], extraEnv);
-  assert.equal(r.code, 0, r.stderr);
+  const r = await pair.protect(cfg, ["remus", "--interval", String(intervalMs)], { extraEnv });
   assert.match(r.stdout, /protected by .*Remus mode/);
-  assert.equal((await status(H2)).replication?.mode, "secondary");
-}
-
-function startIncr(seconds = 240): { child: ChildProcessWithoutNullStreams; result: () => Promise<{ acked: number; gaps: number; errors: string[]; connectionResets: number; last: number }> } {
-  const child = spawn("ip", ["netns", "exec", CLIENT, process.execPath, join(REPO_ROOT, "dist/test/tools/incr-client.js"), "--host", IP, "--seconds", String(seconds)], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let out = "";
-  child.stdout.on("data", (c: Buffer) => (out += c.toString()));
-  const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
-  return {
-    child,
-    result: async () => {
-      child.stdin.end();
-      await closed;
-      return JSON.parse(out) as { acked: number; gaps: number; errors: string[]; connectionResets: number; last: number };
-    },
-  };
 }
 
 before(async () => {
   if (skip) return;
   work = mkdtempSync(join(tmpdir(), "colo-rem-"));
-  key = join(work, "colo.key");
+  const key = join(work, "colo.key");
   generateKeyFile(key);
   await labUp({ prefix: LAB.prefix });
   cfg = writeGuestConfig({ dir: work, name: "rem", ip: `${IP}/24`, mac: "00:16:3e:4c:00:60", bridge: LAB.hostBridge }).cfg;
+  pair = new Pair(LAB, "rem", join(work, "run"), key);
 });
 
 after(async () => {
   if (skip) return;
-  await destroyAll();
+  await pair.destroyAll();
   await labDown({ prefix: LAB.prefix });
   rmSync(work, { recursive: true, force: true });
 });
