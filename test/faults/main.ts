@@ -26,7 +26,7 @@ function arg(name: string): string | undefined {
 async function main(): Promise<number> {
   const runs = Number(arg("--runs") ?? "10");
   const seed = Number(arg("--seed") ?? String(Date.now() % 1_000_000));
-  process.stderr.write(`faults: seed ${seed}\n`);
+
   if (!Number.isInteger(runs) || runs < 1 || runs > 10_000) throw new Error(`--runs must be 1..10000, got ${arg("--runs")}`);
   if (!Number.isInteger(seed) || seed < 0) throw new Error(`--seed must be a whole number, got ${arg("--seed")}`);
   const kindsArg = arg("--kinds");
@@ -48,6 +48,7 @@ async function main(): Promise<number> {
       writeResult("memtest", { figures: r });
       return r.ok ? 0 : 1;
     }
+    process.stderr.write(`faults: seed ${seed} (replay with --seed ${seed})\n`);
     const summary = await new FaultSuite(lab, work, key).runAll(runs, seed, kinds);
     writeResult("faults", { figures: summary });
     const bad = summary.lostWrites > 0 || summary.incrViolations > 0 || summary.splitBrains > 0 || summary.failedRuns > 0;
