@@ -1,0 +1,198 @@
+/**
+ * Regenerates the side-by-side tables of bench/README.md from the JSON in
+ * bench/results/ (issue 7 item 5): the newest `colo-*.json` (unprotected vs
+ * COLO compare vs Remus, and the disk-heavy case), every `faults-*.json`
+ * (totals over all recorded suites) and the newest passing `memtest-*.json`.
+ *
+ *   npm run build && node dist/bench/report.js [--write]
+ *
+ * Prints the markdown; with --write, replaces the part of bench/README.md
+ * between the `<!-- report:start -->` and `<!-- report:end -->` markers.
+ */
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { REPO_ROOT } from "../test/tools/run.js";
+
+const RESULTS = join(REPO_ROOT, "bench/results");
+const README = join(REPO_ROOT, "bench/README.md");
+const START = "<!-- report:start -->";
+const END = "<!-- report:end -->";
+
+interface Figure {
+  test: string;
+  clients: number;
+  opsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+interface Run {
+  mode: string;
+  intervalMs?: number;
+  redis: Figure[];
+  checkpointsPerMinute?: number;
+  reasons?: Record<string, number>;
+  p99PauseMs?: number;
+  diskChannelMBps?: number;
+}
+interface ColoResult {
+  date: string;
+  figures: {
+    requestsPerTest: number;
+    runs: Run[];
+    ratios: { compareVsUnprotected: Record<string, number>; remusVsUnprotected: Record<string, number> };
+    nonDeterministic: { command: string; requests: number; ok: boolean; reasonsAfter?: Record<string, number> };
+    disk: { runs: Run[]; compareVsUnprotectedSET16: number; replicationStartMs: number; checkpointPauseWithBacklogMs: number };
+  };
+}
+interface FaultsResult {
+  date: string;
+  figures: {
+    runs: number;
+    faultsByKind: Record<string, number>;
+    acknowledgedWrites: number;
+    lostWrites: number;
+    incrViolations: number;
+    connectionResets: number;
+    splitBrains: number;
+    failedRuns: number;
+    details: { fault: string; failoverMs: number }[];
+  };
+}
+interface MemtestResult {
+  date: string;
+  figures: { memtestSize: string; checkpoints: number; checkpointIntervalMs: number; primaryPasses: number; survivorPassesAfterTakeover: number; failures: string[]; p99PauseMs: number; ok: boolean };
+}
+
+function load<T>(prefix: string): { file: string; data: T }[] {
+  return readdirSync(RESULTS)
+    .filter((f) => f.startsWith(prefix) && f.endsWith(".json"))
+    .sort()
+    .map((file) => ({ file, data: JSON.parse(readFileSync(join(RESULTS, file), "utf8")) as T }));
+}
+
+const fmt = (n: number | undefined) => (n === undefined ? "—" : n >= 100 ? String(Math.round(n)) : n.toFixed(1));
+
+function fig(run: Run | undefined, test: string, clients: number): Figure | undefined {
+  return run?.redis.find((f) => f.test === test && f.clients === clients);
+}
+
+function coloTables(r: { file: string; data: ColoResult }): string[] {
+  const f = r.data.figures;
+  const out = [
+    `### Unprotected vs COLO compare vs Remus (\`${r.file}\`, ${f.requestsPerTest} requests per test)`,
+    "",
+    "| mode | SET c=1 (p50) | GET c=1 (p50) | SET c=16 (p50 / p99) | GET c=16 (p50 / p99) | checkpoints/min (reasons) | checkpoint pause p99 |",
+    "|---|---|---|---|---|---|---|",
+  ];
+  for (const run of f.runs) {
+    const one = (t: string) => {
+      const x = fig(run, t, 1);
+      return x ? `${fmt(x.opsPerSec)} (${x.p50Ms} ms)` : "—";
+    };
+    const many = (t: string) => {
+      const x = fig(run, t, 16);
+      return x ? `${fmt(x.opsPerSec)} (${x.p50Ms} / ${x.p99Ms} ms)` : "—";
+    };
+    const reasons = Object.entries(run.reasons ?? {})
+      .filter(([, v]) => v > 0)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ");
+    const name = run.mode === "remus" ? `Remus ${run.intervalMs} ms` : run.mode === "compare" ? "COLO compare" : run.mode;
+    out.push(`| ${name} | ${one("SET")} | ${one("GET")} | ${many("SET")} | ${many("GET")} | ${run.checkpointsPerMinute === undefined ? "—" : `${run.checkpointsPerMinute}${reasons ? ` (${reasons})` : ""}`} | ${run.p99PauseMs === undefined ? "—" : `${run.p99PauseMs} ms`} |`);
+  }
+  const c = f.ratios.compareVsUnprotected;
+  const m = f.ratios.remusVsUnprotected;
+  out.push(
+    "",
+    `Ratios to unprotected: COLO compare SET c=16 **${c.SET16}**, GET c=16 **${c.GET16}** (goal 0.90), SET c=1 ${c.SET1}, GET c=1 ${c.GET1}; Remus SET c=16 ${m.SET16}, GET c=16 ${m.GET16}.`,
+    `Non-deterministic replies: ${f.nonDeterministic.requests} \`${f.nonDeterministic.command}\` requests, client ${f.nonDeterministic.ok ? "ok" : "FAILED"}; checkpoint reasons after: ${Object.entries(f.nonDeterministic.reasonsAfter ?? {}).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(", ")}.`,
+    "",
+    "Disk-heavy: Redis AOF `appendfsync always`, 16 clients, SET:",
+    "",
+    "| mode | SET ops/s (p99) | disk channel | checkpoints/min |",
+    "|---|---|---|---|",
+  );
+  for (const run of f.disk.runs) {
+    const x = fig(run, "SET", 16);
+    out.push(`| ${run.mode === "compare" ? "COLO compare + disk replication" : run.mode} | ${x ? `${fmt(x.opsPerSec)} (${x.p99Ms} ms)` : "—"} | ${run.diskChannelMBps === undefined ? "—" : `${run.diskChannelMBps} MB/s`} | ${run.checkpointsPerMinute ?? "—"} |`);
+  }
+  out.push("", `Replicated / unprotected: **${f.disk.compareVsUnprotectedSET16}**; replication start (disk hashes, differing chunks, memory): ${f.disk.replicationStartMs} ms; checkpoint pause right after a 2000-write burst: ${f.disk.checkpointPauseWithBacklogMs} ms.`);
+  return out;
+}
+
+function faultsTable(all: { file: string; data: FaultsResult }[]): string[] {
+  const kinds: Record<string, number> = {};
+  const gaps: number[] = [];
+  let runs = 0;
+  let acked = 0;
+  let lost = 0;
+  let incr = 0;
+  let resets = 0;
+  let split = 0;
+  let failed = 0;
+  for (const { data } of all) {
+    const f = data.figures;
+    runs += f.runs;
+    acked += f.acknowledgedWrites;
+    lost += f.lostWrites;
+    incr += f.incrViolations;
+    resets += f.connectionResets;
+    split += f.splitBrains;
+    failed += f.failedRuns;
+    for (const [k, v] of Object.entries(f.faultsByKind)) kinds[k] = (kinds[k] ?? 0) + v;
+    for (const d of f.details) if (d.failoverMs > 0 && ["kill-primary", "kill-primary-mid-checkpoint", "link-down", "link-flap"].includes(d.fault)) gaps.push(d.failoverMs);
+  }
+  gaps.sort((a, b) => a - b);
+  const pct = (p: number) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))] ?? 0;
+  return [
+    `### Fault injection (${all.length} recorded suites: ${all.map((a) => `\`${a.file}\``).join(", ")})`,
+    "",
+    "| runs | faults by kind | acknowledged writes | lost | INCR violations | connection resets | split brains | failed runs |",
+    "|---|---|---|---|---|---|---|---|",
+    `| ${runs} | ${Object.entries(kinds).map(([k, v]) => `${k} ${v}`).join(", ")} | ${acked} | **${lost}** | ${incr} | ${resets} | **${split}** | ${failed} |`,
+    "",
+    gaps.length > 0
+      ? `Failover as the client saw it (longest gap between acknowledgements, detection included) for primary loss and link cuts: min ${gaps[0]} ms, median ${pct(0.5)} ms, max ${gaps[gaps.length - 1]} ms (${gaps.length} runs).`
+      : "No primary-loss run recorded yet.",
+  ];
+}
+
+function memtestTable(r: { file: string; data: MemtestResult } | undefined): string[] {
+  if (!r) return ["### Memory integrity", "", "No passing memtest run recorded."];
+  const f = r.data.figures;
+  return [
+    `### Memory integrity (\`${r.file}\`)`,
+    "",
+    `memtester ${f.memtestSize} in the guest across **${f.checkpoints} checkpoints** (one every ${f.checkpointIntervalMs} ms at most; pause p99 ${f.p99PauseMs} ms): ${f.primaryPasses} passes on the primary, ${f.survivorPassesAfterTakeover} more in the survivor after the takeover, **${f.failures.length} failures**.`,
+  ];
+}
+
+function main(): void {
+  const colo = load<ColoResult>("colo-");
+  const newest = colo[colo.length - 1];
+  const faults = load<FaultsResult>("faults-");
+  const memtests = load<MemtestResult>("memtest-").filter((m) => m.data.figures.ok);
+  const lines = [
+    START,
+    "<!-- generated by bench/report.ts from bench/results/*.json; do not edit by hand -->",
+    "",
+    ...(newest ? coloTables(newest) : ["No colo bench result recorded."]),
+    "",
+    ...faultsTable(faults),
+    "",
+    ...memtestTable(memtests[memtests.length - 1]),
+    END,
+  ];
+  const md = lines.join("\n");
+  process.stdout.write(md + "\n");
+  if (process.argv.includes("--write")) {
+    const readme = readFileSync(README, "utf8");
+    const a = readme.indexOf(START);
+    const b = readme.indexOf(END);
+    const next = a >= 0 && b > a ? readme.slice(0, a) + md + readme.slice(b + END.length) : `${readme.trimEnd()}\n\n## Side by side (generated)\n\n${md}\n`;
+    writeFileSync(README, next);
+    process.stdout.write(`written ${README}\n`);
+  }
+}
+
+main();
