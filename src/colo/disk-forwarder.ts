@@ -112,9 +112,12 @@ export class DiskForwarder {
    * a toolstack record cannot go inside it): writes are numbered and held in
    * memory, at most MAX_HELD_BYTES (the live transfer takes about a second).
    */
-  holdUntilCheckpoint(): void {
+  async holdUntilCheckpoint(): Promise<void> {
     this.held = [];
     this.heldBytes = 0;
+    // Writes forwarded before now are queued on the lock: they must reach the stream before the memory part opens.
+    await this.lock.run(() => Promise.resolve());
+    this.throwIfFailed();
   }
 
   private forward(s: DiskState, offset: number, data: Uint8Array): void {

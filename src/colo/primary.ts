@@ -178,7 +178,7 @@ export class PrimaryReplicator {
     const t0 = Date.now();
     const diskSync = await this.disks.initialSync(this.back);
     if (diskSync.disks > 0) this.opts.log("disk images in sync", { ...diskSync });
-    this.disks.holdUntilCheckpoint();
+    await this.disks.holdUntilCheckpoint();
     const sent = await sendMachine(this.vm.engine, this.writer, {
       live: true,
       close: "checkpoint",
