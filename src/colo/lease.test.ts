@@ -83,13 +83,34 @@ test("takeover refused: a live primary marked its lease solo when it lost its se
   await primary.stop(true);
 });
 
-test("takeover refused: a live primary keeps renewing (link cut, not yet solo): the secondary gives up at its bound", async () => {
+test("takeover refused: a live primary keeps renewing (link cut, not yet solo): the secondary sees the renewal and steps down", async () => {
   const arbiter = new TableArbiter();
-  const primary = new LeaseKeeper(arbiter, "vm", "p", 200, () => undefined);
+  const primary = new LeaseKeeper(arbiter, "vm", "p", 300, () => undefined);
   assert.equal(await primary.tryAcquire(), true);
   primary.keep();
-  const secondary = new LeaseKeeper(arbiter, "vm", "s", 200, () => undefined);
-  assert.equal(await acquireForTakeover(secondary, 500, 20), false);
+  const secondary = new LeaseKeeper(arbiter, "vm", "s", 300, () => undefined);
+  const t0 = Date.now();
+  assert.equal(await acquireForTakeover(secondary, 10_000, 20), false);
+  assert.ok(Date.now() - t0 < 1000, "a renewal is seen within one renewal period, not at the bound");
   assert.equal(secondary.refusedSolo, false);
   await primary.stop(false);
+});
+
+test("takeover: the wait follows the dead primary's own ttl, not the secondary's", async () => {
+  const arbiter = new TableArbiter();
+  const primary = new LeaseKeeper(arbiter, "vm", "p", 800, () => undefined);
+  assert.equal(await primary.tryAcquire(), true); // then it dies: no renewal
+  const secondary = new LeaseKeeper(arbiter, "vm", "s", 100, () => undefined);
+  const t0 = Date.now();
+  assert.equal(await acquireForTakeover(secondary, 10_000, 20), true);
+  const waited = Date.now() - t0;
+  assert.ok(waited >= 700 && waited < 2000, `waited ${waited} ms for an 800 ms lease`);
+});
+
+test("takeover: an arbiter that never answers ends at the bound, without a takeover", async () => {
+  const arbiter = new TableArbiter();
+  arbiter.reachable = false;
+  const secondary = new LeaseKeeper(arbiter, "vm", "s", 100, () => undefined);
+  assert.equal(await acquireForTakeover(secondary, 300, 20), false);
+  assert.ok(secondary.status().failures > 0);
 });

@@ -105,6 +105,8 @@ export class LeaseKeeper {
   private solo = false;
   /** The last refusal was a solo lease: never ours. */
   refusedSolo = false;
+  /** The last refusal's remaining time on the arbiter (ms), and when it came. */
+  refusal: { remainingMs: number; at: number } | undefined;
 
   constructor(
     private readonly arbiter: Arbiter,
@@ -128,6 +130,7 @@ export class LeaseKeeper {
       const a = await this.arbiter.acquire(this.vm, this.holder, this.ttlMs, solo);
       if (!a.granted) {
         this.refusedSolo = a.solo;
+        this.refusal = { remainingMs: a.remainingMs, at: this.now() };
         this.lastError = a.solo ? `held solo by ${a.holder}: it ran alone, this copy is stale` : `held by ${a.holder} for ${a.remainingMs} ms more`;
         return false;
       }
@@ -192,14 +195,32 @@ export class LeaseKeeper {
 
 /**
  * The secondary's question when its primary falls silent: may I take over?
- * Asks every `retryMs` until granted or `giveUpMs` passed (the primary
- * still renews: it is alive, only the link is down).
+ *
+ * Granted once the primary's lease has run out. The arbiter's answers say
+ * how long the holder's lease still runs; if that end moves later between
+ * two answers, the holder renewed it: it is alive (only the link is down),
+ * and this side steps down. So is it at once when the lease is solo. The
+ * bound `giveUpMs` only guards against an arbiter that never answers; the
+ * wait itself follows the holder's own ttl, whatever this side's is.
  */
 export async function acquireForTakeover(keeper: LeaseKeeper, giveUpMs: number, retryMs = 100): Promise<boolean> {
   const deadline = Date.now() + giveUpMs;
+  let expiresAt: number | undefined;
   for (;;) {
     if (await keeper.tryAcquire(true)) return true;
-    if (keeper.refusedSolo || Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, retryMs));
+    if (keeper.refusedSolo) return false;
+    const r = keeper.refusal;
+    if (r) {
+      const end = r.at + r.remainingMs;
+      // A renewal moves the end later by about a ttl; allow the answers' own jitter.
+      if (expiresAt !== undefined && end > expiresAt + RENEWAL_JITTER_MS) return false;
+      expiresAt = Math.min(expiresAt ?? end, end);
+    }
+    if (Date.now() >= deadline) return false;
+    const wait = r ? Math.max(10, Math.min(retryMs, r.remainingMs + 10)) : retryMs;
+    await new Promise((res) => setTimeout(res, wait));
   }
 }
+
+/** Answers' timing noise tolerated before an end that moved later counts as a renewal. */
+const RENEWAL_JITTER_MS = 50;

@@ -63,6 +63,9 @@ export interface SecondaryVm {
   discard(): Promise<void>;
 }
 
+/** Bound on asking the arbiter for the lease at takeover: only an arbiter that never answers takes this long. */
+const TAKEOVER_GIVE_UP_MS = 60_000;
+
 /** The primary's orderly END: not a failure, no takeover. */
 const ORDERLY_END = "the primary ended replication";
 
@@ -238,8 +241,8 @@ export class SecondaryReplicator {
     if (a) {
       const lease = new LeaseKeeper(a.arbiter, a.vm, a.holder, a.ttlMs, () => this.leaseExpired());
       this.lease = lease;
-      // The primary's lease lasts at most one ttl past its last renewal; then it is ours, unless it ran alone (solo).
-      const granted = await acquireForTakeover(lease, 2 * a.ttlMs + 500);
+      // Ours once the primary's lease runs out (it stops renewing when dead), never if it renews or ran alone (solo).
+      const granted = await acquireForTakeover(lease, TAKEOVER_GIVE_UP_MS);
       if (!granted) {
         this.stats.failover("secondary", `${reason}; no takeover: ${lease.status().lastError ?? "?"}`, "stepped-down");
         this.opts.log("primary silent but it holds the lease (only the link is lost): stepping down, discarding this copy", { reason, lease: lease.status() });
