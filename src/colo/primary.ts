@@ -275,8 +275,18 @@ export class PrimaryReplicator {
   /** One checkpoint, Xen's order (COLO-PROTOCOL.md §4), the PVM paused first. */
   async checkpoint(reason: CheckpointReason): Promise<void> {
     const engine = this.vm.engine;
+    // The host's monotonic clock (performance.now is the guest clock in this process: guest-clock.ts).
+    const hostMs = () => Number(process.hrtime.bigint()) / 1e6;
+    const t0 = hostMs();
     await this.vm.pause();
     const pausedAt = Date.now();
+    const marks: Record<string, number> = { pause: Math.round((hostMs() - t0) * 10) / 10 };
+    let mark = hostMs();
+    const lap = (name: string) => {
+      const now = hostMs();
+      marks[name] = Math.round((now - mark) * 10) / 10;
+      mark = now;
+    };
     const waiters = this.operatorWaiters;
     this.operatorWaiters = [];
     const diskHashes = waiters.some((w) => w.verify)
@@ -286,7 +296,12 @@ export class PrimaryReplicator {
     // From here until the queued input is re-sent, new input only queues for the PVM (it is paused).
     this.mirroring = false;
     await this.lock.run(async () => {
-      await this.writer.writeCheckpointState("NEW");
+      // NEW goes out first; the PVM's dirty pages are found (a compare of all RAM on emu)
+      // while the secondary, in its own process, does the same for the SVM.
+      await this.writer.writeCheckpointState("NEW"); // on the socket before the compare blocks this thread
+      lap("new");
+      const pvmDirty = engine.takeDirtyPages();
+      lap("pvmDirty");
       await this.back.expectState("SVM_SUSPENDED");
       let svmDirty: Uint32Array = new Uint32Array(0);
       for (;;) {
@@ -296,12 +311,15 @@ export class PrimaryReplicator {
         else if (r.kind === "checkpoint") break;
         else throw new Error(`unexpected ${r.kind} in the secondary's dirty list`);
       }
-      const pfns = unionSortedPfns(engine.takeDirtyPages(), svmDirty);
+      lap("svmSuspended");
+      const pfns = unionSortedPfns(pvmDirty, svmDirty);
       const before = this.writer.bytesWritten;
       await this.writer.writeMemoryStream();
       const pages = await writePages(this.writer, () => engine.ram(), pfns, (copied) => engine.pagesCopied(copied));
+      lap("pages");
       if (this.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, this.opts.midCheckpointDelayMs));
       const blob = await engine.saveState();
+      lap("saveState");
       await this.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
       await this.writer.writeCheckpoint();
       await this.disks.writeCheckpoint();
@@ -309,9 +327,13 @@ export class PrimaryReplicator {
       this.resendQueuedInput();
       this.mirroring = this.opts.mode === "compare";
       await end;
+      lap("send");
       await this.back.expectState("SVM_READY");
+      lap("svmReady");
       for (const f of this.output.committed()) this.vm.sendOutput(f);
       await this.vm.resume();
+      lap("resume");
+      this.stats.lastBreakdownMs = marks;
       const now = Date.now();
       this.policy.done(reason, now);
       this.stats.recordCheckpoint(now - pausedAt, pages.pages, this.writer.bytesWritten - before);

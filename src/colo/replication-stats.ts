@@ -21,6 +21,8 @@ export class ReplicationStats {
   lastPauseMs = 0;
   private readonly pauses: number[] = [];
   lastPages = 0;
+  /** Where the last checkpoint's pause went, in ms (primary): pause, pvmDirty, svmSuspended, pages, saveState, send, svmReady, resume. */
+  lastBreakdownMs: Record<string, number> | undefined;
   lastBytes = 0;
   lastHeardAt = Date.now();
   readonly failovers: FailoverEvent[] = [];
@@ -82,6 +84,7 @@ export class ReplicationStats {
       discardedCheckpoints: this.discardedCheckpoints,
       ...(this.reasons ? { checkpointReasons: { ...this.reasons } } : {}),
       ...(this.lease ? { lease: this.lease() } : {}),
+      ...(this.lastBreakdownMs ? { lastPauseBreakdownMs: this.lastBreakdownMs } : {}),
     };
   }
 }

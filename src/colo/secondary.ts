@@ -333,10 +333,14 @@ export class SecondaryReplicator {
           const { diskBytes } = await this.finishCheckpoint(`checkpoint ${n}`);
           const pages = this.pending.size;
           const changed = this.pending.pfns();
+          // The host's monotonic clock (performance.now is the guest clock here, and loadState moves it).
+          const hostMs = () => Number(process.hrtime.bigint()) / 1e6;
+          const t0 = hostMs();
           this.pending.applyTo(engine.ram());
+          const t1 = hostMs();
           // Only these pages changed: the engine keeps its translations of the rest (emu: the JIT stays warm).
           await engine.loadState(state, { changedPages: changed });
-          engine.takeDirtyPages();
+          this.stats.lastBreakdownMs = { applyPages: Math.round((t1 - t0) * 10) / 10, loadState: Math.round((hostMs() - t1) * 10) / 10 };
           this.pending.clear();
           this.rewriter.reset();
           inCheckpoint = false;
@@ -345,6 +349,9 @@ export class SecondaryReplicator {
           this.stats.recordCheckpoint(0, pages, diskBytes);
           await this.lock.run(async () => {
             await this.writer.writeCheckpointState("SVM_READY");
+            // The SVM's own writes count from here: reset the tracker (a compare of all RAM on emu)
+            // after SVM_READY is on its way, so the primary resumes meanwhile; the SVM is still paused.
+            engine.takeDirtyPages();
             if (this.mode === "compare") await this.vm.resume();
             await this.writer.writeCheckpointState("SVM_RESUMED");
           });

@@ -186,7 +186,12 @@ export class EmuEngine implements Engine {
     const emulator = this.requireEmulator();
     if (!this.isRunning) return;
     this.isRunning = false;
-    await emulator.stop();
+    const stopped = emulator.stop();
+    // v86 notices `stopping` at its next tick, which an idle guest schedules up to its
+    // next timer event (often 10 ms and more away): run that tick now instead.
+    const main = this.inner?.v86;
+    if (main && main.idle && main.stopping) main.yield_callback(main.tick_counter);
+    await stopped;
   }
 
   async resume(): Promise<void> {

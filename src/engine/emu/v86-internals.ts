@@ -55,8 +55,23 @@ export interface V86Bus {
   send(name: string, data?: unknown): void;
 }
 
+/**
+ * v86's main loop object (src/main.js): runs `cpu.main_loop()` in ticks;
+ * between ticks it is `idle`, waiting up to the guest's next timer event
+ * (`yield(ms, tick)` → `yield_callback(tick)`). `stop()` only sets
+ * `stopping`: the loop notices at its next tick.
+ */
+export interface V86Main {
+  cpu: V86Cpu;
+  idle: boolean;
+  running: boolean;
+  stopping: boolean;
+  tick_counter: number;
+  yield_callback(tick: number): void;
+}
+
 export interface V86WithInternals {
-  v86: { cpu: V86Cpu };
+  v86: V86Main;
   bus: V86Bus;
 }
 
