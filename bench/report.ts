@@ -12,6 +12,8 @@
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "../test/tools/run.js";
+import type { SuiteSummary } from "../test/faults/fault-suite.js";
+import type { MemtestResult as MemtestFigures } from "../test/faults/memtest.js";
 
 const RESULTS = join(REPO_ROOT, "bench/results");
 const README = join(REPO_ROOT, "bench/README.md");
@@ -46,21 +48,11 @@ interface ColoResult {
 }
 interface FaultsResult {
   date: string;
-  figures: {
-    runs: number;
-    faultsByKind: Record<string, number>;
-    acknowledgedWrites: number;
-    lostWrites: number;
-    incrViolations: number;
-    connectionResets: number;
-    splitBrains: number;
-    failedRuns: number;
-    details: { fault: string; failoverMs: number }[];
-  };
+  figures: SuiteSummary;
 }
 interface MemtestResult {
   date: string;
-  figures: { memtestSize: string; checkpoints: number; checkpointIntervalMs: number; primaryPasses: number; survivorPassesAfterTakeover: number; failures: string[]; p99PauseMs: number; ok: boolean };
+  figures: MemtestFigures;
 }
 
 function load<T>(prefix: string): { file: string; data: T }[] {
