@@ -86,7 +86,8 @@ export function program(): Command {
     .option("--timeout <s>", "seconds to wait", positiveInt, 120)
     .action(async (file: string, o: { timeout: number }) => restoreVm(file, o));
 
-  p.command("migrate")
+  const migrate = p.command("migrate");
+  migrate
     .description("live-migrate a VM to a host running colo migrate-receive")
     .argument("<name>")
     .argument("<host[:port]>", `destination (default port ${DEFAULT_MIGRATION_PORT})`)
@@ -116,8 +117,15 @@ export function program(): Command {
           arbiter?: string;
           lease: number;
         },
-      ) =>
-        o.colo
+      ) => {
+        if (!o.colo) {
+          // Replication options on a plain migration are a mistake, not something to ignore.
+          const stray = ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "peerTimeout", "heartbeat", "arbiter", "lease"].filter(
+            (k) => migrate.getOptionValueSource(k) === "cli",
+          );
+          if (stray.length > 0) throw new CliError(`${stray.map((k) => "--" + k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())).join(", ")} only with --colo`, 2);
+        }
+        return o.colo
           ? coloVm(name, dest, {
               keyFile: o.keyFile,
               ...(o.config ? { config: o.config } : {}),
@@ -128,7 +136,8 @@ export function program(): Command {
               maxInterval: o.checkpointMaxInterval,
               ...(o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {}),
             })
-          : migrateVm(name, dest, o),
+          : migrateVm(name, dest, o);
+      },
     );
 
   p.command("migrate-receive")

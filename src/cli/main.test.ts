@@ -1,0 +1,31 @@
+/**
+ * The CLI's argument checks, through the real entry point in a child
+ * process (main.js runs on import). No daemon is reached: every case
+ * fails before it would connect.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
+
+function run(args: string[]): { code: number | null; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: "utf8", env: { ...process.env, COLO_RUN_DIR: "/nonexistent-colo-run" }, timeout: 30_000 });
+  return { code: r.status, stderr: r.stderr };
+}
+
+test("cli: replication options on a plain migration are refused, naming them", () => {
+  const r = run(["migrate", "vm", "10.0.0.1", "--arbiter", "10.0.0.9", "--compare-timeout", "5"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--compare-timeout, --arbiter only with --colo/);
+});
+
+test("cli: bad numbers are refused before anything runs", () => {
+  const r = run(["migrate", "--colo", "vm", "10.0.0.1", "--checkpoint-min-gap", "-3"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /expected a whole number >= 0, got "-3"/);
+  const l = run(["migrate-receive", "--colo", "--lease", "0"]);
+  assert.equal(l.code, 2);
+  assert.match(l.stderr, /expected a positive whole number, got "0"/);
+});
