@@ -12,9 +12,9 @@ import { openSaveFile, readConfig, readMachine, saveToFile, type ConfigSource } 
 import { daemonLogger, type Logger } from "./log.js";
 import { acceptIncoming, migrateOut, type Incoming } from "./migration.js";
 import { connectSecure } from "../channel/secure-channel.js";
-import { PrimaryReplicator, type ArbiterOptions } from "../colo/primary.js";
+import { PrimaryReplicator } from "../colo/primary.js";
 import { ArbiterClient, DEFAULT_ARBITER_PORT } from "./arbiter.js";
-import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
+import { DEFAULT_LEASE_TTL_MS, type ArbiterOptions } from "../colo/lease.js";
 import { parseEndpoint } from "../channel/secure-channel.js";
 import { SecondaryReplicator, type SecondaryDiskSlot } from "../colo/secondary.js";
 import type { ForwardedDisk } from "../colo/disk-forwarder.js";
@@ -213,7 +213,7 @@ export class VmDaemon implements ControlHandler {
             timeoutMs,
             heartbeatMs,
             log: (msg, fields) => this.log.warn(fields ?? {}, msg),
-            ...(colo.arbiter ? { arbiter: this.arbiterFor(colo.arbiter, key, inc.config.name, "secondary", colo.leaseMs) } : {}),
+            ...(colo.arbiter ? { arbiter: this.arbiterFor(colo.arbiter, key, inc.config.name, colo.leaseMs) } : {}),
           },
         );
         await secondary.receiveInitial();
@@ -404,7 +404,7 @@ export class VmDaemon implements ControlHandler {
         heartbeatMs: r.heartbeatMs,
         log: (msg, fields) => this.log.warn(fields ?? {}, msg),
         ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}),
-        ...(r.arbiter ? { arbiter: this.arbiterFor(parseEndpoint(r.arbiter, DEFAULT_ARBITER_PORT), key, vm.name, "primary", r.leaseMs) } : {}),
+        ...(r.arbiter ? { arbiter: this.arbiterFor(parseEndpoint(r.arbiter, DEFAULT_ARBITER_PORT), key, vm.name, r.leaseMs) } : {}),
       },
     );
     this.primary = primary;
@@ -419,7 +419,7 @@ export class VmDaemon implements ControlHandler {
   }
 
   /** The lease this side holds with the arbiter: one holder name per daemon. */
-  private arbiterFor(at: Endpoint, key: Buffer, vmName: string, _role: "primary" | "secondary", leaseMs: number | undefined): ArbiterOptions {
+  private arbiterFor(at: Endpoint, key: Buffer, vmName: string, leaseMs: number | undefined): ArbiterOptions {
     return {
       arbiter: new ArbiterClient(at, key),
       vm: vmName,

@@ -11,6 +11,8 @@ import type { StreamWriter } from "../state/index.js";
 /** Defaults (docs/replication.md): a heartbeat every 200 ms; 1 s of silence is a loss. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 200;
 export const DEFAULT_PEER_TIMEOUT_MS = 1000;
+/** Silence allowed before checkpoint 0 (disk hashing at about 1 s per GiB on either side, the memory transfer). */
+export const INITIAL_SYNC_SILENCE_MS = 120_000;
 
 /** Serializes a session's writes: one record sequence at a time. */
 export class WriteLock {

@@ -51,6 +51,14 @@ export interface Arbiter {
   close(): void;
 }
 
+/** An arbiter to hold the VM's lease with (the split-brain rule above). */
+export interface ArbiterOptions {
+  arbiter: Arbiter;
+  vm: string;
+  holder: string;
+  ttlMs: number;
+}
+
 /** The arbiter's leases: one per VM name. */
 export class LeaseTable {
   private readonly leases = new Map<string, { holder: string; expiresAt: number; solo: boolean }>();

@@ -33,21 +33,14 @@ import { sendMachine } from "../state/machine-transfer.js";
 import { BackChannel } from "./back-channel.js";
 import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js";
 import { CompareOutput, type OutputCommit } from "./compare-output.js";
-import { HeartbeatSender, SilenceWatchdog, WriteLock } from "./heartbeat.js";
+import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import type { ComparatorOptions } from "./net/comparator.js";
 import { RemusOutput } from "./remus-output.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
 import { hashBackendSync } from "./disk/image-hash.js";
-import { LeaseKeeper, type Arbiter } from "./lease.js";
+import { LeaseKeeper, type ArbiterOptions } from "./lease.js";
 
-/** An arbiter to hold the VM's lease with (the split-brain rule, lease.ts). */
-export interface ArbiterOptions {
-  arbiter: Arbiter;
-  vm: string;
-  holder: string;
-  ttlMs: number;
-}
 
 /** What an operator checkpoint reports. */
 export interface OperatorCheckpoint {
@@ -94,8 +87,6 @@ export interface PrimaryOptions {
 
 /** Default disk backlog before a checkpoint is forced: 64 MiB of forwarded writes. */
 export const DEFAULT_DISK_BACKLOG_BYTES = 64 * 2 ** 20;
-/** Silence allowed before checkpoint 0 (disk hashing at about 1 s per GiB on either side, the memory transfer). */
-export const INITIAL_SYNC_SILENCE_MS = 120_000;
 /** How often compare mode looks for held frames past their timeout. */
 const EXPIRY_POLL_MS = 50;
 

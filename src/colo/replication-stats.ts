@@ -36,7 +36,7 @@ export class ReplicationStats {
     mode: ReplicationMode,
     peer: string,
     /** Remus (SVM paused, output held per checkpoint) or COLO compare mode. */
-    readonly replication: "remus" | "compare" = "remus",
+    public replication: "remus" | "compare" = "remus",
   ) {
     this.mode = mode;
     this.peer = peer;

@@ -30,11 +30,10 @@ import { machineHeader, PageBuffer, StreamWriter, writableSink, type Replication
 import { receiveMachine } from "../state/machine-transfer.js";
 import { chunksToCopy, hashBackend, type ImageHashes } from "./disk/image-hash.js";
 import { SecondaryDisk } from "./disk/secondary-disk.js";
-import { HeartbeatSender, SilenceWatchdog, WriteLock } from "./heartbeat.js";
+import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { ReplicationStats } from "./replication-stats.js";
-import { acquireForTakeover, LeaseKeeper } from "./lease.js";
-import { INITIAL_SYNC_SILENCE_MS, type ArbiterOptions } from "./primary.js";
+import { acquireForTakeover, LeaseKeeper, type ArbiterOptions } from "./lease.js";
 
 export interface SecondaryDiskSlot {
   /** Index in the VM config's disk list. */
@@ -78,7 +77,7 @@ export interface SecondaryOptions {
 }
 
 export class SecondaryReplicator {
-  stats: ReplicationStats;
+  readonly stats: ReplicationStats;
   private readonly writer: StreamWriter;
   private finished = false;
   private readonly pending: PageBuffer;
@@ -100,7 +99,7 @@ export class SecondaryReplicator {
     private readonly vm: SecondaryVm,
     private readonly socket: TLSSocket,
     private readonly reader: StreamReader,
-    private readonly peer: string,
+    peer: string,
     private readonly opts: SecondaryOptions,
   ) {
     this.stats = new ReplicationStats("secondary", peer);
@@ -128,7 +127,7 @@ export class SecondaryReplicator {
       if (r.kind === "memory-stream") break;
       if (r.kind === "replication-mode") {
         this.mode = r.mode.mode;
-        this.stats = new ReplicationStats("secondary", this.peer, this.mode);
+        this.stats.replication = this.mode;
       } else if (r.kind === "disk-info") await this.answerDiskInfo(r);
       else if (r.kind === "disk-write") this.diskWrite(r);
       else if (r.kind !== "heartbeat" && r.kind !== "skipped") throw new Error(`unexpected ${r.kind} before the memory image`);
