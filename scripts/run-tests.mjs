@@ -1,34 +1,89 @@
 #!/usr/bin/env node
 // Runs the compiled tests with Node's built-in test runner.
-//   --unit   only unit tests (dist/src/**/*.test.js, dist/guest/**/*.test.js)
+//   --unit   only unit tests (dist/src/**/*.test.js, dist/guest/**/*.test.js,
+//            dist/test/**/*.test.js outside dist/test/integration)
 //   default  unit tests, then integration tests (dist/test/integration/*.test.js),
 //            which need root, the lab namespaces and the built guest image.
 // Integration tests boot emulated VMs and share 2 cores: they run one file
 // at a time (--test-concurrency=1).
-import { readdirSync, statSync } from "node:fs";
+//
+// The tests run are the ones the sources name: every test/integration/*.test.ts
+// (and, for unit tests, every *.test.ts under src/, guest/ and test/ outside
+// test/integration) must have its compiled file under dist/, or the run fails
+// before it starts: a missing build never passes as a run without those tests.
+// Compiled tests whose source is gone (left in dist/ by an earlier build) are
+// not run.
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 
-const root = new URL("..", import.meta.url).pathname;
+const root = fileURLToPath(new URL("..", import.meta.url));
 const unitOnly = process.argv.includes("--unit");
+const INTEGRATION = "test/integration";
 
-function find(dir, out = []) {
+/** Paths (relative to the repository) of the files under `dir` whose name ends with `suffix`. */
+function find(dir, suffix, out = []) {
   let entries;
-  try { entries = readdirSync(dir); } catch { return out; }
+  try {
+    entries = readdirSync(join(root, dir));
+  } catch {
+    return out;
+  }
   for (const e of entries.sort()) {
     const p = join(dir, e);
-    if (statSync(p).isDirectory()) find(p, out);
-    else if (e.endsWith(".test.js")) out.push(p);
+    if (statSync(join(root, p)).isDirectory()) find(p, suffix, out);
+    else if (e.endsWith(suffix)) out.push(p);
   }
   return out;
 }
 
-const unit = [...find(join(root, "dist/src")), ...find(join(root, "dist/guest"))];
-const integration = unitOnly ? [] : find(join(root, "dist/test/integration"));
-const files = [...unit, ...integration];
-if (files.length === 0) {
-  console.error("run-tests: no test files found under dist/ (did the build run?)");
+/** The compiled test for each source test; fails the run when one is missing. */
+function compiled(sources, what) {
+  const files = sources.map((src) => ({ src, js: join("dist", src.replace(/\.ts$/, ".js")) }));
+  const missing = files.filter((f) => !existsSync(join(root, f.js)));
+  if (missing.length > 0) {
+    console.error(`run-tests: ${missing.length} of ${files.length} ${what} test file(s) are not built:`);
+    for (const f of missing) console.error(`  ${f.js} (from ${f.src})`);
+    console.error("run-tests: run `npm run build` first; the run would otherwise pass without them.");
+    process.exit(1);
+  }
+  return files.map((f) => f.js);
+}
+
+/** Compiled tests in dist/ with no source any more: reported, not run. */
+function stale(distDir, expected, keep = () => true) {
+  const known = new Set(expected);
+  const old = find(distDir, ".test.js").filter((p) => keep(p) && !known.has(p));
+  if (old.length > 0) console.error(`run-tests: not running ${old.length} compiled test(s) without a source: ${old.join(", ")}`);
+}
+
+const outsideIntegration = (p) => !p.startsWith(`${INTEGRATION}/`) && !p.startsWith(`dist/${INTEGRATION}/`);
+
+const unitSources = [...find("src", ".test.ts"), ...find("guest", ".test.ts"), ...find("test", ".test.ts").filter(outsideIntegration)];
+if (unitSources.length === 0) {
+  console.error("run-tests: no unit test sources (*.test.ts) under src/, guest/ or test/");
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ["--test", "--test-concurrency=1", ...files], { stdio: "inherit" });
+const unit = compiled(unitSources, "unit");
+for (const d of ["dist/src", "dist/guest"]) stale(d, unit);
+stale("dist/test", unit, outsideIntegration);
+
+let integration = [];
+if (!unitOnly) {
+  // Only the folder's own files: helpers live in test/tools, test/faults.
+  const sources = existsSync(join(root, INTEGRATION))
+    ? readdirSync(join(root, INTEGRATION)).filter((e) => e.endsWith(".test.ts")).sort().map((e) => join(INTEGRATION, e))
+    : [];
+  if (sources.length === 0) {
+    console.error(`run-tests: integration tests expected, but ${INTEGRATION}/ holds no *.test.ts (use --unit for unit tests only)`);
+    process.exit(1);
+  }
+  integration = compiled(sources, "integration");
+  stale(`dist/${INTEGRATION}`, integration);
+}
+
+const files = [...unit, ...integration];
+console.error(`run-tests: ${unit.length} unit test file(s)${unitOnly ? "" : `, ${integration.length} integration test file(s)`}`);
+const r = spawnSync(process.execPath, ["--test", "--test-concurrency=1", ...files.map((f) => join(root, f))], { stdio: "inherit" });
 process.exit(r.status ?? 1);
