@@ -15,9 +15,21 @@ export function isRoot(): boolean {
   return typeof process.getuid === "function" && process.getuid() === 0;
 }
 
-/** Why the kernel-facing tests cannot run here, or false when they can. */
+const NEEDS_ROOT = "needs root (network namespaces, /dev/net/tun, CAP_NET_ADMIN)";
+
+/** CI=true (or 1): a missing precondition fails the tests that need it instead of skipping them. */
+function strictPreconditions(): boolean {
+  return /^(true|1)$/i.test(process.env.CI ?? "");
+}
+
+/**
+ * Why the kernel-facing tests cannot run here (their `skip` reason), or
+ * false when they can. Under CI=true it is false even without root: the
+ * tests run, and makeNetns() -- where each of them starts -- fails with
+ * the reason.
+ */
 export function rootSkipReason(): string | false {
-  return isRoot() ? false : "needs root (network namespaces, /dev/net/tun, CAP_NET_ADMIN)";
+  return isRoot() || strictPreconditions() ? false : NEEDS_ROOT;
 }
 
 /**
@@ -73,10 +85,12 @@ let counter = 0;
 
 /**
  * Makes a network namespace with a unique name (`colosys-<pid>-<n>`) and `lo`
- * up; the returned function deletes it (idempotent). Register it with
+ * up (root only: otherwise it fails naming the precondition); the returned
+ * function deletes it (idempotent). Register it with
  * t.after() so it runs even when the test fails.
  */
 export async function makeNetns(): Promise<{ name: string; remove: () => Promise<void> }> {
+  if (!isRoot()) throw new Error(`precondition missing: ${NEEDS_ROOT}`);
   const name = `colosys-${process.pid}-${++counter}`;
   await ip("netns", "add", name);
   let removed = false;

@@ -8,7 +8,7 @@
  * Needs root and the guest image. Generous timeouts: two emulated guests
  * run at the same time here, with the client, on 2 cores.
  */
-import { after, before, test } from "node:test";
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,11 +17,12 @@ import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { generateKeyFile } from "../../src/channel/key.js";
 import { runIn } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
-import { integrationSkip } from "../tools/lab-fixture.js";
+import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { Pair, waitFor } from "../tools/pair-fixture.js";
 
 const LAB = labTopology("ctcmp");
 const skip = integrationSkip();
+const itest = preconditionTest(skip);
 
 let work = "";
 let cfg = "";
@@ -47,7 +48,7 @@ after(async () => {
 /** Compare mode with a long maximum interval, so that every checkpoint in a test has a reason of its own. */
 const COMPARE = ["migrate", "--colo", "--checkpoint-max-interval", "600000"];
 
-test("compare mode: GET/SET traffic leaves by comparison, without checkpoints for differing payloads", { skip, timeout: 900_000 }, async () => {
+itest("compare mode: GET/SET traffic leaves by comparison, without checkpoints for differing payloads", { timeout: 900_000 }, async () => {
   const r = await pair.protect(cfg, COMPARE);
   assert.match(r.stdout, /COLO compare mode/);
   const s0 = await pair.status(pair.h1);
@@ -68,7 +69,7 @@ test("compare mode: GET/SET traffic leaves by comparison, without checkpoints fo
   assert.equal(sec.state, "running", "in compare mode the secondary VM runs");
 });
 
-test("compare mode: a non-deterministic reply forces a checkpoint and the client gets one consistent reply", { skip, timeout: 900_000 }, async () => {
+itest("compare mode: a non-deterministic reply forces a checkpoint and the client gets one consistent reply", { timeout: 900_000 }, async () => {
   await pair.protect(cfg, COMPARE);
   assert.equal(await pair.redis("SET", "k", "v"), "OK");
   const before = (await pair.status(pair.h1)).replication?.checkpointReasons ?? {};
@@ -95,7 +96,7 @@ test("compare mode: a non-deterministic reply forces a checkpoint and the client
   assert.equal(await pair.redis("SCARD", "s"), "200");
 });
 
-test("compare mode: SIGKILL of the primary under load loses no acknowledged write and keeps the connection", { skip, timeout: 900_000 }, async () => {
+itest("compare mode: SIGKILL of the primary under load loses no acknowledged write and keeps the connection", { timeout: 900_000 }, async () => {
   await pair.protect(cfg, COMPARE);
   const incr = pair.startIncr();
   await waitFor("INCRs flow", async () => Number((await pair.redis("GET", "colo:incr")) || "0") > 50, 120_000);
@@ -111,7 +112,7 @@ test("compare mode: SIGKILL of the primary under load loses no acknowledged writ
   assert.equal(await pair.redis("GET", "colo:incr"), String(r.last));
 });
 
-test("compare mode: SIGKILL of the secondary; the primary releases what it held and runs on unprotected", { skip, timeout: 900_000 }, async () => {
+itest("compare mode: SIGKILL of the secondary; the primary releases what it held and runs on unprotected", { timeout: 900_000 }, async () => {
   await pair.protect(cfg, COMPARE);
   const incr = pair.startIncr();
   await waitFor("INCRs flow", async () => Number((await pair.redis("GET", "colo:incr")) || "0") > 20, 120_000);

@@ -11,7 +11,7 @@
  * Needs root and the guest image. Generous timeouts: two emulated guests
  * and a client on 2 cores.
  */
-import { after, before, test } from "node:test";
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,11 +21,12 @@ import { generateKeyFile } from "../../src/channel/key.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
 import { runIn } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
-import { integrationSkip } from "../tools/lab-fixture.js";
+import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { Pair, waitFor } from "../tools/pair-fixture.js";
 
 const LAB = labTopology("ctdsk");
 const skip = integrationSkip();
+const itest = preconditionTest(skip);
 
 let work = "";
 let primaryCfg = "";
@@ -64,7 +65,7 @@ async function freshImages(): Promise<void> {
 
 const COMPARE = ["migrate", "--colo", "--checkpoint-max-interval", "600000"];
 
-test("disk: the secondary image is synced, then byte-identical to the primary's inside every checkpoint", { skip, timeout: 900_000 }, async () => {
+itest("disk: the secondary image is synced, then byte-identical to the primary's inside every checkpoint", { timeout: 900_000 }, async () => {
   await freshImages();
   await pair.protect(primaryCfg, COMPARE, { secondaryConfig: secondaryCfg });
   for (let i = 0; i < 50; i++) assert.equal(await pair.redis("SET", `k${i}`, `v${i}`), "OK");
@@ -83,7 +84,7 @@ test("disk: the secondary image is synced, then byte-identical to the primary's 
   assert.ok((disks[0]?.appliedWrites ?? 0) > 0, `forwarded writes were applied at checkpoints: ${JSON.stringify(disks)}`);
 });
 
-test("disk: SIGKILL of the primary under AOF write load; the survivor has every acknowledged write and reloads its AOF", { skip, timeout: 900_000 }, async () => {
+itest("disk: SIGKILL of the primary under AOF write load; the survivor has every acknowledged write and reloads its AOF", { timeout: 900_000 }, async () => {
   await freshImages();
   await pair.protect(primaryCfg, COMPARE, { secondaryConfig: secondaryCfg });
   const incr = pair.startIncr();

@@ -8,18 +8,19 @@
  * Needs root and the guest image. About a minute per run: two emulated
  * guests boot and sync in each.
  */
-import { after, before, test } from "node:test";
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { generateKeyFile } from "../../src/channel/key.js";
-import { integrationSkip } from "../tools/lab-fixture.js";
+import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { FaultSuite } from "../faults/fault-suite.js";
 
 const LAB = labTopology("ctflt");
 const skip = integrationSkip();
+const itest = preconditionTest(skip);
 let work = "";
 let key = "";
 
@@ -37,7 +38,7 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-test("faults: 5 random faults, zero acknowledged writes lost, zero split brains", { skip, timeout: 1_500_000 }, async (t) => {
+itest("faults: 5 random faults, zero acknowledged writes lost, zero split brains", { timeout: 1_500_000 }, async (t) => {
   const seed = Number(process.env.COLO_FAULT_SEED ?? String(Date.now() % 1_000_000));
   t.diagnostic(`seed ${seed} (replay: COLO_FAULT_SEED=${seed} or npm run faults -- --runs 5 --seed ${seed})`);
   const summary = await new FaultSuite(LAB, work, key, (l) => t.diagnostic(l)).runAll(5, seed);

@@ -14,10 +14,12 @@ import { randomBytes } from "node:crypto";
 import { labDown, labStatus, labTopology, labUp, LAB } from "../../src/lab/lab.js";
 import { listNetns } from "../../src/lab/link-state.js";
 import { runIp } from "../../src/lab/ip-command.js";
+import { preconditionTest } from "../tools/lab-fixture.js";
 
 const PREFIX = `colotest-${process.pid}`;
 const T = labTopology(PREFIX);
 const skip = process.getuid?.() === 0 ? false : "needs root (network namespaces)";
+const rootTest = preconditionTest(skip);
 const ECHO_PORT = 7077;
 
 interface Exit {
@@ -107,7 +109,7 @@ test("topology constants", () => {
   assert.throws(() => labTopology("bad prefix"), RangeError);
 });
 
-test("lab up twice, LAN and replication traffic, completion of a damaged lab, down twice", { skip, timeout: 120_000 }, async (t) => {
+rootTest("lab up twice, LAN and replication traffic, completion of a damaged lab, down twice", { timeout: 120_000 }, async (t) => {
   const { lan, client, h1, h2 } = T.namespaces;
 
   const first = await labUp({ prefix: PREFIX });

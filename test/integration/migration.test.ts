@@ -8,7 +8,7 @@
  *
  * Needs root and the guest image. Generous timeouts: emulated guests on 2 cores.
  */
-import { after, before, test } from "node:test";
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -19,7 +19,7 @@ import { createDataDisk } from "../../guest/mkdisk.js";
 import { generateKeyFile } from "../../src/channel/key.js";
 import { COLO_BIN, REPO_ROOT, runIn, type RunResult } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
-import { integrationSkip, redisFrom } from "../tools/lab-fixture.js";
+import { integrationSkip, preconditionTest, redisFrom } from "../tools/lab-fixture.js";
 
 const LAB = labTopology("ctmig");
 const [H1, H2] = LAB.hosts;
@@ -27,6 +27,7 @@ const CLIENT = LAB.namespaces.client;
 const IP = LAB.guestIp;
 
 const skip = integrationSkip();
+const itest = preconditionTest(skip);
 
 let work = "";
 let env: NodeJS.ProcessEnv = {};
@@ -97,7 +98,7 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-test("save -> restore: the guest continues with the same dataset on the same IP", { skip, timeout: 300_000 }, async () => {
+itest("save -> restore: the guest continues with the same dataset on the same IP", { timeout: 300_000 }, async () => {
   assert.equal(await redis("SET", "saved", "yes"), "OK");
   const digest = await redis("DEBUG", "DIGEST");
   const file = join(work, "mig.save");
@@ -111,7 +112,7 @@ test("save -> restore: the guest continues with the same dataset on the same IP"
   assert.equal(await redis("GET", "saved"), "yes");
 });
 
-test("a corrupt save file is refused with a clear error and nothing runs", { skip, timeout: 120_000 }, async () => {
+itest("a corrupt save file is refused with a clear error and nothing runs", { timeout: 120_000 }, async () => {
   const file = join(work, "mig.save");
   const bad = join(work, "bad.save");
   const bytes = readFileSync(file);
@@ -122,7 +123,7 @@ test("a corrupt save file is refused with a clear error and nothing runs", { ski
   assert.deepEqual(await vmsOn(H2), []);
 });
 
-test("migration is refused on a wrong key and on a memory mismatch; the source runs on", { skip, timeout: 300_000 }, async () => {
+itest("migration is refused on a wrong key and on a memory mismatch; the source runs on", { timeout: 300_000 }, async () => {
   const otherKey = join(work, "other.key");
   generateKeyFile(otherKey);
   const wrong = await receiveOn(H2, LAB.replIps[1], otherKey);
@@ -146,7 +147,7 @@ test("migration is refused on a wrong key and on a memory mismatch; the source r
   assert.deepEqual(await vmsOn(H2), [], "nothing left on the destination");
 });
 
-test("live migration h1 -> h2 idle: same dataset, source destroyed only after the destination runs", { skip, timeout: 300_000 }, async () => {
+itest("live migration h1 -> h2 idle: same dataset, source destroyed only after the destination runs", { timeout: 300_000 }, async () => {
   const digest = await redis("DEBUG", "DIGEST");
   const recv = await receiveOn(H2, LAB.replIps[1]);
   const r = await colo(H1, ["migrate", "mig", LAB.replIps[1], "--key-file", key]);
@@ -166,7 +167,7 @@ async function placement(): Promise<{ from: string; to: string; toIp: string }> 
   return onH1 ? { from: H1, to: H2, toIp: LAB.replIps[1] } : { from: H2, to: H1, toIp: LAB.replIps[0] };
 }
 
-test("live migration under redis-benchmark load: no client error, one connection, no lost write", { skip, timeout: 600_000 }, async () => {
+itest("live migration under redis-benchmark load: no client error, one connection, no lost write", { timeout: 600_000 }, async () => {
   const { from, to, toIp } = await placement();
   const incr = spawn("ip", ["netns", "exec", CLIENT, process.execPath, join(REPO_ROOT, "dist/test/tools/incr-client.js"), "--host", IP, "--seconds", "240"], {
     stdio: ["pipe", "pipe", "pipe"],

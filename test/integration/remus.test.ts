@@ -13,7 +13,7 @@
  * Needs root and the guest image. Generous timeouts: two emulated guests
  * on 2 cores.
  */
-import { after, before, test } from "node:test";
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,7 +23,7 @@ import { generateKeyFile } from "../../src/channel/key.js";
 import { processEnded } from "../../src/api/registry.js";
 import { runIn } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
-import { integrationSkip } from "../tools/lab-fixture.js";
+import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { Pair, waitFor } from "../tools/pair-fixture.js";
 
 const LAB = labTopology("ctrem");
@@ -32,6 +32,7 @@ const CLIENT = LAB.namespaces.client;
 const IP = LAB.guestIp;
 
 const skip = integrationSkip();
+const itest = preconditionTest(skip);
 
 let work = "";
 let cfg = "";
@@ -65,7 +66,7 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-test("Remus: checkpoints run under load; SIGKILL of the primary loses no acknowledged write and keeps the connection", { skip, timeout: 900_000 }, async () => {
+itest("Remus: checkpoints run under load; SIGKILL of the primary loses no acknowledged write and keeps the connection", { timeout: 900_000 }, async () => {
   await protectedPair();
   const incr = startIncr();
   const bench = runIn(CLIENT, "redis-benchmark", ["-h", IP, "-t", "set", "-n", "3000", "-c", "4", "-q"], { timeoutMs: 600_000 });
@@ -94,7 +95,7 @@ test("Remus: checkpoints run under load; SIGKILL of the primary loses no acknowl
   assert.equal(await redis("GET", "colo:incr"), String(r.last));
 });
 
-test("Remus: SIGKILL of the secondary; the primary releases held output and runs on unprotected", { skip, timeout: 900_000 }, async () => {
+itest("Remus: SIGKILL of the secondary; the primary releases held output and runs on unprotected", { timeout: 900_000 }, async () => {
   await protectedPair();
   const incr = startIncr();
   await waitFor("INCRs flow", async () => Number((await redis("GET", "colo:incr")) || "0") > 5, 60_000);
@@ -109,7 +110,7 @@ test("Remus: SIGKILL of the secondary; the primary releases held output and runs
   assert.equal((await status(H1)).replication?.failovers[0]?.role, "primary");
 });
 
-test("Remus: the primary killed in the middle of a checkpoint; the half checkpoint is never applied", { skip, timeout: 900_000 }, async () => {
+itest("Remus: the primary killed in the middle of a checkpoint; the half checkpoint is never applied", { timeout: 900_000 }, async () => {
   // Test-only hook: the primary sleeps 0.7 s (below the 1 s peer timeout) inside every checkpoint, after its pages and before its state.
   await protectedPair({ COLO_TEST_CHECKPOINT_DELAY_MS: "700" });
   assert.equal(await redis("SET", "before", "kept"), "OK"); // released only once its checkpoint is acknowledged
@@ -124,7 +125,7 @@ test("Remus: the primary killed in the middle of a checkpoint; the half checkpoi
   assert.ok(processEnded(primary.pid));
 });
 
-test("Remus: heartbeats keep a session with checkpoints rarer than the peer timeout alive", { skip, timeout: 600_000 }, async () => {
+itest("Remus: heartbeats keep a session with checkpoints rarer than the peer timeout alive", { timeout: 600_000 }, async () => {
   // Checkpoints every 3 s, peer timeout 1 s (default), heartbeats every 200 ms (default).
   await protectedPair({}, 3000);
   await new Promise((r) => setTimeout(r, 5000)); // the point is to let time pass without checkpoints
@@ -144,7 +145,7 @@ test("Remus: heartbeats keep a session with checkpoints rarer than the peer time
   assert.equal(await redis("PING"), "PONG");
 });
 
-test("Remus: the secondary holds the primary's dataset: DEBUG DIGEST equal after a checkpoint and a takeover", { skip, timeout: 600_000 }, async () => {
+itest("Remus: the secondary holds the primary's dataset: DEBUG DIGEST equal after a checkpoint and a takeover", { timeout: 600_000 }, async () => {
   await protectedPair({}, 500);
   for (let i = 0; i < 20; i++) assert.equal(await redis("SET", `d${i}`, `v${i}`), "OK");
   const digest = await redis("DEBUG", "DIGEST");

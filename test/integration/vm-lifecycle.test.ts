@@ -6,7 +6,7 @@
  * Needs root and the guest image (scripts/test.sh builds it). Timeouts are
  * generous: two emulated boots (13-60 s each) share 2 cores with the runner.
  */
-import { after, before, test } from "node:test";
+import { after, before } from "node:test";
 import assert from "node:assert/strict";
 import { chmodSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
@@ -17,7 +17,7 @@ import { processEnded } from "../../src/api/registry.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
 import { COLO_BIN, runIn, type RunResult } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
-import { integrationSkip, redisFrom } from "../tools/lab-fixture.js";
+import { integrationSkip, preconditionTest, redisFrom } from "../tools/lab-fixture.js";
 
 const PREFIX = "ctvm";
 const HOST = `${PREFIX}-h1`;
@@ -26,6 +26,7 @@ const GUEST_IP = "10.77.0.10";
 const BOOT_TIMEOUT_MS = 240_000;
 
 const skip = integrationSkip();
+const itest = preconditionTest(skip);
 
 let work = "";
 let env: NodeJS.ProcessEnv = {};
@@ -62,7 +63,7 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-test("a config error is one line naming file:line, and nothing is started", { skip }, async () => {
+itest("a config error is one line naming file:line, and nothing is started", {}, async () => {
   const cfg = join(work, "bad.cfg");
   writeFileSync(cfg, 'name = "bad"\nmemory = 12x\n');
   const r = await colo(["create", cfg]);
@@ -72,7 +73,7 @@ test("a config error is one line naming file:line, and nothing is started", { sk
   assert.equal((await colo(["list", "--json"])).stdout.trim(), "[]");
 });
 
-test("a missing kernel fails create with one error naming it; no daemon, no TAP left", { skip }, async () => {
+itest("a missing kernel fails create with one error naming it; no daemon, no TAP left", {}, async () => {
   const f = writeGuestConfig({ dir: work, name: "nokernel", ip: `${GUEST_IP}/24`, mac: "00:16:3e:4c:00:11", bridge: "colobr" });
   writeFileSync(f.cfg, (await import("node:fs")).readFileSync(f.cfg, "utf8").replace(/vmlinuz/, "no-such-vmlinuz"));
   const r = await coloOnHost(["create", f.cfg], 60_000);
@@ -82,7 +83,7 @@ test("a missing kernel fails create with one error naming it; no daemon, no TAP 
   assert.equal(await hostHasLink("cv-nokernel"), false);
 });
 
-test("a missing bridge fails create naming the bridge; nothing left behind", { skip }, async () => {
+itest("a missing bridge fails create naming the bridge; nothing left behind", {}, async () => {
   const f = writeGuestConfig({ dir: work, name: "nobridge", ip: `${GUEST_IP}/24`, mac: "00:16:3e:4c:00:12", bridge: "nosuchbr" });
   const r = await coloOnHost(["create", f.cfg], 60_000);
   assert.notEqual(r.code, 0);
@@ -91,7 +92,7 @@ test("a missing bridge fails create naming the bridge; nothing left behind", { s
   assert.equal(await hostHasLink("cv-nobridge"), false);
 });
 
-test("TAP creation without permission fails create with one error naming the call; nothing left", { skip }, async () => {
+itest("TAP creation without permission fails create with one error naming the call; nothing left", {}, async () => {
   const dir = mkdtempSync(join(tmpdir(), "colo-noperm-"));
   try {
     chmodSync(dir, 0o777);
@@ -114,7 +115,7 @@ test("TAP creation without permission fails create with one error naming the cal
   }
 });
 
-test("boot, Redis over the lab LAN, console, pause, data surviving destroy + create, clean destroy", { skip, timeout: 900_000 }, async () => {
+itest("boot, Redis over the lab LAN, console, pause, data surviving destroy + create, clean destroy", { timeout: 900_000 }, async () => {
   const disk = join(work, "guest-data.img");
   await createDataDisk(disk, 64);
   const f = writeGuestConfig({ dir: work, name: "guest", ip: `${GUEST_IP}/24`, mac: "00:16:3e:4c:00:10", bridge: "colobr", disk });
@@ -186,7 +187,7 @@ test("boot, Redis over the lab LAN, console, pause, data surviving destroy + cre
   assert.equal((await colo(["destroy", "guest"])).code, 0);
 });
 
-test("a SIGKILLed daemon leaves no stale entry in colo list", { skip, timeout: 600_000 }, async () => {
+itest("a SIGKILLed daemon leaves no stale entry in colo list", { timeout: 600_000 }, async () => {
   const f = writeGuestConfig({ dir: work, name: "victim", ip: `${GUEST_IP}/24`, mac: "00:16:3e:4c:00:13", bridge: "colobr" });
   const created = await coloOnHost(["create", f.cfg]);
   assert.equal(created.code, 0, created.stderr);

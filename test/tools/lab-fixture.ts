@@ -1,14 +1,40 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { test, type TestContext } from "node:test";
 import { GUEST_CACHE } from "./guest-fixture.js";
 import { isRoot, runIn } from "./run.js";
 
-/** Why an integration test cannot run here (a `skip` reason), or false. */
+/**
+ * Why an integration test cannot run here, or false. Hooks (before/after)
+ * return early when it is set; tests are declared with `preconditionTest`.
+ */
 export function integrationSkip(): string | false {
   if (!isRoot()) return "needs root (namespaces, TAP devices)";
   if (!existsSync(join(GUEST_CACHE, "initrd.img"))) return "no guest image: run ./bin/colo image build";
   return false;
+}
+
+/** CI=true (or 1): a missing precondition fails the tests that need it instead of skipping them. */
+export function strictPreconditions(env: NodeJS.ProcessEnv = process.env): boolean {
+  return /^(true|1)$/i.test(env.CI ?? "");
+}
+
+export type PreconditionTestFn = (t: TestContext) => void | Promise<void>;
+
+/**
+ * `test()` for tests that need what `missing` says is missing (a reason
+ * from integrationSkip(), or false when nothing is). With nothing missing
+ * the test runs as given. Otherwise it is skipped with the reason, except
+ * under CI=true, where it fails at once with the reason (a CI run whose
+ * machine lacks root or the guest image must not pass by skipping).
+ */
+export function preconditionTest(missing: string | false, env: NodeJS.ProcessEnv = process.env): (name: string, options: { timeout?: number }, fn: PreconditionTestFn) => void {
+  return (name, options, fn) => {
+    if (missing === false) void test(name, options, fn);
+    else if (strictPreconditions(env)) void test(name, options, () => assert.fail(`CI=${env.CI}: precondition missing: ${missing}`));
+    else void test(name, { ...options, skip: missing }, fn);
+  };
 }
 
 /** redis-cli from the lab's client namespace; asserts it succeeded and returns its output. */
