@@ -17,21 +17,21 @@
  */
 
 import { createHash } from "node:crypto";
-import { copyFile, lstat, mkdir, open, readdir, readFile, readlink, realpath, rename, rm, writeFile } from "node:fs/promises";
-import { basename, join, resolve } from "node:path";
+import { copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { gzip } from "node:zlib";
 import { GUEST_ARCH, debFileName, downloadPackages, unpackDeb } from "./apt.js";
-import { CpioTree } from "./cpio.js";
 import { GuestBuildError } from "./errors.js";
-import { MODULE_SETS, type ModuleSetName, collectModules } from "./kernel-modules.js";
+import { buildInitrdTree } from "./initrd-tree.js";
+import { MODULE_SETS } from "./kernel-modules.js";
 import { BUILDER_FORMAT, type GuestManifest, manifestChanges, manifestText, parseManifest, sameManifest } from "./manifest.js";
 import { type GuestPackageSet, resolveGuestPackages } from "./package-set.js";
-import { run } from "./run.js";
-import { GUEST_LIB_DIRS, GUEST_LOADER, listSharedLibraries } from "./shared-libraries.js";
+import { forbidExecutionUnder } from "./run.js";
 
 export { GuestBuildError } from "./errors.js";
+export { MEMTESTER_PATH } from "./initrd-tree.js";
 
 export interface GuestImage {
   /** Absolute path of the kernel (bzImage). */
@@ -54,15 +54,9 @@ export interface BuildGuestOptions {
 
 const gzipAsync = promisify(gzip);
 const MiB = 2 ** 20;
-/** linux/Documentation/admin-guide/devices.txt: 5,1 = /dev/console (opened by the kernel before /init runs). */
-const CONSOLE_MAJOR = 5;
-const CONSOLE_MINOR = 1;
 /** How long to wait for another process's build of the same cache before giving up. */
 const LOCK_WAIT_MS = 15 * 60 * 1000;
 const LOCK_POLL_MS = 1000;
-/** memtester inside the initrd: where Debian's package puts it (on PATH in the guest). */
-export const MEMTESTER_PATH = "usr/sbin/memtester";
-
 /** The repository root: this file runs as <repo>/dist/guest/build.js. */
 export function repoRoot(): string {
   return fileURLToPath(new URL("../..", import.meta.url));
@@ -96,10 +90,6 @@ async function writeFileAtomic(path: string, data: string | Uint8Array): Promise
   const tmp = `${path}.tmp-${process.pid}`;
   await writeFile(tmp, data);
   await rename(tmp, path);
-}
-
-function moduleSetText(names: readonly string[]): string {
-  return names.map((n) => `${n}\n`).join("");
 }
 
 function computeManifest(pkgs: GuestPackageSet, initScript: Uint8Array): GuestManifest {
@@ -165,84 +155,6 @@ async function requireFile(path: string, what: string): Promise<void> {
   if (!(await exists(path))) throw new GuestBuildError("FILE_MISSING", `${what}: ${path} does not exist`);
 }
 
-/** Applets as `busybox --list-full` prints them ("usr/bin/awk"), run on the host (static i386 binary). */
-async function busyboxApplets(busybox: string): Promise<string[]> {
-  const { stdout } = await run(busybox, ["--list-full"], {
-    what: "listing busybox applets; the host must be able to run i386 binaries",
-  });
-  const applets = stdout.toString("utf8").split("\n").map((l) => l.trim()).filter((l) => l !== "");
-  if (!applets.includes("bin/sh")) throw new GuestBuildError("FILE_MISSING", `${busybox} has no bin/sh applet`);
-  return applets;
-}
-
-async function buildInitrdTree(
-  pkgs: GuestPackageSet,
-  manifest: GuestManifest,
-  initScript: Uint8Array,
-  kernelRoot: string,
-  userRoot: string,
-): Promise<CpioTree> {
-  const tree = new CpioTree();
-  for (const dir of ["dev", "proc", "sys", "run", "data", "etc", "usr/bin", "usr/sbin", "sbin"]) tree.addDirectory(dir);
-  tree.addDirectory("tmp", 0o1777);
-  tree.addDirectory("root", 0o700);
-  tree.addCharDevice("dev/console", CONSOLE_MAJOR, CONSOLE_MINOR, 0o600);
-  tree.addFile("init", initScript, 0o755);
-  tree.addFile("etc/passwd", Buffer.from("root:x:0:0:root:/root:/bin/sh\n"));
-  tree.addFile("etc/group", Buffer.from("root:x:0:\n"));
-  tree.addFile("etc/hosts", Buffer.from("127.0.0.1\tlocalhost\n"));
-  tree.addFile("etc/colo/manifest.json", Buffer.from(manifestText(manifest)));
-
-  // busybox and its applets
-  const busybox = join(userRoot, "bin", "busybox");
-  await requireFile(busybox, `${pkgs.busybox.name} ${pkgs.busybox.version}`);
-  tree.addFile("bin/busybox", await readFile(busybox), 0o755);
-  for (const applet of await busyboxApplets(busybox)) {
-    if (!tree.has(applet)) tree.addSymlink(applet, "/bin/busybox");
-  }
-
-  // kernel modules, flat, plus the load order of each set
-  const modules = await collectModules(kernelRoot, pkgs.kernelRelease);
-  for (const setName of Object.keys(modules) as ModuleSetName[]) {
-    const list = modules[setName];
-    tree.addFile(`etc/colo/modules/${setName}`, Buffer.from(moduleSetText(list.map((m) => m.name))));
-    for (const m of list) if (!tree.has(`lib/modules/${m.name}.ko`)) tree.addFile(`lib/modules/${m.name}.ko`, m.data);
-  }
-
-  // Redis: redis-check-rdb is the binary, redis-server a link to it (argv[0] selects the mode)
-  const rdb = join(userRoot, "usr", "bin", "redis-check-rdb");
-  const cli = join(userRoot, "usr", "bin", "redis-cli");
-  const serverLink = join(userRoot, "usr", "bin", "redis-server");
-  await requireFile(rdb, `${pkgs.redisTools.name} ${pkgs.redisTools.version}`);
-  await requireFile(cli, `${pkgs.redisTools.name} ${pkgs.redisTools.version}`);
-  await requireFile(serverLink, `${pkgs.redisServer.name} ${pkgs.redisServer.version}`);
-  const linkTarget = await readlink(serverLink).catch(() => "");
-  if (basename(linkTarget) !== "redis-check-rdb") {
-    throw new GuestBuildError("FILE_MISSING", `${serverLink} (${pkgs.redisServer.name}) is not a link to redis-check-rdb (target "${linkTarget}")`);
-  }
-  tree.addFile("usr/bin/redis-check-rdb", await readFile(rdb), 0o755);
-  tree.addSymlink("usr/bin/redis-server", "redis-check-rdb");
-  tree.addFile("usr/bin/redis-cli", await readFile(cli), 0o755);
-
-  // memtester, where Debian puts it (for colo.memtest=SIZE)
-  const memtester = join(userRoot, MEMTESTER_PATH);
-  await requireFile(memtester, `${pkgs.memtester.name} ${pkgs.memtester.version}`);
-  tree.addFile(MEMTESTER_PATH, await readFile(memtester), 0o755);
-
-  // the i386 loader at its PT_INTERP path, and every library the binaries need
-  tree.addFile(GUEST_LOADER, await readFile(await realpath(join(userRoot, GUEST_LOADER))), 0o755);
-  const libDir = GUEST_LIB_DIRS[0] as string;
-  const libs = new Map<string, string>();
-  for (const binary of [rdb, cli, memtester]) {
-    for (const lib of await listSharedLibraries(userRoot, binary)) libs.set(lib.soname, lib.path);
-  }
-  for (const [soname, path] of [...libs].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    if (soname === basename(GUEST_LOADER)) continue; // libc's DT_NEEDED on the loader: already at /lib
-    tree.addFile(`${libDir}/${soname}`, await readFile(await realpath(path)), 0o755);
-  }
-  return tree;
-}
-
 /** Removes cached .debs that are not part of the current package set. */
 async function pruneDebs(debDir: string, pkgs: GuestPackageSet, log: (line: string) => void): Promise<void> {
   const keep = new Set(pkgs.all.map((p) => debFileName(p)));
@@ -267,6 +179,8 @@ async function build(opts: Required<BuildGuestOptions>, pkgs: GuestPackageSet, m
   const userRoot = join(workDir, "userland");
   await mkdir(kernelRoot, { recursive: true });
   await mkdir(userRoot, { recursive: true });
+  // Guest code never runs here: the build reads the unpacked files only (docs/guest.md).
+  const allowExecution = forbidExecutionUnder(workDir);
   try {
     const toUnpack = [pkgs.kernelImage, pkgs.busybox, pkgs.redisServer, pkgs.redisTools, pkgs.memtester, ...pkgs.libraries];
     log(`guest: unpacking ${toUnpack.length} packages`);
@@ -283,7 +197,7 @@ async function build(opts: Required<BuildGuestOptions>, pkgs: GuestPackageSet, m
     await rename(kernelTmp, out.kernel);
     log(`guest: kernel ${pkgs.kernelRelease} (${pkgs.kernelImage.name} ${pkgs.kernelImage.version})`);
 
-    const tree = await buildInitrdTree(pkgs, manifest, initScript, kernelRoot, userRoot);
+    const tree = await buildInitrdTree({ pkgs, manifest, initScript, kernelRoot, userRoot });
     const cpio = tree.encode();
     const compressed = await gzipAsync(cpio, { level: 9 });
     await writeFileAtomic(out.initrd, compressed);
@@ -292,6 +206,7 @@ async function build(opts: Required<BuildGuestOptions>, pkgs: GuestPackageSet, m
         `(${(cpio.length / MiB).toFixed(1)} MiB uncompressed, ${tree.entries().length} entries)`,
     );
   } finally {
+    allowExecution();
     await rm(workDir, { recursive: true, force: true });
   }
   // Last: a manifest on disk means the outputs beside it are complete.

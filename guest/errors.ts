@@ -16,8 +16,12 @@ export type GuestBuildErrorCode =
   | "FILE_MISSING"
   /** A kernel module is missing, unreadable, or listed before one it depends on. */
   | "MODULE_INVALID"
-  /** The i386 loader could not resolve every shared library of a binary. */
+  /** A shared library a guest binary needs (DT_NEEDED) is in no unpacked package. */
   | "LIBRARY_MISSING"
+  /** A guest binary or library is not a well-formed ELF file of the guest's architecture. */
+  | "ELF_INVALID"
+  /** The build was about to execute a program from the unpacked guest packages on the host. */
+  | "GUEST_CODE_ON_HOST"
   /** A cpio archive could not be written or parsed. */
   | "CPIO_INVALID"
   /** The cached manifest is unreadable (it is then rebuilt, not fatal). */

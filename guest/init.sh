@@ -30,6 +30,11 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
 umask 022
 
+# The initrd holds busybox and /bin/sh only: the image build reads guest
+# files and never runs them, so the applet links are made here, at boot
+# (each at its configured path; existing files are left alone).
+/bin/busybox --install -s
+
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -41,10 +46,13 @@ fail() {
 	FAILED=1
 }
 
-# Loads one module set (/etc/colo/modules/<set>: names in load order).
+# Loads one module set (/etc/colo/modules/<set>: names in load order, the
+# closure of its dependencies computed by the build). Sets may share a
+# dependency: a module already loaded (/sys/module/<name>) is skipped.
 load_modules() {
 	while read -r m; do
 		[ -n "$m" ] || continue
+		[ -d "/sys/module/$m" ] && continue
 		if ! insmod "/lib/modules/$m.ko" 2>/tmp/insmod.err; then
 			fail "insmod $m: $(tr "\n" " " </tmp/insmod.err)"
 			return 1

@@ -1,11 +1,15 @@
 /**
- * The kernel modules the guest loads, grouped in sets that /init loads in
- * order with busybox `insmod` (no modprobe, no modules.dep: the initrd holds
- * only these modules, flat, as /lib/modules/<name>.ko).
+ * The kernel modules the guest loads, grouped in sets that /init loads with
+ * busybox `insmod` (no modprobe, no modules.dep: the initrd holds only these
+ * modules, flat, as /lib/modules/<name>.ko, and /etc/colo/modules/<set> lists
+ * each set in load order).
  *
- * Load orders measured on Debian's 6.1 686 kernel (ENGINE-NOTES.md); the
- * build re-checks them against each module's `depends=` so a new kernel
- * that adds a dependency fails the build instead of the boot.
+ * A set names only what the guest needs (the NIC driver, the disk driver,
+ * the file system); the load order is computed from the kernel being
+ * packaged: the closure over each module's `depends=` and `softdep=pre:`,
+ * topologically sorted (dependencies first). So a Debian kernel update that
+ * adds or moves a dependency changes the order, not the build's success; a
+ * module that is missing fails the build naming it and who needs it.
  */
 
 import { readdir, readFile } from "node:fs/promises";
@@ -15,32 +19,102 @@ import { canonicalModuleName, readModInfo } from "./modinfo.js";
 import { run } from "./run.js";
 
 export const MODULE_SETS = {
-  /** virtio-net NIC (v86 `net_device: {type: "virtio"}`), PCI vendor 0x1af4. */
-  "virtio-net": ["virtio", "virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "failover", "net_failover", "virtio_net"],
+  /**
+   * virtio-net NIC (v86 `net_device: {type: "virtio"}`, PCI vendor 0x1af4):
+   * the driver and its PCI transport (virtio_pci is not a `depends=` of
+   * virtio_net: it binds the PCI function the driver then uses).
+   */
+  "virtio-net": ["virtio_pci", "virtio_net"],
   /** NE2000 PCI NIC (v86 `net_device: {type: "ne2k"}`), PCI 10ec:8029. */
-  ne2k: ["8390", "ne2k-pci"],
-  /** IDE disk (v86 `hda`) as /dev/sda, ext4 on it. crc32c_generic: ext4's softdep for metadata checksums. */
-  disk: [
-    "scsi_common",
-    "scsi_mod",
-    "libata",
-    "ata_piix",
-    "ata_generic",
-    "crct10dif_common",
-    "crc-t10dif",
-    "crc64",
-    "crc64-rocksoft",
-    "t10-pi",
-    "sd_mod",
-    "jbd2",
-    "mbcache",
-    "crc16",
-    "crc32c_generic",
-    "ext4",
-  ],
+  ne2k: ["ne2k-pci"],
+  /**
+   * The IDE disk (v86 `hda`) as /dev/sda, ext4 on it: the PIIX and generic
+   * ATA host drivers, the SCSI disk driver, ext4. ext4's metadata checksums
+   * come from its `softdep=pre:` (crc32c), resolved like any dependency.
+   */
+  disk: ["ata_piix", "ata_generic", "sd_mod", "ext4"],
 } as const satisfies Record<string, readonly string[]>;
 
 export type ModuleSetName = keyof typeof MODULE_SETS;
+
+/** What the order computation needs to know of one module. */
+export interface ModuleFacts {
+  /** Canonical name ("ne2k_pci"). */
+  name: string;
+  /** `depends=`, canonical names. */
+  depends: readonly string[];
+  /** `softdep=pre:` names, canonical; each a module name or an alias. */
+  softdepsPre: readonly string[];
+}
+
+/** The kernel's modules as the order computation sees them (a directory of .ko files, or synthetic data in tests). */
+export interface ModuleCatalog {
+  /** The kernel release, for messages. */
+  readonly release: string;
+  /** The module called `name` (canonical), or undefined if the kernel ships no such module file. */
+  facts(name: string): Promise<ModuleFacts | undefined>;
+  /** Is `name` built into the kernel (modules.builtin)? Then nothing needs loading. */
+  isBuiltin(name: string): boolean;
+  /** Canonical names of the modules that declare `alias=<alias>`. */
+  providers(alias: string): Promise<string[]>;
+}
+
+/**
+ * Among several modules providing one alias (crc32c: crc32c_generic and
+ * crc32c_intel), the one that works on every CPU: the kernel's convention
+ * names the portable C implementation `<algorithm>_generic`.
+ */
+function chooseProvider(alias: string, providers: readonly string[], who: string, release: string): string {
+  if (providers.length === 1) return providers[0] as string;
+  const generic = providers.filter((p) => p.endsWith("_generic"));
+  if (generic.length === 1) return generic[0] as string;
+  throw new GuestBuildError(
+    "MODULE_INVALID",
+    `${who}'s soft dependency ${alias} is provided by ${providers.length === 0 ? "no module" : providers.join(", ")} in kernel ${release}; ` +
+      `cannot choose one (name the module in MODULE_SETS)`,
+  );
+}
+
+/**
+ * The load order of `wanted` (module names): every module they need by
+ * `depends=` or `softdep=pre:`, each once, each after everything it needs.
+ * Built-in modules are left out. Fails on a missing module (naming the chain
+ * that needs it) and on a dependency cycle.
+ */
+export async function moduleLoadOrder(setName: string, wanted: readonly string[], catalog: ModuleCatalog): Promise<string[]> {
+  const order: string[] = [];
+  const done = new Set<string>();
+  const visiting: string[] = [];
+
+  const visit = async (name: string, neededBy: readonly string[]): Promise<void> => {
+    if (done.has(name)) return;
+    if (visiting.includes(name)) {
+      throw new GuestBuildError("MODULE_INVALID", `module set ${setName}: dependency cycle ${[...visiting.slice(visiting.indexOf(name)), name].join(" -> ")} (kernel ${catalog.release})`);
+    }
+    if (catalog.isBuiltin(name)) {
+      done.add(name);
+      return;
+    }
+    const facts = await catalog.facts(name);
+    if (facts === undefined) {
+      const chain = neededBy.length === 0 ? "listed in the set" : `needed by ${neededBy.join(" <- ")}`;
+      throw new GuestBuildError("MODULE_INVALID", `module set ${setName}: kernel ${catalog.release} has no module ${name} (${chain}), neither as a file nor built in`);
+    }
+    visiting.push(name);
+    const softdeps: string[] = [];
+    for (const dep of facts.softdepsPre) {
+      if (catalog.isBuiltin(dep) || (await catalog.facts(dep)) !== undefined) softdeps.push(dep);
+      else softdeps.push(chooseProvider(dep, await catalog.providers(dep), name, catalog.release));
+    }
+    for (const dep of [...facts.depends, ...softdeps]) await visit(dep, [name, ...neededBy]);
+    visiting.pop();
+    done.add(name);
+    order.push(name);
+  };
+
+  for (const w of wanted) await visit(canonicalModuleName(w), []);
+  return order;
+}
 
 export interface GuestModule {
   /** Canonical name ("ne2k_pci"), also the file name in the initrd. */
@@ -49,8 +123,6 @@ export interface GuestModule {
   data: Uint8Array;
   /** Where it came from in the unpacked kernel package. */
   source: string;
-  /** Its `depends=` (canonical names). */
-  depends: readonly string[];
 }
 
 async function indexModuleFiles(dir: string, index: Map<string, string>): Promise<void> {
@@ -58,8 +130,7 @@ async function indexModuleFiles(dir: string, index: Map<string, string>): Promis
     const path = join(dir, entry.name);
     if (entry.isDirectory()) await indexModuleFiles(path, index);
     else if (entry.name.endsWith(".ko") || entry.name.endsWith(".ko.xz")) {
-      const base = entry.name.replace(/\.ko(\.xz)?$/, "");
-      const key = canonicalModuleName(base);
+      const key = canonicalModuleName(entry.name.replace(/\.ko(\.xz)?$/, ""));
       // Prefer the uncompressed file if a kernel ever ships both.
       if (!index.has(key) || entry.name.endsWith(".ko")) index.set(key, path);
     }
@@ -68,51 +139,89 @@ async function indexModuleFiles(dir: string, index: Map<string, string>): Promis
 
 async function readModuleFile(path: string): Promise<Uint8Array> {
   if (!path.endsWith(".xz")) return readFile(path);
+  // xz is a host tool (Debian's xz-utils), not guest code.
   const { stdout } = await run("xz", ["-dc", path], { failCode: "MODULE_INVALID", what: `decompressing ${path}` });
   return stdout;
 }
 
+/** modules.builtin: one "kernel/fs/ext4/ext4.ko" path per built-in module. */
+export function parseModulesBuiltin(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const line of text.split("\n")) {
+    const file = line.trim().split("/").pop() ?? "";
+    if (file.endsWith(".ko")) out.add(canonicalModuleName(file.slice(0, -3)));
+  }
+  return out;
+}
+
+/** Reads module files lazily (only those in some set's closure; all of them once if an alias must be resolved). */
+class DirectoryCatalog implements ModuleCatalog {
+  private readonly loaded = new Map<string, { facts: ModuleFacts; aliases: readonly string[]; data: Uint8Array; source: string }>();
+  private aliasIndex: Map<string, string[]> | undefined;
+
+  constructor(
+    readonly release: string,
+    private readonly files: ReadonlyMap<string, string>,
+    private readonly builtin: ReadonlySet<string>,
+  ) {}
+
+  async load(name: string): Promise<{ facts: ModuleFacts; aliases: readonly string[]; data: Uint8Array; source: string } | undefined> {
+    const hit = this.loaded.get(name);
+    if (hit !== undefined) return hit;
+    const source = this.files.get(name);
+    if (source === undefined) return undefined;
+    const data = await readModuleFile(source);
+    const info = readModInfo(data, source);
+    if (info.name !== name) throw new GuestBuildError("MODULE_INVALID", `${source} calls itself ${info.name}, expected ${name}`);
+    const entry = { facts: { name, depends: info.depends, softdepsPre: info.softdepsPre }, aliases: info.aliases, data, source };
+    this.loaded.set(name, entry);
+    return entry;
+  }
+
+  async facts(name: string): Promise<ModuleFacts | undefined> {
+    return (await this.load(name))?.facts;
+  }
+
+  isBuiltin(name: string): boolean {
+    return this.builtin.has(name);
+  }
+
+  async providers(alias: string): Promise<string[]> {
+    if (this.aliasIndex === undefined) {
+      const index = new Map<string, string[]>();
+      for (const [name, path] of this.files) {
+        // Only the aliases are kept; the module bytes of the rest are not held.
+        const data = await readModuleFile(path);
+        for (const a of readModInfo(data, path).aliases) index.set(a, [...(index.get(a) ?? []), name]);
+      }
+      this.aliasIndex = index;
+    }
+    return [...(this.aliasIndex.get(canonicalModuleName(alias)) ?? [])].sort();
+  }
+}
+
 /**
- * Finds every module of every set under `<kernelRoot>/lib/modules/<release>`,
- * decompresses `.ko.xz`, and checks that each module's `depends=` are loaded
- * earlier in its set. Returns the modules per set, in load order.
+ * Computes each set's load order from the modules under
+ * `<kernelRoot>/lib/modules/<release>` (decompressing `.ko.xz`) and returns
+ * the modules per set, in load order.
  */
 export async function collectModules(kernelRoot: string, release: string): Promise<Record<ModuleSetName, GuestModule[]>> {
   const modulesDir = join(kernelRoot, "lib", "modules", release);
-  const index = new Map<string, string>();
+  const files = new Map<string, string>();
   try {
-    await indexModuleFiles(modulesDir, index);
+    await indexModuleFiles(modulesDir, files);
   } catch (e) {
     throw new GuestBuildError("FILE_MISSING", `kernel modules directory ${modulesDir} is unreadable`, { cause: e });
   }
-  const cache = new Map<string, GuestModule>();
+  const builtinText = await readFile(join(modulesDir, "modules.builtin"), "utf8").catch(() => "");
+  const catalog = new DirectoryCatalog(release, files, parseModulesBuiltin(builtinText));
   const out = {} as Record<ModuleSetName, GuestModule[]>;
   for (const setName of Object.keys(MODULE_SETS) as ModuleSetName[]) {
-    const loaded = new Set<string>();
     const list: GuestModule[] = [];
-    for (const wanted of MODULE_SETS[setName]) {
-      const name = canonicalModuleName(wanted);
-      const source = index.get(name);
-      if (source === undefined) {
-        throw new GuestBuildError("MODULE_INVALID", `kernel ${release} has no module ${wanted} (.ko or .ko.xz) under ${modulesDir}; is it built in now?`);
-      }
-      let mod = cache.get(name);
-      if (mod === undefined) {
-        const data = await readModuleFile(source);
-        const info = readModInfo(data, source);
-        if (info.name !== name) throw new GuestBuildError("MODULE_INVALID", `${source} calls itself ${info.name}, expected ${name}`);
-        mod = { name, data, source, depends: info.depends };
-        cache.set(name, mod);
-      }
-      const early = mod.depends.filter((d) => !loaded.has(d));
-      if (early.length > 0) {
-        throw new GuestBuildError(
-          "MODULE_INVALID",
-          `module set ${setName}: ${wanted} depends on ${early.join(", ")}, which must be listed before it (kernel ${release})`,
-        );
-      }
-      loaded.add(name);
-      list.push(mod);
+    for (const name of await moduleLoadOrder(setName, MODULE_SETS[setName], catalog)) {
+      const m = await catalog.load(name);
+      if (m === undefined) throw new GuestBuildError("MODULE_INVALID", `module ${name} vanished from ${modulesDir}`);
+      list.push({ name, data: m.data, source: m.source });
     }
     out[setName] = list;
   }

@@ -9,7 +9,7 @@
  * layout, file placement, kernel handling). init.sh and the module sets are
  * hashed into `inputs`, so editing them needs no bump.
  */
-export const BUILDER_FORMAT = 1;
+export const BUILDER_FORMAT = 2;
 
 export interface GuestManifest {
   /** BUILDER_FORMAT of the builder that wrote it. */

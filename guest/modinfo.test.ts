@@ -1,48 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { canonicalModuleName, readModInfo } from "./modinfo.js";
+import { canonicalModuleName, parseSoftdepPre, readModInfo } from "./modinfo.js";
 import { GuestBuildError } from "./errors.js";
-
-/** Builds a minimal little-endian ELF32 or ELF64 file with a .shstrtab and, optionally, a .modinfo section. */
-function makeElf(is64: boolean, modinfo: string | null): Buffer {
-  const ehdrSize = is64 ? 64 : 52;
-  const shentsize = is64 ? 64 : 40;
-  const shstrtab = Buffer.from("\0.shstrtab\0.modinfo\0.text\0", "latin1");
-  const infoBytes = Buffer.from(modinfo ?? "", "utf8");
-  const shstrtabOff = ehdrSize;
-  const infoOff = shstrtabOff + shstrtab.length;
-  const shoff = infoOff + infoBytes.length;
-  const shnum = 3; // null, .shstrtab, .modinfo (or .text)
-  const buf = Buffer.alloc(shoff + shnum * shentsize);
-  buf.set([0x7f, 0x45, 0x4c, 0x46, is64 ? 2 : 1, 1, 1], 0);
-  if (is64) {
-    buf.writeBigUInt64LE(BigInt(shoff), 40);
-    buf.writeUInt16LE(shentsize, 58);
-    buf.writeUInt16LE(shnum, 60);
-    buf.writeUInt16LE(1, 62);
-  } else {
-    buf.writeUInt32LE(shoff, 32);
-    buf.writeUInt16LE(shentsize, 46);
-    buf.writeUInt16LE(shnum, 48);
-    buf.writeUInt16LE(1, 50);
-  }
-  shstrtab.copy(buf, shstrtabOff);
-  infoBytes.copy(buf, infoOff);
-  const writeSection = (i: number, nameOff: number, off: number, size: number): void => {
-    const base = shoff + i * shentsize;
-    buf.writeUInt32LE(nameOff, base);
-    if (is64) {
-      buf.writeBigUInt64LE(BigInt(off), base + 24);
-      buf.writeBigUInt64LE(BigInt(size), base + 32);
-    } else {
-      buf.writeUInt32LE(off, base + 16);
-      buf.writeUInt32LE(size, base + 20);
-    }
-  };
-  writeSection(1, 1, shstrtabOff, shstrtab.length);
-  writeSection(2, modinfo === null ? 20 : 11, infoOff, infoBytes.length);
-  return buf;
-}
+import { makeModuleElf as makeElf } from "./elf-testing.js";
 
 const EXT4_INFO = "license=GPL\0softdep=pre: crypto-crc32c\0depends=jbd2,mbcache,crc16\0\0\0name=ext4\0alias=fs-ext4\0alias=ext3\0";
 
@@ -71,4 +31,12 @@ test("errors name the file", () => {
   assert.throws(() => readModInfo(makeElf(false, "depends=\0"), "noname.ko"), /no name=/);
   const truncated = makeElf(false, EXT4_INFO).subarray(0, 80);
   assert.throws(() => readModInfo(truncated, "cut.ko"), /bad section header table/);
+});
+
+test("softdep pre: names and aliases are read and canonicalized", () => {
+  const info = readModInfo(makeElf(true, EXT4_INFO), "ext4.ko");
+  assert.deepEqual(info.softdepsPre, ["crypto_crc32c"]);
+  assert.deepEqual(info.aliases, ["fs_ext4", "ext3"]);
+  assert.deepEqual(parseSoftdepPre(["pre: a-b c post: d", "post: e pre: f"]), ["a_b", "c", "f"]);
+  assert.deepEqual(parseSoftdepPre([]), []);
 });

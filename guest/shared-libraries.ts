@@ -1,78 +1,125 @@
 /**
- * Finds the shared libraries a guest binary needs by asking the guest's own
- * i386 dynamic loader, run on the host from the unpacked libc6:
- *   ld-linux.so.2 --library-path DIRS --list BINARY
- * (glibc's rtld `--list`, the engine behind ldd). The host kernel must be
- * able to run i386 code (IA32 emulation, standard in Debian amd64 kernels).
+ * Finds the shared libraries a guest binary needs by reading ELF files, the
+ * way the dynamic loader would resolve them, without running anything: the
+ * closure over DT_NEEDED, each name looked up in the binary's DT_RUNPATH
+ * (or DT_RPATH) and then in the guest's library directories, every path
+ * resolved inside the unpacked guest tree (symlinks included, absolute ones
+ * relative to the tree's root), never on the host.
  */
 
-import { realpath } from "node:fs/promises";
-import { join, relative, isAbsolute } from "node:path";
+import { lstat, readFile, readlink } from "node:fs/promises";
+import { basename, dirname, join, posix } from "node:path";
+import { ElfFile } from "./elf.js";
 import { GuestBuildError } from "./errors.js";
-import { run } from "./run.js";
 
-/** Where Debian's i386 libc6 keeps the loader and libraries (multiarch tuple i386-linux-gnu). */
-export const GUEST_LIB_DIRS = ["lib/i386-linux-gnu", "usr/lib/i386-linux-gnu"];
-/** The PT_INTERP of every i386 Debian binary. */
-export const GUEST_LOADER = "lib/ld-linux.so.2";
-
-export interface LoaderListEntry {
-  /** The name the binary asks for (DT_NEEDED), e.g. "libssl.so.3". */
-  soname: string;
-  /** Where the loader found it, or null when "not found". */
-  path: string | null;
+/** Where a guest architecture's loader and libraries live (Debian multiarch). */
+export interface GuestAbi {
+  /** Debian architecture ("i386"). */
+  arch: string;
+  /** ELF e_machine every binary and library must have (gABI). */
+  machine: number;
+  /** Library directories the loader searches, relative to the root, in order. */
+  libDirs: readonly string[];
 }
 
+/** One library of the closure. */
+export interface SharedLibrary {
+  /** The name a binary asks for (DT_NEEDED), e.g. "libssl.so.3". */
+  soname: string;
+  /** Where it lies in the guest tree, relative to the root, after following symlinks. */
+  path: string;
+}
+
+export interface BinaryNeeds {
+  /** PT_INTERP, absolute in the guest ("/lib/ld-linux.so.2"), or undefined for a static binary. */
+  interpreter: string | undefined;
+  /** Every library of the closure, sorted by soname. */
+  libraries: SharedLibrary[];
+}
+
+const MAX_SYMLINK_HOPS = 40; // the kernel's own limit (fs/namei.c MAXSYMLINKS)
+
 /**
- * Parses `--list` output. Skips the vDSO (no "=>", no path) and the
- * interpreter line (its name is absolute).
+ * Resolves `relPath` inside `root` as if `root` were `/`: symlinks are
+ * followed, an absolute target restarts at `root`, ".." stops at `root`.
+ * Returns the resolved path relative to root, or undefined if it does not exist.
  */
-export function parseLoaderList(output: string): LoaderListEntry[] {
-  const out: LoaderListEntry[] = [];
-  for (const raw of output.split("\n")) {
-    const line = raw.trim();
-    if (line === "") continue;
-    const arrow = line.indexOf(" => ");
-    if (arrow < 0) continue; // "linux-gate.so.1 (0x...)" or "/lib/ld-linux.so.2 (0x...)"
-    const soname = line.slice(0, arrow).trim();
-    if (soname.startsWith("/")) continue;
-    const rest = line.slice(arrow + 4).trim();
-    if (rest.startsWith("not found")) {
-      out.push({ soname, path: null });
+export async function resolveInTree(root: string, relPath: string): Promise<string | undefined> {
+  let pending = posix.normalize(relPath).split("/").filter((p) => p !== "" && p !== ".");
+  const done: string[] = [];
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift() as string;
+    if (part === "..") {
+      done.pop();
       continue;
     }
-    const path = rest.replace(/\s*\(0x[0-9a-fA-F]+\)$/, "").trim();
-    out.push({ soname, path: path === "" ? null : path });
+    const candidate = [...done, part];
+    const full = join(root, ...candidate);
+    let isLink: boolean;
+    try {
+      isLink = (await lstat(full)).isSymbolicLink();
+    } catch {
+      return undefined;
+    }
+    if (!isLink) {
+      done.push(part);
+      continue;
+    }
+    if (++hops > MAX_SYMLINK_HOPS) throw new GuestBuildError("LIBRARY_MISSING", `${join(root, ...candidate)}: more than ${MAX_SYMLINK_HOPS} symbolic links`);
+    const target = await readlink(full);
+    const targetParts = target.split("/").filter((p) => p !== "" && p !== ".");
+    if (target.startsWith("/")) done.length = 0;
+    pending = [...targetParts, ...pending];
   }
-  return out;
+  return done.join("/");
+}
+
+async function readElf(root: string, rel: string, what: string, abi: GuestAbi): Promise<ElfFile> {
+  const bytes = await readFile(join(root, rel)).catch((e: unknown) => {
+    throw new GuestBuildError("FILE_MISSING", `${what}: ${join(root, rel)} is unreadable`, { cause: e });
+  });
+  const elf = new ElfFile(bytes, `${what} (${rel})`);
+  if (elf.machine !== abi.machine) throw elf.fail(`ELF machine ${elf.machine}, the ${abi.arch} guest needs ${abi.machine}`);
+  return elf;
 }
 
 /**
- * The libraries `binary` (a path inside `root`) needs, each found inside
- * `root`. Fails naming the binary and every missing library.
+ * What `binary` (a path relative to `root`) needs to run in the guest: its
+ * loader and the closure of its libraries, each found inside `root`. Fails
+ * naming the binary, the missing library and the chain that needs it.
  */
-export async function listSharedLibraries(root: string, binary: string): Promise<Array<{ soname: string; path: string }>> {
-  const loader = await realpath(join(root, GUEST_LOADER)).catch((e: unknown) => {
-    throw new GuestBuildError("FILE_MISSING", `the i386 loader ${join(root, GUEST_LOADER)} is missing (libc6 not unpacked?)`, { cause: e });
-  });
-  const libraryPath = GUEST_LIB_DIRS.map((d) => join(root, d)).join(":");
-  const { stdout } = await run(loader, ["--library-path", libraryPath, "--list", binary], {
-    failCode: "LIBRARY_MISSING",
-    what: `listing the shared libraries of ${binary}; a missing library means a package is missing from the set, ENOEXEC means the host cannot run i386 code`,
-  });
-  const entries = parseLoaderList(stdout.toString("utf8"));
-  const missing = entries.filter((e) => e.path === null).map((e) => e.soname);
-  if (missing.length > 0) {
-    throw new GuestBuildError("LIBRARY_MISSING", `${binary} needs ${missing.join(", ")}, found in no unpacked package`);
-  }
-  const found: Array<{ soname: string; path: string }> = [];
-  for (const e of entries) {
-    if (e.path === null) continue;
-    const rel = relative(root, e.path);
-    if (rel.startsWith("..") || isAbsolute(rel)) {
-      throw new GuestBuildError("LIBRARY_MISSING", `${binary}: ${e.soname} resolved to the host's ${e.path}, not to an unpacked guest package`);
+export async function sharedLibraryClosure(root: string, binary: string, abi: GuestAbi): Promise<BinaryNeeds> {
+  const top = await readElf(root, binary, binary, abi);
+  const interpreter = top.interpreter();
+  const interpName = interpreter === undefined ? undefined : basename(interpreter);
+  const found = new Map<string, SharedLibrary>();
+  // Breadth first, like the loader: the binary's own needs, then theirs.
+  const queue: Array<{ elf: ElfFile; rel: string; chain: readonly string[] }> = [{ elf: top, rel: binary, chain: [binary] }];
+  while (queue.length > 0) {
+    const { elf, rel, chain } = queue.shift() as { elf: ElfFile; rel: string; chain: readonly string[] };
+    const dyn = elf.dynamic();
+    if (dyn === undefined) continue;
+    // $ORIGIN is the directory of the object that carries the search path.
+    const own = dyn.searchPath.map((d) => d.replace(/\$\{?ORIGIN\}?/g, `/${dirname(rel)}`));
+    for (const soname of dyn.needed) {
+      if (found.has(soname) || soname === interpName) continue; // libc's DT_NEEDED on the loader: the interpreter itself
+      let path: string | undefined;
+      if (soname.includes("/")) path = await resolveInTree(root, soname);
+      for (const dir of soname.includes("/") ? [] : [...own, ...abi.libDirs]) {
+        path = await resolveInTree(root, posix.join(dir, soname));
+        if (path !== undefined) break;
+      }
+      if (path === undefined) {
+        throw new GuestBuildError(
+          "LIBRARY_MISSING",
+          `${chain.join(" -> ")} needs ${soname}, found in no unpacked package (searched ${[...own, ...abi.libDirs].join(", ")})`,
+        );
+      }
+      const lib: SharedLibrary = { soname, path };
+      found.set(soname, lib);
+      queue.push({ elf: await readElf(root, path, soname, abi), rel: path, chain: [...chain, soname] });
     }
-    found.push({ soname: e.soname, path: e.path });
   }
-  return found;
+  return { interpreter, libraries: [...found.values()].sort((a, b) => (a.soname < b.soname ? -1 : a.soname > b.soname ? 1 : 0)) };
 }

@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 #   redis-tools    redis-cli / redis-benchmark for the client namespace
 #   iproute2       ip netns / link / bridge for the lab
 #   e2fsprogs      mkfs.ext4 for the guest's data disk
+#   cpio           GNU cpio: a unit test lists our initrd archive with it
 #   nftables       packet loss on the replication link (fault-injection suite)
 #   dpkg, apt      apt-get download + dpkg-deb -x for the guest image (i386)
-HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables)
+HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio)
 
 need_update=0
 if ! dpkg --print-foreign-architectures | grep -qx i386; then
