@@ -8,6 +8,7 @@ import { loadVmConfig, parseVmConfig } from "./load.js";
 import { guestCmdline } from "./cmdline.js";
 import { formatMac, generatedMac } from "./vif.js";
 import { ConfigError, type ConfigErrorCode } from "./errors.js";
+import { DEFAULT_ENGINE, ENGINE_NAMES, isEngineName } from "./engines.js";
 
 /** Config files in these tests are named as a user would type them. */
 const FILE = "vms/guest.cfg";
@@ -37,7 +38,7 @@ test("a file with every key, multi-line lists, both quote styles, comments and C
     'name = "web-1"',
     "memory = 0x100   # 256 MiB, hex like xl",
     "vcpus = 1",
-    'engine = "kvm"',
+    'engine = "emu"',
     "kernel = '/boot/vmlinuz'",
     'ramdisk = "images/initrd.img"',
     "cmdline = 'console=ttyS0 root=/dev/sda'",
@@ -55,7 +56,7 @@ test("a file with every key, multi-line lists, both quote styles, comments and C
   assert.equal(config.name, "web-1");
   assert.equal(config.memoryMiB, 256);
   assert.equal(config.vcpus, 1);
-  assert.equal(config.engine, "kvm");
+  assert.equal(config.engine, "emu");
   assert.equal(config.kernel, "/boot/vmlinuz");
   assert.equal(config.ramdisk, join(DIR, "images/initrd.img"));
   assert.equal(config.cmdline, "console=ttyS0 root=/dev/sda");
@@ -192,8 +193,14 @@ const errors: [string, string, number | undefined, ConfigErrorCode, string][] = 
   ["extra and cmdline", MINIMAL + "cmdline = 'a'\nextra = 'b'\n", 4, "conflicting-keys", "extra: extra and cmdline (at vms/guest.cfg:3) are synonyms: give one"],
   ["control character in the cmdline", MINIMAL + 'extra = "a\\nb"\n', 3, "bad-value", "extra: control characters are not allowed"],
   ["cmdline too long", MINIMAL + `extra = '${"x".repeat(2048)}'\n`, 3, "bad-value", "x86 Linux takes at most 2047"],
-  ["engine xen", MINIMAL + "engine = 'xen'\n", 3, "bad-value", `engine: expected "emu" or "kvm", got "xen"`],
-  ["on_crash coredump", MINIMAL + "on_crash = 'coredump-destroy'\n", 3, "unsupported-value", `on_crash: "coredump-destroy" is not supported`],
+  ["engine xen", MINIMAL + "engine = 'xen'\n", 3, "unsupported-value", `vms/guest.cfg:3: engine: "xen" is not an engine of colo (engines: "emu")`],
+  ["engine kvm (no such engine: the VM would run on emu)", MINIMAL + "\nengine = 'kvm'\n", 4, "unsupported-value", `vms/guest.cfg:4: engine: "kvm" is not an engine of colo (engines: "emu")`],
+  ["engine qemu (not yet)", MINIMAL + "engine = \"qemu\"\n", 3, "unsupported-value", `engine: "qemu" is not an engine of colo`],
+  ["engine in another case", MINIMAL + "engine = 'EMU'\n", 3, "unsupported-value", `engine: "EMU" is not an engine of colo`],
+  ["on_crash coredump-destroy", MINIMAL + "on_crash = 'coredump-destroy'\n", 3, "unsupported-value", `vms/guest.cfg:3: on_crash: "coredump-destroy" is not supported: colo writes no core dumps`],
+  ["on_crash coredump-restart", MINIMAL + "\n\non_crash = 'coredump-restart'\n", 5, "unsupported-value", `vms/guest.cfg:5: on_crash: "coredump-restart" is not supported`],
+  ["on_reboot rename-restart", MINIMAL + "on_reboot = 'rename-restart'\n", 3, "unsupported-value", `on_reboot: "rename-restart" is not supported: a VM's name is its identity`],
+  ["on_poweroff soft-reset", MINIMAL + "on_poweroff = 'soft-reset'\n", 3, "unsupported-value", `on_poweroff: "soft-reset" is not supported: there is no soft reset`],
   ["on_reboot unknown", MINIMAL + "on_reboot = 'reboot'\n", 3, "bad-value", `on_reboot: expected destroy, restart or preserve, got "reboot"`],
   ["disk not a list", MINIMAL + "disk = 'vdev=hda, target=d.img'\n", 3, "bad-value", "disk: expected a list like [ '...' ], got a single value"],
   ["disk item a number", MINIMAL + "disk = [ 5 ]\n", 3, "bad-value", "disk[0]: expected a quoted spec string, got 5"],
@@ -211,3 +218,10 @@ const errors: [string, string, number | undefined, ConfigErrorCode, string][] = 
 for (const [title, text, line, code, fragment] of errors) {
   test(`config error: ${title}`, () => fails(text, line, code, fragment));
 }
+
+test("engine: every name in ENGINE_NAMES loads, and nothing else does", () => {
+  for (const name of ENGINE_NAMES) assert.equal(parseVmConfig(MINIMAL + `engine = '${name}'\n`, FILE).engine, name);
+  assert.equal(parseVmConfig(MINIMAL, FILE).engine, DEFAULT_ENGINE);
+  assert.ok(isEngineName(DEFAULT_ENGINE));
+  assert.equal(isEngineName("kvm"), false);
+});

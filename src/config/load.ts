@@ -12,6 +12,7 @@ import { IDE_VDEVS, parseDiskSpec } from "./disk.js";
 import { parseVifSpec } from "./vif.js";
 import { didYouMean } from "./suggest.js";
 import type { SpecContext } from "./spec.js";
+import { DEFAULT_ENGINE, ENGINE_NAMES, isEngineName } from "./engines.js";
 
 const KNOWN_KEYS = [
   "name",
@@ -62,8 +63,13 @@ const UNSUPPORTED_XL_KEYS: Readonly<Record<string, string>> = {
 };
 
 const LIFECYCLE_ACTIONS: readonly LifecycleAction[] = ["destroy", "restart", "preserve"];
-/** xl.cfg(5) actions we do not implement. */
-const UNSUPPORTED_ACTIONS: readonly string[] = ["rename-restart", "coredump-destroy", "coredump-restart", "soft-reset"];
+/** xl.cfg(5) actions colo does not implement, and why (docs/config.md "Lifecycle"). */
+const UNSUPPORTED_ACTIONS: Readonly<Record<string, string>> = {
+  "rename-restart": "a VM's name is its identity on a host (run files, control socket); there is no renamed copy",
+  "coredump-destroy": "colo writes no core dumps; use preserve and keep the stopped guest with `colo save`",
+  "coredump-restart": "colo writes no core dumps; use preserve and keep the stopped guest with `colo save`",
+  "soft-reset": "there is no soft reset (a Xen HVM feature)",
+};
 
 /** Engine-neutral bounds of memory=, in MiB; an engine checks its own limits (emu: > 64 MiB + initrd). */
 export const MEMORY_MIN_MIB = 16;
@@ -202,9 +208,10 @@ class Validator {
 
   private engine(): EngineName {
     const value = this.atom("engine");
-    if (value === undefined) return "emu";
-    if (value.text === "emu" || value.text === "kvm") return value.text;
-    throw this.error("bad-value", value.line, "engine", `expected "emu" or "kvm", got ${quote(value.text)}`);
+    if (value === undefined) return DEFAULT_ENGINE;
+    if (isEngineName(value.text)) return value.text;
+    const known = ENGINE_NAMES.map((n) => quote(n)).join(", ");
+    throw this.error("unsupported-value", value.line, "engine", `${quote(value.text)} is not an engine of colo (engines: ${known})`);
   }
 
   private cmdline(): string {
@@ -241,8 +248,9 @@ class Validator {
     const action = LIFECYCLE_ACTIONS.find((a) => a === value.text);
     if (action !== undefined) return action;
     const choices = "destroy, restart or preserve";
-    if (UNSUPPORTED_ACTIONS.includes(value.text)) {
-      throw this.error("unsupported-value", value.line, key, `${quote(value.text)} is not supported (use ${choices})`);
+    const why = UNSUPPORTED_ACTIONS[value.text];
+    if (why !== undefined) {
+      throw this.error("unsupported-value", value.line, key, `${quote(value.text)} is not supported: ${why} (use ${choices})`);
     }
     throw this.error("bad-value", value.line, key, `expected ${choices}, got ${quote(value.text)}`);
   }

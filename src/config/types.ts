@@ -3,22 +3,26 @@
  * Paths are absolute (resolved against the config file's folder).
  */
 
+import type { EngineName } from "./engines.js";
+
+export type { EngineName } from "./engines.js";
+
 /** Where a value came from, for error messages: "guest.cfg:12". */
 export interface SourceLocation {
   file: string;
   line: number;
 }
 
-/** `engine=`: what executes the guest (same ids as src/engine's EngineId). */
-export type EngineName = "emu" | "kvm";
-
-/** `on_poweroff=`, `on_reboot=`, `on_crash=`: what the VM layer does when the guest stops (xl.cfg(5) semantics). */
+/**
+ * `on_poweroff=`, `on_reboot=`, `on_crash=`: what the daemon does when the
+ * guest stops (xl.cfg(5) semantics; docs/config.md "Lifecycle").
+ */
 export type LifecycleAction =
   /** End the VM (the `colo` process for it exits). */
   | "destroy"
-  /** Boot the VM again from its kernel, with the same config. */
+  /** Boot the VM again from its kernel, with the same config, in the same `colo` process. */
   | "restart"
-  /** Keep the stopped VM (engine paused, state inspectable) until an operator destroys it. */
+  /** Keep the stopped VM (paused, status and console readable) until an operator destroys it. */
   | "preserve";
 
 /** IDE device ids: hda primary master, hdb primary slave, hdc secondary master, hdd secondary slave. */
@@ -77,7 +81,7 @@ export interface VmConfig {
   /** `memory=` in MiB. */
   memoryMiB: number;
   vcpus: 1;
-  /** `engine=`: default "emu". */
+  /** `engine=`: one of ENGINE_NAMES (engines.ts); default "emu". */
   engine: EngineName;
   kernel: string;
   ramdisk?: string;
