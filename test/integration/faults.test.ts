@@ -1,8 +1,9 @@
 /**
  * The fault-injection suite's short version (issue 7): 5 runs, each with a
  * fault picked at random (the seed is printed: a failure can be replayed
- * with `npm run faults -- --runs 5 --seed S`). Zero acknowledged writes
- * lost, zero split brains, every run completes. The long version is
+ * with `npm run faults -- --runs 5 --seed S`). In every run: acknowledged
+ * writes before and after the fault, zero lost, zero split brains, the
+ * run completes (test/faults/run-checks.ts). The long version is
  * `npm run faults -- --runs N`.
  *
  * Needs root and the guest image. About a minute per run: two emulated
@@ -17,6 +18,7 @@ import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { generateKeyFile } from "../../src/channel/key.js";
 import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { FaultSuite } from "../faults/fault-suite.js";
+import { runFailures } from "../faults/run-checks.js";
 
 const LAB = labTopology("ctflt");
 const skip = integrationSkip();
@@ -43,9 +45,10 @@ itest("faults: 5 random faults, zero acknowledged writes lost, zero split brains
   t.diagnostic(`seed ${seed} (replay: COLO_FAULT_SEED=${seed} or npm run faults -- --runs 5 --seed ${seed})`);
   const summary = await new FaultSuite(LAB, work, key, (l) => t.diagnostic(l)).runAll(5, seed);
   t.diagnostic(JSON.stringify({ ...summary, details: undefined }));
-  for (const d of summary.details) assert.equal(d.error, undefined, `run ${d.run} (${d.fault}): ${d.error}`);
-  assert.equal(summary.lostWrites, 0, JSON.stringify(summary.details));
-  assert.equal(summary.incrViolations, 0, JSON.stringify(summary.details));
-  assert.equal(summary.splitBrains, 0, JSON.stringify(summary.details));
-  assert.ok(summary.acknowledgedWrites > 0, "the client wrote something");
+  assert.equal(summary.details.length, 5, "every run completes");
+  // Each run on its own (a run with nothing acknowledged must not hide behind the others' totals):
+  // acknowledged writes before and after its fault, none lost, no INCR violation, no split brain, no error
+  // (a mid-checkpoint kill that missed the checkpoint is an error: "missed").
+  const failures = summary.details.flatMap((d) => runFailures(d).map((f) => `run ${d.run} (${d.fault}): ${f}`));
+  assert.deepEqual(failures, [], `seed ${seed}, failed runs:\n${failures.join("\n")}\n${JSON.stringify(summary.details)}`);
 });
