@@ -103,8 +103,8 @@ itest("compare mode: SIGKILL of the primary under load loses no acknowledged wri
   const primary = await pair.status(pair.h1);
   process.kill(primary.pid, "SIGKILL");
   await waitFor("the secondary takes over", async () => (await pair.status(pair.h2)).replication?.mode === "unprotected", 30_000);
-  const before = Number(await pair.redis("GET", "colo:incr"));
-  await waitFor("INCRs continue after the takeover", async () => Number(await pair.redis("GET", "colo:incr")) > before + 5, 60_000);
+  const before = await pair.incrCount();
+  await waitFor("INCRs continue after the takeover", async () => (await pair.incrCount()) > before + 5, 60_000);
   const r = await incr.result();
   assert.deepEqual(r.errors, []);
   assert.equal(r.connectionResets, 0);
@@ -118,8 +118,8 @@ itest("compare mode: SIGKILL of the secondary; the primary releases what it held
   await waitFor("INCRs flow", async () => Number((await pair.redis("GET", "colo:incr")) || "0") > 20, 120_000);
   process.kill((await pair.status(pair.h2)).pid, "SIGKILL");
   await waitFor("the primary notices", async () => (await pair.status(pair.h1)).replication?.mode === "unprotected", 30_000);
-  const before = Number(await pair.redis("GET", "colo:incr"));
-  await waitFor("INCRs continue", async () => Number(await pair.redis("GET", "colo:incr")) > before + 5, 60_000);
+  const before = await pair.incrCount();
+  await waitFor("INCRs continue", async () => (await pair.incrCount()) > before + 5, 60_000);
   const r = await incr.result();
   assert.deepEqual(r.errors, []);
   assert.equal(r.gaps, 0);

@@ -20,6 +20,7 @@ import { generateKeyFile } from "../../src/channel/key.js";
 import { COLO_BIN, REPO_ROOT, runIn, type RunResult } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
 import { integrationSkip, preconditionTest, redisFrom } from "../tools/lab-fixture.js";
+import { waitFor, type IncrResult } from "../tools/pair-fixture.js";
 
 const LAB = labTopology("ctmig");
 const [H1, H2] = LAB.hosts;
@@ -177,9 +178,10 @@ itest("live migration under redis-benchmark load: no client error, one connectio
   const incrDone = new Promise<void>((resolve) => incr.on("close", () => resolve()));
   const bench = runIn(CLIENT, "redis-benchmark", ["-h", IP, "-t", "set,get", "-n", "4000", "-c", "4", "-q"], { timeoutMs: 400_000 });
 
-  // Let load build up: wait for the INCR client to see replies before migrating.
+  // Let load build up: the INCR client's counter exists and climbs before migrating.
+  await waitFor("INCRs flow", async () => Number((await redis("GET", "colo:incr")) || "0") > 10, 120_000);
   const before = await redis("GET", "colo:incr");
-  assert.ok(Number(before) >= 0);
+  assert.match(before, /^\d+$/, `colo:incr holds a count before the migration: ${JSON.stringify(before)}`);
   const recv = await receiveOn(to, toIp);
   const r = await colo(from, ["migrate", "mig", toIp, "--key-file", key]);
   assert.equal(r.code, 0, r.stderr);
@@ -192,11 +194,13 @@ itest("live migration under redis-benchmark load: no client error, one connectio
 
   incr.stdin.end();
   await incrDone;
-  const s = JSON.parse(incrOut) as { acked: number; gaps: number; errors: string[]; connectionResets: number; last: number };
+  const s = JSON.parse(incrOut) as IncrResult;
   assert.deepEqual(s.errors, []);
   assert.equal(s.connectionResets, 0);
   assert.equal(s.gaps, 0, "every INCR reply is the previous plus one");
   assert.ok(s.acked > 10, `INCRs acknowledged: ${s.acked}`);
+  // No gap: the client wrote every value from its first reply to its last; the one read before the migration is one of them.
+  assert.ok(s.first !== null && s.last !== null && Number(before) >= s.first && Number(before) <= s.last, `colo:incr read ${before} before the migration, the client wrote ${s.first}..${s.last}`);
   assert.equal(await redisAfterMove(to, "GET", "colo:incr"), String(s.last), "the last acknowledged write is the dataset's value");
   assert.equal((await vmsOn(to))[0]?.state, "running");
   assert.deepEqual(await vmsOn(from), []);

@@ -86,8 +86,8 @@ itest("Remus: checkpoints run under load; SIGKILL of the primary loses no acknow
   assert.equal(s2.replication?.failovers[0]?.role, "secondary");
 
   // The INCR client keeps going on its one connection through the takeover.
-  const before = Number(await redis("GET", "colo:incr"));
-  await waitFor("INCRs continue after the takeover", async () => Number(await redis("GET", "colo:incr")) > before + 5, 60_000);
+  const before = await pair.incrCount();
+  await waitFor("INCRs continue after the takeover", async () => (await pair.incrCount()) > before + 5, 60_000);
   const r = await incr.result();
   assert.deepEqual(r.errors, []);
   assert.equal(r.connectionResets, 0);
@@ -102,8 +102,8 @@ itest("Remus: SIGKILL of the secondary; the primary releases held output and run
   const sec = await status(H2);
   process.kill(sec.pid, "SIGKILL");
   await waitFor("the primary notices", async () => (await status(H1)).replication?.mode === "unprotected", 30_000);
-  const before = Number(await redis("GET", "colo:incr"));
-  await waitFor("INCRs continue", async () => Number(await redis("GET", "colo:incr")) > before + 5, 60_000);
+  const before = await pair.incrCount();
+  await waitFor("INCRs continue", async () => (await pair.incrCount()) > before + 5, 60_000);
   const r = await incr.result();
   assert.deepEqual(r.errors, []);
   assert.equal(r.gaps, 0);

@@ -28,12 +28,15 @@ export interface VmStatusJson {
   heldOutput?: Record<string, unknown>;
 }
 
+/** test/tools/incr-client.ts's summary; `first` and `last` are null when nothing was acknowledged. */
 export interface IncrResult {
   acked: number;
+  first: number | null;
+  last: number | null;
   gaps: number;
   errors: string[];
   connectionResets: number;
-  last: number;
+  maxReplyMs: number;
 }
 
 export class Pair {
@@ -67,6 +70,13 @@ export class Pair {
 
   redis(...args: string[]): Promise<string> {
     return redisFrom(this.client, this.ip, args);
+  }
+
+  /** The INCR client's counter as the guest holds it; fails when the key is missing (GET would read as 0) or not a count. */
+  async incrCount(key = "colo:incr"): Promise<number> {
+    const v = await this.redis("GET", key);
+    assert.match(v, /^\d+$/, `${key} should hold a count: ${JSON.stringify(v)}`);
+    return Number(v);
   }
 
   async status(host: string): Promise<VmStatusJson> {
