@@ -1,7 +1,8 @@
 /**
  * The engine interface: what the COLO toolstack needs from whatever executes
  * the guest's instructions (DESIGN.md §1). `emu` (v86) implements it today;
- * a `kvm` engine implements the same interface later, nothing above changes.
+ * a `qemu` engine implements the same interface next, nothing above changes
+ * (src/vm/engine-factory.ts picks the engine by the config's `engine=`).
  *
  * An engine knows nothing of COLO, files, TAP devices or sockets: it is given
  * byte-level backends (block, NIC frames, console) and exposes RAM and state.
@@ -11,6 +12,11 @@
 export const PAGE_SIZE = 4096;
 export const PAGE_SHIFT = 12;
 
+/**
+ * Engine ids as the stream format knows them (docs/specs/stream.md §4.2:
+ * `kvm` is a reserved code). The engines a config may name are
+ * src/config/engines.ts's ENGINE_NAMES.
+ */
 export type EngineId = "emu" | "kvm";
 
 /**

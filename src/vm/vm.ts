@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { formatMac, guestCmdline, type VmConfig } from "../config/index.js";
-import type { Engine } from "../engine/engine.js";
-import { EmuEngine } from "../engine/emu/emu-engine.js";
+import type { Engine, EngineId } from "../engine/engine.js";
 import { EngineError } from "../engine/errors.js";
+import { engineFactory, type EngineFactory } from "./engine-factory.js";
 import { ConsoleBuffer } from "./console-buffer.js";
 import { VmError } from "./errors.js";
 import { NicBackend } from "./nic-backend.js";
@@ -24,14 +24,17 @@ export interface VmOptions {
    * secondary VM's TAP joins the LAN only at failover (DESIGN.md §6).
    */
   deferBridge?: boolean;
-  /** Passed to the emu engine (tests may use another BIOS). */
+  /** Passed to the engine (tests may use another BIOS). */
   biosPath?: string;
+  /** Builds the engine instead of the factory of the config's `engine=` (tests: a fake engine). */
+  buildEngine?: EngineFactory;
 }
 
 export interface VmStatus {
   name: string;
   state: VmRunState;
-  engine: string;
+  /** The engine that runs the guest (its own id), undefined before the VM started. */
+  engine: EngineId | undefined;
   memoryMiB: number;
   tap: string | undefined;
   bridge: string | undefined;
@@ -106,7 +109,8 @@ export class Vm {
         }
       }
       const vif = config.vifs[0];
-      const engine = new EmuEngine(
+      const build = this.options.buildEngine ?? engineFactory(config.engine);
+      const engine = build(
         {
           memoryBytes: config.memoryMiB * 2 ** 20,
           kernel,
@@ -229,7 +233,7 @@ export class Vm {
     return {
       name: this.name,
       state: this.runState,
-      engine: this.config.engine ?? "emu",
+      engine: this.engine?.id,
       memoryMiB: this.config.memoryMiB,
       tap: this.nic?.tapName,
       bridge: vif?.bridge,

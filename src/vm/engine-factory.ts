@@ -1,0 +1,33 @@
+/**
+ * The one place that turns a config's `engine=` name into an engine object:
+ * nothing above src/vm names a concrete engine class. The table is keyed by
+ * every name of src/config/engines.ts (ENGINE_NAMES), so an engine added
+ * there does not compile until it has a constructor here.
+ */
+import type { EngineName, NicModel } from "../config/index.js";
+import type { Engine, MachineSpec } from "../engine/engine.js";
+import { EmuEngine } from "../engine/emu/emu-engine.js";
+
+/** What the VM layer gives every engine besides the machine spec. */
+export interface EngineSettings {
+  /** The NIC model the guest sees (the vif's `model=`). */
+  nicModel?: NicModel;
+  /** A BIOS image instead of the engine's default (tests). */
+  biosPath?: string;
+}
+
+/** Builds an engine (not started) for one machine. */
+export type EngineFactory = (spec: MachineSpec, settings: EngineSettings) => Engine;
+
+const ENGINE_FACTORIES: Readonly<Record<EngineName, EngineFactory>> = {
+  emu: (spec, settings) =>
+    new EmuEngine(spec, {
+      ...(settings.biosPath !== undefined ? { biosPath: settings.biosPath } : {}),
+      ...(settings.nicModel !== undefined ? { nicModel: settings.nicModel } : {}),
+    }),
+};
+
+/** The engine factory of a config's engine name. */
+export function engineFactory(name: EngineName): EngineFactory {
+  return ENGINE_FACTORIES[name];
+}
