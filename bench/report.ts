@@ -2,7 +2,8 @@
  * Regenerates the side-by-side tables of bench/README.md from the JSON in
  * bench/results/ (issue 7 item 5): the newest `colo-*.json` (unprotected vs
  * COLO compare vs Remus, and the disk-heavy case), every `faults-*.json`
- * (totals over all recorded suites) and the newest passing `memtest-*.json`.
+ * (totals over all recorded suites, and every failed run) and every
+ * `memtest-*.json` (a failed one marked FAILED, with why).
  *
  *   npm run build && node dist/bench/report.js [--write]
  *
@@ -13,7 +14,8 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "../test/tools/run.js";
 import type { SuiteSummary } from "../test/faults/fault-suite.js";
-import type { MemtestResult as MemtestFigures } from "../test/faults/memtest.js";
+import { memtestProblems, type MemtestResult as MemtestFigures } from "../test/faults/memtest.js";
+import { runFailures } from "../test/faults/run-checks.js";
 
 const RESULTS = join(REPO_ROOT, "bench/results");
 const README = join(REPO_ROOT, "bench/README.md");
@@ -121,8 +123,8 @@ function faultsTable(all: { file: string; data: FaultsResult }[]): string[] {
   let incr = 0;
   let resets = 0;
   let split = 0;
-  let failed = 0;
-  for (const { data } of all) {
+  const failed: string[] = [];
+  for (const { file, data } of all) {
     const f = data.figures;
     runs += f.runs;
     acked += f.acknowledgedWrites;
@@ -130,7 +132,11 @@ function faultsTable(all: { file: string; data: FaultsResult }[]): string[] {
     incr += f.incrViolations;
     resets += f.connectionResets;
     split += f.splitBrains;
-    failed += f.failedRuns;
+    // Each run's own checks (older files lack the before/after-fault counts: those two are not judged there).
+    for (const d of f.details) {
+      const why = runFailures(d);
+      if (why.length > 0) failed.push(`- \`${file}\` run ${d.run} (${d.fault}): ${why.join("; ")}`);
+    }
     for (const [k, v] of Object.entries(f.faultsByKind)) kinds[k] = (kinds[k] ?? 0) + v;
     for (const d of f.details) if (d.failoverMs > 0 && ["kill-primary", "kill-primary-mid-checkpoint", "link-down", "link-flap"].includes(d.fault)) gaps.push(d.failoverMs);
   }
@@ -141,29 +147,40 @@ function faultsTable(all: { file: string; data: FaultsResult }[]): string[] {
     "",
     "| runs | faults by kind | acknowledged writes | lost | INCR violations | connection resets | split brains | failed runs |",
     "|---|---|---|---|---|---|---|---|",
-    `| ${runs} | ${Object.entries(kinds).map(([k, v]) => `${k} ${v}`).join(", ")} | ${acked} | **${lost}** | ${incr} | ${resets} | **${split}** | ${failed} |`,
+    `| ${runs} | ${Object.entries(kinds).map(([k, v]) => `${k} ${v}`).join(", ")} | ${acked} | **${lost}** | ${incr} | ${resets} | **${split}** | ${failed.length > 0 ? `**${failed.length}**` : "0"} |`,
     "",
+    ...(failed.length > 0 ? ["Failed runs:", "", ...failed, ""] : []),
     gaps.length > 0
       ? `Failover as the client saw it (longest gap between acknowledgements, detection included) for primary loss and link cuts: min ${gaps[0]} ms, median ${pct(0.5)} ms, max ${gaps[gaps.length - 1]} ms (${gaps.length} runs).`
       : "No primary-loss run recorded yet.",
   ];
 }
 
-function memtestTable(r: { file: string; data: MemtestResult } | undefined): string[] {
-  if (!r) return ["### Memory integrity", "", "No passing memtest run recorded."];
-  const f = r.data.figures;
-  return [
-    `### Memory integrity (\`${r.file}\`)`,
+/** Every recorded memtest run, oldest first: a failed one is shown as such, with why. */
+function memtestTable(all: { file: string; data: MemtestResult }[]): string[] {
+  if (all.length === 0) return ["### Memory integrity", "", "No memtest run recorded."];
+  const failed = all.filter((r) => !r.data.figures.ok).length;
+  const out = [
+    `### Memory integrity (${all.length} recorded runs, ${failed} failed)`,
     "",
-    `memtester ${f.memtestSize} in the guest across **${f.checkpoints} checkpoints** (one every ${f.checkpointIntervalMs} ms at most; pause p99 ${f.p99PauseMs} ms): ${f.primaryPasses} passes on the primary, ${f.survivorPassesAfterTakeover} more in the survivor after the takeover, **${f.failures.length} failures**.`,
+    "| run | result | memtester | checkpoints (max interval) | pause p99 | passes: primary / survivor after takeover | FAIL lines |",
+    "|---|---|---|---|---|---|---|",
   ];
+  for (const { file, data } of all) {
+    const f = data.figures;
+    const why = memtestProblems(f);
+    // `ok` as recorded decides; the reasons are recomputed from the figures (older files have none of their own).
+    const result = f.ok ? "passed" : `**FAILED**${why.length > 0 ? `: ${why.join("; ")}` : ""}`;
+    out.push(`| \`${file}\` | ${result} | ${f.memtestSize} | ${f.checkpoints} (${f.checkpointIntervalMs} ms) | ${f.p99PauseMs} ms | ${f.primaryPasses} / ${f.survivorPassesAfterTakeover} | ${f.failures.length} |`);
+  }
+  return out;
 }
 
 function main(): void {
   const colo = load<ColoResult>("colo-");
   const newest = colo[colo.length - 1];
   const faults = load<FaultsResult>("faults-");
-  const memtests = load<MemtestResult>("memtest-").filter((m) => m.data.figures.ok);
+  const memtests = load<MemtestResult>("memtest-");
   const lines = [
     START,
     "<!-- generated by bench/report.ts from bench/results/*.json; do not edit by hand -->",
@@ -172,7 +189,7 @@ function main(): void {
     "",
     ...faultsTable(faults),
     "",
-    ...memtestTable(memtests[memtests.length - 1]),
+    ...memtestTable(memtests),
     END,
   ];
   const md = lines.join("\n");

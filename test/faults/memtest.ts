@@ -29,6 +29,15 @@ export interface MemtestResult {
   ok: boolean;
 }
 
+/** Why a memtest run failed: empty when it passed (`ok`). */
+export function memtestProblems(r: Pick<MemtestResult, "failures" | "primaryPasses" | "survivorPassesAfterTakeover">): string[] {
+  const out: string[] = [];
+  if (r.failures.length > 0) out.push(`${r.failures.length} memtester FAIL line(s), the first: ${r.failures[0]}`);
+  if (r.primaryPasses === 0) out.push("no memtester pass on the primary");
+  if (r.survivorPassesAfterTakeover < 2) out.push(`${r.survivorPassesAfterTakeover} memtester pass(es) in the survivor after the takeover, 2 needed`);
+  return out;
+}
+
 const PASS = /COLO-MEMTEST-PASS (\d+)/g;
 const FAIL = /COLO-MEMTEST-FAIL[^\n]*/g;
 
@@ -74,7 +83,7 @@ export async function runMemtest(lab: LabTopology, work: string, keyFile: string
     const survivorText = await console(pair.h2);
     found.push(...failures(survivorText).map((f) => `survivor: ${f}`));
     const after = new Set(passes(survivorText).filter((n) => n > lastBefore)).size;
-    return {
+    const figures = {
       memtestSize: opts.size,
       checkpoints,
       checkpointIntervalMs: opts.intervalMs,
@@ -83,8 +92,8 @@ export async function runMemtest(lab: LabTopology, work: string, keyFile: string
       failures: found,
       p99PauseMs: (s.replication as { p99PauseMs?: number } | undefined)?.p99PauseMs ?? 0,
       ms: Date.now() - t0,
-      ok: found.length === 0 && primaryPasses.length > 0 && after >= 2,
     };
+    return { ...figures, ok: memtestProblems(figures).length === 0 };
   } finally {
     await pair.destroyAll();
   }
