@@ -40,7 +40,7 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-itest("faults: 5 random faults, zero acknowledged writes lost, zero split brains", { timeout: 1_500_000 }, async (t) => {
+itest("faults: 5 random faults; in each run writes acknowledged before and after the fault, none lost, no split brain", { timeout: 1_500_000 }, async (t) => {
   const seed = Number(process.env.COLO_FAULT_SEED ?? String(Date.now() % 1_000_000));
   t.diagnostic(`seed ${seed} (replay: COLO_FAULT_SEED=${seed} or npm run faults -- --runs 5 --seed ${seed})`);
   const summary = await new FaultSuite(LAB, work, key, (l) => t.diagnostic(l)).runAll(5, seed);
