@@ -18,3 +18,5 @@ export {
 } from "./netif.js";
 export type { FrameListener, TapDevice, TapErrorListener, TapOptions, TapStats } from "./tap.js";
 export { openTap } from "./tap.js";
+export type { SharedMapping } from "./shared-memory.js";
+export { mapSharedFile } from "./shared-memory.js";

@@ -19,6 +19,17 @@ export const O_RDONLY = 0o0;
 export const O_RDWR = 0o2;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
+export const O_CREAT = 0o100;
+
+// asm-generic/mman-common.h, linux/mman.h
+export const PROT_READ = 0x1;
+export const PROT_WRITE = 0x2;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
+/** mmap's error return, (void *) -1, as koffi gives pointers: an unsigned 64-bit value. */
+export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 
 // linux/socket.h, asm-generic/socket.h (SOCK_* from linux/net.h)
 export const AF_INET = 2;
@@ -31,6 +42,22 @@ export const CLONE_NEWNET = 0x40000000;
 /** int open(const char *path, int flags) — the mode argument is not needed (no O_CREAT). */
 export const open = libc.func("int open(const char *path, int flags)") as (path: string, flags: number) => number;
 export const close = libc.func("int close(int fd)") as (fd: number) => number;
+/** int open(const char *path, int flags, mode_t mode) — with O_CREAT. */
+export const openMode = libc.func("open", "int", ["const char *", "int", "uint32"]) as (path: string, flags: number, mode: number) => number;
+export const ftruncate = libc.func("int ftruncate(int fd, int64_t length)") as (fd: number, length: number) => number;
+/** void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset); pointers are BigInt. */
+export const mmap = libc.func("mmap", "void *", ["void *", "size_t", "int", "int", "int", "int64_t"]) as (
+  addr: bigint | null,
+  length: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset: number,
+) => bigint;
+/** A view of `length` bytes at `pointer` (no copy): koffi.view. */
+export function viewOf(pointer: bigint, length: number): ArrayBuffer {
+  return koffi.view(pointer, length) as ArrayBuffer;
+}
 /** ssize_t read(int fd, void *buf, size_t count) */
 export const read = libc.func("long read(int fd, void *buf, size_t count)") as (
   fd: number,
