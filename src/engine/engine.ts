@@ -45,8 +45,33 @@ export interface MachineSpec {
   disks: BlockBackend[];
 }
 
+/**
+ * How a guest stops, as the engine sees it (the VM layer decides what
+ * follows: the config's on_poweroff, on_reboot, on_crash). Listeners hear
+ * an event after the guest instruction that caused it, never from inside it.
+ */
 export type EngineEvent =
-  /** The guest stopped for good (triple fault, engine error). */
+  /**
+   * The guest halted its vCPU for good: x86 `hlt` with interrupts off, where
+   * Linux's halt, and its poweroff on a machine without a power-off device
+   * (emu), end. No guest instruction runs until loadState() replaces the
+   * machine's state; `running`, pause() and resume() are unaffected.
+   */
+  | { kind: "poweroff" }
+  /**
+   * The guest asked for a reset (keyboard controller 0xFE, PCI 0xCF9; Linux's
+   * reboot). The engine does not reset the machine: it stops the vCPU at
+   * the request, as for "poweroff"; rebooting means a new machine, built by
+   * the VM layer.
+   */
+  | { kind: "reboot" }
+  /**
+   * The engine failed and cannot run the guest on (emu: v86 threw, e.g. at
+   * a triple fault, which it does not implement). `running` turns false;
+   * resume() and loadState() throw EngineError FAULT; ram() and saveState()
+   * still answer (what they hold is whatever the failure left); destroy()
+   * releases the engine.
+   */
   | { kind: "fault"; message: string };
 
 export interface LoadStateOptions {
@@ -128,6 +153,7 @@ export interface Engine {
   /** Bytes typed into the guest's serial console. */
   sendConsoleInput(bytes: Uint8Array): void;
 
+  /** How the guest stops (poweroff, reboot) or the engine fails (fault); see EngineEvent. */
   onEvent(listener: (event: EngineEvent) => void): void;
 
   /** Stop and release everything; idempotent. */

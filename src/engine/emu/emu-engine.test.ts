@@ -1,8 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { EmuEngine } from "./emu-engine.js";
-import { PAGE_SIZE } from "../engine.js";
-import { PROBE_LOAD_ADDRESS, PROBE_PAGE_BASE, probeGuestImage } from "../testing/probe-guest.js";
+import { PAGE_SIZE, type EngineEvent } from "../engine.js";
+import { EngineError } from "../errors.js";
+import { PROBE_COMMAND, PROBE_LOAD_ADDRESS, PROBE_PAGE_BASE, probeGuestImage } from "../testing/probe-guest.js";
 
 const MEMORY = 16 * 2 ** 20;
 
@@ -105,4 +106,99 @@ test("emu: bad machine specs are refused before anything runs", () => {
     () => new EmuEngine({ memoryBytes: 64 * 2 ** 20, kernel: new Uint8Array(1), initrd: new Uint8Array(2 ** 20), cmdline: "", disks: [] }),
     /too small.*initrd/,
   );
+});
+
+/** Every engine event, in order, and a wait for the next one. */
+function eventRecorder(engine: EmuEngine) {
+  const events: EngineEvent[] = [];
+  let wake: (() => void) | undefined;
+  engine.onEvent((e) => {
+    events.push(e);
+    wake?.();
+  });
+  const next = async (timeoutMs = 10_000): Promise<EngineEvent> => {
+    const deadline = Date.now() + timeoutMs;
+    const seen = events.length;
+    while (events.length === seen) {
+      if (Date.now() > deadline) throw new Error(`no engine event within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 50);
+      });
+    }
+    const e = events[seen];
+    if (!e) throw new Error("internal: event recorder");
+    return e;
+  };
+  return { events, next };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const isFault = (e: unknown) => e instanceof EngineError && e.code === "FAULT";
+
+test("emu: a guest that halts with interrupts off raises poweroff, once, and runs no more", async () => {
+  const { engine, waitFor } = await bootProbe();
+  const { events, next } = eventRecorder(engine);
+  try {
+    engine.sendConsoleInput(Uint8Array.of(0x30));
+    await waitFor("K", 1);
+    engine.sendConsoleInput(Uint8Array.of(PROBE_COMMAND.HALT));
+    assert.deepEqual(await next(), { kind: "poweroff" });
+    engine.sendConsoleInput(Uint8Array.of(0x30));
+    await sleep(300);
+    assert.equal(engine.ram()[(PROBE_PAGE_BASE + 0x30) * PAGE_SIZE], 1, "the halted guest took no more input");
+    assert.deepEqual(events, [{ kind: "poweroff" }], "one event");
+    assert.equal(engine.running, true, "a halt is the guest's, not the engine's: pause and resume work as before");
+    await engine.pause();
+    await engine.resume();
+  } finally {
+    await engine.destroy();
+  }
+});
+
+test("emu: a reset request raises reboot and stops the vCPU there; a loaded state runs again", async () => {
+  const { engine, waitFor } = await bootProbe();
+  const { events, next } = eventRecorder(engine);
+  try {
+    await engine.pause();
+    const before = await engine.saveState();
+    await engine.resume();
+    engine.sendConsoleInput(Uint8Array.of(PROBE_COMMAND.RESET));
+    assert.deepEqual(await next(), { kind: "reboot" });
+    // Not reset by v86 (which would reload the BIOS and lose the kernel) and not running on: the next byte gets no answer.
+    engine.sendConsoleInput(Uint8Array.of(0x31));
+    await sleep(300);
+    assert.equal(engine.ram()[(PROBE_PAGE_BASE + 0x31) * PAGE_SIZE], 0, "no guest instruction ran after the reset request");
+    assert.deepEqual(events, [{ kind: "reboot" }]);
+    // A checkpoint's state replaces the stopped vCPU's (a COLO secondary's SVM): the guest runs on.
+    await engine.pause();
+    await engine.loadState(before);
+    await engine.resume();
+    engine.sendConsoleInput(Uint8Array.of(0x32));
+    await waitFor("K", 1);
+    await engine.pause();
+    assert.equal(engine.ram()[(PROBE_PAGE_BASE + 0x32) * PAGE_SIZE], 1);
+  } finally {
+    await engine.destroy();
+  }
+});
+
+test("emu: v86 failing (a triple fault) raises fault; the engine refuses to run on, answers saveState, destroys", async () => {
+  const { engine } = await bootProbe();
+  const { events, next } = eventRecorder(engine);
+  try {
+    engine.sendConsoleInput(Uint8Array.of(PROBE_COMMAND.FAULT));
+    const e = await next();
+    assert.equal(e.kind, "fault");
+    assert.match(e.kind === "fault" ? e.message : "", /^v86 failed while running the guest \(RuntimeError: unreachable\)/);
+    assert.equal(engine.running, false);
+    await engine.pause(); // resolves: nothing runs
+    await assert.rejects(engine.resume(), isFault);
+    assert.ok((await engine.saveState()).length > 0, "the failed machine's state can still be saved");
+    await assert.rejects(engine.loadState(new Uint8Array(16)), isFault);
+    await sleep(200);
+    assert.equal(events.length, 1, "one event");
+  } finally {
+    await engine.destroy();
+  }
 });

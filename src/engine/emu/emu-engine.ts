@@ -10,6 +10,7 @@ import { EngineError } from "../errors.js";
 import { V86BlockAdapter } from "./block-adapter.js";
 import { ShadowDirtyTracker } from "./dirty-tracker.js";
 import {
+  EFLAGS_IF,
   internals,
   PCI_BAR0_DWORD,
   VIRTIO_NET_RX_QUEUE,
@@ -85,6 +86,8 @@ export class EmuEngine implements Engine {
   private readonly eventListeners: Listener<EngineEvent>[] = [];
   private consoleBatch: number[] = [];
   private consoleFlushScheduled = false;
+  /** Why the engine failed (a "fault" event was raised); it runs no more. */
+  private failure: string | undefined;
 
   constructor(
     private readonly spec: MachineSpec,
@@ -165,9 +168,62 @@ export class EmuEngine implements Engine {
     }
     emulator.add_listener("net0-send", (frame: Uint8Array) => this.onGuestFrame(frame));
     emulator.add_listener("serial0-output-byte", (byte: number) => this.onConsoleByte(byte));
+    this.watchGuestStops(this.inner);
     if (opts.paused) return;
     await emulator.run();
     this.isRunning = true;
+  }
+
+  /**
+   * How the guest stops, as events (EngineEvent): v86's "cpu-event-halt"
+   * (hlt with IF clear: the vCPU never runs again) is a poweroff; its reset
+   * (reboot_internal) is replaced by a stop of the vCPU, reported as a
+   * reboot; an exception out of its main loop is a fault.
+   */
+  private watchGuestStops(inner: V86WithInternals): void {
+    const main = inner.v86;
+    const cpu = main.cpu;
+    inner.bus.register("cpu-event-halt", () => this.raise({ kind: "poweroff" }), this);
+    cpu.reboot_internal = () => {
+      // Halted with interrupts off: the state of a vCPU that stopped for good (v86's main
+      // loop stops executing within the current block). A loaded state replaces it.
+      cpu.flags[0] = (cpu.flags[0] ?? 0) & ~EFLAGS_IF;
+      cpu.in_hlt[0] = 1;
+      this.raise({ kind: "reboot" });
+    };
+    const tick = main.do_tick;
+    main.do_tick = () => {
+      try {
+        tick.call(main);
+      } catch (err) {
+        this.fail(main, err);
+      }
+    };
+  }
+
+  /** v86 threw out of its main loop: no tick follows; stop as a stop() would, report once. */
+  private fail(main: V86WithInternals["v86"], err: unknown): void {
+    if (this.failure !== undefined) return;
+    const what = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    this.failure = `v86 failed while running the guest (${what}); a wasm trap is how v86 stops on what it does not implement, such as a triple fault`;
+    this.isRunning = false;
+    main.running = false;
+    main.stopping = false;
+    // Ends a stop() that was waiting for this tick, and tells v86's starter the CPU is not running.
+    main.bus.send("emulator-stopped");
+    this.raise({ kind: "fault", message: this.failure });
+  }
+
+  /** Listeners hear events after the guest instruction that raised them, never from inside v86. */
+  private raise(event: EngineEvent): void {
+    setImmediate(() => {
+      if (this.destroyed) return;
+      for (const l of this.eventListeners) l(event);
+    });
+  }
+
+  private requireNotFailed(what: string): void {
+    if (this.failure !== undefined) throw new EngineError("emu", "FAULT", `cannot ${what}: ${this.failure}`);
   }
 
   private cpu(): V86Cpu {
@@ -196,6 +252,7 @@ export class EmuEngine implements Engine {
 
   async resume(): Promise<void> {
     const emulator = this.requireEmulator();
+    this.requireNotFailed("resume");
     if (this.isRunning) return;
     await emulator.run();
     this.isRunning = true;
@@ -243,6 +300,7 @@ export class EmuEngine implements Engine {
 
   async loadState(state: Uint8Array, opts: LoadStateOptions = {}): Promise<void> {
     const emulator = this.requireEmulator();
+    this.requireNotFailed("load a state");
     if (this.isRunning) throw new EngineError("emu", "NOT_PAUSED", "loadState needs a paused machine");
     const cpu = this.cpu();
     const original = cpu.unpack_memory;
@@ -388,10 +446,5 @@ export class EmuEngine implements Engine {
         for (const l of this.consoleListeners) l(bytes);
       });
     }
-  }
-
-  /** Report an emulator failure to listeners (used by the VM layer's error handling). */
-  reportFault(message: string): void {
-    for (const l of this.eventListeners) l({ kind: "fault", message });
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The few v86 internals the emu engine touches, typed narrowly. v86 0.5.462
  * exposes no public API for these (RAM view, RAM-less state, the NIC's MAC,
- * RX ring state); everything that reaches past the public API goes through
+ * RX ring state, the guest's reset requests, failures of its main loop); everything that reaches past the public API goes through
  * this file so a v86 upgrade has one place to check.
  */
 import type { V86 } from "v86";
@@ -35,7 +35,21 @@ export interface V86Cpu {
   /** Drops the compiled blocks of physical range [start, end) (what v86's own memory writes call). */
   jit_dirty_cache(start: number, end: number): void;
   devices: { virtio_net?: V86VirtioNet; pci: V86Pci };
+  /**
+   * What v86 calls when the guest asks for a reset (PS/2 controller command
+   * 0xFE, PCI reset port 0xCF9): it resets the CPU and reloads the BIOS,
+   * which does not boot a bzImage or Multiboot kernel again (v86 wrote it
+   * into RAM once, at start). The emu engine replaces it.
+   */
+  reboot_internal(): void;
+  /** The vCPU is halted (1 byte in wasm memory, through a proxy that survives memory growth). */
+  in_hlt: Uint8Array;
+  /** EFLAGS (1 u32 in wasm memory, same proxy); IF is not one of v86's lazily computed flags. */
+  flags: Int32Array;
 }
+
+/** EFLAGS.IF (Intel SDM vol. 1 §3.4.3): halted with it clear, a vCPU never runs again (v86 has no NMI). */
+export const EFLAGS_IF = 1 << 9;
 
 /**
  * v86's PCI bus. Its set_state() re-maps every I/O BAR whose config-space
@@ -53,6 +67,12 @@ export const PCI_BAR0_DWORD = 4;
 
 export interface V86Bus {
   send(name: string, data?: unknown): void;
+  /**
+   * What V86.add_listener() does, for events its typings do not list:
+   * "cpu-event-halt", which the wasm CPU sends when the guest runs `hlt`
+   * with interrupts off ("execution can never resume", v86's cpu.rs).
+   */
+  register(name: string, listener: () => void, context: object): void;
 }
 
 /**
@@ -63,11 +83,20 @@ export interface V86Bus {
  */
 export interface V86Main {
   cpu: V86Cpu;
+  /** The bus v86's own code sends on ("emulator-stopped" at the end of a stop). */
+  bus: V86Bus;
   idle: boolean;
   running: boolean;
   stopping: boolean;
   tick_counter: number;
   yield_callback(tick: number): void;
+  /**
+   * One tick: `cpu.main_loop()` (every guest instruction runs inside it),
+   * then the next tick is scheduled. An exception thrown here (a wasm trap:
+   * v86's Rust code panics on paths it does not implement, e.g. a triple
+   * fault) escapes to the event loop and schedules no further tick.
+   */
+  do_tick(): void;
 }
 
 export interface V86WithInternals {
