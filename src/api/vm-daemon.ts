@@ -27,6 +27,8 @@ import { currentNetnsName, runDir, vmRunFiles } from "./paths.js";
 import { isDaemonAlive, removeStale } from "./registry.js";
 import { readRecord, writeRecord } from "./vm-record.js";
 import type { ControlRequest } from "./protocol.js";
+import type { GuestStop } from "../vm/guest-stop.js";
+import { planGuestStop, type DaemonRole } from "./guest-stop-plan.js";
 
 function report(msg: DaemonReport): void {
   if (process.send && process.connected) process.send(msg);
@@ -53,6 +55,12 @@ export class VmDaemon implements ControlHandler {
   private primary: PrimaryReplicator | undefined;
   private secondary: SecondaryReplicator | undefined;
   private readonly consoles = new Set<Socket>();
+  /** Ends when the running exclusive operation (save, migrate, ...) does. */
+  private busyDone: Promise<unknown> | undefined;
+  /** Guest stops are acted on one at a time, in order. */
+  private stopChain: Promise<void> = Promise.resolve();
+  /** A secondary's replica stopped and was left so (the checkpoint after it replaces it): which checkpoint it followed. */
+  private ignoredStop: { stop: GuestStop; applied: number } | undefined;
 
   constructor(private readonly log: Logger) {}
 
@@ -67,6 +75,7 @@ export class VmDaemon implements ControlHandler {
     }
     removeStale(config.name, dir);
     this.vm = new Vm(config, vmOptions);
+    this.vm.onGuestStop((stop) => this.guestStopped(stop));
     this.server = await ControlServer.listen(files.socket, this);
     writeRecord(files.record, {
       name: config.name,
@@ -203,6 +212,7 @@ export class VmDaemon implements ControlHandler {
               vm.joinBridge();
               await vm.unpause();
               vm.announce();
+              this.actOnStopLeftByReplica();
             },
             discard: () => this.shutdown(0, "the primary ended replication"),
           },
@@ -303,11 +313,70 @@ export class VmDaemon implements ControlHandler {
 
   private async exclusive<T>(what: string, fn: () => Promise<T>): Promise<T> {
     this.busy = what;
+    const run = fn();
+    this.busyDone = run;
     try {
-      return await fn();
+      return await run;
     } finally {
       this.busy = undefined;
+      this.busyDone = undefined;
     }
+  }
+
+  /** The guest stopped (poweroff, reboot) or its engine failed: acted on in order, each after any exclusive operation. */
+  private guestStopped(stop: GuestStop): void {
+    this.stopChain = this.stopChain
+      .then(() => this.actOnStop(stop))
+      .catch((err: unknown) => {
+        this.log.error({ err }, "acting on the guest's stop failed");
+        void this.shutdown(1, `acting on the guest's stop failed: ${(err as Error).message}`);
+      });
+  }
+
+  private role(): DaemonRole {
+    if (this.primary && this.primary.stats.mode === "primary") return "primary";
+    if (this.secondary && !this.secondary.done) return "secondary";
+    return "unprotected";
+  }
+
+  /** on_poweroff / on_reboot / on_crash (guest-stop-plan.ts says what, for this daemon's role). */
+  private async actOnStop(stop: GuestStop): Promise<void> {
+    while (this.busyDone) await this.busyDone.catch(() => undefined);
+    const vm = this.vm;
+    if (this.exiting || !vm || vm.state === "destroyed") return;
+    const plan = planGuestStop(vm.config, stop, this.role());
+    if (plan.action === "ignore") {
+      if (this.secondary) this.ignoredStop = { stop, applied: this.secondary.applied };
+      this.log.warn({ stop }, plan.reason);
+      return;
+    }
+    this.log.warn({ stop, action: plan.action }, plan.reason);
+    if (plan.action === "destroy") return this.shutdown(plan.exitCode, plan.reason);
+    if (plan.endReplication) await this.endReplication(plan.reason);
+    if (plan.action === "preserve") {
+      await vm.pause();
+      this.log.warn({ stop }, "preserved: the VM stays paused until `colo destroy`");
+      return;
+    }
+    await this.exclusive("restarting the guest", () => vm.restart());
+    this.log.info({ status: vm.status() }, "guest restarted");
+  }
+
+  /** A replicating primary's guest stopped: the secondary discards its copy (no takeover of a stopped guest); waits until this side runs alone. */
+  private async endReplication(reason: string): Promise<void> {
+    const primary = this.primary;
+    if (!primary || primary.stats.mode !== "primary") return;
+    await primary.stop(reason);
+    await primary.done;
+  }
+
+  /** A survivor whose replica had stopped after the last checkpoint it applied: that stop is the VM's now. */
+  private actOnStopLeftByReplica(): void {
+    const left = this.ignoredStop;
+    this.ignoredStop = undefined;
+    if (!left || !this.secondary || left.applied !== this.secondary.applied) return;
+    this.log.warn({ stop: left.stop }, "the guest had stopped since the last checkpoint: acting on it now");
+    this.guestStopped(left.stop);
   }
 
   private async save(path: string, keepRunning: boolean): Promise<unknown> {

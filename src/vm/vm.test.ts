@@ -8,13 +8,16 @@ import { FakeEngine } from "../engine/testing/fake-engine.js";
 import { EmuEngine } from "../engine/emu/emu-engine.js";
 import type { EngineId } from "../engine/engine.js";
 import { engineFactory } from "./engine-factory.js";
+import type { GuestStop } from "./guest-stop.js";
 import { Vm } from "./vm.js";
+import { VmError } from "./errors.js";
 
 /** A config whose kernel is a small file in a fresh folder (the fake engine never runs it). */
 function fixture(t: { after: (fn: () => void) => void }, extra = ""): VmConfig {
   const dir = mkdtempSync(join(tmpdir(), "colo-vm-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, "vmlinuz"), Buffer.alloc(16));
+  writeFileSync(join(dir, "data.img"), Buffer.alloc(4096));
   const file = join(dir, "guest.cfg");
   return parseVmConfig(`name = 'guest'\nkernel = 'vmlinuz'\nmemory = 32\n${extra}`, file);
 }
@@ -59,3 +62,91 @@ test("vm status: reports the engine that runs (its id), not the config's engine 
   assert.equal(vm.status().engine, "kvm");
   assert.equal(vm.status().state, "running");
 });
+
+/** A Vm over fake engines: every engine it builds, in order. */
+async function fakeVm(t: { after: (fn: () => Promise<void>) => void }, config: VmConfig, failBuild?: (n: number) => boolean) {
+  const engines: FakeEngine[] = [];
+  const vm = new Vm(config, {
+    attachNetwork: false,
+    buildEngine: (spec) => {
+      if (failBuild?.(engines.length)) throw new Error("no engine this time");
+      const e = new FakeEngine(spec);
+      engines.push(e);
+      return e;
+    },
+  });
+  await vm.start();
+  t.after(() => vm.destroy());
+  const stops: GuestStop[] = [];
+  vm.onGuestStop((s) => stops.push(s));
+  return { vm, engines, stops };
+}
+
+function only<T>(items: readonly T[], index: number): T {
+  const item = items[index];
+  if (item === undefined) throw new Error(`no item ${index} of ${items.length}`);
+  return item;
+}
+
+test("vm: engine events reach the guest-stop listeners as poweroff, reboot, crash; status shows the last", async (t) => {
+  const { vm, engines, stops } = await fakeVm(t, fixture(t));
+  const engine = only(engines, 0);
+  engine.emit({ kind: "poweroff" });
+  engine.emit({ kind: "reboot" });
+  engine.emit({ kind: "fault", message: "v86 failed" });
+  assert.deepEqual(
+    stops.map((s) => [s.kind, s.message]),
+    [
+      ["poweroff", undefined],
+      ["reboot", undefined],
+      ["crash", "v86 failed"],
+    ],
+  );
+  assert.equal(vm.status().guestStop?.kind, "crash");
+  assert.equal(vm.state, "running", "the VM does nothing by itself: its listener decides");
+});
+
+test("vm restart: a new engine from the same config; the old one destroyed and no longer heard; disks unhooked", async (t) => {
+  const config = fixture(t, "disk = [ 'vdev=hda, target=data.img' ]\n");
+  const { vm, engines, stops } = await fakeVm(t, config);
+  const first = only(engines, 0);
+  const slot = only(vm.diskSlots(), 0);
+  slot.interpose(new FakeLayer(slot.byteLength));
+  slot.raw.onWrite = () => assert.fail("a hook from before the restart");
+  first.emit({ kind: "reboot" });
+  assert.equal(vm.status().guestStop?.kind, "reboot");
+  await vm.restart();
+  const second = only(engines, 1);
+  assert.equal(first.isDestroyed, true);
+  assert.deepEqual(second.calls, ["start"]);
+  assert.equal(vm.machine, second);
+  assert.equal(vm.state, "running");
+  assert.equal(vm.status().guestStop, undefined, "the new machine has not stopped");
+  assert.equal(vm.diskSlots().length, 1, "the same disks");
+  assert.equal(slot.interposed, false, "replication's layer is gone");
+  slot.write(0, new Uint8Array(512));
+  first.emit({ kind: "poweroff" });
+  assert.equal(stops.length, 1, "the replaced engine is not heard");
+  second.emit({ kind: "poweroff" });
+  assert.deepEqual(stops.map((s) => s.kind), ["reboot", "poweroff"], "listeners stay across the restart");
+});
+
+test("vm restart: only a started VM restarts; a failed restart destroys the VM", async (t) => {
+  const config = fixture(t);
+  await assert.rejects(new Vm(config, { attachNetwork: false }).restart(), (e: unknown) => e instanceof VmError && e.code === "STATE");
+  const { vm, engines } = await fakeVm(t, config, (n) => n === 1);
+  await assert.rejects(vm.restart(), /no engine this time/);
+  assert.equal(vm.state, "destroyed");
+  assert.equal(only(engines, 0).isDestroyed, true);
+});
+
+/** A replication layer stand-in. */
+class FakeLayer {
+  constructor(readonly byteLength: number) {}
+  read(_offset: number, length: number): Uint8Array {
+    return new Uint8Array(length);
+  }
+  write(): void {
+    assert.fail("the layer is gone after the restart");
+  }
+}

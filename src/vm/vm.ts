@@ -3,6 +3,7 @@ import { formatMac, guestCmdline, type VmConfig } from "../config/index.js";
 import type { Engine, EngineId } from "../engine/engine.js";
 import { EngineError } from "../engine/errors.js";
 import { engineFactory, type EngineFactory } from "./engine-factory.js";
+import { guestStopOf, type GuestStop } from "./guest-stop.js";
 import { ConsoleBuffer } from "./console-buffer.js";
 import { VmError } from "./errors.js";
 import { NicBackend } from "./nic-backend.js";
@@ -10,7 +11,7 @@ import { RawDiskBackend } from "./raw-disk.js";
 import { DiskSlot } from "./disk-slot.js";
 import { ANNOUNCE_INITIAL_MS, ANNOUNCE_ROUNDS, ANNOUNCE_STEP_MS, announceFrames } from "./announce.js";
 
-export type VmRunState = "created" | "running" | "paused" | "destroyed";
+export type VmRunState = "created" | "running" | "paused" | "restarting" | "destroyed";
 
 /** The console line the guest's init prints when its service is up (guest/init.sh). */
 export const GUEST_READY_MARKER = "COLO-GUEST-READY";
@@ -40,6 +41,8 @@ export interface VmStatus {
   bridge: string | undefined;
   mac: string | undefined;
   uptimeMs: number;
+  /** The last time the guest stopped (poweroff, reboot, crash), since the VM (re)started. */
+  guestStop?: GuestStop;
   disks: { path: string; readOnly: boolean; reads: number; writes: number; bytesWritten: number }[];
   nic: { rxFrames: number; txFrames: number; txDropped: number; error?: string } | undefined;
 }
@@ -68,11 +71,17 @@ export class Vm {
   private runState: VmRunState = "created";
   private startedAt = 0;
   private readonly announceTimers = new Set<NodeJS.Timeout>();
+  /** The TAP is (or, at start, goes) on the vif's bridge: not a secondary's until it takes over. */
+  private onBridge: boolean;
+  private lastStop: GuestStop | undefined;
+  private readonly stopListeners: ((stop: GuestStop) => void)[] = [];
 
   constructor(
     readonly config: VmConfig,
     private readonly options: VmOptions = {},
-  ) {}
+  ) {
+    this.onBridge = options.deferBridge !== true;
+  }
 
   get state(): VmRunState {
     return this.runState;
@@ -95,11 +104,8 @@ export class Vm {
    */
   async start(opts: { incoming?: (engine: Engine) => Promise<void>; stayPaused?: boolean } = {}): Promise<void> {
     if (this.runState !== "created") throw new VmError(this.name, "STATE", `cannot start a VM that is ${this.runState}`);
-    const config = this.config;
     try {
-      const kernel = readImage(this.name, "kernel", config.kernel);
-      const initrd = config.ramdisk ? readImage(this.name, "ramdisk", config.ramdisk) : undefined;
-      for (const d of config.disks) {
+      for (const d of this.config.disks) {
         try {
           const raw = RawDiskBackend.open(d.target, d.access === "ro");
           this.disks.push(raw);
@@ -108,49 +114,109 @@ export class Vm {
           throw new VmError(this.name, "DISK", `${(err as Error).message} (${d.at.file}:${d.at.line})`);
         }
       }
-      const vif = config.vifs[0];
-      const build = this.options.buildEngine ?? engineFactory(config.engine);
-      const engine = build(
-        {
-          memoryBytes: config.memoryMiB * 2 ** 20,
-          kernel,
-          ...(initrd ? { initrd } : {}),
-          cmdline: guestCmdline(config),
-          ...(vif ? { nicMac: vif.mac } : {}),
-          disks: this.slots,
-        },
-        { ...(this.options.biosPath ? { biosPath: this.options.biosPath } : {}), ...(vif?.model ? { nicModel: vif.model } : {}) },
-      );
-      this.engine = engine;
-      engine.onConsoleOutput((bytes) => this.console.push(bytes));
-      if (vif && this.options.attachNetwork !== false) {
-        try {
-          this.nic = NicBackend.open(this.name, vif, engine, this.options.deferBridge !== true);
-        } catch (err) {
-          throw new VmError(this.name, "NIC", (err as Error).message);
-        }
-      }
-      if (opts.incoming) {
-        await engine.start({ paused: true });
-        this.runState = "paused";
-        await opts.incoming(engine);
-        if (opts.stayPaused) {
-          this.startedAt = Date.now();
-          return;
-        }
-        await engine.resume();
-        this.announce();
-      } else {
-        await engine.start();
-      }
-      this.startedAt = Date.now();
-      this.runState = "running";
+      await this.boot(opts);
     } catch (err) {
       await this.destroy();
-      if (err instanceof VmError) throw err;
-      if (err instanceof EngineError) throw new VmError(this.name, "ENGINE", err.message);
-      throw err;
+      throw this.vmError(err);
     }
+  }
+
+  /**
+   * xl's `restart`: the machine is replaced by a new one booted from the
+   * same config (kernel and ramdisk read again). The disk images and the
+   * console stay; the TAP is made again (on the bridge if the old one was);
+   * whatever replication had put in front of the disks or on the NIC is
+   * gone (the caller ends replication first). A failure destroys the VM.
+   */
+  async restart(): Promise<void> {
+    if (this.runState !== "running" && this.runState !== "paused") {
+      throw new VmError(this.name, "STATE", `cannot restart a VM that is ${this.runState}`);
+    }
+    this.runState = "restarting";
+    try {
+      this.clearAnnounce();
+      this.nic?.close();
+      this.nic = undefined;
+      const old = this.engine;
+      this.engine = undefined;
+      await old?.destroy();
+      for (const slot of this.slots) {
+        slot.interpose(undefined);
+        slot.raw.onWrite = undefined;
+      }
+      this.lastStop = undefined;
+      await this.boot({});
+    } catch (err) {
+      await this.destroy();
+      throw this.vmError(err);
+    }
+  }
+
+  /** A new engine and NIC over the open disks, booted (or filled by `incoming`). */
+  private async boot(opts: { incoming?: (engine: Engine) => Promise<void>; stayPaused?: boolean }): Promise<void> {
+    const config = this.config;
+    const kernel = readImage(this.name, "kernel", config.kernel);
+    const initrd = config.ramdisk ? readImage(this.name, "ramdisk", config.ramdisk) : undefined;
+    const vif = config.vifs[0];
+    const build = this.options.buildEngine ?? engineFactory(config.engine);
+    const engine = build(
+      {
+        memoryBytes: config.memoryMiB * 2 ** 20,
+        kernel,
+        ...(initrd ? { initrd } : {}),
+        cmdline: guestCmdline(config),
+        ...(vif ? { nicMac: vif.mac } : {}),
+        disks: this.slots,
+      },
+      { ...(this.options.biosPath ? { biosPath: this.options.biosPath } : {}), ...(vif?.model ? { nicModel: vif.model } : {}) },
+    );
+    this.engine = engine;
+    engine.onConsoleOutput((bytes) => this.console.push(bytes));
+    engine.onEvent((event) => {
+      // A replaced engine's late word is not this VM's.
+      if (engine !== this.engine) return;
+      const stop = guestStopOf(event, Date.now());
+      this.lastStop = stop;
+      for (const l of this.stopListeners) l(stop);
+    });
+    if (vif && this.options.attachNetwork !== false) {
+      try {
+        this.nic = NicBackend.open(this.name, vif, engine, this.onBridge);
+      } catch (err) {
+        throw new VmError(this.name, "NIC", (err as Error).message);
+      }
+    }
+    if (opts.incoming) {
+      await engine.start({ paused: true });
+      this.runState = "paused";
+      await opts.incoming(engine);
+      if (opts.stayPaused) {
+        this.startedAt = Date.now();
+        return;
+      }
+      await engine.resume();
+      this.announce();
+    } else {
+      await engine.start();
+    }
+    this.startedAt = Date.now();
+    this.runState = "running";
+  }
+
+  private vmError(err: unknown): unknown {
+    if (err instanceof VmError) return err;
+    if (err instanceof EngineError) return new VmError(this.name, "ENGINE", err.message);
+    return err;
+  }
+
+  /**
+   * Hears every time the guest stops (poweroff, reboot) or its engine fails
+   * (crash), after the fact: the VM does nothing by itself (the vCPU no
+   * longer runs); the listener decides (the config's on_poweroff, on_reboot,
+   * on_crash). Listeners stay across restart().
+   */
+  onGuestStop(listener: (stop: GuestStop) => void): void {
+    this.stopListeners.push(listener);
   }
 
   async pause(): Promise<void> {
@@ -217,6 +283,7 @@ export class Vm {
     const vif = this.config.vifs[0];
     if (!this.nic || !vif?.bridge) return;
     this.nic.joinBridge(vif.bridge);
+    this.onBridge = true;
   }
 
   /** The VM's disks, in config order: the raw image and the slot the engine reads through. */
@@ -239,6 +306,7 @@ export class Vm {
       bridge: vif?.bridge,
       mac: vif ? formatMac(vif.mac) : undefined,
       uptimeMs: this.startedAt ? Date.now() - this.startedAt : 0,
+      ...(this.lastStop ? { guestStop: this.lastStop } : {}),
       disks: this.disks.map((d) => ({
         path: d.path,
         readOnly: d.readOnly,
@@ -250,12 +318,16 @@ export class Vm {
     };
   }
 
+  private clearAnnounce(): void {
+    for (const t of this.announceTimers) clearTimeout(t);
+    this.announceTimers.clear();
+  }
+
   /** Stops the guest and releases engine, TAP and disks; idempotent. */
   async destroy(): Promise<void> {
     if (this.runState === "destroyed") return;
     this.runState = "destroyed";
-    for (const t of this.announceTimers) clearTimeout(t);
-    this.announceTimers.clear();
+    this.clearAnnounce();
     const errors: unknown[] = [];
     try {
       this.nic?.close();
