@@ -17,26 +17,28 @@ import { StreamWriter } from "../state/writer.js";
 import { BackChannel } from "./back-channel.js";
 import { chunksToCopy, hashBackend } from "./disk/image-hash.js";
 import { SecondaryDisk } from "./disk/secondary-disk.js";
-import { makeSpillDir, MemoryDisk } from "./disk/testing.js";
+import { HookedDisk, makeSpillDir, MemoryDisk, Prng, randomRange } from "./disk/testing.js";
 import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
 import { WriteLock } from "./heartbeat.js";
+import type { StreamRecord } from "../state/records.js";
 
 const MiB = 2 ** 20;
 const PAGES = 4;
 
-/** A primary disk whose writes land locally, then go to the hook (as RawDiskBackend.onWrite does). */
-class HookedDisk implements ForwardedDisk {
-  private hook: ((offset: number, data: Uint8Array) => void) | undefined;
+/** A primary disk as the daemon hands it to DiskForwarder: the image, and its write hook (RawDiskBackend.onWrite). */
+class PrimaryImage implements ForwardedDisk {
+  readonly local: HookedDisk;
   constructor(
     readonly index: number,
-    readonly local: MemoryDisk,
-  ) {}
+    image: Uint8Array,
+  ) {
+    this.local = new HookedDisk(image);
+  }
   setWriteHook(hook: ((offset: number, data: Uint8Array) => void) | undefined): void {
-    this.hook = hook;
+    this.local.onWrite = hook;
   }
   guestWrite(offset: number, data: Uint8Array): void {
     this.local.write(offset, data);
-    this.hook?.(offset, data);
   }
 }
 
@@ -45,7 +47,7 @@ test("disk forwarding: initial sync, writes racing the copy and the memory part,
   const size = 6 * MiB;
   const base = new Uint8Array(size);
   for (let i = 0; i < size; i += 4096) base[i] = i / 4096;
-  const primary = new HookedDisk(0, new MemoryDisk(base));
+  const primary = new PrimaryImage(0, base);
   // The secondary's copy is stale: two chunks differ.
   const stale = Uint8Array.from(base);
   stale[1 * MiB + 7] = 0xee;
@@ -109,4 +111,146 @@ test("disk forwarding: initial sync, writes racing the copy and the memory part,
   fwd.stop();
   disk.close();
   spill.remove();
+});
+
+/**
+ * One randomized run of production's primary path: guest writes (from one
+ * reused buffer, as v86 does) land on the image and reach a real
+ * DiskForwarder through the write hook; checkpoints are written as the
+ * primary writes them (checkpoint 0 closing the initial memory part, with
+ * the writes held during it; then NEW ... CHECKPOINT, DISK_CHECKPOINT,
+ * CHECKPOINT_END, with the PVM "paused" between its disk snapshot and the
+ * checkpoint). The stream is read back and applied to a SecondaryDisk whose
+ * SVM writes and reads in between: at every CHECKPOINT_END its base must be
+ * the PVM's image as of that checkpoint, and the SVM must read its own
+ * writes over it; a failover commits the SVM's view.
+ */
+async function forwardingRun(seed: number, spillDir: string): Promise<{ checkpoints: number; forwarded: number; heldInMemoryPart: number; failedOver: boolean }> {
+  const rng = new Prng(seed);
+  const size = 256 * 1024;
+  const initial = rng.bytes(size);
+  const pvm = new PrimaryImage(0, initial);
+  const sink = new MemorySink();
+  const writer = new StreamWriter(sink, { machine: emuMachine(PAGES) });
+  const backBytes = new PassThrough();
+  const back = new BackChannel(backBytes, () => assert.fail("no frames expected"));
+  const backWriter = new StreamWriter({ write: (c) => new Promise((r) => backBytes.write(c, () => r())) }, { machine: emuMachine(PAGES), channel: "back-channel" });
+  const lock = new WriteLock();
+  const fwd = new DiskForwarder([pvm], writer, lock, 2 ** 40, () => undefined);
+  const buffer = new Uint8Array(8192);
+  let written = 0;
+  const guestWrites = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      const { offset, length } = randomRange(rng, size);
+      const len = Math.min(length, buffer.length);
+      buffer.set(rng.bytes(len));
+      pvm.guestWrite(offset, buffer.subarray(0, len));
+      written++;
+    }
+  };
+  /** The PVM's image at each checkpoint's pause, in order. */
+  const snapshots: Uint8Array[] = [];
+  const memoryPart = async (first: boolean) => {
+    await writer.writeMemoryStream();
+    await writePages(writer, new Uint8Array(PAGES * PAGE_SIZE), first ? allPfns(PAGES) : [rng.int(PAGES)]);
+    await writer.writeEngineState(emuState(new Uint8Array(3)));
+    await writer.writeCheckpoint();
+    await fwd.writeCheckpoint();
+    await writer.writeCheckpointEnd();
+  };
+
+  await writer.writeReplicationMode({ mode: "compare", disks: true });
+  const sync = fwd.initialSync(back);
+  await backWriter.writeDiskWant({ disk: 0, chunks: [] }); // the images start equal
+  await sync;
+  guestWrites(rng.int(20));
+  await fwd.holdUntilCheckpoint();
+  const before = written;
+  guestWrites(1 + rng.int(10)); // during the initial memory part: held, sent inside checkpoint 0
+  const heldInMemoryPart = written - before;
+  snapshots.push(Uint8Array.from(pvm.local.bytes));
+  await lock.run(() => memoryPart(true));
+  const checkpoints = 3 + rng.int(6);
+  for (let k = 1; k < checkpoints; k++) {
+    guestWrites(rng.int(40));
+    await new Promise((r) => setImmediate(r)); // forwarded writes reach the stream while the guest runs
+    guestWrites(rng.int(10));
+    // Pause: the image as of now is what this checkpoint covers; writes queued before it go first.
+    snapshots.push(Uint8Array.from(pvm.local.bytes));
+    await lock.run(async () => {
+      await writer.writeCheckpointState("NEW");
+      await memoryPart(false);
+    });
+  }
+  guestWrites(rng.int(10)); // after the last checkpoint: pending on the secondary, dropped at failover
+  await lock.run(() => writer.writeEnd());
+  fwd.stop();
+
+  const svmBase = new MemoryDisk(initial);
+  const svm = new SecondaryDisk(svmBase, { spillDir, memoryLimitBytes: seed % 2 === 0 ? 0 : 64 * MiB });
+  let refSvm: Uint8Array | undefined;
+  let upto: number | undefined;
+  let applied = 0;
+  const svmRuns = () => {
+    if (refSvm === undefined) return; // the SVM runs from checkpoint 0 on
+    for (let i = rng.int(3); i > 0; i--) {
+      const { offset, length } = randomRange(rng, size);
+      if (rng.chance(0.5)) {
+        const data = rng.bytes(length);
+        svm.write(offset, data);
+        refSvm.set(data, offset);
+      } else {
+        assert.deepEqual(svm.read(offset, length), refSvm.slice(offset, offset + length), `seed ${seed}: the SVM reads its writes over the last checkpoint`);
+      }
+    }
+  };
+  const records: StreamRecord[] = await readAll(sink.bytes());
+  for (const r of records) {
+    svmRuns();
+    if (r.kind === "disk-write") {
+      if (r.write.seq === 0) svm.syncWrite(r.write.offset, r.write.data);
+      else svm.primaryWrite(r.write.seq, r.write.offset, r.write.data);
+    } else if (r.kind === "disk-checkpoint") {
+      upto = r.checkpoint.uptoSeq;
+    } else if (r.kind === "checkpoint-end") {
+      assert.ok(upto !== undefined, "DISK_CHECKPOINT before CHECKPOINT_END");
+      svm.checkpoint(upto);
+      const expected = snapshots[applied];
+      assert.ok(expected, `seed ${seed}: more checkpoints than the primary took`);
+      assert.ok(Buffer.from(svmBase.bytes).equals(Buffer.from(expected)), `seed ${seed}, checkpoint ${applied}: the base is the PVM's image as of the checkpoint`);
+      refSvm = Uint8Array.from(expected);
+      applied++;
+      upto = undefined;
+    }
+  }
+  assert.equal(applied, checkpoints);
+  assert.equal(svm.lastSeq, fwd.stats()[0]?.lastSeq, "every forwarded write arrived");
+  const failedOver = rng.chance(0.5);
+  if (failedOver && refSvm) {
+    svm.failover();
+    assert.ok(Buffer.from(svmBase.bytes).equals(Buffer.from(refSvm)), `seed ${seed}: failover commits the SVM's view`);
+  }
+  svm.close();
+  return { checkpoints, forwarded: fwd.stats()[0]?.writes ?? 0, heldInMemoryPart, failedOver };
+}
+
+test("disk forwarding, randomized: production's write hook and forwarder, checkpoint after checkpoint, into a secondary disk", async () => {
+  const spill = makeSpillDir();
+  let checkpoints = 0;
+  let forwarded = 0;
+  let failovers = 0;
+  try {
+    for (let seed = 1; seed <= 12; seed++) {
+      const run = await forwardingRun(seed, spill.dir);
+      assert.ok(run.heldInMemoryPart > 0);
+      checkpoints += run.checkpoints;
+      forwarded += run.forwarded;
+      if (run.failedOver) failovers++;
+    }
+  } finally {
+    spill.remove();
+  }
+  assert.ok(checkpoints >= 40, `checkpoints: ${checkpoints}`);
+  assert.ok(forwarded >= 1000, `writes forwarded: ${forwarded}`);
+  assert.ok(failovers >= 2 && failovers <= 10, `some runs fail over: ${failovers}`);
 });

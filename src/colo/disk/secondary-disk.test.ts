@@ -1,9 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DiskReplicationError, type DiskReplicationErrorCode } from "./errors.js";
-import { PrimaryDisk } from "./primary-disk.js";
 import { SecondaryDisk } from "./secondary-disk.js";
-import { countMarked, makeSpillDir, MemoryDisk, Prng, randomRange } from "./testing.js";
+import { countMarked, HookedDisk, makeSpillDir, MemoryDisk, Prng, randomRange } from "./testing.js";
 
 const fill = (n: number, len: number) => new Uint8Array(len).fill(n);
 const code = (c: DiskReplicationErrorCode) => (e: unknown) => e instanceof DiskReplicationError && e.code === c;
@@ -28,6 +27,32 @@ interface ModelRun {
 }
 
 /**
+ * The primary's side as production has it: the PVM's disk with a write
+ * hook (RawDiskBackend.onWrite), each write numbered 1, 2, ... as
+ * DiskForwarder numbers them and handed over as a private copy. (The real
+ * DiskForwarder, its stream records and checkpoints are run end to end in
+ * src/colo/disk-forwarder.test.ts.)
+ */
+class ForwardingPvm {
+  readonly disk: HookedDisk;
+  lastSeq = 0;
+
+  constructor(initial: Uint8Array, forward: (seq: number, offset: number, data: Uint8Array) => void) {
+    this.disk = new HookedDisk(initial);
+    this.disk.onWrite = (offset, data) => forward(++this.lastSeq, offset, Uint8Array.from(data));
+  }
+
+  write(offset: number, data: Uint8Array): void {
+    this.disk.write(offset, data);
+  }
+
+  /** The secondary is lost: writes stay local. */
+  stopForwarding(): void {
+    this.disk.onWrite = undefined;
+  }
+}
+
+/**
  * One randomized run of a primary and a secondary disk against plain arrays:
  *  - refPvm: the PVM's disk now (every PVM write);
  *  - refSvm: what the SVM must read (the PVM's disk at the last applied checkpoint, plus the SVM's writes);
@@ -39,10 +64,10 @@ function runModel(seed: number, spillDir: string, memoryLimitBytes: number, ops:
   const rng = new Prng(seed);
   const size = 64 * 1024;
   const initial = rng.bytes(size);
-  const primaryLocal = new MemoryDisk(initial);
   const secondaryBase = new MemoryDisk(initial);
   const inFlight: InFlight[] = [];
-  const primary = new PrimaryDisk(primaryLocal, { forward: (seq, offset, data) => inFlight.push({ seq, offset, data }) });
+  const primary = new ForwardingPvm(initial, (seq, offset, data) => inFlight.push({ seq, offset, data }));
+  const primaryLocal = primary.disk;
   const backlogLimitBytes = 16 * 1024;
   const secondary = new SecondaryDisk(secondaryBase, {
     spillDir,
@@ -356,13 +381,13 @@ test("secondary disk: initial sync writes to the base; writes forwarded during t
   const rng = new Prng(42);
   const size = 8 * 4096;
   const chunk = 4096;
-  const pvmLocal = new MemoryDisk(rng.bytes(size));
   const svmBase = new MemoryDisk(size);
   const disk = new SecondaryDisk(svmBase, { spillDir: spill.dir });
   // Forwarding starts before the copy; the PVM keeps writing while chunks are read.
-  const primary = new PrimaryDisk(pvmLocal, { forward: (seq, offset, data) => disk.primaryWrite(seq, offset, data) });
+  const primary = new ForwardingPvm(rng.bytes(size), (seq, offset, data) => disk.primaryWrite(seq, offset, data));
+  const pvmLocal = primary.disk;
   for (let offset = 0; offset < size; offset += chunk) {
-    const copied = primary.read(offset, chunk);
+    const copied = pvmLocal.read(offset, chunk);
     for (let i = 0; i < 3; i++) {
       const { offset: o, length } = randomRange(rng, size);
       primary.write(o, rng.bytes(length)); // before or after this chunk: either way

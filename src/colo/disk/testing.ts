@@ -1,4 +1,4 @@
-/** Test helpers for disk replication: an in-memory block device and a seeded PRNG. */
+/** Test helpers for disk replication: in-memory block devices (one with a write hook) and a seeded PRNG. */
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -34,6 +34,20 @@ export class MemoryDisk implements BlockBackend {
     }
     this.writes++;
     this.bytes.set(data, offset);
+  }
+}
+
+/**
+ * A MemoryDisk with the write hook production's primary uses: each write
+ * lands, then `onWrite` sees it, as RawDiskBackend.onWrite does (the
+ * daemon gives that hook to DiskForwarder).
+ */
+export class HookedDisk extends MemoryDisk {
+  onWrite: ((offset: number, data: Uint8Array) => void) | undefined;
+
+  override write(offset: number, data: Uint8Array): void {
+    super.write(offset, data);
+    this.onWrite?.(offset, data);
   }
 }
 
