@@ -29,6 +29,13 @@ export interface BlockBackend {
   readonly byteLength: number;
   read(offset: number, length: number): Uint8Array;
   write(offset: number, data: Uint8Array): void;
+  /**
+   * Make what was written durable (e.g. fsync), beyond write() having
+   * returned. The qemu engine calls it for the guest's flushes (NBD FLUSH,
+   * FUA writes) before acknowledging them; the emu engine never calls it.
+   * Optional: a backend without it has nothing more to do.
+   */
+  flush?(): void;
 }
 
 export interface MachineSpec {
