@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ShadowDirtyTracker } from "./dirty-tracker.js";
-import { PAGE_SIZE } from "../engine.js";
+import { PAGE_SIZE } from "./engine.js";
 
 test("tracker: a page copied with intermediate bytes and then written back is reported (no ABA miss)", () => {
   const ram = new Uint8Array(8 * PAGE_SIZE);

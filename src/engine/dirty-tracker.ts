@@ -1,4 +1,4 @@
-import { PAGE_SIZE } from "../engine.js";
+import { PAGE_SIZE } from "./engine.js";
 
 /**
  * Finds the pages of guest RAM written since the last call by comparing RAM
