@@ -1,11 +1,13 @@
 /**
  * The primary's reader of the back channel (secondary → primary). It reads
- * continuously: the SVM's output frames (compare mode) go to `onFrame` the
- * moment they arrive; control messages, dirty lists and disk answers queue
- * for the checkpoint code, which takes them in order with next().
+ * continuously: the SVM's output frames (compare mode) go to `onFrame` and
+ * the secondary's checkpoint requests (CHECKPOINT_REQUEST) to
+ * `onCheckpointRequest` the moment they arrive; control messages, dirty
+ * lists and disk answers queue for the checkpoint code, which takes them in
+ * order with next().
  */
 import type { Readable } from "node:stream";
-import { StreamReader, type StreamRecord } from "../state/index.js";
+import { StreamReader, type CheckpointRequest, type StreamRecord } from "../state/index.js";
 
 export class BackChannel {
   private readonly reader: StreamReader;
@@ -16,6 +18,7 @@ export class BackChannel {
   constructor(
     socket: Readable,
     private readonly onFrame: (frame: Uint8Array) => void,
+    private readonly onCheckpointRequest: (request: CheckpointRequest) => void,
   ) {
     this.reader = new StreamReader(socket, { channel: "back-channel" });
     void this.pump();
@@ -30,6 +33,10 @@ export class BackChannel {
         if (r.kind === "skipped" || r.kind === "machine-header" || r.kind === "heartbeat") continue;
         if (r.kind === "net-frame") {
           this.onFrame(r.net.frame);
+          continue;
+        }
+        if (r.kind === "checkpoint-request") {
+          this.onCheckpointRequest(r.request);
           continue;
         }
         const w = this.waiter;

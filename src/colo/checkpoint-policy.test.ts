@@ -44,3 +44,12 @@ test("policy: bad options are refused", () => {
   assert.throws(() => new CheckpointPolicy({ minGapMs: -1, maxIntervalMs: 10 }, 0), /bad checkpoint policy/);
   assert.throws(() => new CheckpointPolicy({ minGapMs: 0, maxIntervalMs: 0 }, 0), /bad checkpoint policy/);
 });
+
+test("policy: the secondary's disk backlog is a reason of its own, counted apart from the primary's", () => {
+  const p = new CheckpointPolicy({ minGapMs: 100, maxIntervalMs: 20_000 }, 0);
+  p.request("secondary-disk-backlog");
+  assert.deepEqual(p.decide(50), { waitMs: 50 }, "it waits for the minimum gap like any reason");
+  assert.deepEqual(p.decide(100), { checkpoint: "secondary-disk-backlog" });
+  p.done("secondary-disk-backlog", 120);
+  assert.deepEqual([p.counts["secondary-disk-backlog"], p.counts["disk-backlog"]], [1, 0]);
+});

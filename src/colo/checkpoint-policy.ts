@@ -2,8 +2,9 @@
  * When the primary takes a checkpoint (COLO-PROTOCOL.md §4 step 1): policy
  * only, no mechanism. Reasons come from the proxy (the VMs' output
  * differs, or the SVM's is missing past the compare timeout, or a queue is
- * full), the disk (a backlog of unacknowledged writes), the clock (the
- * maximum interval) or the operator. Two rules keep it sane:
+ * full), the disk (the primary's backlog of forwarded writes, or the
+ * secondary's of overlay and pending writes, which it reports), the clock
+ * (the maximum interval) or the operator. Two rules keep it sane:
  *
  * - at most one checkpoint per `minGapMs` (a guest whose every reply
  *   differs, e.g. one that serves TIME, must not checkpoint back to back
@@ -14,9 +15,28 @@
  * Remus mode is the degenerate case: every `intervalMs`, reason "periodic".
  */
 
-export type CheckpointReason = "payload" | "length" | "timeout" | "overflow" | "secondary-extra" | "disk-backlog" | "periodic" | "operator";
+export type CheckpointReason =
+  | "payload"
+  | "length"
+  | "timeout"
+  | "overflow"
+  | "secondary-extra"
+  | "disk-backlog"
+  | "secondary-disk-backlog"
+  | "periodic"
+  | "operator";
 
-export const CHECKPOINT_REASONS: readonly CheckpointReason[] = ["payload", "length", "timeout", "overflow", "secondary-extra", "disk-backlog", "periodic", "operator"];
+export const CHECKPOINT_REASONS: readonly CheckpointReason[] = [
+  "payload",
+  "length",
+  "timeout",
+  "overflow",
+  "secondary-extra",
+  "disk-backlog",
+  "secondary-disk-backlog",
+  "periodic",
+  "operator",
+];
 
 /** QEMU's x-checkpoint-delay default (migration/options.c: DEFAULT_MIGRATE_X_CHECKPOINT_DELAY, 200 * 100 ms). */
 export const DEFAULT_MAX_CHECKPOINT_INTERVAL_MS = 20_000;
@@ -38,6 +58,7 @@ export class CheckpointPolicy {
     overflow: 0,
     "secondary-extra": 0,
     "disk-backlog": 0,
+    "secondary-disk-backlog": 0,
     periodic: 0,
     operator: 0,
   };

@@ -62,7 +62,7 @@ test("disk forwarding: initial sync, writes racing the copy and the memory part,
   const sink = new MemorySink();
   const writer = new StreamWriter(sink, { machine: emuMachine(PAGES) });
   const backBytes = new PassThrough();
-  const back = new BackChannel(backBytes, () => assert.fail("no frames expected"));
+  const back = new BackChannel(backBytes, () => assert.fail("no frames expected"), () => assert.fail("no checkpoint requests expected"));
   const backWriter = new StreamWriter({ write: (c) => new Promise((r) => backBytes.write(c, () => r())) }, { machine: emuMachine(PAGES), channel: "back-channel" });
   let backlogRequests = 0;
   const fwd = new DiskForwarder([primary], writer, new WriteLock(), 16 * 1024, () => backlogRequests++);
@@ -133,7 +133,7 @@ async function forwardingRun(seed: number, spillDir: string): Promise<{ checkpoi
   const sink = new MemorySink();
   const writer = new StreamWriter(sink, { machine: emuMachine(PAGES) });
   const backBytes = new PassThrough();
-  const back = new BackChannel(backBytes, () => assert.fail("no frames expected"));
+  const back = new BackChannel(backBytes, () => assert.fail("no frames expected"), () => assert.fail("no checkpoint requests expected"));
   const backWriter = new StreamWriter({ write: (c) => new Promise((r) => backBytes.write(c, () => r())) }, { machine: emuMachine(PAGES), channel: "back-channel" });
   const lock = new WriteLock();
   const fwd = new DiskForwarder([pvm], writer, lock, 2 ** 40, () => undefined);

@@ -16,7 +16,8 @@
  *   checkpoint; a checkpoint every `intervalMs`.
  * - Compare (COLO): the SVM runs on mirrored input; PVM frames leave when
  *   the SVM produced the same (CompareOutput); checkpoints on divergence,
- *   timeout, overflow, disk backlog, or the maximum interval.
+ *   timeout, overflow, disk backlog (this side's, or the secondary's, which
+ *   it asks for with CHECKPOINT_REQUEST), or the maximum interval.
  *
  * The PVM is paused before the checkpoint takes the write lock: every
  * mirrored frame and disk write issued before the pause is written before
@@ -137,7 +138,12 @@ export class PrimaryReplicator {
     const lease = this.lease;
     if (lease) this.stats.lease = () => ({ ...lease.status() });
     this.disks = new DiskForwarder(vm.disks, this.writer, this.lock, opts.diskBacklogBytes ?? DEFAULT_DISK_BACKLOG_BYTES, () => this.request("disk-backlog"));
-    this.back = new BackChannel(socket, (frame) => this.compare?.secondaryOutput(frame));
+    this.back = new BackChannel(
+      socket,
+      (frame) => this.compare?.secondaryOutput(frame),
+      // The secondary's disk backlog (its SVM overlay, which only a checkpoint empties) passed its limit.
+      () => this.request("secondary-disk-backlog"),
+    );
     // Until checkpoint 0 no heartbeats flow and the secondary may be hashing its disks: a longer bound.
     this.watchdog = new SilenceWatchdog(
       () => (this.synced ? opts.timeoutMs : Math.max(opts.timeoutMs, INITIAL_SYNC_SILENCE_MS)),

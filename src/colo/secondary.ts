@@ -24,7 +24,7 @@
  * still pass the rewriter for connections opened since the last
  * checkpoint), the MAC is announced.
  */
-import type { TLSSocket } from "node:tls";
+import type { Duplex } from "node:stream";
 import type { BlockBackend, Engine } from "../engine/engine.js";
 import { machineHeader, PageBuffer, StreamWriter, writableSink, type ReplicationModeName, type StreamReader, type StreamRecord } from "../state/index.js";
 import { receiveMachine } from "../state/machine-transfer.js";
@@ -74,6 +74,8 @@ export interface SecondaryOptions {
   /** Take over only with the arbiter's lease (lease.ts); without one, a lost link makes both sides run. */
   arbiter?: ArbiterOptions;
   log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Per disk: SVM overlay + pending PVM bytes past which a checkpoint is asked for; default DEFAULT_BACKLOG_LIMIT_BYTES (256 MiB). */
+  diskBacklogLimitBytes?: number;
 }
 
 export class SecondaryReplicator {
@@ -92,12 +94,15 @@ export class SecondaryReplicator {
   /** Frames: mirrored in, SVM output sent to the primary. */
   private framesIn = 0;
   private framesOut = 0;
+  /** CHECKPOINT_REQUESTs sent (a disk's backlog passed its limit). */
+  private checkpointRequests = 0;
   private lease: LeaseKeeper | undefined;
   private readonly watchdog: SilenceWatchdog;
 
   constructor(
     private readonly vm: SecondaryVm,
-    private readonly socket: TLSSocket,
+    /** The replication connection (TLS in production): records from the primary come through `reader`, ours go here. */
+    private readonly socket: Duplex,
     private readonly reader: StreamReader,
     peer: string,
     private readonly opts: SecondaryOptions,
@@ -121,6 +126,15 @@ export class SecondaryReplicator {
    * engine started paused). Throws on any problem: nothing runs then.
    */
   async receiveInitial(): Promise<void> {
+    try {
+      await this.receiveCheckpoint0();
+    } catch (err) {
+      this.watchdog.stop(); // nothing runs: no peer to watch
+      throw err;
+    }
+  }
+
+  private async receiveCheckpoint0(): Promise<void> {
     // Before the memory image: mode, disk hashes, copied chunks, early writes.
     for (;;) {
       const r = await this.nextRecord("before the memory image");
@@ -156,7 +170,12 @@ export class SecondaryReplicator {
       chunks: info.chunkHashes.map((h) => Buffer.from(h).toString("hex")),
     };
     const want = chunksToCopy(theirs, { ...mine, sha256: "-" });
-    const disk = new SecondaryDisk(slot.raw, { spillDir: slot.spillDir });
+    const disk = new SecondaryDisk(slot.raw, {
+      spillDir: slot.spillDir,
+      ...(this.opts.diskBacklogLimitBytes !== undefined ? { backlogLimitBytes: this.opts.diskBacklogLimitBytes } : {}),
+      // Only a checkpoint empties the SVM's overlay: ask the primary for one (once until it comes).
+      onBacklog: () => this.requestCheckpoint(info.disk),
+    });
     this.disks.set(info.disk, disk);
     slot.interpose(disk);
     this.opts.log("disk compared with the primary's", { disk: info.disk, chunks: mine.chunks.length, differing: want.length });
@@ -269,6 +288,13 @@ export class SecondaryReplicator {
     this.vm.setInputFilter((frame) => this.rewriter.toSecondaryVm(frame));
     await this.vm.takeOver();
     return reason;
+  }
+
+  /** CHECKPOINT_REQUEST on the back channel (called from inside a disk write: only queues the record). */
+  private requestCheckpoint(disk: number): void {
+    if (this.finished) return;
+    this.checkpointRequests++;
+    this.lock.run(() => this.writer.writeCheckpointRequest({ reason: "disk-backlog", disk })).catch((err: unknown) => this.socket.destroy(err as Error));
   }
 
   private sendToPrimary(frame: Uint8Array): void {
@@ -407,6 +433,7 @@ export class SecondaryReplicator {
     return {
       framesIn: this.framesIn,
       framesOut: this.framesOut,
+      checkpointRequests: this.checkpointRequests,
       rewriter: this.rewriter.stats(),
       disks: [...this.disks].map(([index, d]) => ({ disk: index, ...d.stats() })),
     };

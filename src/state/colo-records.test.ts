@@ -1,5 +1,5 @@
 /**
- * COLO compare-mode and disk records (docs/specs/stream.md §3.8-§3.12):
+ * COLO compare-mode and disk records (docs/specs/stream.md §3.8-§3.13):
  * round trips on both channels, their places in the grammar, and the
  * fields a reader rejects.
  */
@@ -143,4 +143,34 @@ test("reader: REPLICATION_MODE and DISK_INFO only before the first MEMORY_STREAM
     {},
     /DISK_INFO after the first MEMORY_STREAM/,
   );
+});
+
+test("CHECKPOINT_REQUEST: back channel only, wherever a control message may come; its fields are checked both ways", async () => {
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine: MACHINE, channel: "back-channel" });
+  await w.writeCheckpointRequest({ reason: "disk-backlog", disk: 1 }); // before the first control message
+  await w.writeCheckpointState("SVM_READY");
+  await w.writeNetFrame({ direction: "secondary-output", frame: FRAME });
+  await w.writeCheckpointRequest({ reason: "disk-backlog", disk: 63 });
+  await w.writeCheckpointState("SVM_SUSPENDED");
+  await w.writeEnd();
+  const records = await readAll(sink.bytes(), { ...BACK, requireEndOfSource: true });
+  assert.deepEqual(kinds(records), ["checkpoint-request", "SVM_READY", "net-frame", "checkpoint-request", "SVM_SUSPENDED", "end"]);
+  const requests = records.flatMap((r) => (r.kind === "checkpoint-request" ? [r.request] : []));
+  assert.deepEqual(requests, [
+    { reason: "disk-backlog", disk: 1 },
+    { reason: "disk-backlog", disk: 63 },
+  ]);
+
+  const forwardWriter = new StreamWriter(new MemorySink(), { machine: MACHINE });
+  await assert.rejects(forwardWriter.writeCheckpointRequest({ reason: "disk-backlog", disk: 0 }), /CHECKPOINT_REQUEST belongs to the back channel/);
+  const back = new StreamWriter(new MemorySink(), { machine: MACHINE, channel: "back-channel" });
+  await assert.rejects(back.writeCheckpointRequest({ reason: "disk-backlog", disk: 64 }), /disk index 64/);
+
+  const head = encodeToolstackHeader();
+  await rejects(concatBytes(head, rawRecord(0x107, u32s(1, 0))), "OUT_OF_ORDER", {}, /CHECKPOINT_REQUEST belongs to the back channel/);
+  await rejects(concatBytes(head, rawRecord(0x107, u32s(2, 0))), "BAD_FIELD", BACK, /CHECKPOINT_REQUEST.*unknown reason 2/);
+  await rejects(concatBytes(head, rawRecord(0x107, u32s(1, 64))), "BAD_FIELD", BACK, /disk index 64/);
+  await rejects(concatBytes(head, rawRecord(0x107, u32s(1, 0, 0, 0))), "BAD_LENGTH", BACK, /CHECKPOINT_REQUEST/);
+  await rejects(concatBytes(head, rawRecord(0x8000_0107, u32s(1, 0))), "UNKNOWN_RECORD", BACK, /shadows the mandatory CHECKPOINT_REQUEST/);
 });

@@ -9,6 +9,7 @@
  *   DISK_CHECKPOINT  (0x104)  forward, inside a checkpoint: the last write it covers
  *   DISK_INFO        (0x105)  forward, before the first MEMORY_STREAM: image size and chunk hashes
  *   DISK_WANT        (0x106)  back channel: the chunks the secondary needs copied
+ *   CHECKPOINT_REQUEST (0x107) back channel: the secondary asks for a checkpoint (its disk backlog)
  */
 import type { StreamLocation } from "./errors.js";
 import { StreamError } from "./errors.js";
@@ -42,6 +43,11 @@ export const SHA256_OCTETS = 32;
 export const MAX_DISK_CHUNKS = 2 ** 20;
 /** DISK_WANT fixed part: u32 disk, u32 count; then count u32 chunk indexes, ascending. */
 export const DISK_WANT_SUBHEADER = 8;
+/** CHECKPOINT_REQUEST body: u32 reason, u32 disk. */
+export const CHECKPOINT_REQUEST_BODY = 8;
+/** CHECKPOINT_REQUEST reasons (spec §3.13). */
+export const CHECKPOINT_REQUEST_REASON = { DISK_BACKLOG: 1 } as const;
+export type CheckpointRequestReason = "disk-backlog";
 /** Disks per VM: xl's vdev letters hda..hdd map to indexes 0..3; we allow up to 64. */
 export const MAX_DISKS = 64;
 
@@ -72,6 +78,11 @@ export const diskInfoHeadLayout = defineLayout("DISK_INFO sub-header", DISK_INFO
   disk: { offset: 0, type: "u32", meaning: "index of the disk" },
   chunkSize: { offset: 4, type: "u32", meaning: "octets per hashed chunk, a power of two from 4096 to 64 MiB" },
   size: { offset: 8, type: "u64", meaning: "octets in the disk image" },
+});
+
+export const checkpointRequestLayout = defineLayout("CHECKPOINT_REQUEST body", CHECKPOINT_REQUEST_BODY, {
+  reason: { offset: 0, type: "u32", meaning: "1 disk backlog: the secondary's replication data of one disk passed its limit" },
+  disk: { offset: 4, type: "u32", meaning: "index of the disk (reason 1)" },
 });
 
 export const diskWantHeadLayout = defineLayout("DISK_WANT sub-header", DISK_WANT_SUBHEADER, {
@@ -108,6 +119,11 @@ export interface DiskWant {
   readonly disk: number;
   /** Ascending chunk indexes. */
   readonly chunks: readonly number[];
+}
+export interface CheckpointRequest {
+  readonly reason: CheckpointRequestReason;
+  /** The disk whose backlog passed its limit. */
+  readonly disk: number;
 }
 
 const MAX_U53 = BigInt(Number.MAX_SAFE_INTEGER);
@@ -274,4 +290,24 @@ export function decodeDiskWant(body: Uint8Array, where: StreamLocation): DiskWan
   const problem = diskWantProblem(w);
   if (problem) throw new StreamError("BAD_FIELD", where, problem);
   return w;
+}
+
+// ---- CHECKPOINT_REQUEST ----
+
+export function checkpointRequestProblem(r: CheckpointRequest): string | undefined {
+  if (r.reason !== "disk-backlog") return `unknown reason ${String(r.reason)}`;
+  return diskIndexProblem(r.disk);
+}
+
+export function encodeCheckpointRequest(r: CheckpointRequest): Uint8Array {
+  return checkpointRequestLayout.encode({ reason: CHECKPOINT_REQUEST_REASON.DISK_BACKLOG, disk: r.disk });
+}
+
+export function decodeCheckpointRequest(body: Uint8Array, where: StreamLocation): CheckpointRequest {
+  const h = checkpointRequestLayout.decode(body);
+  if (h.reason !== CHECKPOINT_REQUEST_REASON.DISK_BACKLOG) throw new StreamError("BAD_FIELD", where, `unknown reason ${h.reason}`);
+  const r: CheckpointRequest = { reason: "disk-backlog", disk: h.disk };
+  const problem = checkpointRequestProblem(r);
+  if (problem) throw new StreamError("BAD_FIELD", where, problem);
+  return r;
 }

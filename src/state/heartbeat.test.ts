@@ -227,7 +227,7 @@ test("HEARTBEAT fields: sequence must increase, both below 2^53; body exactly 16
   }
   // Its optional shadow is corrupt, not skippable; the rest of the range is reserved.
   await rejects([encodeToolstackHeader(), rawRecord(0x8000_0100, new Uint8Array(16))], "UNKNOWN_RECORD", BACK, /shadows the mandatory HEARTBEAT/);
-  await rejects([encodeToolstackHeader(), rawRecord(0x107, new Uint8Array(16))], "UNKNOWN_RECORD", BACK);
+  await rejects([encodeToolstackHeader(), rawRecord(0x108, new Uint8Array(16))], "UNKNOWN_RECORD", BACK);
   await rejects([encodeToolstackHeader(), rawRecord(0x1ff, new Uint8Array(16))], "UNKNOWN_RECORD", BACK);
 });
 

@@ -17,7 +17,18 @@ export { EMULATOR_ID, type EmulatorContext } from "./emulator-context.js";
 export { CHECKPOINT_CONTROL_ID, type CheckpointControl } from "./checkpoint-records.js";
 export type { PrecopyRound } from "./precopy-round.js";
 export { MAX_HEARTBEAT_VALUE, type Heartbeat } from "./heartbeat-record.js";
-export type { DiskCheckpoint, DiskInfo, DiskWant, DiskWrite, NetFrame, NetDirection, ReplicationMode, ReplicationModeName } from "./colo-records.js";
+export type {
+  CheckpointRequest,
+  CheckpointRequestReason,
+  DiskCheckpoint,
+  DiskInfo,
+  DiskWant,
+  DiskWrite,
+  NetFrame,
+  NetDirection,
+  ReplicationMode,
+  ReplicationModeName,
+} from "./colo-records.js";
 export { MAX_DISK_WRITE_DATA } from "./colo-records.js";
 export { VM_CONFIG_FORMAT, type VmConfigFormat, type VmConfigInput, type VmConfigRecord } from "./vm-config-record.js";
 export {

@@ -21,7 +21,7 @@ import {
   type MachineHeader,
 } from "./memory-header.js";
 import { decodeHeartbeat } from "./heartbeat-record.js";
-import { decodeDiskCheckpoint, decodeDiskInfo, decodeDiskWant, decodeDiskWrite, decodeNetFrame, decodeReplicationMode } from "./colo-records.js";
+import { decodeCheckpointRequest, decodeDiskCheckpoint, decodeDiskInfo, decodeDiskWant, decodeDiskWrite, decodeNetFrame, decodeReplicationMode } from "./colo-records.js";
 import { decodePageData } from "./page-data.js";
 import { decodePrecopyRound } from "./precopy-round.js";
 import { describeRecord, MEMORY_RECORD, recordTypeInfo, TOOLSTACK_RECORD, type Layer } from "./record-types.js";
@@ -244,6 +244,10 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
         case TOOLSTACK_RECORD.DISK_WANT: {
           const want = decodeDiskWant(body, where);
           return [{ kind: "disk-want", offset, want }, { kind: "disk-want" }];
+        }
+        case TOOLSTACK_RECORD.CHECKPOINT_REQUEST: {
+          const request = decodeCheckpointRequest(body, where);
+          return [{ kind: "checkpoint-request", offset, request }, { kind: "checkpoint-request" }];
         }
         case TOOLSTACK_RECORD.VM_CONFIG: {
           const config = decodeVmConfig(body, where);

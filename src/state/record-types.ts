@@ -8,6 +8,7 @@ import { PAGE_SIZE } from "../engine/engine.js";
 import { hex32 } from "./errors.js";
 import { MAX_RECORD_BODY } from "./framing.js";
 import {
+  CHECKPOINT_REQUEST_BODY,
   DISK_CHECKPOINT_BODY,
   DISK_INFO_SUBHEADER,
   DISK_WANT_SUBHEADER,
@@ -33,13 +34,14 @@ export const TOOLSTACK_RECORD = {
   CHECKPOINT_STATE: 0x0000_0005,
   /** First of the COLO replication-control range 0x100-0x1FF (spec §3.2, §3.7). */
   HEARTBEAT: 0x0000_0100,
-  /** COLO compare mode and disk replication (spec §3.8-§3.12; colo-records.ts). */
+  /** COLO compare mode and disk replication (spec §3.8-§3.13; colo-records.ts). */
   REPLICATION_MODE: 0x0000_0101,
   NET_FRAME: 0x0000_0102,
   DISK_WRITE: 0x0000_0103,
   DISK_CHECKPOINT: 0x0000_0104,
   DISK_INFO: 0x0000_0105,
   DISK_WANT: 0x0000_0106,
+  CHECKPOINT_REQUEST: 0x0000_0107,
   /** First of the toolstack metadata range 0x200-0x2FF (spec §3.2, §3.6). */
   VM_CONFIG: 0x0000_0200,
 } as const;
@@ -125,6 +127,7 @@ const TOOLSTACK_TYPES: readonly RecordTypeInfo[] = [
   info("toolstack", TOOLSTACK_RECORD.DISK_CHECKPOINT, "DISK_CHECKPOINT", DISK_CHECKPOINT_BODY, DISK_CHECKPOINT_BODY),
   info("toolstack", TOOLSTACK_RECORD.DISK_INFO, "DISK_INFO", DISK_INFO_SUBHEADER + SHA256_OCTETS, DISK_INFO_SUBHEADER + MAX_DISK_CHUNKS * SHA256_OCTETS),
   info("toolstack", TOOLSTACK_RECORD.DISK_WANT, "DISK_WANT", DISK_WANT_SUBHEADER, DISK_WANT_SUBHEADER + 4 * MAX_DISK_CHUNKS),
+  info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_REQUEST, "CHECKPOINT_REQUEST", CHECKPOINT_REQUEST_BODY, CHECKPOINT_REQUEST_BODY),
   info("toolstack", TOOLSTACK_RECORD.VM_CONFIG, "VM_CONFIG", VM_CONFIG_SUBHEADER_SIZE + 2, VM_CONFIG_SUBHEADER_SIZE + MAX_VM_CONFIG_PATH + MAX_VM_CONFIG_TEXT),
 ];
 

@@ -11,7 +11,7 @@ import type { PrecopyRound } from "./precopy-round.js";
 import type { Heartbeat } from "./heartbeat-record.js";
 import type { Layer } from "./record-types.js";
 import type { VmConfigRecord } from "./vm-config-record.js";
-import type { DiskCheckpoint, DiskInfo, DiskWant, DiskWrite, NetFrame, ReplicationMode } from "./colo-records.js";
+import type { CheckpointRequest, DiskCheckpoint, DiskInfo, DiskWant, DiskWrite, NetFrame, ReplicationMode } from "./colo-records.js";
 
 export type StreamRecord =
   /** Toolstack VM_CONFIG: the VM's configuration file (image streams, before the first MEMORY_STREAM). */
@@ -33,13 +33,14 @@ export type StreamRecord =
   | { kind: "checkpoint-state"; offset: number; control: CheckpointControl }
   /** Toolstack HEARTBEAT: replication control, both directions of COLO (spec §3.7); the sequence increases per stream. */
   | { kind: "heartbeat"; offset: number; heartbeat: Heartbeat }
-  /** COLO compare mode and disk replication (spec §3.8-§3.12). */
+  /** COLO compare mode and disk replication (spec §3.8-§3.13). */
   | { kind: "replication-mode"; offset: number; mode: ReplicationMode }
   | { kind: "net-frame"; offset: number; net: NetFrame }
   | { kind: "disk-write"; offset: number; write: DiskWrite }
   | { kind: "disk-checkpoint"; offset: number; checkpoint: DiskCheckpoint }
   | { kind: "disk-info"; offset: number; info: DiskInfo }
   | { kind: "disk-want"; offset: number; want: DiskWant }
+  | { kind: "checkpoint-request"; offset: number; request: CheckpointRequest }
   /** Toolstack END: the stream is complete; the reader reads no further. */
   | { kind: "end"; offset: number }
   /** An optional record this reader does not know, skipped without reading its body into memory. */

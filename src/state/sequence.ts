@@ -36,6 +36,7 @@ export type SequenceEvent =
   | { kind: "disk-checkpoint" }
   | { kind: "disk-info" }
   | { kind: "disk-want" }
+  | { kind: "checkpoint-request" }
   | { kind: "end" }
   /** An optional record this side does not know (skipped). */
   | { kind: "unknown-optional" };
@@ -238,6 +239,9 @@ export class StreamSequence {
         return;
       case "disk-want":
         if (image) fail("DISK_WANT belongs to the back channel");
+        return;
+      case "checkpoint-request":
+        if (image) fail("CHECKPOINT_REQUEST belongs to the back channel");
         return;
       case "disk-write":
         if (!image) fail("DISK_WRITE on the back channel");

@@ -23,10 +23,12 @@ import { StreamSequence, type Channel, type SequenceEvent } from "./sequence.js"
 import { encodeToolstackHeader } from "./toolstack-header.js";
 import { encodeVmConfig, type VmConfigInput } from "./vm-config-record.js";
 import {
+  checkpointRequestProblem,
   diskCheckpointProblem,
   diskInfoProblem,
   diskWantProblem,
   diskWriteProblem,
+  encodeCheckpointRequest,
   encodeDiskCheckpoint,
   encodeDiskInfo,
   encodeDiskWant,
@@ -34,6 +36,7 @@ import {
   encodeNetFrameHead,
   encodeReplicationMode,
   netFrameProblem,
+  type CheckpointRequest,
   type DiskCheckpoint,
   type DiskInfo,
   type DiskWant,
@@ -225,6 +228,14 @@ export class StreamWriter {
     return this.enqueue(() => {
       this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.DISK_WANT, diskWantProblem(want));
       return this.record("toolstack", TOOLSTACK_RECORD.DISK_WANT, { kind: "disk-want" }, [encodeDiskWant(want)]);
+    });
+  }
+
+  /** CHECKPOINT_REQUEST (spec §3.13): back channel, the secondary asks for a checkpoint. */
+  writeCheckpointRequest(request: CheckpointRequest): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.CHECKPOINT_REQUEST, checkpointRequestProblem(request));
+      return this.record("toolstack", TOOLSTACK_RECORD.CHECKPOINT_REQUEST, { kind: "checkpoint-request" }, [encodeCheckpointRequest(request)]);
     });
   }
 

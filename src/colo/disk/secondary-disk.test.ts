@@ -375,6 +375,32 @@ test("secondary disk: needsCheckpoint turns true past the backlog limit (pending
   disk.close();
 });
 
+test("secondary disk: onBacklog is called once when the backlog passes its limit, by SVM or PVM writes, and again only after a checkpoint", (t) => {
+  const spill = makeSpillDir();
+  t.after(() => spill.remove());
+  let calls = 0;
+  const disk = new SecondaryDisk(new MemoryDisk(8192), { spillDir: spill.dir, backlogLimitBytes: 1000, onBacklog: () => calls++ });
+  disk.write(0, fill(1, 1000));
+  assert.equal(calls, 0, "at the limit, not past it");
+  disk.write(1000, fill(1, 1)); // the SVM's overlay passes it
+  assert.equal(calls, 1);
+  assert.equal(disk.needsCheckpoint, true);
+  disk.write(2000, fill(1, 500));
+  disk.primaryWrite(1, 0, fill(2, 100));
+  assert.equal(calls, 1, "once until a checkpoint");
+  disk.checkpoint(1);
+  assert.equal(disk.needsCheckpoint, false);
+  disk.primaryWrite(2, 0, fill(3, 1001)); // now the PVM's pending writes pass it
+  assert.equal(calls, 2);
+  assert.equal(disk.stats().backlogReports, 2);
+  disk.checkpoint(2);
+  disk.failover();
+  disk.write(0, fill(4, 4096));
+  disk.write(4096, fill(4, 4096));
+  assert.equal(calls, 2, "after failover there is no backlog");
+  disk.close();
+});
+
 test("secondary disk: initial sync writes to the base; writes forwarded during the copy win at the first checkpoint", (t) => {
   const spill = makeSpillDir();
   t.after(() => spill.remove());

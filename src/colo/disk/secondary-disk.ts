@@ -23,9 +23,11 @@
  *
  * Memory: one budget (`memoryLimitBytes`, default 64 MiB) covers the overlay
  * and the pending log; past it their data spills to two unlinked files in
- * `spillDir` (spill-store.ts). `needsCheckpoint` tells the checkpoint policy
- * when the backlog (pending + overlay bytes) passed `backlogLimitBytes`
- * (default 256 MiB), so spill files stay bounded by a checkpoint.
+ * `spillDir` (spill-store.ts). When the backlog (pending + overlay bytes)
+ * passes `backlogLimitBytes` (default 256 MiB), `needsCheckpoint` turns true
+ * and `onBacklog` is called, once until the next checkpoint: the secondary
+ * asks the primary for one (CHECKPOINT_REQUEST), so the overlay the SVM
+ * fills, which only a checkpoint empties, stays bounded.
  *
  * Not thread-safe and not re-entrant; the caller owns `base` (close() does not close it).
  */
@@ -49,6 +51,12 @@ export interface SecondaryDiskOptions {
   backlogLimitBytes?: number;
   /** Overlay spill file garbage before compaction; default DEFAULT_COMPACT_MIN_GARBAGE_BYTES (16 MiB). */
   compactMinGarbageBytes?: number;
+  /**
+   * The backlog has just passed `backlogLimitBytes`: called once, from inside
+   * the write that passed it (do not write to the disk from here), then not
+   * again until a checkpoint.
+   */
+  onBacklog?: () => void;
 }
 
 /** replicating: COLO running (the first checkpoint ends the initial sync); failed-over: pass-through to base. */
@@ -99,6 +107,8 @@ export interface SecondaryDiskStats {
   appliedBytes: number;
   /** SVM overlay bytes discarded by checkpoints. */
   discardedOverlayBytes: number;
+  /** Times the backlog passed its limit (each made onBacklog ask for a checkpoint). */
+  backlogReports: number;
   syncWrites: number;
   syncBytes: number;
   committedBytes: number;
@@ -112,6 +122,9 @@ export class SecondaryDisk implements BlockBackend {
   private readonly pending: PendingWriteLog;
   private readonly pendingStore: SpillStore;
   private readonly backlogLimit: number;
+  private readonly onBacklog: (() => void) | undefined;
+  /** onBacklog was called since the last checkpoint. */
+  private backlogReported = false;
   private state: SecondaryDiskMode = "replicating";
   private fault: unknown;
   private received = 0;
@@ -126,6 +139,7 @@ export class SecondaryDisk implements BlockBackend {
     appliedWrites: 0,
     appliedBytes: 0,
     discardedOverlayBytes: 0,
+    backlogReports: 0,
     syncWrites: 0,
     syncBytes: 0,
     committedBytes: 0,
@@ -138,6 +152,7 @@ export class SecondaryDisk implements BlockBackend {
   ) {
     this.byteLength = base.byteLength;
     this.backlogLimit = opts.backlogLimitBytes ?? DEFAULT_BACKLOG_LIMIT_BYTES;
+    this.onBacklog = opts.onBacklog;
     if (!Number.isSafeInteger(this.backlogLimit) || this.backlogLimit < 0) {
       throw new DiskReplicationError(SUBJECT, "RANGE", `backlog limit ${this.backlogLimit} is not a non-negative integer`);
     }
@@ -199,7 +214,17 @@ export class SecondaryDisk implements BlockBackend {
     this.counters.svmWrites++;
     this.counters.svmBytesWritten += data.length;
     if (this.state === "failed-over") this.base.write(offset, data);
-    else this.overlay.write(offset, data);
+    else {
+      this.overlay.write(offset, data);
+      this.checkBacklog();
+    }
+  }
+
+  private checkBacklog(): void {
+    if (this.backlogReported || !this.needsCheckpoint) return;
+    this.backlogReported = true;
+    this.counters.backlogReports++;
+    this.onBacklog?.();
   }
 
   /** Initial sync: a chunk of the primary's image, straight to the base. Only before the first checkpoint. */
@@ -225,6 +250,7 @@ export class SecondaryDisk implements BlockBackend {
     this.received = seq;
     this.counters.primaryWrites++;
     this.counters.primaryBytes += data.length;
+    this.checkBacklog();
   }
 
   /**
@@ -257,6 +283,7 @@ export class SecondaryDisk implements BlockBackend {
     this.covered = uptoSeq;
     this.counters.discardedOverlayBytes += this.overlay.storedBytes;
     this.overlay.clear();
+    this.backlogReported = false;
     this.counters.checkpoints++;
     this.counters.appliedWrites += result.applied;
     this.counters.appliedBytes += result.bytes;
