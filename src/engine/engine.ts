@@ -17,7 +17,7 @@ export const PAGE_SHIFT = 12;
  * `kvm` is a reserved code). The engines a config may name are
  * src/config/engines.ts's ENGINE_NAMES.
  */
-export type EngineId = "emu" | "kvm";
+export type EngineId = "emu" | "kvm" | "qemu";
 
 /**
  * A block device backend implemented by the VM layer (we own every byte).

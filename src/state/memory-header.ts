@@ -14,7 +14,7 @@ export const MEMORY_VERSION = 1;
 const OPTION_BIG_ENDIAN = 0x1;
 
 /** engine_id values (spec §4.2). */
-export const ENGINE_CODE: Readonly<Record<EngineId, number>> = { emu: 1, kvm: 2 };
+export const ENGINE_CODE: Readonly<Record<EngineId, number>> = { emu: 1, kvm: 2, qemu: 3 };
 
 /** memory_bytes ≤ 2^44, so every pfn fits in 32 bits (spec §4.2). */
 export const MAX_MEMORY_BYTES = 2 ** 44;

@@ -1,0 +1,379 @@
+/**
+ * The `qemu` engine: QEMU as a plain device model (DESIGN.md §1). QEMU owns
+ * the CPU and device state; we own the rest: guest RAM is a shared file we
+ * map (ram() is a view of it, dirty pages come from the shadow-copy
+ * tracker), every NIC frame crosses a stream socket to us, every disk
+ * request is served by our NBD server from the VM's BlockBackend, and the
+ * console is a socket to us.
+ *
+ * State without RAM: saveState() is `xen-save-devices-state` on the paused
+ * QEMU; loadState() loads it with `migrate-incoming` (capability
+ * x-ignore-shared) into a QEMU started with `-incoming defer` — the first
+ * process when the engine was started paused (restore, incoming migration,
+ * a secondary's first state), else a standby spawned beside the running
+ * one, which then replaces it (a QEMU process takes one incoming
+ * migration, and xen-load-devices-state aborts Debian's 7.2:
+ * ENGINE-NOTES.md). The engine keeps two RAM files and alternates them
+ * between the running process and the standby.
+ */
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { mapSharedFile, type SharedMapping } from "../../sys/index.js";
+import { ShadowDirtyTracker } from "../dirty-tracker.js";
+import { PAGE_SIZE, type Engine, type EngineEvent, type LoadStateOptions, type MachineSpec } from "../engine.js";
+import { EngineError } from "../errors.js";
+import { resolveAccel, type AccelChoice, type AccelRequest } from "./accel.js";
+import { Generation, type GenerationConfig } from "./generation.js";
+import { macText } from "./machine-options.js";
+import { NbdServer } from "./nbd-server.js";
+import { onQmpEvent } from "./qmp-events.js";
+import { decodeQemuState, encodeQemuState, QEMU_STATE_FORMAT_VERSION, type QemuStateHeader } from "./qemu-state.js";
+
+/** Inbound frames held while paused or before QEMU's NIC socket is connected. */
+const MAX_PENDING_RX_FRAMES = 1024;
+/** A device-state load (migrate-incoming) that takes longer than this failed. */
+const LOAD_TIMEOUT_MS = 30_000;
+/** Standby spawn attempts before loadState() gives up. */
+const STANDBY_ATTEMPTS = 3;
+const EXPORT_NAME = "disk";
+const MACHINE_TYPE = "pc";
+
+export interface QemuEngineOptions {
+  /** The VM's name, for QEMU's process title, errors and logs. */
+  vm?: string;
+  /** `accel =` of the config (default auto). */
+  accel?: AccelRequest;
+  /** qemu-system-x86_64 unless given (a name on PATH or a path). */
+  binary?: string;
+  /** Where the engine's directory goes: RAM files must be on tmpfs (default /dev/shm). */
+  stateDir?: string;
+  /** Problems that do not stop the VM (a standby that failed to spawn and is retried). */
+  log?: (line: string) => void;
+}
+
+type Listener<T> = (value: T) => void;
+
+export class QemuEngine implements Engine {
+  readonly id = "qemu" as const;
+  readonly stateFormatVersion = QEMU_STATE_FORMAT_VERSION;
+  readonly memoryBytes: number;
+  readonly pageCount: number;
+
+  private readonly vm: string;
+  private readonly tracker: ShadowDirtyTracker;
+  private accelChoice: AccelChoice | undefined;
+  private dir: string | undefined;
+  private ramFiles: SharedMapping[] = [];
+  private nbd: NbdServer[] = [];
+  private current: Generation | undefined;
+  /** The current generation was started -incoming and has not loaded a state yet. */
+  private awaitingLoad = false;
+  private standby: Promise<Generation> | undefined;
+  private nextIndex = 0;
+  private isRunning = false;
+  private destroyed = false;
+  private heldRx: Uint8Array[] = [];
+  private readonly txListeners: Listener<Uint8Array>[] = [];
+  private readonly consoleListeners: Listener<Uint8Array>[] = [];
+  private readonly eventListeners: Listener<EngineEvent>[] = [];
+  private cfg: GenerationConfig | undefined;
+  private qemuVersion = "";
+
+  constructor(
+    private readonly spec: MachineSpec,
+    private readonly opts: QemuEngineOptions = {},
+  ) {
+    this.vm = opts.vm ?? "guest";
+    if (spec.memoryBytes % 2 ** 20 !== 0) throw new EngineError("qemu", "BAD_SPEC", `memory ${spec.memoryBytes} bytes is not a whole number of MiB`);
+    if (spec.kernelFormat === "multiboot") throw new EngineError("qemu", "BAD_SPEC", "the qemu engine boots Linux kernels (bzImage or vmlinux), not Multiboot images");
+    this.memoryBytes = spec.memoryBytes;
+    this.pageCount = spec.memoryBytes / PAGE_SIZE;
+    this.tracker = new ShadowDirtyTracker(spec.memoryBytes);
+  }
+
+  /** The accelerator QEMU runs with and why (after start()). */
+  get accel(): AccelChoice | undefined {
+    return this.accelChoice;
+  }
+
+  get running(): boolean {
+    return this.isRunning;
+  }
+
+  private fail(code: "NOT_STARTED" | "NOT_PAUSED" | "BAD_STATE" | "DESTROYED" | "FAULT", message: string): EngineError {
+    return new EngineError("qemu", code, `${this.vm}: ${message}`);
+  }
+
+  private live(): Generation {
+    if (this.destroyed) throw this.fail("DESTROYED", "the engine was destroyed");
+    if (this.current === undefined) throw this.fail("NOT_STARTED", "not started");
+    return this.current;
+  }
+
+  async start(opts: { paused?: boolean } = {}): Promise<void> {
+    if (this.current !== undefined || this.destroyed) throw this.fail("NOT_STARTED", "start() may be called once");
+    this.accelChoice = resolveAccel(this.opts.accel ?? "auto");
+    const dir = await mkdtemp(join(this.opts.stateDir ?? "/dev/shm", `colo-${this.vm.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 24)}-`));
+    this.dir = dir;
+    try {
+      const kernelFile = join(dir, "kernel");
+      await writeFile(kernelFile, this.spec.kernel, { mode: 0o600 });
+      let initrdFile: string | undefined;
+      if (this.spec.initrd !== undefined) {
+        initrdFile = join(dir, "initrd");
+        await writeFile(initrdFile, this.spec.initrd, { mode: 0o600 });
+      }
+      for (const [i, backend] of this.spec.disks.entries()) {
+        this.nbd.push(await NbdServer.listen({ socketPath: join(dir, `disk-${i}.sock`), backend, exportName: EXPORT_NAME }));
+      }
+      this.ramFiles.push(mapSharedFile(join(dir, "ram-0"), this.memoryBytes, { create: true }));
+      this.cfg = {
+        vm: this.vm,
+        dir,
+        memoryBytes: this.memoryBytes,
+        cmdline: this.spec.cmdline,
+        kernelFile,
+        ...(initrdFile !== undefined ? { initrdFile } : {}),
+        ...(this.spec.nicMac !== undefined ? { mac: macText(this.spec.nicMac) } : {}),
+        diskSockets: this.nbd.map((s) => s.socketPath),
+        exportName: EXPORT_NAME,
+        accel: this.accelChoice.accel,
+        ...(this.opts.binary !== undefined ? { binary: this.opts.binary } : {}),
+      };
+      const paused = opts.paused === true;
+      this.current = await this.spawn(this.ramFiles[0] as SharedMapping, paused);
+      this.awaitingLoad = paused;
+      const v = this.current.process.version;
+      this.qemuVersion = `${v.major}.${v.minor}.${v.micro}`;
+      if (!paused) await this.resume();
+    } catch (e) {
+      await this.destroy();
+      throw e;
+    }
+  }
+
+  private async spawn(ram: SharedMapping, incoming: boolean): Promise<Generation> {
+    const cfg = this.cfg;
+    if (cfg === undefined) throw this.fail("NOT_STARTED", "not started");
+    const index = this.nextIndex++;
+    let g: Generation | undefined;
+    g = await Generation.start(index, ram, incoming, cfg, {
+      onFrame: (f) => {
+        if (g !== undefined && g === this.current) for (const l of this.txListeners) l(f);
+      },
+      onConsole: (b) => {
+        if (g !== undefined && g === this.current) for (const l of this.consoleListeners) l(b);
+      },
+      onProblem: (m) => this.opts.log?.(`qemu ${this.vm}: ${m}`),
+    });
+    const gen = g;
+    onQmpEvent(gen.process.qmp, "SHUTDOWN", (data) => {
+      if (gen !== this.current || typeof data === "string" || !data.guest) return;
+      this.isRunning = false;
+      this.emit(data.reason === "guest-reset" ? { kind: "reboot" } : { kind: "poweroff" });
+    });
+    onQmpEvent(gen.process.qmp, "GUEST_PANICKED", () => {
+      if (gen !== this.current) return;
+      this.isRunning = false;
+      this.emit({ kind: "fault", message: "the guest kernel panicked (GUEST_PANICKED)" });
+    });
+    void gen.exited.then((exit) => {
+      if (this.destroyed || exit.cause === "stopped") return;
+      if (gen === this.current) {
+        this.isRunning = false;
+        this.emit({ kind: "fault", message: `QEMU (pid ${exit.pid ?? "?"}) ended under the VM: ${exit.signal ?? `exit code ${exit.code}`}${exit.outputTail ? `: ${exit.outputTail}` : ""}` });
+      } else {
+        this.opts.log?.(`qemu ${this.vm}: the standby QEMU (pid ${exit.pid ?? "?"}) ended (${exit.signal ?? exit.code}); another is spawned when needed`);
+        this.standby = undefined;
+      }
+    });
+    return gen;
+  }
+
+  private emit(event: EngineEvent): void {
+    for (const l of this.eventListeners) l(event);
+  }
+
+  async pause(): Promise<void> {
+    const g = this.live();
+    if (!this.isRunning) return;
+    await g.process.commands.stop();
+    this.isRunning = false;
+  }
+
+  async resume(): Promise<void> {
+    const g = this.live();
+    if (this.isRunning) return;
+    if (this.awaitingLoad) throw this.fail("BAD_STATE", "started paused for a state load; loadState() first");
+    await g.process.commands.cont();
+    this.isRunning = true;
+    const held = this.heldRx;
+    this.heldRx = [];
+    for (const f of held) this.deliver(f);
+  }
+
+  ram(): Uint8Array {
+    return this.live().ram.bytes;
+  }
+
+  takeDirtyPages(): Uint32Array {
+    return this.tracker.take(this.ram());
+  }
+
+  markDirty(pfn: number): void {
+    this.tracker.markDirty(pfn);
+  }
+
+  pagesCopied(pfns: ArrayLike<number>): void {
+    this.tracker.copied(this.ram(), pfns);
+  }
+
+  private header(): QemuStateHeader {
+    return { qemuVersion: this.qemuVersion, machine: MACHINE_TYPE, memoryBytes: this.memoryBytes };
+  }
+
+  async saveState(): Promise<Uint8Array> {
+    const g = this.live();
+    if (this.isRunning) throw this.fail("NOT_PAUSED", "saveState() needs a paused machine");
+    const file = join(this.cfg?.dir ?? "", "state-out");
+    await g.process.commands.xenSaveDevicesState(file);
+    const devices = await readFile(file);
+    await rm(file, { force: true });
+    return encodeQemuState(this.header(), devices);
+  }
+
+  async loadState(state: Uint8Array, _opts: LoadStateOptions = {}): Promise<void> {
+    const current = this.live();
+    if (this.isRunning) throw this.fail("NOT_PAUSED", "loadState() needs a paused machine");
+    const { header, devices } = decodeQemuState(state, `state for ${this.vm}`);
+    const mine = this.header();
+    if (header.qemuVersion !== mine.qemuVersion || header.machine !== mine.machine || header.memoryBytes !== mine.memoryBytes) {
+      throw this.fail(
+        "BAD_STATE",
+        `state from QEMU ${header.qemuVersion} machine ${header.machine} (${header.memoryBytes} bytes of RAM); this engine runs QEMU ${mine.qemuVersion} machine ${mine.machine} (${mine.memoryBytes} bytes)`,
+      );
+    }
+    const target = this.awaitingLoad ? current : await this.takeStandby();
+    if (target !== current) target.ram.bytes.set(current.ram.bytes);
+    await this.migrateIncoming(target, devices);
+    this.heldRx = [];
+    this.awaitingLoad = false;
+    if (target !== current) {
+      this.current = target;
+      // The next standby takes the retired process's RAM file once that process is gone.
+      const next = current.retire("kill").then(() => this.spawnStandby());
+      next.catch((e: unknown) => this.opts.log?.(`qemu ${this.vm}: the next standby QEMU failed to start (retried at the next load): ${(e as Error).message}`));
+      this.standby = next;
+    }
+  }
+
+  /** The standby generation, spawned now if none is ready (retried STANDBY_ATTEMPTS times). */
+  private async takeStandby(): Promise<Generation> {
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= STANDBY_ATTEMPTS; attempt++) {
+      const pending = this.standby ?? this.spawnStandby();
+      this.standby = undefined;
+      try {
+        return await pending;
+      } catch (e) {
+        lastError = e;
+        this.opts.log?.(`qemu ${this.vm}: standby QEMU failed to start (attempt ${attempt} of ${STANDBY_ATTEMPTS}): ${(e as Error).message}`);
+      }
+    }
+    throw this.fail("FAULT", `no standby QEMU after ${STANDBY_ATTEMPTS} attempts: ${(lastError as Error).message}`);
+  }
+
+  private spawnStandby(): Promise<Generation> {
+    const cur = this.live();
+    let ram = this.ramFiles.find((m) => m !== cur.ram);
+    if (ram === undefined) {
+      ram = mapSharedFile(join(this.cfg?.dir ?? "", `ram-${this.ramFiles.length}`), this.memoryBytes, { create: true });
+      this.ramFiles.push(ram);
+    }
+    return this.spawn(ram, true);
+  }
+
+  private async migrateIncoming(target: Generation, devices: Uint8Array): Promise<void> {
+    const file = join(this.cfg?.dir ?? "", `state-in-${target.index}`);
+    await writeFile(file, devices, { mode: 0o600 });
+    const cmds = target.process.commands;
+    try {
+      // events: MIGRATION events are sent only with this capability on (qapi/migration.json).
+      await cmds.migrateSetCapabilities([
+        { capability: "x-ignore-shared", state: true },
+        { capability: "events", state: true },
+      ]);
+      const done = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(this.fail("BAD_STATE", `loading the device state did not complete in ${LOAD_TIMEOUT_MS} ms`)), LOAD_TIMEOUT_MS);
+        const off = onQmpEvent(target.process.qmp, "MIGRATION", (data) => {
+          if (typeof data === "string") return;
+          if (data.status === "completed") {
+            clearTimeout(timer);
+            off();
+            resolve();
+          } else if (data.status === "failed" || data.status === "cancelled") {
+            clearTimeout(timer);
+            off();
+            reject(this.fail("BAD_STATE", `QEMU refused the device state (${data.status}): ${target.process.outputTail(5)}`));
+          }
+        });
+      });
+      await cmds.migrateIncoming(`exec:cat ${file}`);
+      await done;
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  onTransmit(listener: (frame: Uint8Array) => void): void {
+    this.txListeners.push(listener);
+  }
+
+  deliver(frame: Uint8Array): void {
+    const netdev = this.current?.netdev;
+    if (!this.isRunning || netdev === undefined || !netdev.connected) {
+      if (this.heldRx.length >= MAX_PENDING_RX_FRAMES) this.heldRx.shift();
+      this.heldRx.push(frame.slice());
+      return;
+    }
+    netdev.send(frame);
+  }
+
+  pendingRx(): Uint8Array[] {
+    // Frames already written to QEMU's socket are QEMU's: we cannot tell which the guest took.
+    return this.heldRx.map((f) => f.slice());
+  }
+
+  onConsoleOutput(listener: (bytes: Uint8Array) => void): void {
+    this.consoleListeners.push(listener);
+  }
+
+  sendConsoleInput(bytes: Uint8Array): void {
+    this.current?.console.send(bytes);
+  }
+
+  onEvent(listener: (event: EngineEvent) => void): void {
+    this.eventListeners.push(listener);
+  }
+
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.isRunning = false;
+    const gens: Generation[] = [];
+    if (this.current !== undefined) gens.push(this.current);
+    const standby = this.standby;
+    this.standby = undefined;
+    if (standby !== undefined) {
+      const g = await standby.catch(() => undefined);
+      if (g !== undefined) gens.push(g);
+    }
+    await Promise.all(gens.map((g) => g.retire("kill")));
+    this.current = undefined;
+    await Promise.all(this.nbd.map((s) => s.close()));
+    this.nbd = [];
+    for (const m of this.ramFiles) m.release();
+    this.ramFiles = [];
+    if (this.dir !== undefined) await rm(this.dir, { recursive: true, force: true });
+  }
+}
