@@ -15,9 +15,6 @@ import { join } from "node:path";
 import { GuestBuildError } from "./errors.js";
 import { run } from "./run.js";
 
-/** The guest's Debian architecture (v86 is 32-bit x86). */
-export const GUEST_ARCH = "i386";
-
 export interface AptPackage {
   name: string;
   version: string;
@@ -77,26 +74,31 @@ function stanzaToPackage(s: Map<string, string>): AptPackage | undefined {
 }
 
 /**
- * Candidate versions of `names` for the guest architecture, one apt-cache
- * call for all of them (each call costs ~1 s where apt keeps no binary
- * cache). Fails naming every package apt does not know, except those listed
- * in `optional`, which are simply left out of the result.
+ * Candidate versions of `names` for Debian architecture `arch` (the
+ * target's: `apt-cache show NAME:ARCH`), one apt-cache call for all of them
+ * (each call costs ~1 s where apt keeps no binary cache). Fails naming
+ * every package apt does not know, except those listed in `optional`, which
+ * are simply left out of the result, and any stanza of another architecture.
  */
-export async function showPackages(names: readonly string[], optional: readonly string[] = []): Promise<Map<string, AptPackage>> {
+export async function showPackages(arch: string, names: readonly string[], optional: readonly string[] = []): Promise<Map<string, AptPackage>> {
   const result = new Map<string, AptPackage>();
   const all = [...new Set([...names, ...optional])];
   if (all.length === 0) return result;
-  const { stdout } = await run("apt-cache", ["show", "--no-all-versions", ...all.map((n) => `${n}:${GUEST_ARCH}`)], {
+  const { stdout } = await run("apt-cache", ["show", "--no-all-versions", ...all.map((n) => `${n}:${arch}`)], {
     failCode: "RESOLVE_FAILED",
-    what: `resolving ${names.join(", ")}; is the ${GUEST_ARCH} architecture added and apt-get update done?`,
+    what: `resolving ${names.join(", ")}; is the ${arch} architecture added and apt-get update done?`,
   });
   for (const stanza of parseControlStanzas(stdout.toString("utf8"))) {
     const pkg = stanzaToPackage(stanza);
-    if (pkg !== undefined && all.includes(pkg.name) && !result.has(pkg.name)) result.set(pkg.name, pkg);
+    if (pkg === undefined || !all.includes(pkg.name) || result.has(pkg.name)) continue;
+    if (pkg.architecture !== arch && pkg.architecture !== "all") {
+      throw new GuestBuildError("RESOLVE_FAILED", `apt-cache show ${pkg.name}:${arch} gave ${pkg.name} ${pkg.version} of architecture ${pkg.architecture}`);
+    }
+    result.set(pkg.name, pkg);
   }
   const missing = names.filter((n) => !result.has(n));
   if (missing.length > 0) {
-    throw new GuestBuildError("RESOLVE_FAILED", `apt-cache has no ${GUEST_ARCH} candidate for: ${missing.join(", ")}`);
+    throw new GuestBuildError("RESOLVE_FAILED", `apt-cache has no ${arch} candidate for: ${missing.join(", ")}`);
   }
   return result;
 }

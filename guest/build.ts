@@ -1,11 +1,15 @@
 /**
- * Builds the guest image for the emu engine (DESIGN.md §3): the Debian i386
- * kernel and an initrd holding busybox, the kernel modules of
- * kernel-modules.ts, Redis and memtester with their shared libraries and the
- * i386 loader, and /init (guest/init.sh).
+ * Builds a guest image (DESIGN.md §3) for one target (target.ts): the
+ * emu engine's i386 guest or the qemu engine's x86-64 guest, each from
+ * Debian bookworm packages of its architecture: the kernel and an initrd
+ * holding busybox, the target's kernel modules (kernel-modules.ts), Redis
+ * and memtester with their shared libraries and the loader, and /init
+ * (guest/init.sh).
  *
- * Cache layout (`<cacheDir>`, default `<repo>/.cache/guest`):
- *   vmlinuz          the kernel (bzImage) from linux-image-<release>-686
+ * Cache layout (`<cacheDir>`, default `<repo>/.cache/guest` for i386,
+ * `<repo>/.cache/guest-amd64` for amd64):
+ *   vmlinuz          the kernel (bzImage) from linux-image-<release>-<flavour>
+ *   vmlinux          pvh-vmlinux targets (amd64): the ELF kernel inside it, booted through its PVH entry (vmlinux.ts)
  *   initrd.img       gzip'd newc cpio, written by cpio.ts
  *   manifest.json    what the image is made from (manifest.ts); written last
  *   debs/            downloaded .debs, reused while their versions stay current
@@ -22,30 +26,43 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { gzip } from "node:zlib";
-import { GUEST_ARCH, debFileName, downloadPackages, unpackDeb } from "./apt.js";
+import { debFileName, downloadPackages, unpackDeb } from "./apt.js";
 import { GuestBuildError } from "./errors.js";
 import { buildInitrdTree } from "./initrd-tree.js";
-import { MODULE_SETS } from "./kernel-modules.js";
 import { BUILDER_FORMAT, type GuestManifest, manifestChanges, manifestText, parseManifest, sameManifest } from "./manifest.js";
 import { type GuestPackageSet, resolveGuestPackages } from "./package-set.js";
 import { forbidExecutionUnder } from "./run.js";
+import { type GuestArch, type GuestTarget, I386_TARGET, guestTarget } from "./target.js";
+import { extractPvhVmlinux } from "./vmlinux.js";
 
 export { GuestBuildError } from "./errors.js";
 export { MEMTESTER_PATH } from "./initrd-tree.js";
 
-export interface GuestImage {
-  /** Absolute path of the kernel (bzImage). */
+/** Where a target's image lies in its cache directory (guestImagePaths()). */
+export interface GuestImagePaths {
+  arch: GuestArch;
+  /** Absolute path of the kernel as Debian ships it (bzImage). */
   kernel: string;
+  /** Absolute path of the ELF vmlinux for a pvh-vmlinux target (amd64); undefined for a bzImage target (i386). */
+  vmlinux: string | undefined;
+  /** The kernel the target's engine boots: `vmlinux` when there is one, else `kernel`. */
+  bootKernel: string;
   /** Absolute path of the initrd (gzip'd newc cpio). */
   initrd: string;
   /** Absolute path of manifest.json. */
   manifest: string;
+}
+
+export interface GuestImage extends GuestImagePaths {
   /** Debian package → version the image is made from. */
   versions: Record<string, string>;
 }
 
 export interface BuildGuestOptions {
-  cacheDir: string;
+  /** Which guest (default i386, the emu engine's). */
+  target?: GuestTarget;
+  /** Default: defaultGuestCacheDir(target). */
+  cacheDir?: string;
   /** Rebuild even when the manifest is unchanged. */
   force?: boolean;
   /** Progress lines ("guest: ..."). */
@@ -62,9 +79,26 @@ export function repoRoot(): string {
   return fileURLToPath(new URL("../..", import.meta.url));
 }
 
-/** Where callers keep the guest image unless told otherwise: `<repo>/.cache/guest`. */
-export function defaultGuestCacheDir(): string {
-  return join(repoRoot(), ".cache", "guest");
+function targetOf(target: GuestTarget | GuestArch): GuestTarget {
+  return typeof target === "string" ? guestTarget(target) : target;
+}
+
+/** Where callers keep a target's image unless told otherwise: `<repo>/.cache/guest` (i386), `<repo>/.cache/guest-amd64` (amd64). */
+export function defaultGuestCacheDir(target: GuestTarget | GuestArch = I386_TARGET): string {
+  return join(repoRoot(), ".cache", targetOf(target).cacheDirName);
+}
+
+/**
+ * The files of a target's image in `cacheDir` (default its default cache),
+ * whether built or not: the qemu engine boots `guestImagePaths("amd64")
+ * .vmlinux` (= `.bootKernel`) with `.initrd`.
+ */
+export function guestImagePaths(target: GuestTarget | GuestArch = I386_TARGET, cacheDir?: string): GuestImagePaths {
+  const t = targetOf(target);
+  const dir = resolve(cacheDir ?? defaultGuestCacheDir(t));
+  const kernel = join(dir, "vmlinuz");
+  const vmlinux = t.kernel.form === "pvh-vmlinux" ? join(dir, "vmlinux") : undefined;
+  return { arch: t.arch, kernel, vmlinux, bootKernel: vmlinux ?? kernel, initrd: join(dir, "initrd.img"), manifest: join(dir, "manifest.json") };
 }
 
 /** The init script copied into the initrd as /init (source file, not compiled). */
@@ -92,13 +126,13 @@ async function writeFileAtomic(path: string, data: string | Uint8Array): Promise
   await rename(tmp, path);
 }
 
-function computeManifest(pkgs: GuestPackageSet, initScript: Uint8Array): GuestManifest {
+function computeManifest(target: GuestTarget, pkgs: GuestPackageSet, initScript: Uint8Array): GuestManifest {
   return {
     format: BUILDER_FORMAT,
-    arch: GUEST_ARCH,
+    arch: target.arch,
     kernelRelease: pkgs.kernelRelease,
     packages: Object.fromEntries(pkgs.all.map((p) => [p.name, p.version])),
-    inputs: { "init.sh": sha256(initScript), "module-sets": sha256(JSON.stringify(MODULE_SETS)) },
+    inputs: { "init.sh": sha256(initScript), "module-sets": sha256(JSON.stringify(target.moduleSets)) },
   };
 }
 
@@ -163,8 +197,14 @@ async function pruneDebs(debDir: string, pkgs: GuestPackageSet, log: (line: stri
   if (stale.length > 0) log(`guest: removed ${stale.length} outdated files from ${debDir}`);
 }
 
-async function build(opts: Required<BuildGuestOptions>, pkgs: GuestPackageSet, manifest: GuestManifest, initScript: Uint8Array, out: GuestImage): Promise<void> {
-  const { cacheDir, log } = opts;
+interface BuildJob {
+  target: GuestTarget;
+  cacheDir: string;
+  log: (line: string) => void;
+}
+
+async function build(job: BuildJob, pkgs: GuestPackageSet, manifest: GuestManifest, initScript: Uint8Array, out: GuestImage): Promise<void> {
+  const { target, cacheDir, log } = job;
   const debDir = join(cacheDir, "debs");
   await mkdir(debDir, { recursive: true });
   const debs = await downloadPackages(pkgs.all, debDir, log);
@@ -196,8 +236,14 @@ async function build(opts: Required<BuildGuestOptions>, pkgs: GuestPackageSet, m
     await copyFile(vmlinuz, kernelTmp);
     await rename(kernelTmp, out.kernel);
     log(`guest: kernel ${pkgs.kernelRelease} (${pkgs.kernelImage.name} ${pkgs.kernelImage.version})`);
+    if (out.vmlinux !== undefined) {
+      const what = `${pkgs.kernelImage.name} ${pkgs.kernelImage.version} boot/vmlinuz-${pkgs.kernelRelease}`;
+      const pvh = await extractPvhVmlinux(await readFile(vmlinuz), what);
+      await writeFileAtomic(out.vmlinux, pvh.vmlinux);
+      log(`guest: vmlinux ${(pvh.vmlinux.length / MiB).toFixed(1)} MiB from the bzImage's xz payload (boot protocol ${pvh.protocol}), PVH entry 0x${pvh.entry.toString(16)}`);
+    }
 
-    const tree = await buildInitrdTree({ pkgs, manifest, initScript, kernelRoot, userRoot });
+    const tree = await buildInitrdTree({ pkgs, manifest, initScript, kernelRoot, userRoot, target });
     const cpio = tree.encode();
     const compressed = await gzipAsync(cpio, { level: 9 });
     await writeFileAtomic(out.initrd, compressed);
@@ -214,28 +260,24 @@ async function build(opts: Required<BuildGuestOptions>, pkgs: GuestPackageSet, m
 }
 
 /**
- * Returns the cached guest image, building it first if its inputs changed.
- * Resolves versions with apt-cache, downloads with apt-get, unpacks with
- * dpkg-deb; all asynchronous.
+ * Returns the cached image of `opts.target` (default i386), building it
+ * first if its inputs changed. Resolves versions with apt-cache, downloads
+ * with apt-get, unpacks with dpkg-deb; all asynchronous.
  */
-export async function buildGuestImage(opts: BuildGuestOptions): Promise<GuestImage> {
+export async function buildGuestImage(opts: BuildGuestOptions = {}): Promise<GuestImage> {
   const log = opts.log ?? ((): void => {});
-  const cacheDir = resolve(opts.cacheDir);
-  const out: GuestImage = {
-    kernel: join(cacheDir, "vmlinuz"),
-    initrd: join(cacheDir, "initrd.img"),
-    manifest: join(cacheDir, "manifest.json"),
-    versions: {},
-  };
+  const target = opts.target ?? I386_TARGET;
+  const cacheDir = resolve(opts.cacheDir ?? defaultGuestCacheDir(target));
+  const out: GuestImage = { ...guestImagePaths(target, cacheDir), versions: {} };
 
-  log("guest: resolving package versions");
+  log(`guest: resolving ${target.arch} package versions`);
   const previous = await readStoredManifest(out.manifest);
-  const pkgs = await resolveGuestPackages(previous === undefined ? [] : Object.keys(previous.packages));
+  const pkgs = await resolveGuestPackages(target, previous === undefined ? [] : Object.keys(previous.packages));
   const initPath = guestInitScriptPath();
   const initScript = await readFile(initPath).catch((e: unknown) => {
     throw new GuestBuildError("FILE_MISSING", `init script ${initPath} is unreadable`, { cause: e });
   });
-  const manifest = computeManifest(pkgs, initScript);
+  const manifest = computeManifest(target, pkgs, initScript);
   out.versions = { ...manifest.packages };
 
   const upToDate = async (explain: boolean): Promise<boolean> => {
@@ -246,11 +288,12 @@ export async function buildGuestImage(opts: BuildGuestOptions): Promise<GuestIma
       }
       return false;
     }
-    return (await exists(out.kernel)) && (await exists(out.initrd));
+    for (const f of [out.kernel, out.vmlinux, out.initrd]) if (f !== undefined && !(await exists(f))) return false;
+    return true;
   };
 
   if (opts.force !== true && (await upToDate(true))) {
-    log(`guest: up to date (kernel ${manifest.kernelRelease}, ${Object.keys(manifest.packages).length} packages) in ${cacheDir}`);
+    log(`guest: up to date (${target.arch}, kernel ${manifest.kernelRelease}, ${Object.keys(manifest.packages).length} packages) in ${cacheDir}`);
     return out;
   }
 
@@ -262,7 +305,7 @@ export async function buildGuestImage(opts: BuildGuestOptions): Promise<GuestIma
       log(`guest: up to date in ${cacheDir} (built by another process)`);
       return out;
     }
-    await build({ cacheDir, force: opts.force === true, log }, pkgs, manifest, initScript, out);
+    await build({ target, cacheDir, log }, pkgs, manifest, initScript, out);
   } finally {
     await release();
   }

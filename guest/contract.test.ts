@@ -1,13 +1,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { guestInitScriptPath } from "./build.js";
 import {
   CMDLINE_KEYS,
+  GUEST_DATA_DEVICES,
   GUEST_FAILED_MARKER,
   GUEST_READY_MARKER,
   GUEST_SHELL_PROMPT,
@@ -17,7 +18,7 @@ import {
   guestKernelCmdline,
   parseMemtestSize,
 } from "./contract.js";
-import { MODULE_SETS } from "./kernel-modules.js";
+import { GUEST_TARGETS, MODULE_SET_NAMES } from "./target.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -147,7 +148,67 @@ test("init.sh speaks the contract: keys, markers, prompt, module sets", async ()
   assert.ok(init.includes(`PS1='${GUEST_SHELL_PROMPT}'`));
   assert.ok(init.includes(`printf '\\n%s\\n' "${MEMTEST_PASS_MARKER} $n"`));
   assert.ok(init.includes(`printf '\\n%s\\n%s\\n' "${MEMTEST_FAIL_MARKER} $n $rc" "$log"`));
-  for (const set of Object.keys(MODULE_SETS)) assert.ok(init.includes(`load_modules ${set}`), `init.sh loads ${set}`);
+  for (const set of MODULE_SET_NAMES) assert.ok(init.includes(`load_modules ${set}`), `init.sh loads ${set}`);
+  for (const target of GUEST_TARGETS) {
+    for (const set of Object.keys(target.moduleSets)) assert.ok(init.includes(`load_modules ${set}`), `init.sh loads ${target.arch}'s set ${set}`);
+    assert.ok(GUEST_DATA_DEVICES.includes(target.dataDevice), `${target.arch}'s data disk ${target.dataDevice} is one init.sh looks for`);
+  }
+  // data_disk() looks for exactly GUEST_DATA_DEVICES, in that order, and /init mounts what it found.
+  assert.ok(shellFunction(init, "data_disk").includes(`for dev in ${GUEST_DATA_DEVICES.join(" ")}; do`));
+  assert.ok(init.includes(`if disk=$(data_disk); then`) && init.includes(`mount -t ext4 -o noatime "$disk" /data`));
+});
+
+test("init.sh's load_modules: a set the image has no file for is skipped; loaded modules are skipped; a failed insmod is reported", async (t) => {
+  const init = await readFile(guestInitScriptPath(), "utf8");
+  const dir = await mkdtemp(join(tmpdir(), "colo-modules-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const fn = shellFunction(init, "load_modules")
+    .replaceAll("/etc/colo/modules/", `${dir}/sets/`)
+    .replaceAll("/sys/module/", `${dir}/sysmod/`)
+    .replaceAll("/lib/modules/", `${dir}/ko/`)
+    .replaceAll("/tmp/insmod.err", `${dir}/insmod.err`);
+  await mkdir(join(dir, "sets"));
+  await mkdir(join(dir, "sysmod", "virtio_ring"), { recursive: true });
+  await writeFile(join(dir, "sets", "disk"), "virtio_ring\nvirtio_blk\n\next4\n");
+  await writeFile(join(dir, "sets", "bad"), "nosuch\n");
+  // A fake insmod: logs its argument, fails for "nosuch".
+  await writeFile(join(dir, "insmod"), `#!/bin/sh\necho "$1" >>'${dir}/insmod.log'\ncase "$1" in *nosuch*) echo "unknown symbol" >&2; exit 1 ;; esac\n`);
+  await chmod(join(dir, "insmod"), 0o755);
+  const script = `fail() { echo "FAIL $*"; }\n${fn}\nload_modules ne2k; echo "ne2k $?"\nload_modules disk; echo "disk $?"\nload_modules bad; echo "bad $?"\n`;
+  const { stdout } = await execFileAsync("sh", ["-c", script], { env: { ...process.env, PATH: `${dir}:${process.env.PATH ?? "/usr/bin:/bin"}` } });
+  assert.equal(stdout, "ne2k 0\ndisk 0\nFAIL insmod nosuch: unknown symbol \nbad 1\n");
+  assert.equal(await readFile(join(dir, "insmod.log"), "utf8"), [`${dir}/ko/virtio_blk.ko`, `${dir}/ko/ext4.ko`, `${dir}/ko/nosuch.ko`, ""].join("\n"));
+});
+
+/** A block device node of this host, for data_disk's `-b` test (loop devices exist on Debian hosts). */
+async function hostBlockDevice(): Promise<string | undefined> {
+  for (const candidate of ["/dev/loop0", "/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/zram0"]) {
+    if (await stat(candidate).then((s) => s.isBlockDevice(), () => false)) return candidate;
+  }
+  return undefined;
+}
+
+test("init.sh's data_disk finds /dev/sda (emu) or /dev/vda (qemu), sda first, nothing when there is no disk", async (t) => {
+  const block = await hostBlockDevice();
+  if (block === undefined) {
+    t.skip("no block device node on this host to stand for the guest's disk");
+    return;
+  }
+  const init = await readFile(guestInitScriptPath(), "utf8");
+  const dir = await mkdtemp(join(tmpdir(), "colo-disk-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const fn = shellFunction(init, "data_disk").replaceAll("/sys/block/", `${dir}/sys/block/`).replaceAll("/dev/", `${dir}/dev/`);
+  await mkdir(join(dir, "sys", "block"), { recursive: true });
+  await mkdir(join(dir, "dev"));
+  const dataDisk = async (): Promise<string> => (await execFileAsync("sh", ["-c", `${fn}\nif data_disk; then :; else echo "none $?"; fi\n`])).stdout;
+
+  assert.equal(await dataDisk(), "none 1\n");
+  await mkdir(join(dir, "sys", "block", "vda"));
+  await symlink(block, join(dir, "dev", "vda"));
+  assert.equal(await dataDisk(), `${dir}/dev/vda\n`);
+  await mkdir(join(dir, "sys", "block", "sda"));
+  await symlink(block, join(dir, "dev", "sda"));
+  assert.equal(await dataDisk(), `${dir}/dev/sda\n`);
 });
 
 test("init.sh is valid POSIX shell (sh -n)", async () => {

@@ -33,10 +33,17 @@ export const MEMTEST_MAX_KIB = 64 * 1024;
 
 /** The console shell's prompt (a root shell on ttyS0, respawned when it exits). */
 export const GUEST_SHELL_PROMPT = "colo-guest# ";
-/** The kernel console: the first 8250 UART, v86's serial0. */
+/** The kernel console: the first 8250 UART (v86's serial0, QEMU's first -serial). */
 export const GUEST_CONSOLE = "ttyS0";
-/** The data disk as the guest sees it (first IDE disk through libata), and where it is mounted. */
-export const GUEST_DATA_DEVICE = "/dev/sda";
+/**
+ * The data disk as the guest may see it, in the order /init looks for it
+ * (the first one the kernel found, /sys/block/<name>): `/dev/sda`, the first
+ * IDE disk through libata (emu: v86 `hda`), or `/dev/vda`, the first
+ * virtio-blk disk (qemu). Each target names its own (`dataDevice` in
+ * target.ts). Where it is mounted: GUEST_DATA_DIR.
+ */
+export const GUEST_DATA_DEVICES = ["/dev/sda", "/dev/vda"] as const;
+export type GuestDataDevice = (typeof GUEST_DATA_DEVICES)[number];
 export const GUEST_DATA_DIR = "/data";
 export const GUEST_REDIS_PORT = 6379;
 /** The guest's network interface (the only NIC). */

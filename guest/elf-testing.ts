@@ -1,11 +1,12 @@
 /**
  * Synthetic ELF files for unit tests: an executable or shared object with
  * PT_LOAD, PT_INTERP and PT_DYNAMIC (DT_NEEDED, DT_SONAME, DT_RUNPATH,
- * DT_STRTAB, DT_STRSZ), laid out as elf.ts reads them. Not a linker: the
- * files hold no code and could not run anywhere.
+ * DT_STRTAB, DT_STRSZ), a kernel module with .modinfo, a kernel image with
+ * PT_NOTE notes, laid out as elf.ts reads them. Not a linker: the files
+ * hold no code and could not run anywhere.
  */
 
-import { EM_386, ET_DYN, ET_EXEC } from "./elf.js";
+import { EM_386, EM_X86_64, ET_DYN, ET_EXEC } from "./elf.js";
 
 export interface SyntheticElf {
   is64?: boolean;
@@ -146,3 +147,61 @@ export function makeModuleElf(is64: boolean, modinfo: string | null): Buffer {
   return buf;
 }
 
+
+/** Where x86-64 Linux links itself (__START_KERNEL_map + 16 MiB). */
+const KERNEL_VADDR = 0xffffffff81000000n;
+
+export interface SyntheticNote {
+  name: string;
+  type: number;
+  desc: Uint8Array;
+}
+
+/**
+ * An ELF64 x86-64 executable shaped like a kernel's vmlinux: a PT_LOAD
+ * over the whole file and a PT_NOTE holding `notes` (each name and
+ * descriptor padded to `align`, 4 as Linux's ELFNOTE macros do), then
+ * `trailer` bytes (the relocations the x86 bzImage payload appends).
+ */
+export function makeNoteElf(notes: readonly SyntheticNote[], opts: { align?: 4 | 8; machine?: number; trailer?: Uint8Array } = {}): Buffer {
+  const align = opts.align ?? 4;
+  const pad = (b: Buffer): Buffer => Buffer.concat([b, Buffer.alloc((align - (b.length % align)) % align)]);
+  const noteBytes = Buffer.concat(
+    notes.map((n) => {
+      const name = Buffer.from(`${n.name}\0`, "latin1");
+      const head = Buffer.alloc(12);
+      head.writeUInt32LE(name.length, 0);
+      head.writeUInt32LE(n.desc.length, 4);
+      head.writeUInt32LE(n.type, 8);
+      return Buffer.concat([head, pad(name), pad(Buffer.from(n.desc))]);
+    }),
+  );
+  const ehdrSize = 64;
+  const phentsize = 56;
+  const phnum = 2;
+  const noteOff = ehdrSize + phnum * phentsize;
+  const trailer = Buffer.from(opts.trailer ?? new Uint8Array(0));
+  const buf = Buffer.alloc(noteOff + noteBytes.length);
+  buf.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1], 0);
+  buf.writeUInt16LE(ET_EXEC, 16);
+  buf.writeUInt16LE(opts.machine ?? EM_X86_64, 18);
+  buf.writeUInt32LE(1, 20);
+  buf.writeBigUInt64LE(BigInt(ehdrSize), 32); // e_phoff
+  buf.writeUInt16LE(ehdrSize, 52);
+  buf.writeUInt16LE(phentsize, 54);
+  buf.writeUInt16LE(phnum, 56);
+  const phdr = (i: number, type: number, offset: number, size: number, palign: number): void => {
+    const b = ehdrSize + i * phentsize;
+    buf.writeUInt32LE(type, b);
+    buf.writeBigUInt64LE(BigInt(offset), b + 8);
+    buf.writeBigUInt64LE(KERNEL_VADDR + BigInt(offset), b + 16); // p_vaddr: beyond a safe number, as a kernel's
+    buf.writeBigUInt64LE(BigInt(0x1000000 + offset), b + 24); // p_paddr
+    buf.writeBigUInt64LE(BigInt(size), b + 32);
+    buf.writeBigUInt64LE(BigInt(size), b + 40);
+    buf.writeBigUInt64LE(BigInt(palign), b + 48);
+  };
+  phdr(0, 1, 0, buf.length, 0x200000); // PT_LOAD
+  phdr(1, 4, noteOff, noteBytes.length, align); // PT_NOTE
+  noteBytes.copy(buf, noteOff);
+  return Buffer.concat([buf, trailer]);
+}

@@ -4,15 +4,16 @@
  * i386 executables, and a build must not depend on running guest code):
  *
  * - section headers, by name (`.modinfo` of a kernel module);
- * - program headers: PT_INTERP (the dynamic loader a binary asks for) and
+ * - program headers: PT_INTERP (the dynamic loader a binary asks for),
  *   PT_DYNAMIC, whose DT_NEEDED / DT_SONAME / DT_RUNPATH / DT_RPATH strings
  *   are found through DT_STRTAB, a virtual address mapped to a file offset
  *   by the PT_LOAD segments (what the loader itself does; section headers
- *   may be stripped).
+ *   may be stripped), and PT_NOTE (a kernel's Xen PVH entry note).
  *
  * Layouts: System V gABI, "ELF Header", "Sections", "Program Header",
- * "Dynamic Section" (linux/include/uapi/linux/elf.h: Elf32_Ehdr, Elf64_Ehdr,
- * Elf32_Shdr, Elf64_Shdr, Elf32_Phdr, Elf64_Phdr, Elf32_Dyn, Elf64_Dyn).
+ * "Dynamic Section", "Note Section" (linux/include/uapi/linux/elf.h:
+ * Elf32_Ehdr, Elf64_Ehdr, Elf32_Shdr, Elf64_Shdr, Elf32_Phdr, Elf64_Phdr,
+ * Elf32_Dyn, Elf64_Dyn, Elf32_Nhdr/Elf64_Nhdr).
  * Little-endian only (every Debian x86 architecture).
  */
 
@@ -39,6 +40,7 @@ const SHT_NOBITS = 8;
 const PT_LOAD = 1;
 const PT_DYNAMIC = 2;
 const PT_INTERP = 3;
+const PT_NOTE = 4;
 /** d_tag values (gABI). */
 const DT_NULL = 0;
 const DT_NEEDED = 1;
@@ -53,14 +55,14 @@ const LAYOUT = {
   [ELFCLASS32]: {
     ehdr: { e_type: 16, e_machine: 18, e_phoff: 28, e_shoff: 32, e_phentsize: 42, e_phnum: 44, e_shentsize: 46, e_shnum: 48, e_shstrndx: 50, size: 52 },
     shdr: { sh_name: 0, sh_type: 4, sh_offset: 16, sh_size: 20 },
-    phdr: { p_type: 0, p_offset: 4, p_vaddr: 8, p_filesz: 16 },
+    phdr: { p_type: 0, p_offset: 4, p_vaddr: 8, p_filesz: 16, p_align: 28 },
     dyn: { d_tag: 0, d_val: 4, size: 8 },
     word: 4,
   },
   [ELFCLASS64]: {
     ehdr: { e_type: 16, e_machine: 18, e_phoff: 32, e_shoff: 40, e_phentsize: 54, e_phnum: 56, e_shentsize: 58, e_shnum: 60, e_shstrndx: 62, size: 64 },
     shdr: { sh_name: 0, sh_type: 4, sh_offset: 24, sh_size: 32 },
-    phdr: { p_type: 0, p_offset: 8, p_vaddr: 16, p_filesz: 32 },
+    phdr: { p_type: 0, p_offset: 8, p_vaddr: 16, p_filesz: 32, p_align: 48 },
     dyn: { d_tag: 0, d_val: 8, size: 16 },
     word: 8,
   },
@@ -77,8 +79,19 @@ export interface ElfSection {
 interface ProgramHeader {
   type: number;
   offset: number;
-  vaddr: number;
+  /** A bigint: a kernel's segments sit at the top of the address space (0xffffffff81000000), beyond a safe number. */
+  vaddr: bigint;
   filesz: number;
+  align: number;
+}
+
+/** One note of a PT_NOTE segment (gABI "Note Section"). */
+export interface ElfNote {
+  /** The owner ("Xen", "GNU", "Linux"), without its NUL. */
+  name: string;
+  /** n_type: meaning defined by the owner. */
+  type: number;
+  desc: Uint8Array;
 }
 
 export interface ElfDynamicInfo {
@@ -141,6 +154,13 @@ export class ElfFile {
     return Number(v);
   }
 
+  /** An address field (Elf32_Addr / Elf64_Addr), whatever its size. */
+  private address(off: number): bigint {
+    if (this.L.word === 4) return BigInt(this.u32(off));
+    if (off + 8 > this.bytes.length) throw this.fail(`read past the end of the file at ${off}`);
+    return this.view.getBigUint64(off, true);
+  }
+
   /** A signed d_tag: the processor- and OS-specific tags are large; we only compare with small ones. */
   private tag(off: number): number {
     if (this.L.word === 4) return this.view.getInt32(off, true);
@@ -201,17 +221,18 @@ export class ElfFile {
     const phentsize = this.u16(e.e_phentsize);
     const phnum = this.u16(e.e_phnum);
     if (phoff === 0 || phnum === 0) return [];
-    if (phentsize < this.L.phdr.p_filesz + this.L.word || phoff + phentsize * phnum > this.bytes.length) throw this.fail("bad program header table");
+    if (phentsize < this.L.phdr.p_align + this.L.word || phoff + phentsize * phnum > this.bytes.length) throw this.fail("bad program header table");
     const out: ProgramHeader[] = [];
     for (let i = 0; i < phnum; i++) {
       const base = phoff + i * phentsize;
       const p = {
         type: this.u32(base + this.L.phdr.p_type),
         offset: this.word(base + this.L.phdr.p_offset),
-        vaddr: this.word(base + this.L.phdr.p_vaddr),
+        vaddr: this.address(base + this.L.phdr.p_vaddr),
         filesz: this.word(base + this.L.phdr.p_filesz),
+        align: this.word(base + this.L.phdr.p_align),
       };
-      if ((p.type === PT_DYNAMIC || p.type === PT_INTERP) && p.offset + p.filesz > this.bytes.length) {
+      if ((p.type === PT_DYNAMIC || p.type === PT_INTERP || p.type === PT_NOTE) && p.offset + p.filesz > this.bytes.length) {
         throw this.fail(`program header ${i} (type ${p.type}) runs past the end of the file`);
       }
       out.push(p);
@@ -226,10 +247,40 @@ export class ElfFile {
     return this.cString(p.offset, p.offset + p.filesz);
   }
 
+  /**
+   * Every note of every PT_NOTE segment, in file order. Each note is
+   * n_namesz, n_descsz, n_type (32-bit words in both classes), then the name
+   * and the descriptor, each padded to the segment's alignment: 4, or 8 when
+   * p_align says so (what glibc and the kernel's own readers do).
+   */
+  notes(): ElfNote[] {
+    const out: ElfNote[] = [];
+    for (const p of this.programHeaders().filter((h) => h.type === PT_NOTE)) {
+      const align = p.align === 8 ? 8 : 4;
+      const pad = (n: number): number => Math.ceil(n / align) * align;
+      const end = p.offset + p.filesz;
+      let off = p.offset;
+      while (off + 12 <= end) {
+        const namesz = this.u32(off);
+        const descsz = this.u32(off + 4);
+        const type = this.u32(off + 8);
+        const nameOff = off + 12;
+        const descOff = nameOff + pad(namesz);
+        const next = descOff + pad(descsz);
+        if (descOff + descsz > end) throw this.fail(`note at offset ${off} runs past its PT_NOTE segment`);
+        const name = namesz === 0 ? "" : this.cString(nameOff, nameOff + namesz);
+        out.push({ name, type, desc: this.bytes.subarray(descOff, descOff + descsz) });
+        off = next;
+      }
+    }
+    return out;
+  }
+
   /** File offset of a virtual address, through the PT_LOAD segment holding it. */
-  private offsetOf(vaddr: number, loads: readonly ProgramHeader[]): number {
+  private offsetOf(address: number, loads: readonly ProgramHeader[]): number {
+    const vaddr = BigInt(address);
     for (const p of loads) {
-      if (vaddr >= p.vaddr && vaddr < p.vaddr + p.filesz) return p.offset + (vaddr - p.vaddr);
+      if (vaddr >= p.vaddr && vaddr < p.vaddr + BigInt(p.filesz)) return p.offset + Number(vaddr - p.vaddr);
     }
     throw this.fail(`address 0x${vaddr.toString(16)} lies in no PT_LOAD segment`);
   }

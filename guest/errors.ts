@@ -20,6 +20,8 @@ export type GuestBuildErrorCode =
   | "LIBRARY_MISSING"
   /** A guest binary or library is not a well-formed ELF file of the guest's architecture. */
   | "ELF_INVALID"
+  /** The kernel image is not one the target can boot: bad bzImage header, a payload compressed otherwise than expected, no PVH entry note. */
+  | "KERNEL_INVALID"
   /** The build was about to execute a program from the unpacked guest packages on the host. */
   | "GUEST_CODE_ON_HOST"
   /** A cpio archive could not be written or parsed. */

@@ -48,8 +48,11 @@ fail() {
 
 # Loads one module set (/etc/colo/modules/<set>: names in load order, the
 # closure of its dependencies computed by the build). Sets may share a
-# dependency: a module already loaded (/sys/module/<name>) is skipped.
+# dependency: a module already loaded (/sys/module/<name>) is skipped. A set
+# the image has no file for (ne2k in the x86-64 image) is skipped too: each
+# image carries the sets of its engine's devices.
 load_modules() {
+	[ -f "/etc/colo/modules/$1" ] || return 0
 	while read -r m; do
 		[ -n "$m" ] || continue
 		[ -d "/sys/module/$m" ] && continue
@@ -111,6 +114,25 @@ memtest_loop() {
 	done
 }
 
+# data_disk: prints the data disk's device node, the first of /dev/sda (IDE
+# through libata: the emu engine's hda) and /dev/vda (virtio-blk: the qemu
+# engine's) that the kernel found (/sys/block/<name>), once the node is a
+# block device (at most 5 s; printed anyway then, so mount says what is
+# wrong); prints nothing and fails when there is no disk.
+data_disk() {
+	for dev in /dev/sda /dev/vda; do
+		[ -e "/sys/block/${dev##*/}" ] || continue
+		i=0
+		while [ ! -b "$dev" ] && [ $i -lt 50 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		echo "$dev"
+		return 0
+	done
+	return 1
+}
+
 # has_pci VENDOR [DEVICE]: is such a PCI function present?
 has_pci() {
 	for d in /sys/bus/pci/devices/*; do
@@ -167,21 +189,16 @@ elif ip link show eth0 >/dev/null 2>&1; then
 	ip link set eth0 up
 fi
 
-# --- data disk: IDE hda is /dev/sda; Redis keeps its AOF there ---
+# --- data disk: /dev/sda (emu, IDE hda) or /dev/vda (qemu, virtio-blk); Redis keeps its AOF there ---
 redis_dir=/tmp
 redis_persist="--appendonly no"
 load_modules disk
-if [ -e /sys/block/sda ]; then
-	i=0
-	while [ ! -b /dev/sda ] && [ $i -lt 50 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
-	if mount -t ext4 -o noatime /dev/sda /data 2>/tmp/mount.err; then
+if disk=$(data_disk); then
+	if mount -t ext4 -o noatime "$disk" /data 2>/tmp/mount.err; then
 		redis_dir=/data
 		redis_persist="--appendonly yes --appendfsync $appendfsync"
 	else
-		fail "disk: mount /dev/sda on /data: $(tr "\n" " " </tmp/mount.err)"
+		fail "disk: mount $disk on /data: $(tr "\n" " " </tmp/mount.err)"
 	fi
 fi
 

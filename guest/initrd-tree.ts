@@ -3,18 +3,20 @@
  * reading files only: busybox (its applets are linked by /init at boot with
  * `busybox --install -s`), the kernel modules of kernel-modules.ts in load
  * order, Redis and memtester with the loader and the libraries their ELF
- * files ask for (shared-libraries.ts), and /init (guest/init.sh).
+ * files ask for (shared-libraries.ts), and /init (guest/init.sh). The
+ * target (target.ts) says which ELF machine and library directories, and
+ * which module sets.
  */
 
 import { readFile, readlink } from "node:fs/promises";
 import { basename, join, posix } from "node:path";
-import { I386_ABI } from "./abi.js";
 import { CpioTree } from "./cpio.js";
 import { GuestBuildError } from "./errors.js";
-import { type ModuleSetName, collectModules } from "./kernel-modules.js";
+import { collectModules } from "./kernel-modules.js";
 import { type GuestManifest, manifestText } from "./manifest.js";
 import type { GuestPackageSet } from "./package-set.js";
-import { type GuestAbi, resolveInTree, sharedLibraryClosure } from "./shared-libraries.js";
+import { resolveInTree, sharedLibraryClosure } from "./shared-libraries.js";
+import { type GuestTarget, MODULE_SET_NAMES } from "./target.js";
 
 /** linux/Documentation/admin-guide/devices.txt: 5,1 = /dev/console (opened by the kernel before /init runs). */
 const CONSOLE_MAJOR = 5;
@@ -52,13 +54,13 @@ export interface InitrdInputs {
   kernelRoot: string;
   /** Where busybox, Redis, memtester and the libraries are unpacked. */
   userRoot: string;
-  /** The guest's architecture (default i386, the emu engine's). */
-  abi?: GuestAbi;
+  /** The guest: its ABI (ELF machine, library directories) and module sets. */
+  target: GuestTarget;
 }
 
 export async function buildInitrdTree(inputs: InitrdInputs): Promise<CpioTree> {
-  const { pkgs, manifest, initScript, kernelRoot, userRoot } = inputs;
-  const abi = inputs.abi ?? I386_ABI;
+  const { pkgs, manifest, initScript, kernelRoot, userRoot, target } = inputs;
+  const abi = target.abi;
   const tree = new CpioTree();
   for (const dir of ["dev", "proc", "sys", "run", "data", "etc", ...APPLET_DIRS]) tree.addDirectory(dir);
   tree.addDirectory("tmp", 0o1777);
@@ -75,10 +77,11 @@ export async function buildInitrdTree(inputs: InitrdInputs): Promise<CpioTree> {
   tree.addFile("bin/busybox", await readFile(join(userRoot, busybox)), 0o755);
   tree.addSymlink(INIT_SHELL, "busybox");
 
-  // kernel modules, flat, plus the load order of each set
-  const modules = await collectModules(kernelRoot, pkgs.kernelRelease);
-  for (const setName of Object.keys(modules) as ModuleSetName[]) {
+  // kernel modules, flat, plus the load order of each set the target has (/init skips a set without a file)
+  const modules = await collectModules(kernelRoot, pkgs.kernelRelease, target.moduleSets);
+  for (const setName of MODULE_SET_NAMES) {
     const list = modules[setName];
+    if (list === undefined) continue;
     tree.addFile(`etc/colo/modules/${setName}`, Buffer.from(moduleSetText(list.map((m) => m.name))));
     for (const m of list) if (!tree.has(`lib/modules/${m.name}.ko`)) tree.addFile(`lib/modules/${m.name}.ko`, m.data);
   }

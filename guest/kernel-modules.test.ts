@@ -5,7 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeModuleElf } from "./elf-testing.js";
 import { GuestBuildError } from "./errors.js";
-import { MODULE_SETS, type ModuleCatalog, type ModuleFacts, collectModules, moduleLoadOrder, parseModulesBuiltin } from "./kernel-modules.js";
+import { type ModuleCatalog, type ModuleFacts, collectModules, moduleLoadOrder, parseModulesBuiltin } from "./kernel-modules.js";
+import { AMD64_TARGET, I386_TARGET } from "./target.js";
+
+const VIRTIO_NET = I386_TARGET.moduleSets["virtio-net"] ?? [];
 
 /** A synthetic kernel: name → [depends, softdep pre, aliases]. */
 type Kernel = Record<string, [string[], string[]?, string[]?]>;
@@ -48,12 +51,12 @@ function assertBefore(order: readonly string[], kernel: Kernel): void {
 }
 
 test("load order is the dependency closure, dependencies first, whatever order the kernel declares", async () => {
-  const order = await moduleLoadOrder("virtio-net", MODULE_SETS["virtio-net"], catalog(KERNEL_57));
+  const order = await moduleLoadOrder("virtio-net", VIRTIO_NET, catalog(KERNEL_57));
   assert.deepEqual(order, ["virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_ring", "virtio", "virtio_pci", "failover", "net_failover", "virtio_net"]);
   assertBefore(order, KERNEL_57);
   // The older kernel's direction (virtio_ring depends on virtio) gives the other order, with no change to the set.
   const older: Kernel = { ...KERNEL_57, virtio: [[]], virtio_ring: [["virtio"]] };
-  const olderOrder = await moduleLoadOrder("virtio-net", MODULE_SETS["virtio-net"], catalog(older));
+  const olderOrder = await moduleLoadOrder("virtio-net", VIRTIO_NET, catalog(older));
   assert.ok(olderOrder.indexOf("virtio") < olderOrder.indexOf("virtio_ring"));
   assertBefore(olderOrder, older);
 });
@@ -70,7 +73,7 @@ test("a missing module is named with the chain that needs it; cycles and ambiguo
   const noRing: Kernel = { ...KERNEL_57 };
   delete noRing.virtio_ring;
   await assert.rejects(
-    moduleLoadOrder("virtio-net", MODULE_SETS["virtio-net"], catalog(noRing)),
+    moduleLoadOrder("virtio-net", VIRTIO_NET, catalog(noRing)),
     (e: unknown) =>
       e instanceof GuestBuildError &&
       e.code === "MODULE_INVALID" &&
@@ -105,14 +108,37 @@ test("collectModules reads a kernel's module tree (synthetic .ko files) and comp
   await mkdir(dir, { recursive: true });
   for (const [file, text] of Object.entries(mods)) await writeFile(join(dir, `${file}.ko`), makeModuleElf(false, text));
   await writeFile(join(root, "lib", "modules", release, "modules.builtin"), "kernel/lib/crc16.ko\n");
-  const sets = await collectModules(root, release);
-  assert.deepEqual(sets.ne2k.map((m) => m.name), ["8390", "ne2k_pci"]);
+  const sets = await collectModules(root, release, I386_TARGET.moduleSets);
+  assert.deepEqual(sets.ne2k?.map((m) => m.name), ["8390", "ne2k_pci"]);
   assert.deepEqual(
-    sets.disk.map((m) => m.name),
+    sets.disk?.map((m) => m.name),
     ["scsi_common", "scsi_mod", "libata", "ata_piix", "ata_generic", "sd_mod", "mbcache", "crc32c_generic", "jbd2", "ext4"],
   );
-  assert.equal(sets["virtio-net"].length, 8);
-  assert.ok(sets.disk.every((m) => m.data.length > 0 && m.source.endsWith(".ko")));
+  assert.equal(sets["virtio-net"]?.length, 8);
+  assert.ok(sets.disk?.every((m) => m.data.length > 0 && m.source.endsWith(".ko")));
+});
+
+test("amd64 module sets: virtio-net and a virtio-blk disk with its PCI transport; no ne2k, no ATA", async (t) => {
+  const root = await mkdtemp(join(tmpdir(), "colo-mods64-"));
+  t.after(() => rm(root, { recursive: true, force: true }));
+  const release = "6.1.0-99-amd64";
+  const dir = join(root, "lib", "modules", release, "kernel");
+  const mods: Record<string, string> = {
+    ...Object.fromEntries(Object.entries(KERNEL_57).map(([n, [deps, soft, aliases]]) => [n, info(n, deps, soft ?? [], aliases ?? [])])),
+    virtio_blk: info("virtio_blk", ["virtio", "virtio_ring"], [], []),
+  };
+  await mkdir(dir, { recursive: true });
+  for (const [file, text] of Object.entries(mods)) await writeFile(join(dir, `${file}.ko`), makeModuleElf(true, text));
+  await writeFile(join(root, "lib", "modules", release, "modules.builtin"), "kernel/lib/crc16.ko\n");
+  const sets = await collectModules(root, release, AMD64_TARGET.moduleSets);
+  assert.deepEqual(Object.keys(sets).sort(), ["disk", "virtio-net"]);
+  assert.deepEqual(
+    sets.disk?.map((m) => m.name),
+    ["virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_ring", "virtio", "virtio_pci", "virtio_blk", "mbcache", "crc32c_generic", "jbd2", "ext4"],
+  );
+  assert.deepEqual(sets["virtio-net"]?.map((m) => m.name).slice(-1), ["virtio_net"]);
+  const all = Object.values(AMD64_TARGET.moduleSets).flat();
+  for (const absent of ["ne2k-pci", "ata_piix", "ata_generic", "sd_mod"]) assert.ok(!all.includes(absent), absent);
 });
 
 function info(name: string, depends: string[], soft: string[], aliases: string[]): string {

@@ -1,8 +1,9 @@
 /**
- * The kernel modules the guest loads, grouped in sets that /init loads with
- * busybox `insmod` (no modprobe, no modules.dep: the initrd holds only these
- * modules, flat, as /lib/modules/<name>.ko, and /etc/colo/modules/<set> lists
- * each set in load order).
+ * The kernel modules the guest loads, grouped in sets (each target's
+ * `moduleSets`, target.ts) that /init loads with busybox `insmod` (no
+ * modprobe, no modules.dep: the initrd holds only these modules, flat, as
+ * /lib/modules/<name>.ko, and /etc/colo/modules/<set> lists each set in
+ * load order).
  *
  * A set names only what the guest needs (the NIC driver, the disk driver,
  * the file system); the load order is computed from the kernel being
@@ -17,25 +18,7 @@ import { join } from "node:path";
 import { GuestBuildError } from "./errors.js";
 import { canonicalModuleName, readModInfo } from "./modinfo.js";
 import { run } from "./run.js";
-
-export const MODULE_SETS = {
-  /**
-   * virtio-net NIC (v86 `net_device: {type: "virtio"}`, PCI vendor 0x1af4):
-   * the driver and its PCI transport (virtio_pci is not a `depends=` of
-   * virtio_net: it binds the PCI function the driver then uses).
-   */
-  "virtio-net": ["virtio_pci", "virtio_net"],
-  /** NE2000 PCI NIC (v86 `net_device: {type: "ne2k"}`), PCI 10ec:8029. */
-  ne2k: ["ne2k-pci"],
-  /**
-   * The IDE disk (v86 `hda`) as /dev/sda, ext4 on it: the PIIX and generic
-   * ATA host drivers, the SCSI disk driver, ext4. ext4's metadata checksums
-   * come from its `softdep=pre:` (crc32c), resolved like any dependency.
-   */
-  disk: ["ata_piix", "ata_generic", "sd_mod", "ext4"],
-} as const satisfies Record<string, readonly string[]>;
-
-export type ModuleSetName = keyof typeof MODULE_SETS;
+import { MODULE_SET_NAMES, type ModuleSetName, type ModuleSets } from "./target.js";
 
 /** What the order computation needs to know of one module. */
 export interface ModuleFacts {
@@ -71,7 +54,7 @@ function chooseProvider(alias: string, providers: readonly string[], who: string
   throw new GuestBuildError(
     "MODULE_INVALID",
     `${who}'s soft dependency ${alias} is provided by ${providers.length === 0 ? "no module" : providers.join(", ")} in kernel ${release}; ` +
-      `cannot choose one (name the module in MODULE_SETS)`,
+      `cannot choose one (name the module in the target's moduleSets, target.ts)`,
   );
 }
 
@@ -201,11 +184,12 @@ class DirectoryCatalog implements ModuleCatalog {
 }
 
 /**
- * Computes each set's load order from the modules under
- * `<kernelRoot>/lib/modules/<release>` (decompressing `.ko.xz`) and returns
- * the modules per set, in load order.
+ * Computes the load order of each of `sets` (a target's moduleSets) from
+ * the modules under `<kernelRoot>/lib/modules/<release>` (decompressing
+ * `.ko.xz`) and returns the modules per set, in load order, for the sets
+ * the target has.
  */
-export async function collectModules(kernelRoot: string, release: string): Promise<Record<ModuleSetName, GuestModule[]>> {
+export async function collectModules(kernelRoot: string, release: string, sets: ModuleSets): Promise<Partial<Record<ModuleSetName, GuestModule[]>>> {
   const modulesDir = join(kernelRoot, "lib", "modules", release);
   const files = new Map<string, string>();
   try {
@@ -215,10 +199,12 @@ export async function collectModules(kernelRoot: string, release: string): Promi
   }
   const builtinText = await readFile(join(modulesDir, "modules.builtin"), "utf8").catch(() => "");
   const catalog = new DirectoryCatalog(release, files, parseModulesBuiltin(builtinText));
-  const out = {} as Record<ModuleSetName, GuestModule[]>;
-  for (const setName of Object.keys(MODULE_SETS) as ModuleSetName[]) {
+  const out: Partial<Record<ModuleSetName, GuestModule[]>> = {};
+  for (const setName of MODULE_SET_NAMES) {
+    const wanted = sets[setName];
+    if (wanted === undefined) continue;
     const list: GuestModule[] = [];
-    for (const name of await moduleLoadOrder(setName, MODULE_SETS[setName], catalog)) {
+    for (const name of await moduleLoadOrder(setName, wanted, catalog)) {
       const m = await catalog.load(name);
       if (m === undefined) throw new GuestBuildError("MODULE_INVALID", `module ${name} vanished from ${modulesDir}`);
       list.push({ name, data: m.data, source: m.source });

@@ -1,7 +1,8 @@
 /**
  * Creates the guest's data disk: a sparse raw image formatted ext4 with the
- * host's mkfs.ext4 (e2fsprogs). The guest sees it as /dev/sda, mounts it on
- * /data and keeps Redis's append-only file there.
+ * host's mkfs.ext4 (e2fsprogs). The guest sees it as /dev/sda (emu: IDE) or
+ * /dev/vda (qemu: virtio-blk), mounts it on /data and keeps Redis's
+ * append-only file there.
  */
 
 import { access, constants, lstat, open, rm } from "node:fs/promises";

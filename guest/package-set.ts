@@ -1,9 +1,10 @@
 /**
- * Which Debian packages make the guest, resolved to exact versions at build
- * time (DESIGN.md §3):
+ * Which Debian packages make a guest, resolved to exact versions of the
+ * target's architecture at build time (DESIGN.md §3):
  *
- * - the kernel: the `linux-image-686` metapackage names the current
- *   `linux-image-<release>-686` (never -686-pae: v86 has no PAE);
+ * - the kernel: the target's metapackage (`linux-image-686`,
+ *   `linux-image-amd64`) names the current `linux-image-<release>-<flavour>`
+ *   (for i386 never -686-pae: v86 has no PAE);
  * - `busybox-static`: shell, init tools, insmod, ip, mount;
  * - `redis-tools` (holds the real binary, redis-check-rdb) and
  *   `redis-server` (holds the redis-server → redis-check-rdb link);
@@ -12,16 +13,14 @@
  * - the shared libraries those binaries need: the closure of the library
  *   dependencies of redis-tools and memtester (first alternative of each,
  *   `lib*` packages only), plus libc6 (the loader) and libstdc++6 (linked
- *   by jemalloc, not declared). The build checks the set with the i386
- *   loader afterwards, for every binary it copies.
+ *   by jemalloc, not declared). The build checks the set against the ELF
+ *   files afterwards, for every binary it copies (shared-libraries.ts).
  */
 
 import { type AptPackage, showPackages } from "./apt.js";
 import { GuestBuildError } from "./errors.js";
+import type { GuestTarget } from "./target.js";
 
-export const KERNEL_METAPACKAGE = "linux-image-686";
-/** `linux-image-6.1.0-50-686` → release `6.1.0-50-686`; "-686-pae" does not match. */
-const KERNEL_IMAGE_PATTERN = /^linux-image-(\d+\.\d+\.\d+-\d+-686)$/;
 export const BUSYBOX_PACKAGE = "busybox-static";
 export const REDIS_SERVER_PACKAGE = "redis-server";
 export const REDIS_TOOLS_PACKAGE = "redis-tools";
@@ -33,7 +32,7 @@ const MAX_LIBRARY_PACKAGES = 40;
 
 export interface GuestPackageSet {
   kernelImage: AptPackage;
-  /** `uname -r` of the guest kernel, e.g. "6.1.0-50-686". */
+  /** `uname -r` of the guest kernel, e.g. "6.1.0-50-686", "6.1.0-57-amd64". */
   kernelRelease: string;
   busybox: AptPackage;
   redisServer: AptPackage;
@@ -53,22 +52,24 @@ function libraryDependencies(pkg: AptPackage): string[] {
   return out;
 }
 
-/** apt-cache lookup as `showPackages` does it (required names, optional names); replaceable in tests. */
-export type PackageLookup = (names: readonly string[], optional: readonly string[]) => Promise<Map<string, AptPackage>>;
+/** apt-cache lookup as `showPackages` does it (architecture, required names, optional names); replaceable in tests. */
+export type PackageLookup = (arch: string, names: readonly string[], optional: readonly string[]) => Promise<Map<string, AptPackage>>;
 
 /**
- * Resolves the package set. `hints` (typically the packages of the stored
- * manifest) are asked for in the first apt-cache call, so an unchanged set
- * resolves in one call instead of one per dependency level; unknown hints
- * are ignored. `lookup` is `showPackages` (apt-cache) unless a test replaces it.
+ * Resolves the package set of `target`, every package of its architecture.
+ * `hints` (typically the packages of the stored manifest) are asked for in
+ * the first apt-cache call, so an unchanged set resolves in one call
+ * instead of one per dependency level; unknown hints are ignored. `lookup`
+ * is `showPackages` (apt-cache) unless a test replaces it.
  */
-export async function resolveGuestPackages(hints: readonly string[] = [], lookup: PackageLookup = showPackages): Promise<GuestPackageSet> {
+export async function resolveGuestPackages(target: GuestTarget, hints: readonly string[] = [], lookup: PackageLookup = showPackages): Promise<GuestPackageSet> {
+  const { metapackage, imagePattern, flavour } = target.kernel;
   const known = new Map<string, AptPackage>();
   const ensure = async (required: readonly string[], optional: readonly string[] = []): Promise<void> => {
     const need = required.filter((n) => !known.has(n));
     if (need.length === 0) return;
     const extra = optional.filter((n) => !known.has(n) && !need.includes(n));
-    for (const [name, pkg] of await lookup(need, extra)) known.set(name, pkg);
+    for (const [name, pkg] of await lookup(target.arch, need, extra)) known.set(name, pkg);
   };
   const get = (name: string): AptPackage => {
     const p = known.get(name);
@@ -76,8 +77,8 @@ export async function resolveGuestPackages(hints: readonly string[] = [], lookup
     return p;
   };
 
-  await ensure([KERNEL_METAPACKAGE, BUSYBOX_PACKAGE, REDIS_SERVER_PACKAGE, REDIS_TOOLS_PACKAGE, MEMTESTER_PACKAGE, ...EXTRA_LIBRARY_PACKAGES], hints);
-  const meta = get(KERNEL_METAPACKAGE);
+  await ensure([metapackage, BUSYBOX_PACKAGE, REDIS_SERVER_PACKAGE, REDIS_TOOLS_PACKAGE, MEMTESTER_PACKAGE, ...EXTRA_LIBRARY_PACKAGES], hints);
+  const meta = get(metapackage);
   const redisTools = get(REDIS_TOOLS_PACKAGE);
   const memtester = get(MEMTESTER_PACKAGE);
 
@@ -85,7 +86,7 @@ export async function resolveGuestPackages(hints: readonly string[] = [], lookup
   let kernelRelease: string | undefined;
   for (const alternatives of meta.depends) {
     for (const alt of alternatives) {
-      const m = KERNEL_IMAGE_PATTERN.exec(alt);
+      const m = imagePattern.exec(alt);
       if (m !== null && m[1] !== undefined) {
         kernelImageName = alt;
         kernelRelease = m[1];
@@ -94,7 +95,7 @@ export async function resolveGuestPackages(hints: readonly string[] = [], lookup
   }
   if (kernelImageName === undefined || kernelRelease === undefined) {
     const deps = meta.depends.map((a) => a.join(" | ")).join(", ");
-    throw new GuestBuildError("RESOLVE_FAILED", `${KERNEL_METAPACKAGE} ${meta.version} depends on no linux-image-<release>-686 package (depends: ${deps})`);
+    throw new GuestBuildError("RESOLVE_FAILED", `${metapackage}:${target.arch} ${meta.version} depends on no linux-image-<release>-${flavour} package (depends: ${deps})`);
   }
 
   // Library closure, breadth first; each level is one apt-cache call (none when hinted).

@@ -57,6 +57,8 @@ export interface RunOptions {
   /** What the command is for, put in error messages ("resolving busybox-static"). */
   what?: string;
   env?: NodeJS.ProcessEnv;
+  /** Written to the command's standard input, which is then closed. */
+  input?: Uint8Array;
 }
 
 export interface RunResult {
@@ -83,7 +85,7 @@ export function run(command: string, args: readonly string[], opts: RunOptions =
     );
   }
   return new Promise((resolvePromise, reject) => {
-    execFile(
+    const child = execFile(
       command,
       [...args],
       { cwd: opts.cwd, env, encoding: "buffer", maxBuffer: MAX_OUTPUT },
@@ -107,5 +109,10 @@ export function run(command: string, args: readonly string[], opts: RunOptions =
         );
       },
     );
+    if (opts.input !== undefined) {
+      // A command that exits without reading all its input gets EPIPE here; its exit status tells the rest.
+      child.stdin?.on("error", () => {});
+      child.stdin?.end(opts.input);
+    }
   });
 }

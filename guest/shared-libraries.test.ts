@@ -3,11 +3,13 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { I386_ABI } from "./abi.js";
 import { EM_X86_64 } from "./elf.js";
 import { makeDynamicElf } from "./elf-testing.js";
 import { GuestBuildError } from "./errors.js";
 import { resolveInTree, sharedLibraryClosure } from "./shared-libraries.js";
+import { AMD64_TARGET, I386_TARGET } from "./target.js";
+
+const I386_ABI = I386_TARGET.abi;
 
 async function put(root: string, rel: string, data: Uint8Array | string): Promise<void> {
   await mkdir(dirname(join(root, rel)), { recursive: true });
@@ -67,4 +69,24 @@ test("a missing library names the chain that needs it; a foreign architecture is
   );
   await put(root, "usr/bin/amd64", makeDynamicElf({ is64: true, machine: EM_X86_64, needed: ["libc.so.6"] }));
   await assert.rejects(sharedLibraryClosure(root, "usr/bin/amd64", I386_ABI), /ELF machine 62, the i386 guest needs 3/);
+});
+
+test("amd64: the loader behind /lib64's absolute link, libraries in the x86_64-linux-gnu dirs, i386 files refused", async (t) => {
+  const root = await mkdtemp(join(tmpdir(), "colo-libs64-"));
+  t.after(() => rm(root, { recursive: true, force: true }));
+  const elf = (spec: Parameters<typeof makeDynamicElf>[0]): Buffer => makeDynamicElf({ is64: true, machine: EM_X86_64, ...spec });
+  await put(root, "usr/bin/redis", elf({ interpreter: "/lib64/ld-linux-x86-64.so.2", needed: ["libssl.so.3", "libc.so.6"] }));
+  await put(root, "usr/lib/x86_64-linux-gnu/libssl.so.3", elf({ soname: "libssl.so.3", needed: ["libc.so.6"] }));
+  await put(root, "lib/x86_64-linux-gnu/libc.so.6", elf({ soname: "libc.so.6", needed: ["ld-linux-x86-64.so.2"] }));
+  await put(root, "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", elf({ soname: "ld-linux-x86-64.so.2" }));
+  await link(root, "lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+  const needs = await sharedLibraryClosure(root, "usr/bin/redis", AMD64_TARGET.abi);
+  assert.equal(needs.interpreter, "/lib64/ld-linux-x86-64.so.2");
+  assert.deepEqual(needs.libraries, [
+    { soname: "libc.so.6", path: "lib/x86_64-linux-gnu/libc.so.6" },
+    { soname: "libssl.so.3", path: "usr/lib/x86_64-linux-gnu/libssl.so.3" },
+  ]);
+  assert.equal(await resolveInTree(root, "lib64/ld-linux-x86-64.so.2"), "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+  await put(root, "usr/bin/i386", makeDynamicElf({ needed: ["libc.so.6"] }));
+  await assert.rejects(sharedLibraryClosure(root, "usr/bin/i386", AMD64_TARGET.abi), /ELF machine 3, the amd64 guest needs 62/);
 });

@@ -6,7 +6,7 @@ import { ChannelError } from "../channel/secure-channel.js";
 import { attachConsole } from "./console.js";
 import { createVm } from "./create.js";
 import { destroyVm, listVms, pauseVm, statusVm, unpauseVm } from "./control-verbs.js";
-import { imageBuild, diskCreate } from "./image.js";
+import { imageArchArg, imageBuild, diskCreate, type ImageArch } from "./image.js";
 import { labVerb } from "./lab.js";
 import { CliError } from "./output.js";
 import { keygen, migrateReceive, migrateVm, restoreVm, saveVm } from "./migrate.js";
@@ -206,10 +206,11 @@ export function program(): Command {
   const image = p.command("image").description("the guest image");
   image
     .command("build")
-    .description("build (or reuse) the guest kernel + initrd from Debian packages")
+    .description("build (or reuse) the guest kernels + initrds from Debian packages: i386 (emu engine), amd64 (qemu engine)")
+    .option("--arch <arch>", "i386 | amd64 | all", imageArchArg, "all" as ImageArch)
     .option("--force", "rebuild even if the cached image matches the package versions")
-    .option("--cache <dir>", "cache folder (default: <repo>/.cache/guest)")
-    .action(async (o: { force?: boolean; cache?: string }) => imageBuild(o));
+    .option("--cache <dir>", "cache folder (default: <repo>/.cache/guest, amd64 in <repo>/.cache/guest-amd64; with --arch all, amd64 goes to <dir>-amd64)")
+    .action(async (o: { force?: boolean; cache?: string; arch: ImageArch }) => imageBuild(o));
 
   p.command("disk-create")
     .description("create an empty ext4 data disk (raw image)")
