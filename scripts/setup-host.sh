@@ -10,9 +10,12 @@ cd "$(dirname "$0")/.."
 #   iproute2       ip netns / link / bridge for the lab
 #   e2fsprogs      mkfs.ext4 for the guest's data disk
 #   cpio           GNU cpio: a unit test lists our initrd archive with it
+#   qemu-system-x86  the qemu engine's device model (qemu-system-x86_64, QEMU 7.2)
+#   qemu-utils     qemu-img / qemu-io / qemu-nbd: real NBD clients for the NBD server's tests
+#   xz-utils       xz: unpacks the amd64 kernel's payload into the vmlinux QEMU boots (PVH)
 #   nftables       packet loss on the replication link (fault-injection suite)
 #   dpkg, apt      apt-get download + dpkg-deb -x for the guest image (i386)
-HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio)
+HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio qemu-system-x86 qemu-utils xz-utils)
 
 need_update=0
 if ! dpkg --print-foreign-architectures | grep -qx i386; then

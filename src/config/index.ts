@@ -2,6 +2,7 @@
 export type {
   ColoDiskOptions,
   DiskConfig,
+  AccelName,
   EngineName,
   IdeVdev,
   LifecycleAction,
@@ -10,7 +11,7 @@ export type {
   VifConfig,
   VmConfig,
 } from "./types.js";
-export { DEFAULT_ENGINE, ENGINE_NAMES, isEngineName } from "./engines.js";
+export { ACCEL_NAMES, DEFAULT_ENGINE, ENGINE_NAMES, isEngineName } from "./engines.js";
 export { ConfigError, type ConfigErrorCode } from "./errors.js";
 export { loadVmConfig, parseVmConfig, MEMORY_DEFAULT_MIB, MEMORY_MAX_MIB, MEMORY_MIN_MIB, MAX_DISKS, MAX_VIFS } from "./load.js";
 export { guestCmdline } from "./cmdline.js";

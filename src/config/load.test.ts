@@ -90,6 +90,7 @@ test("defaults", () => {
     memoryMiB: 128,
     vcpus: 1,
     engine: "emu",
+    accel: "auto",
     kernel: join(DIR, "vmlinuz"),
     cmdline: "",
     disks: [],
@@ -193,9 +194,10 @@ const errors: [string, string, number | undefined, ConfigErrorCode, string][] = 
   ["extra and cmdline", MINIMAL + "cmdline = 'a'\nextra = 'b'\n", 4, "conflicting-keys", "extra: extra and cmdline (at vms/guest.cfg:3) are synonyms: give one"],
   ["control character in the cmdline", MINIMAL + 'extra = "a\\nb"\n', 3, "bad-value", "extra: control characters are not allowed"],
   ["cmdline too long", MINIMAL + `extra = '${"x".repeat(2048)}'\n`, 3, "bad-value", "x86 Linux takes at most 2047"],
-  ["engine xen", MINIMAL + "engine = 'xen'\n", 3, "unsupported-value", `vms/guest.cfg:3: engine: "xen" is not an engine of colo (engines: "emu")`],
-  ["engine kvm (no such engine: the VM would run on emu)", MINIMAL + "\nengine = 'kvm'\n", 4, "unsupported-value", `vms/guest.cfg:4: engine: "kvm" is not an engine of colo (engines: "emu")`],
-  ["engine qemu (not yet)", MINIMAL + "engine = \"qemu\"\n", 3, "unsupported-value", `engine: "qemu" is not an engine of colo`],
+  ["engine xen", MINIMAL + "engine = 'xen'\n", 3, "unsupported-value", `vms/guest.cfg:3: engine: "xen" is not an engine of colo (engines: "emu", "qemu")`],
+  ["engine kvm (no such engine: the VM would run on emu)", MINIMAL + "\nengine = 'kvm'\n", 4, "unsupported-value", `vms/guest.cfg:4: engine: "kvm" is not an engine of colo (engines: "emu", "qemu")`],
+  ["accel without engine qemu", MINIMAL + "accel = 'tcg'\n", 3, "unsupported-value", `vms/guest.cfg:3: accel: accel= chooses QEMU's accelerator; engine "emu" has none`],
+  ["accel unknown", MINIMAL + "engine = 'qemu'\naccel = 'hvf'\n", 4, "bad-value", `vms/guest.cfg:4: accel: expected auto, kvm, tcg, got "hvf"`],
   ["engine in another case", MINIMAL + "engine = 'EMU'\n", 3, "unsupported-value", `engine: "EMU" is not an engine of colo`],
   ["on_crash coredump-destroy", MINIMAL + "on_crash = 'coredump-destroy'\n", 3, "unsupported-value", `vms/guest.cfg:3: on_crash: "coredump-destroy" is not supported: colo writes no core dumps`],
   ["on_crash coredump-restart", MINIMAL + "\n\non_crash = 'coredump-restart'\n", 5, "unsupported-value", `vms/guest.cfg:5: on_crash: "coredump-restart" is not supported`],
@@ -224,4 +226,6 @@ test("engine: every name in ENGINE_NAMES loads, and nothing else does", () => {
   assert.equal(parseVmConfig(MINIMAL, FILE).engine, DEFAULT_ENGINE);
   assert.ok(isEngineName(DEFAULT_ENGINE));
   assert.equal(isEngineName("kvm"), false);
+  const q = parseVmConfig(MINIMAL + "engine = 'qemu'\naccel = 'kvm'\n", FILE);
+  assert.deepEqual([q.engine, q.accel], ["qemu", "kvm"]);
 });

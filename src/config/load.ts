@@ -12,13 +12,14 @@ import { IDE_VDEVS, parseDiskSpec } from "./disk.js";
 import { parseVifSpec } from "./vif.js";
 import { didYouMean } from "./suggest.js";
 import type { SpecContext } from "./spec.js";
-import { DEFAULT_ENGINE, ENGINE_NAMES, isEngineName } from "./engines.js";
+import { ACCEL_NAMES, DEFAULT_ENGINE, ENGINE_NAMES, isEngineName, type AccelName } from "./engines.js";
 
 const KNOWN_KEYS = [
   "name",
   "memory",
   "vcpus",
   "engine",
+  "accel",
   "kernel",
   "ramdisk",
   "extra",
@@ -214,6 +215,15 @@ class Validator {
     throw this.error("unsupported-value", value.line, "engine", `${quote(value.text)} is not an engine of colo (engines: ${known})`);
   }
 
+  private accel(engine: EngineName): AccelName {
+    const value = this.atom("accel");
+    if (value === undefined) return "auto";
+    const accel = ACCEL_NAMES.find((a) => a === value.text);
+    if (accel === undefined) throw this.error("bad-value", value.line, "accel", `expected ${ACCEL_NAMES.join(", ")}, got ${quote(value.text)}`);
+    if (engine !== "qemu") throw this.error("unsupported-value", value.line, "accel", `accel= chooses QEMU's accelerator; engine ${quote(engine)} has none (set engine = "qemu")`);
+    return accel;
+  }
+
   private cmdline(): string {
     const extra = this.entries.get("extra");
     const cmdline = this.entries.get("cmdline");
@@ -315,6 +325,7 @@ class Validator {
     const memoryMiB = this.memory();
     const vcpus = this.vcpus();
     const engine = this.engine();
+    const accel = this.accel(engine);
     const kernel = this.path("kernel", this.required("kernel"));
     const ramdiskValue = this.atom("ramdisk");
     const cmdline = this.cmdline();
@@ -323,6 +334,7 @@ class Validator {
       memoryMiB,
       vcpus,
       engine,
+      accel,
       kernel,
       cmdline,
       disks: this.disks(),

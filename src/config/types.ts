@@ -3,9 +3,9 @@
  * Paths are absolute (resolved against the config file's folder).
  */
 
-import type { EngineName } from "./engines.js";
+import type { AccelName, EngineName } from "./engines.js";
 
-export type { EngineName } from "./engines.js";
+export type { AccelName, EngineName } from "./engines.js";
 
 /** Where a value came from, for error messages: "guest.cfg:12". */
 export interface SourceLocation {
@@ -83,6 +83,8 @@ export interface VmConfig {
   vcpus: 1;
   /** `engine=`: one of ENGINE_NAMES (engines.ts); default "emu". */
   engine: EngineName;
+  /** `accel=` (engine qemu only): default "auto". */
+  accel: AccelName;
   kernel: string;
   ramdisk?: string;
   /**

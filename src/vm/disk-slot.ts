@@ -35,4 +35,16 @@ export class DiskSlot implements BlockBackend {
   write(offset: number, data: Uint8Array): void {
     (this.layer ?? this.raw).write(offset, data);
   }
+
+  /**
+   * The guest's flush goes to what serves the disk: the raw image (fdatasync),
+   * or the layer in front of it, which decides what a flush means there (a
+   * secondary's overlay holds the SVM's writes in memory until the next
+   * checkpoint discards them: nothing to make durable).
+   */
+  flush(): void {
+    const layer = this.layer;
+    if (layer !== undefined) layer.flush?.();
+    else this.raw.flush();
+  }
 }

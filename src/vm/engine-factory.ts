@@ -4,9 +4,11 @@
  * every name of src/config/engines.ts (ENGINE_NAMES), so an engine added
  * there does not compile until it has a constructor here.
  */
-import type { EngineName, NicModel } from "../config/index.js";
+import type { AccelName, EngineName, NicModel } from "../config/index.js";
 import type { Engine, MachineSpec } from "../engine/engine.js";
 import { EmuEngine } from "../engine/emu/emu-engine.js";
+import { EngineError } from "../engine/errors.js";
+import { QemuEngine } from "../engine/qemu/qemu-engine.js";
 
 /** What the VM layer gives every engine besides the machine spec. */
 export interface EngineSettings {
@@ -14,6 +16,12 @@ export interface EngineSettings {
   nicModel?: NicModel;
   /** A BIOS image instead of the engine's default (tests). */
   biosPath?: string;
+  /** The VM's name (qemu: process title, messages). */
+  vmName?: string;
+  /** `accel=` (qemu). */
+  accel?: AccelName;
+  /** Problems an engine reports without stopping the VM. */
+  log?: (line: string) => void;
 }
 
 /** Builds an engine (not started) for one machine. */
@@ -25,6 +33,17 @@ const ENGINE_FACTORIES: Readonly<Record<EngineName, EngineFactory>> = {
       ...(settings.biosPath !== undefined ? { biosPath: settings.biosPath } : {}),
       ...(settings.nicModel !== undefined ? { nicModel: settings.nicModel } : {}),
     }),
+  qemu: (spec, settings) => {
+    if (settings.nicModel !== undefined && settings.nicModel !== "virtio") {
+      throw new EngineError("qemu", "BAD_SPEC", `the qemu engine's NIC is virtio-net; vif model=${settings.nicModel} is emu's`);
+    }
+    if (settings.biosPath !== undefined) throw new EngineError("qemu", "BAD_SPEC", "the qemu engine boots the kernel directly (no BIOS image to give)");
+    return new QemuEngine(spec, {
+      ...(settings.vmName !== undefined ? { vm: settings.vmName } : {}),
+      ...(settings.accel !== undefined ? { accel: settings.accel } : {}),
+      ...(settings.log !== undefined ? { log: settings.log } : {}),
+    });
+  },
 };
 
 /** The engine factory of a config's engine name. */

@@ -45,3 +45,28 @@ test("raw disk: bad images are refused naming the path", () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("flush: fdatasync of the image, counted; a DiskSlot sends it to the raw image or to the layer in front", async () => {
+  const { DiskSlot } = await import("./disk-slot.js");
+  const dir = mkdtempSync(join(tmpdir(), "colo-flush-"));
+  try {
+    const path = join(dir, "d.img");
+    writeFileSync(path, Buffer.alloc(4096));
+    const raw = RawDiskBackend.open(path, false);
+    const slot = new DiskSlot(raw);
+    slot.write(0, Buffer.from("abc"));
+    slot.flush();
+    assert.equal(raw.stats.flushes, 1);
+    assert.equal(readFileSync(path).subarray(0, 3).toString(), "abc");
+    let layerFlushes = 0;
+    slot.interpose({ byteLength: 4096, read: (_o, l) => new Uint8Array(l), write: () => undefined, flush: () => void layerFlushes++ });
+    slot.flush();
+    assert.deepEqual([layerFlushes, raw.stats.flushes], [1, 1]);
+    slot.interpose({ byteLength: 4096, read: (_o, l) => new Uint8Array(l), write: () => undefined });
+    slot.flush(); // a layer without flush(): nothing to make durable
+    assert.equal(raw.stats.flushes, 1);
+    raw.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import type { BlockBackend } from "../engine/engine.js";
 
 /** Sector size of the IDE disks v86 emulates (ATA: 512-byte logical sectors). */
@@ -7,6 +7,8 @@ export const SECTOR_SIZE = 512;
 export interface RawDiskStats {
   reads: number;
   writes: number;
+  /** flush() calls (each an fdatasync). */
+  flushes: number;
   bytesRead: number;
   bytesWritten: number;
   /** Writes to a read-only disk, dropped. */
@@ -21,7 +23,7 @@ export interface RawDiskStats {
  */
 export class RawDiskBackend implements BlockBackend {
   readonly byteLength: number;
-  readonly stats: RawDiskStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, rejectedWrites: 0 };
+  readonly stats: RawDiskStats = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, rejectedWrites: 0 };
   private fd: number | undefined;
   /** Called after each write lands, with its offset and bytes (replication hooks in here). */
   onWrite: ((offset: number, data: Uint8Array) => void) | undefined;
@@ -93,6 +95,13 @@ export class RawDiskBackend implements BlockBackend {
     this.stats.writes++;
     this.stats.bytesWritten += data.length;
     this.onWrite?.(offset, data);
+  }
+
+  /** The guest's flush (qemu: NBD FLUSH, FUA writes): what was written is on the host's storage (fdatasync). */
+  flush(): void {
+    if (this.readOnly) return;
+    fdatasyncSync(this.requireFd());
+    this.stats.flushes++;
   }
 
   close(): void {

@@ -168,7 +168,12 @@ export class Vm {
         ...(vif ? { nicMac: vif.mac } : {}),
         disks: this.slots,
       },
-      { ...(this.options.biosPath ? { biosPath: this.options.biosPath } : {}), ...(vif?.model ? { nicModel: vif.model } : {}) },
+      {
+        ...(this.options.biosPath ? { biosPath: this.options.biosPath } : {}),
+        ...(vif?.model ? { nicModel: vif.model } : {}),
+        vmName: this.name,
+        accel: config.accel,
+      },
     );
     this.engine = engine;
     engine.onConsoleOutput((bytes) => this.console.push(bytes));
