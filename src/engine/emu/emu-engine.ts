@@ -8,7 +8,7 @@ import type { V86Options } from "v86";
 import { PAGE_SIZE, type Engine, type EngineEvent, type LoadStateOptions, type MachineSpec } from "../engine.js";
 import { EngineError } from "../errors.js";
 import { V86BlockAdapter } from "./block-adapter.js";
-import { ShadowDirtyTracker } from "./dirty-tracker.js";
+import { ShadowDirtyTracker } from "../dirty-tracker.js";
 import {
   EFLAGS_IF,
   internals,
