@@ -123,6 +123,18 @@ test("the example guest.cfg loads", async () => {
   assert.equal(guestCmdline(config), `${config.cmdline} colo.hostname=guest`);
 });
 
+test("the example guest-qemu.cfg loads", async () => {
+  const path = fileURLToPath(new URL("../../../examples/guest-qemu.cfg", import.meta.url));
+  const config = await loadVmConfig(path);
+  const examples = resolve(path, "..");
+  assert.deepEqual([config.name, config.memoryMiB, config.engine, config.accel], ["guest-qemu", 256, "qemu", "auto"]);
+  assert.equal(config.kernel, resolve(examples, "../.cache/guest-amd64/vmlinux"));
+  assert.equal(config.ramdisk, resolve(examples, "../.cache/guest-amd64/initrd.img"));
+  assert.equal(config.disks[0]?.target, resolve(examples, "../.cache/vm/guest-qemu-data.img"));
+  assert.equal(config.vifs[0]?.model, "virtio");
+  assert.equal(guestCmdline(config), `${config.cmdline} colo.hostname=guest-qemu`);
+});
+
 test("loadVmConfig resolves paths against the file's folder and names the file as given", async () => {
   const dir = await mkdtemp(join(tmpdir(), "colo-config-"));
   try {
