@@ -7,7 +7,7 @@ import type { Readable } from "node:stream";
 import { parseVmConfig, type VmConfig } from "../config/index.js";
 import type { Engine } from "../engine/engine.js";
 import { machineHeader, StreamReader, StreamWriter, writableSink, StreamError } from "../state/index.js";
-import { receiveMachine, sendMachine, type ReceiveResult, type SendOptions, type SendResult, type TransferProgress } from "../state/machine-transfer.js";
+import { receiveMachine, sendMachine, writeEngineCompat, type ReceiveResult, type SendOptions, type SendResult, type TransferProgress } from "../state/machine-transfer.js";
 
 /** The configuration a VM was created from, as carried in VM_CONFIG records. */
 export interface ConfigSource {
@@ -15,9 +15,14 @@ export interface ConfigSource {
   text: string;
 }
 
-/** Writes VM_CONFIG, the machine, and END. */
+/**
+ * Writes VM_CONFIG, ENGINE_COMPAT (what the receiver's engine must match:
+ * it refuses before any page if it cannot load this engine's state), the
+ * machine, and END.
+ */
 export async function writeImage(engine: Engine, writer: StreamWriter, config: ConfigSource, opts: SendOptions): Promise<SendResult> {
   await writer.writeVmConfig(config);
+  await writeEngineCompat(engine, writer);
   const result = await sendMachine(engine, writer, opts);
   await writer.writeEnd();
   await writer.flush();
@@ -51,7 +56,12 @@ export async function readConfig(reader: StreamReader, where: string): Promise<{
   return { config: parseVmConfig(source.text, source.path), source };
 }
 
-/** Reads the rest of an image stream (after VM_CONFIG) into a paused engine, through the toolstack END. */
+/**
+ * Reads the rest of an image stream (after VM_CONFIG) into a paused engine,
+ * through the toolstack END. The engine must be started (paused): the
+ * source's ENGINE_COMPAT, the stream's next record, is checked against it
+ * before any page is applied.
+ */
 export async function readMachine(engine: Engine, reader: StreamReader, onProgress?: (p: TransferProgress) => void): Promise<ReceiveResult> {
   const result = await receiveMachine(engine, reader, onProgress);
   for (;;) {

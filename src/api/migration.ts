@@ -1,9 +1,11 @@
 /**
  * Live migration between two colo hosts (docs/migration.md): the source
- * connects over an authenticated channel (TLS-PSK), sends VM_CONFIG and the
- * machine with pre-copy rounds, then waits for the destination's one-line
- * answer. The source VM is destroyed only after the destination says its
- * copy runs; on any failure the source resumes its guest.
+ * connects over an authenticated channel (TLS-PSK), sends VM_CONFIG,
+ * ENGINE_COMPAT and the machine with pre-copy rounds, then waits for the
+ * destination's one-line answer (which comes early, and stops the sending,
+ * when the destination refuses the stream, e.g. an incompatible engine).
+ * The source VM is destroyed only after the destination says its copy
+ * runs; on any failure the source resumes its guest.
  */
 import type { TLSSocket } from "node:tls";
 import { ChannelError, connectSecure, listenSecure, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
@@ -90,6 +92,14 @@ export async function migrateOut(
     const writer = new StreamWriter(writableSink(socket), { machine: machineHeader(engine.id, engine.memoryBytes) });
     const answer = readAnswer(socket);
     answer.catch(() => undefined); // observed below; a failure while sending surfaces there
+    // A destination that refuses the stream early (e.g. its engine cannot load this one's state:
+    // ENGINE_COMPAT, the first record after VM_CONFIG) answers at once: stop sending, the catch below says why.
+    answer.then(
+      (a) => {
+        if (!a.ok) socket.destroy();
+      },
+      () => undefined,
+    );
     let send: SendResult;
     try {
       send = await writeImage(engine, writer, config, { live: true, pause, onProgress });

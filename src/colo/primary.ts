@@ -1,10 +1,11 @@
 /**
  * The primary side of a replication session (COLO-PROTOCOL.md §4, §6, §7).
  *
- * Start: REPLICATION_MODE, then (with replicated disks) DISK_INFO and the
- * chunks the secondary asks for, then a live migration whose last memory
- * part ends with CHECKPOINT (checkpoint 0). Then, whenever the checkpoint
- * policy says so:
+ * Start: VM_CONFIG, ENGINE_COMPAT (the secondary refuses an engine that
+ * cannot load this one's state there), REPLICATION_MODE, then (with
+ * replicated disks) DISK_INFO and the chunks the secondary asks for, then
+ * a live migration whose last memory part ends with CHECKPOINT
+ * (checkpoint 0). Then, whenever the checkpoint policy says so:
  *
  *   pause PVM -> NEW -> SVM_SUSPENDED + SVM dirty list -> union of dirty
  *   pages, engine state, CHECKPOINT, DISK_CHECKPOINT, CHECKPOINT_END, the
@@ -30,7 +31,7 @@
 import type { TLSSocket } from "node:tls";
 import type { Engine } from "../engine/engine.js";
 import { machineHeader, StreamWriter, writableSink, writePages, unionSortedPfns, type ReplicationModeName } from "../state/index.js";
-import { sendMachine } from "../state/machine-transfer.js";
+import { sendMachine, writeEngineCompat } from "../state/machine-transfer.js";
 import { BackChannel } from "./back-channel.js";
 import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js";
 import { CompareOutput, type OutputCommit } from "./compare-output.js";
@@ -171,6 +172,8 @@ export class PrimaryReplicator {
       this.lease.keep();
     }
     await this.writer.writeVmConfig(config);
+    // Before the mode and the disks: a secondary whose engine cannot load this one's state refuses here.
+    await writeEngineCompat(this.vm.engine, this.writer);
     await this.writer.writeReplicationMode({ mode: this.opts.mode, disks: this.vm.disks.length > 0 });
     const t0 = Date.now();
     const diskSync = await this.disks.initialSync(this.back);

@@ -1,9 +1,11 @@
 /**
  * The secondary side of a replication session (COLO-PROTOCOL.md §4-§7).
  *
- * receiveInitial(): REPLICATION_MODE, the disks' DISK_INFO (answered with
- * DISK_WANT) and copied chunks, the memory image, the writes held during
- * it and DISK_CHECKPOINT, up to checkpoint 0's CHECKPOINT_END. Then run():
+ * receiveInitial(): ENGINE_COMPAT (the primary's engine, checked against
+ * this one's before anything else), REPLICATION_MODE, the disks' DISK_INFO
+ * (answered with DISK_WANT) and copied chunks, the memory image, the writes
+ * held during it and DISK_CHECKPOINT, up to checkpoint 0's CHECKPOINT_END.
+ * Then run():
  *
  * - Remus mode: the SVM stays paused and only holds the last checkpoint.
  * - Compare mode: the SVM runs on the input the primary mirrors to it
@@ -27,7 +29,7 @@
 import type { Duplex } from "node:stream";
 import type { BlockBackend, Engine } from "../engine/engine.js";
 import { machineHeader, PageBuffer, StreamWriter, writableSink, type ReplicationModeName, type StreamReader, type StreamRecord } from "../state/index.js";
-import { receiveMachine } from "../state/machine-transfer.js";
+import { checkEngineCompat, receiveMachine } from "../state/machine-transfer.js";
 import { chunksToCopy, hashBackend, type ImageHashes } from "./disk/image-hash.js";
 import { SecondaryDisk } from "./disk/secondary-disk.js";
 import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
@@ -139,7 +141,9 @@ export class SecondaryReplicator {
     for (;;) {
       const r = await this.nextRecord("before the memory image");
       if (r.kind === "memory-stream") break;
-      if (r.kind === "replication-mode") {
+      // The primary sends it first: an engine that cannot load its state is refused before any disk is hashed or copied.
+      if (r.kind === "engine-compat") checkEngineCompat(this.vm.engine, r.compat, r.offset);
+      else if (r.kind === "replication-mode") {
         this.mode = r.mode.mode;
         this.stats.replication = this.mode;
       } else if (r.kind === "disk-info") await this.answerDiskInfo(r);

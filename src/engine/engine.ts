@@ -135,6 +135,21 @@ export interface Engine {
 
   /** The format version of saveState()'s blob, as recorded in the stream (docs/specs/stream.md). */
   readonly stateFormatVersion: number;
+  /**
+   * What another engine must match for this engine's saveState() to load
+   * there, one line of printable ASCII (at most 256 octets): emu
+   * "v86 0.5.462+g5f9a90f state 2" (v86's version, the state format), qemu
+   * "qemu 7.2.22 pc" (QEMU's version, the machine type). Two engines of the
+   * same id exchange state only when their descriptors are equal; a
+   * migration, restore or replication carries the source's in the stream's
+   * ENGINE_COMPAT record (docs/specs/stream.md §3.14), and the receiver
+   * compares it with its own before it takes a page.
+   *
+   * Undefined until start() has resolved on an engine that learns it from
+   * what it starts (qemu: QEMU's version comes from the QMP greeting of the
+   * process); emu knows it from construction.
+   */
+  readonly compatibility: string | undefined;
   /** Everything except RAM (CPU, interrupt controllers, timers, devices). */
   saveState(): Promise<Uint8Array>;
   /**

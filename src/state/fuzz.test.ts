@@ -15,7 +15,20 @@ import { readAll, type ReaderOptions } from "./reader.js";
 import { MAX_VM_CONFIG_PATH, MAX_VM_CONFIG_TEXT, VM_CONFIG_SUBHEADER_SIZE } from "./record-types.js";
 import type { StreamRecord } from "./records.js";
 import { MemorySink } from "./sink.js";
-import { asyncChunks, emuMachine, emuState, randomBytes, randomChunks, randomInt, SAMPLE_VM_CONFIG, sampleRam, saveStream, seededRandom } from "./testing.js";
+import {
+  asyncChunks,
+  emuMachine,
+  emuState,
+  qemuMachine,
+  qemuState,
+  randomBytes,
+  randomChunks,
+  randomInt,
+  SAMPLE_VM_CONFIG,
+  sampleRam,
+  saveStream,
+  seededRandom,
+} from "./testing.js";
 import { allPfns, writePages } from "./write-pages.js";
 import { StreamWriter } from "./writer.js";
 
@@ -124,6 +137,14 @@ function toleratedRegions(bytes: Uint8Array, records: StreamRecord[]): Uint8Arra
       case "precopy-round":
         mark(r.offset, 24); // optional: any field, even its type, may change unnoticed
         break;
+      case "engine-compat": {
+        // Optional: its type may become another unknown optional type (skipped). A descriptor octet may
+        // become another printable one (the receiver's comparison refuses it, not the reader); bit 7 never.
+        mark(r.offset, 4);
+        const at = r.offset + 16;
+        for (let i = 0; i < r.compat.descriptor.length; i++) tolerated[at + i] = 0x7f;
+        break;
+      }
       case "vm-config": {
         const octets = new TextEncoder().encode(r.config.path).length;
         markVmConfig(tolerated, bytes, r.offset, octets, VM_CONFIG_SUBHEADER_SIZE + octets + new TextEncoder().encode(r.config.text).length);
@@ -142,7 +163,7 @@ async function sample(name: string, bytes: Uint8Array, options: ReaderOptions): 
   return { name, bytes, options, tolerated: toleratedRegions(bytes, records) };
 }
 
-/** A save file as colo writes one: VM_CONFIG, pages in random order and batches, zero and random, a state blob. */
+/** A save file as colo writes one: VM_CONFIG, ENGINE_COMPAT, pages in random order and batches, zero and random, a state blob. */
 async function saveSample(random: () => number): Promise<Sample> {
   const pages = 160;
   const machine = emuMachine(pages);
@@ -150,6 +171,7 @@ async function saveSample(random: () => number): Promise<Sample> {
   const sink = new MemorySink();
   const w = new StreamWriter(sink, { machine });
   await w.writeVmConfig(SAMPLE_VM_CONFIG);
+  await w.writeEngineCompat({ engineId: "emu", descriptor: "v86 0.5.462+g5f9a90f state 2" });
   await w.writeMemoryStream();
   const order = shuffle(random, [...allPfns(pages)]);
   for (let at = 0; at < order.length; ) {
@@ -163,6 +185,23 @@ async function saveSample(random: () => number): Promise<Sample> {
   return sample("save", sink.bytes(), { expect: { engineId: "emu", memoryBytes: machine.memoryBytes }, requireEndOfSource: true });
 }
 
+/** A qemu engine's save file: VM_CONFIG, ENGINE_COMPAT, every page, QEMU_STATE. */
+async function qemuSaveSample(random: () => number): Promise<Sample> {
+  const pages = 64;
+  const machine = qemuMachine(pages);
+  const ram = sampleRam(random, pages, 0.5);
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine });
+  await w.writeVmConfig({ path: "/c", text: 'engine="qemu"' });
+  await w.writeEngineCompat({ engineId: "qemu", descriptor: "qemu 7.2.22 pc" });
+  await w.writeMemoryStream();
+  await writePages(w, ram, allPfns(pages));
+  await w.writeEngineState(qemuState(randomBytes(random, 5000)));
+  await w.writeMemoryEnd();
+  await w.writeEnd();
+  return sample("qemu save", sink.bytes(), { expect: { engineId: "qemu", memoryBytes: machine.memoryBytes }, requireEndOfSource: true });
+}
+
 /** A COLO forward stream: VM_CONFIG (a short one), pre-copy rounds, initial checkpoint, two checkpoints, heartbeats between them. */
 async function coloSample(random: () => number): Promise<Sample> {
   const pages = 96;
@@ -171,6 +210,7 @@ async function coloSample(random: () => number): Promise<Sample> {
   const sink = new MemorySink();
   const w = new StreamWriter(sink, { machine });
   await w.writeVmConfig({ path: "/c", text: 'name="g"' });
+  await w.writeEngineCompat({ engineId: "emu", descriptor: "v86 0.5.462 state 2" });
   await w.writeMemoryStream();
   await w.writePrecopyRound({ round: 0, final: false, pageCount: pages });
   await writePages(w, ram, allPfns(pages));
@@ -224,6 +264,8 @@ async function backChannelSample(random: () => number): Promise<Sample> {
   for (const r of await readAll(bytes, s.options)) {
     if (r.kind === "checkpoint-state") s.tolerated[r.offset + 8] = 0xff;
     if (r.kind === "dirty-pfn-list") for (let i = 0; i < r.pfns.length; i++) s.tolerated.fill(0xff, r.offset + 8 + 8 * i, r.offset + 8 + 8 * i + 4);
+    // engine_id 1 (emu) and 3 (qemu) differ in bit 1: a back channel has no engine state to check it against.
+    if (r.kind === "machine-header") s.tolerated[r.offset + 24] = 0x02;
   }
   return s;
 }
@@ -300,6 +342,7 @@ for (const [name, build, offset] of [
   ["save file", saveSample, 0],
   ["COLO forward stream", coloSample, 1],
   ["back channel", backChannelSample, 2],
+  ["qemu save file", qemuSaveSample, 5],
 ] as const) {
   test(`fuzz ${name}: ${MUTATIONS} truncations and corruptions are rejected or harmless, in bounded time`, async () => {
     const started = performance.now();
@@ -339,6 +382,39 @@ test("every single-bit flip and every cut of a VM_CONFIG record is rejected, or 
   }
   // Flips in the text and path do go through (there is no checksum), and so do some of path_length.
   assert.ok(counts.undetected > counts.flips / 2 && counts.splits > 0, JSON.stringify(counts));
+});
+
+test("every single-bit flip of ENGINE_COMPAT and of QEMU_STATE's sub-header is rejected, or only changes its type or descriptor", async () => {
+  const s = await qemuSaveSample(seededRandom(BASE_SEED + 6));
+  const records = await readAll(s.bytes, s.options);
+  const compat = records.find((r) => r.kind === "engine-compat");
+  const state = records.find((r) => r.kind === "engine-state");
+  assert.ok(compat !== undefined && state !== undefined);
+  const view = new DataView(s.bytes.buffer, s.bytes.byteOffset);
+  const compatEnd = compat.offset + 8 + view.getUint32(compat.offset + 4, true) + 2; // 14 octets of descriptor, 2 of padding
+  const random = seededRandom(BASE_SEED + 7);
+  const counts = { flips: 0, undetected: 0 };
+  // The whole ENGINE_COMPAT record with its padding, and QEMU_STATE's record header and sub-header.
+  const spans: [number, number][] = [
+    [compat.offset, compatEnd],
+    [state.offset, state.offset + 16],
+  ];
+  for (const [from, to] of spans) {
+    for (let at = from; at < to; at++) {
+      for (let bit = 0; bit < 8; bit++) {
+        const mutated = s.bytes.slice();
+        mutated[at] = (mutated[at] ?? 0) ^ (1 << bit);
+        const outcome = await parse(mutated, s.options, random);
+        counts.flips++;
+        if (outcome.ok) {
+          assert.ok((((s.tolerated[at] ?? 0) >> bit) & 1) === 1, `bit ${bit} of octet ${at} flipped: accepted`);
+          counts.undetected++;
+        }
+      }
+    }
+  }
+  // Some type and descriptor flips go through (optional record, no checksum); QEMU_STATE's do not.
+  assert.ok(counts.undetected > 0 && counts.undetected < counts.flips / 2, JSON.stringify(counts));
 });
 
 test("random octets after a valid toolstack header are rejected, never crash", async () => {

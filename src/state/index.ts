@@ -12,7 +12,8 @@ export { PAGE_TYPE } from "./pfn-entry.js";
 export { PageBuffer } from "./page-buffer.js";
 export { writePages, allPfns, guestBytes, type PageWriteStats } from "./write-pages.js";
 export { unionSortedPfns } from "./pfn-list.js";
-export { EMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
+export { EMU_STATE_FORMAT, QEMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
+export type { EngineCompat } from "./engine-compat-record.js";
 export { EMULATOR_ID, type EmulatorContext } from "./emulator-context.js";
 export { CHECKPOINT_CONTROL_ID, type CheckpointControl } from "./checkpoint-records.js";
 export type { PrecopyRound } from "./precopy-round.js";
@@ -37,6 +38,7 @@ export {
   MAX_BLOB_SIZE,
   MAX_VM_CONFIG_PATH,
   MAX_VM_CONFIG_TEXT,
+  MAX_ENGINE_COMPAT_DESCRIPTOR,
   TOOLSTACK_RECORD,
   MEMORY_RECORD,
 } from "./record-types.js";

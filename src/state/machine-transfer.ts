@@ -7,10 +7,13 @@
  */
 import type { Engine } from "../engine/engine.js";
 import { PAGE_SIZE } from "../engine/engine.js";
-import { StreamError } from "./errors.js";
+import type { EngineCompat } from "./engine-compat-record.js";
+import { StreamError, type StreamLocation } from "./errors.js";
+import { memoryImageHeaderLayout, type MachineHeader } from "./memory-header.js";
 import { applyPageData } from "./page-data.js";
 import { PAGE_TYPE } from "./pfn-entry.js";
 import type { StreamReader } from "./reader.js";
+import { describeRecord, TOOLSTACK_RECORD } from "./record-types.js";
 import { allPfns, writePages } from "./write-pages.js";
 import type { StreamWriter } from "./writer.js";
 
@@ -59,6 +62,59 @@ export interface SendResult {
   stateBytes: number;
 }
 
+/**
+ * ENGINE_COMPAT (docs/specs/stream.md §3.14) for `engine`: written by every
+ * source at the start of its stream (right after VM_CONFIG, before any disk
+ * or memory record) so that the receiver refuses an incompatible engine
+ * before it takes a page. The engine must be started (qemu learns its
+ * version from the process).
+ */
+export async function writeEngineCompat(engine: Engine, writer: StreamWriter): Promise<void> {
+  const descriptor = engine.compatibility;
+  if (descriptor === undefined) {
+    throw new StreamError("INTERNAL", undefined, `the ${engine.id} engine does not know its compatibility yet (not started): ENGINE_COMPAT cannot be written`);
+  }
+  await writer.writeEngineCompat({ engineId: engine.id, descriptor });
+}
+
+/**
+ * The receiver's check of an ENGINE_COMPAT (spec §3.14) against its own
+ * engine, which must be started: throws StreamError MISMATCH naming the
+ * record, its offset and both sides when the source's engine state cannot
+ * load here. Call it when the record arrives, before any page or disk chunk.
+ */
+export function checkEngineCompat(engine: Engine, compat: EngineCompat, offset: number): void {
+  const where: StreamLocation = { offset, what: describeRecord("toolstack", TOOLSTACK_RECORD.ENGINE_COMPAT) };
+  const mine = engine.compatibility;
+  if (mine === undefined) {
+    throw new StreamError("INTERNAL", where, `this host's ${engine.id} engine is not started: its compatibility is not known yet, the source's cannot be checked`);
+  }
+  if (compat.engineId !== engine.id) {
+    throw new StreamError(
+      "MISMATCH",
+      where,
+      `the source runs engine ${compat.engineId} (${compat.descriptor}), this host engine ${engine.id} (${mine}): the state of one engine cannot be loaded by the other`,
+    );
+  }
+  if (compat.descriptor !== mine) {
+    throw new StreamError("MISMATCH", where, `the source runs ${compat.descriptor}, this host ${mine}: a device state from one cannot be loaded by the other`);
+  }
+}
+
+/**
+ * The receiver's check of the machine header against its own engine: the
+ * engine (emu, qemu) and the memory size must be the same. Throws
+ * StreamError MISMATCH at the machine header.
+ */
+export function checkMachine(engine: Engine, machine: MachineHeader, headersOffset: number): void {
+  const where: StreamLocation = { offset: headersOffset + memoryImageHeaderLayout.size, what: "machine header" };
+  if (machine.engineId !== engine.id) {
+    throw new StreamError("MISMATCH", where, `the source runs engine ${machine.engineId}, this VM engine ${engine.id}: the state of one engine cannot be loaded by the other`);
+  }
+  if (machine.memoryBytes !== engine.memoryBytes) {
+    throw new StreamError("MISMATCH", where, `the stream's machine has ${machine.memoryBytes / 2 ** 20} MiB of memory, this VM ${engine.memoryBytes / 2 ** 20} MiB`);
+  }
+}
 
 /**
  * Writes the memory part of an image stream: MEMORY_STREAM, the pages (all
@@ -156,11 +212,13 @@ export interface ReceiveResult {
 }
 
 /**
- * Reads the memory part of an image stream into a paused engine: pages go
- * straight into guest RAM, the engine state is loaded last. Stops after the
- * memory END (the caller reads the toolstack END). The reader has already
- * checked the grammar (full coverage in the first part, pfn bounds); this
- * checks that the machine is the receiving one.
+ * Reads the memory part of an image stream into a paused (started) engine:
+ * pages go straight into guest RAM, the engine state is loaded last. Stops
+ * after the memory END (the caller reads the toolstack END). The reader has
+ * already checked the grammar (full coverage in the first part, pfn
+ * bounds); this checks that the machine is the receiving one: the source's
+ * ENGINE_COMPAT, when it comes before the MEMORY_STREAM, and the machine
+ * header, both before any page is applied.
  */
 export async function receiveMachine(engine: Engine, reader: StreamReader, onProgress?: (p: TransferProgress) => void): Promise<ReceiveResult> {
   const started = Date.now();
@@ -186,19 +244,14 @@ export async function receiveMachine(engine: Engine, reader: StreamReader, onPro
     const record = await reader.next();
     if (!record) throw new StreamError("TRUNCATED", undefined, "the stream ended inside the memory part");
     switch (record.kind) {
+      case "engine-compat":
+        checkEngineCompat(engine, record.compat, record.offset);
+        break;
       case "memory-stream":
         break;
-      case "machine-header": {
-        const m = record.machine;
-        if (m.engineId !== engine.id || m.memoryBytes !== engine.memoryBytes) {
-          throw new StreamError(
-            "MISMATCH",
-            undefined,
-            `the stream's machine (${m.engineId}, ${m.memoryBytes / 2 ** 20} MiB) is not this VM's (${engine.id}, ${engine.memoryBytes / 2 ** 20} MiB)`,
-          );
-        }
+      case "machine-header":
+        checkMachine(engine, record.machine, record.offset);
         break;
-      }
       case "precopy-round":
         report();
         round = { round: record.round.round, final: record.round.final, start: Date.now(), pages: 0, zero: 0, offset: record.offset };

@@ -31,7 +31,7 @@ export const memoryImageHeaderLayout = defineLayout("memory image header", 24, {
 });
 
 export const machineHeaderLayout = defineLayout("machine header", 16, {
-  engineId: { offset: 0, type: "u32", meaning: "1 emu, 2 kvm" },
+  engineId: { offset: 0, type: "u32", meaning: "1 emu, 2 kvm, 3 qemu" },
   pageShift: { offset: 4, type: "u8", meaning: "12" },
   reserved: { offset: 5, type: "u8", meaning: "zero", reserved: true },
   vcpuCount: { offset: 6, type: "u16", meaning: "1..4096; 1 for emu" },
@@ -119,7 +119,7 @@ export function decodeMachineHeader(bytes: Uint8Array, offset: number): MachineH
   const reserved = machineHeaderLayout.reservedViolation(bytes);
   if (reserved !== undefined) throw new StreamError("BAD_RESERVED", where, `${reserved} is not zero`);
   const engineId = engineFromCode(h.engineId);
-  if (engineId === undefined) throw new StreamError("BAD_FIELD", where, `unknown engine_id ${h.engineId} (1 emu, 2 kvm)`);
+  if (engineId === undefined) throw new StreamError("BAD_FIELD", where, `unknown engine_id ${h.engineId} (1 emu, 2 kvm, 3 qemu)`);
   if (h.pageShift !== PAGE_SHIFT) throw new StreamError("BAD_FIELD", where, `page_shift ${h.pageShift}, expected ${PAGE_SHIFT}`);
   if (h.memoryBytes > BigInt(MAX_MEMORY_BYTES)) {
     throw new StreamError("BAD_FIELD", where, `memory_bytes ${h.memoryBytes} exceeds the maximum 2^44`);
@@ -134,7 +134,7 @@ export function decodeMachineHeader(bytes: Uint8Array, offset: number): MachineH
 export function checkMachineExpectation(machine: MachineHeader, expect: MachineExpectation | undefined, where: StreamLocation): void {
   if (expect === undefined) return;
   if (expect.engineId !== undefined && expect.engineId !== machine.engineId) {
-    throw new StreamError("MISMATCH", where, `the stream is for engine ${machine.engineId}, this VM runs on ${expect.engineId}`);
+    throw new StreamError("MISMATCH", where, `the stream is for engine ${machine.engineId}, this VM runs on ${expect.engineId}: the state of one engine cannot be loaded by the other`);
   }
   if (expect.memoryBytes !== undefined && expect.memoryBytes !== machine.memoryBytes) {
     throw new StreamError("MISMATCH", where, `the stream has ${machine.memoryBytes} octets of memory, this VM has ${expect.memoryBytes}`);

@@ -8,7 +8,8 @@
 import { ByteSourceReader, type ByteSource } from "./byte-source.js";
 import { decodeCheckpointState, decodeDirtyPfnList } from "./checkpoint-records.js";
 import { decodeEmulatorContext } from "./emulator-context.js";
-import { decodeEmuState } from "./engine-state.js";
+import { decodeEngineCompat } from "./engine-compat-record.js";
+import { decodeEmuState, decodeQemuState } from "./engine-state.js";
 import { hex32, StreamError, type StreamLocation } from "./errors.js";
 import { isOptionalType, MAX_RECORD_BODY, OPTIONAL_RECORD_BIT, paddingLength, RECORD_HEADER_SIZE, recordHeaderLayout } from "./framing.js";
 import {
@@ -137,6 +138,10 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
     const machineOffset = offset + memoryImageHeaderLayout.size;
     const machine = decodeMachineHeader(bytes.subarray(memoryImageHeaderLayout.size), machineOffset);
     const where = { offset: machineOffset, what: "machine header" };
+    const compat = this.sequence.engineCompatEngine;
+    if (compat !== undefined && compat !== machine.engineId) {
+      throw new StreamError("BAD_FIELD", where, `engine ${machine.engineId}, but the stream's ENGINE_COMPAT named engine ${compat} (they must be the same)`);
+    }
     checkMachineExpectation(machine, this.options.expect, where);
     this.sequence.accept({ kind: "machine-header", machine }, where);
     return { kind: "machine-header", offset, machine };
@@ -253,6 +258,10 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
           const config = decodeVmConfig(body, where);
           return [{ kind: "vm-config", offset, config }, { kind: "vm-config" }];
         }
+        case TOOLSTACK_RECORD.ENGINE_COMPAT: {
+          const compat = decodeEngineCompat(body, where);
+          return [{ kind: "engine-compat", offset, compat }, { kind: "engine-compat", engineId: compat.engineId }];
+        }
       }
     } else {
       const machine = this.requireMachine(where);
@@ -271,6 +280,10 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
         }
         case MEMORY_RECORD.EMU_STATE: {
           const state = decodeEmuState(body, where, machine);
+          return [{ kind: "engine-state", offset, state }, { kind: "engine-state" }];
+        }
+        case MEMORY_RECORD.QEMU_STATE: {
+          const state = decodeQemuState(body, where, machine);
           return [{ kind: "engine-state", offset, state }, { kind: "engine-state" }];
         }
         case MEMORY_RECORD.PRECOPY_ROUND: {

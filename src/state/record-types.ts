@@ -44,6 +44,8 @@ export const TOOLSTACK_RECORD = {
   CHECKPOINT_REQUEST: 0x0000_0107,
   /** First of the toolstack metadata range 0x200-0x2FF (spec §3.2, §3.6). */
   VM_CONFIG: 0x0000_0200,
+  /** Optional: the sending engine and what a receiving engine must match (spec §3.14); its shadow 0x201 is never assigned. */
+  ENGINE_COMPAT: 0x8000_0201,
 } as const;
 
 /** Memory-layer types (spec §4.3; Xen libxc's REC_TYPE_* where shared). */
@@ -53,6 +55,8 @@ export const MEMORY_RECORD = {
   CHECKPOINT: 0x0000_000e,
   CHECKPOINT_DIRTY_PFN_LIST: 0x0000_000f,
   EMU_STATE: 0x0000_0100,
+  /** The qemu engine's state (spec §4.9); 0x141-0x14F are reserved for qemu. */
+  QEMU_STATE: 0x0000_0140,
   PRECOPY_ROUND: 0x8000_0200,
 } as const;
 
@@ -85,9 +89,9 @@ export const PFN_ENTRY_SIZE = 8;
 export const MAX_PAGE_DATA_BODY = PAGE_DATA_HEADER_SIZE + MAX_PAGES_PER_RECORD * (PFN_ENTRY_SIZE + PAGE_SIZE);
 /** CHECKPOINT_DIRTY_PFN_LIST: entries per record (spec §4.5). */
 export const MAX_DIRTY_PFNS_PER_RECORD = 65536;
-/** EMU_STATE and EMULATOR_CONTEXT: sub-header (two u32). */
+/** EMU_STATE, QEMU_STATE and EMULATOR_CONTEXT: sub-header (two u32). */
 export const BLOB_SUBHEADER_SIZE = 8;
-/** EMU_STATE state blob and EMULATOR_CONTEXT context: at most 32 MiB (spec §3.4, §4.6). */
+/** EMU_STATE and QEMU_STATE state blob, EMULATOR_CONTEXT context: at most 32 MiB (spec §3.4, §4.6, §4.9). */
 export const MAX_BLOB_SIZE = 32 * 2 ** 20;
 export const CHECKPOINT_STATE_BODY = 4;
 export const PRECOPY_ROUND_BODY = 16;
@@ -99,6 +103,10 @@ export const VM_CONFIG_SUBHEADER_SIZE = 8;
 export const MAX_VM_CONFIG_PATH = 4096;
 /** VM_CONFIG text: 1 to 65536 octets of UTF-8 (spec §3.6). */
 export const MAX_VM_CONFIG_TEXT = 65536;
+/** ENGINE_COMPAT fixed part: engine_id and reserved (spec §3.14). */
+export const ENGINE_COMPAT_SUBHEADER_SIZE = 8;
+/** ENGINE_COMPAT descriptor: 1 to 256 octets of printable ASCII (spec §3.14). */
+export const MAX_ENGINE_COMPAT_DESCRIPTOR = 256;
 
 export interface RecordTypeInfo {
   readonly layer: Layer;
@@ -129,6 +137,7 @@ const TOOLSTACK_TYPES: readonly RecordTypeInfo[] = [
   info("toolstack", TOOLSTACK_RECORD.DISK_WANT, "DISK_WANT", DISK_WANT_SUBHEADER, DISK_WANT_SUBHEADER + 4 * MAX_DISK_CHUNKS),
   info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_REQUEST, "CHECKPOINT_REQUEST", CHECKPOINT_REQUEST_BODY, CHECKPOINT_REQUEST_BODY),
   info("toolstack", TOOLSTACK_RECORD.VM_CONFIG, "VM_CONFIG", VM_CONFIG_SUBHEADER_SIZE + 2, VM_CONFIG_SUBHEADER_SIZE + MAX_VM_CONFIG_PATH + MAX_VM_CONFIG_TEXT),
+  info("toolstack", TOOLSTACK_RECORD.ENGINE_COMPAT, "ENGINE_COMPAT", ENGINE_COMPAT_SUBHEADER_SIZE + 1, ENGINE_COMPAT_SUBHEADER_SIZE + MAX_ENGINE_COMPAT_DESCRIPTOR),
 ];
 
 const MEMORY_TYPES: readonly RecordTypeInfo[] = [
@@ -137,6 +146,7 @@ const MEMORY_TYPES: readonly RecordTypeInfo[] = [
   info("memory", MEMORY_RECORD.CHECKPOINT, "CHECKPOINT", 0, 0),
   info("memory", MEMORY_RECORD.CHECKPOINT_DIRTY_PFN_LIST, "CHECKPOINT_DIRTY_PFN_LIST", 0, MAX_DIRTY_PFNS_PER_RECORD * PFN_ENTRY_SIZE),
   info("memory", MEMORY_RECORD.EMU_STATE, "EMU_STATE", BLOB_SUBHEADER_SIZE + 1, BLOB_SUBHEADER_SIZE + MAX_BLOB_SIZE),
+  info("memory", MEMORY_RECORD.QEMU_STATE, "QEMU_STATE", BLOB_SUBHEADER_SIZE + 1, BLOB_SUBHEADER_SIZE + MAX_BLOB_SIZE),
   info("memory", MEMORY_RECORD.PRECOPY_ROUND, "PRECOPY_ROUND", PRECOPY_ROUND_BODY, PRECOPY_ROUND_BODY),
   ...Object.entries(KVM_RECORD).map(([name, type]) => info("memory", type, name, 0, MAX_RECORD_BODY, false)),
 ];

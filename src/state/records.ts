@@ -4,6 +4,7 @@
  */
 import type { CheckpointControl } from "./checkpoint-records.js";
 import type { EmulatorContext } from "./emulator-context.js";
+import type { EngineCompat } from "./engine-compat-record.js";
 import type { EngineState } from "./engine-state.js";
 import type { MachineHeader } from "./memory-header.js";
 import type { PageData } from "./page-data.js";
@@ -16,11 +17,17 @@ import type { CheckpointRequest, DiskCheckpoint, DiskInfo, DiskWant, DiskWrite, 
 export type StreamRecord =
   /** Toolstack VM_CONFIG: the VM's configuration file (image streams, before the first MEMORY_STREAM). */
   | { kind: "vm-config"; offset: number; config: VmConfigRecord }
+  /**
+   * Toolstack ENGINE_COMPAT (optional): the sending engine and what the receiving engine must match
+   * (image streams, before the first MEMORY_STREAM); the receiver compares it (spec §3.14).
+   */
+  | { kind: "engine-compat"; offset: number; compat: EngineCompat }
   /** Toolstack MEMORY_STREAM: a memory part begins. */
   | { kind: "memory-stream"; offset: number }
   /** The memory image and machine headers (after the first MEMORY_STREAM only). */
   | { kind: "machine-header"; offset: number; machine: MachineHeader }
   | { kind: "page-data"; offset: number; pages: PageData }
+  /** EMU_STATE or QEMU_STATE: the record of the machine header's engine. */
   | { kind: "engine-state"; offset: number; state: EngineState }
   | { kind: "precopy-round"; offset: number; round: PrecopyRound }
   | { kind: "dirty-pfn-list"; offset: number; pfns: Uint32Array }

@@ -8,6 +8,7 @@
 import { StreamError, type StreamLocation } from "./errors.js";
 import type { CheckpointControl } from "./checkpoint-records.js";
 import type { MachineHeader } from "./memory-header.js";
+import type { EngineId } from "../engine/engine.js";
 
 /** An image stream carries a machine (save, migration, COLO forward); the back channel carries the SVM's answers. */
 export type Channel = "image" | "back-channel";
@@ -18,6 +19,7 @@ export type Expecting = "toolstack-header" | "toolstack-record" | "memory-header
 export type SequenceEvent =
   | { kind: "toolstack-header" }
   | { kind: "vm-config" }
+  | { kind: "engine-compat"; engineId: EngineId }
   | { kind: "memory-stream" }
   | { kind: "machine-header"; machine: MachineHeader }
   | { kind: "page-data"; pfns: Uint32Array }
@@ -67,6 +69,8 @@ export class StreamSequence {
   private coverage: Uint8Array | undefined;
   private covered = 0;
   private vmConfigSeen = false;
+  /** The engine ENGINE_COMPAT named (undefined: none yet); the machine header must name the same. */
+  private compatEngine: EngineId | undefined;
   private replicationModeSeen = false;
   /** Sequence of the stream's last HEARTBEAT (-1: none yet). */
   private lastHeartbeat = -1;
@@ -89,6 +93,11 @@ export class StreamSequence {
   /** Sequence of the stream's last HEARTBEAT (-1 when none yet): the next one must be greater. */
   get lastHeartbeatSequence(): number {
     return this.lastHeartbeat;
+  }
+
+  /** The engine the stream's ENGINE_COMPAT named, if one came: the machine header must name it too (spec §3.14). */
+  get engineCompatEngine(): EngineId | undefined {
+    return this.compatEngine;
   }
 
   /** Whether the stream's first memory part is closed: a complete machine was sent. */
@@ -183,6 +192,12 @@ export class StreamSequence {
         if (this.partsOpened > 0) fail("VM_CONFIG after the first MEMORY_STREAM (it belongs right after the toolstack header)");
         if (this.vmConfigSeen) fail("a second VM_CONFIG");
         this.vmConfigSeen = true;
+        return;
+      case "engine-compat":
+        if (!image) fail("ENGINE_COMPAT on the back channel");
+        if (this.partsOpened > 0) fail("ENGINE_COMPAT after the first MEMORY_STREAM (it belongs before the memory, next to VM_CONFIG)");
+        if (this.compatEngine !== undefined) fail("a second ENGINE_COMPAT");
+        this.compatEngine = event.engineId;
         return;
       case "memory-stream":
         if (this.memoryFinished) fail("MEMORY_STREAM after the memory END");

@@ -4,7 +4,7 @@
  * hand-made records for malformed streams, and chunked sources.
  */
 import { PAGE_SIZE } from "../engine/engine.js";
-import { EMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
+import { EMU_STATE_FORMAT, QEMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
 import { encodeRecordHeader, paddingFor } from "./framing.js";
 import { machineHeader, type MachineHeader } from "./memory-header.js";
 import { MemorySink } from "./sink.js";
@@ -59,6 +59,15 @@ export function emuMachine(pages: number): MachineHeader {
 
 export function emuState(blob: Uint8Array): EngineState {
   return { engineId: "emu", formatVersion: EMU_STATE_FORMAT.V86_SAVE_STATE, blob };
+}
+
+export function qemuMachine(pages: number): MachineHeader {
+  return machineHeader("qemu", pages * PAGE_SIZE, 1);
+}
+
+/** A QEMU_STATE (format 1); the blob is opaque to the stream. */
+export function qemuState(blob: Uint8Array): EngineState {
+  return { engineId: "qemu", formatVersion: QEMU_STATE_FORMAT.CQST_DEVICE_STATE, blob };
 }
 
 /**

@@ -10,7 +10,8 @@
  */
 import { dirtyPfnListProblem, encodeCheckpointState, encodeDirtyPfnList, type CheckpointControl } from "./checkpoint-records.js";
 import { emulatorContextProblem, encodeEmulatorContextHead, type EmulatorContext } from "./emulator-context.js";
-import { encodeEngineStateHead, engineStateProblem, type EngineState } from "./engine-state.js";
+import { encodeEngineCompat, engineCompatProblem, type EngineCompat } from "./engine-compat-record.js";
+import { encodeEngineStateHead, engineStateProblem, engineStateRecordType, type EngineState } from "./engine-state.js";
 import { StreamError, type StreamErrorCode, type StreamLocation } from "./errors.js";
 import { encodeRecordHeader, paddingFor, RECORD_HEADER_SIZE } from "./framing.js";
 import { encodeHeartbeat, heartbeatProblem, type Heartbeat } from "./heartbeat-record.js";
@@ -96,6 +97,23 @@ export class StreamWriter {
     });
   }
 
+  /**
+   * ENGINE_COMPAT (optional, spec §3.14): this stream's engine (the machine's)
+   * and what a receiving engine must match. Image streams only, at most once,
+   * before the first MEMORY_STREAM; best right after VM_CONFIG, before
+   * REPLICATION_MODE and the DISK_* records, so the receiver checks it first.
+   */
+  writeEngineCompat(compat: EngineCompat): Promise<void> {
+    return this.enqueue(() => {
+      const problem = engineCompatProblem(compat, this.machine.engineId);
+      if (problem !== undefined) {
+        throw new StreamError(problem.code, this.location(describeRecord("toolstack", TOOLSTACK_RECORD.ENGINE_COMPAT)), problem.detail);
+      }
+      const event: SequenceEvent = { kind: "engine-compat", engineId: compat.engineId };
+      return this.record("toolstack", TOOLSTACK_RECORD.ENGINE_COMPAT, event, [encodeEngineCompat(compat)]);
+    });
+  }
+
   /** MEMORY_STREAM; the first one is followed by the memory image and machine headers (written with it). */
   writeMemoryStream(): Promise<void> {
     return this.enqueue(() => this.record("toolstack", TOOLSTACK_RECORD.MEMORY_STREAM, { kind: "memory-stream" }, []));
@@ -110,11 +128,15 @@ export class StreamWriter {
     });
   }
 
-  /** The engine's state (EMU_STATE for emu), after the memory part's pages. */
+  /** The engine's state (EMU_STATE for emu, QEMU_STATE for qemu), after the memory part's pages. */
   writeEngineState(state: EngineState): Promise<void> {
     return this.enqueue(() => {
-      this.check("BAD_FIELD", "memory", MEMORY_RECORD.EMU_STATE, engineStateProblem(state, this.machine));
-      return this.record("memory", MEMORY_RECORD.EMU_STATE, { kind: "engine-state" }, [encodeEngineStateHead(state), state.blob]);
+      const type = engineStateRecordType(state.engineId);
+      if (type === undefined) {
+        throw new StreamError("BAD_FIELD", this.location("memory engine state"), `engine state of ${state.engineId} is not supported by this revision`);
+      }
+      this.check("BAD_FIELD", "memory", type, engineStateProblem(state, this.machine));
+      return this.record("memory", type, { kind: "engine-state" }, [encodeEngineStateHead(state), state.blob]);
     });
   }
 

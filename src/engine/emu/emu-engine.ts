@@ -51,6 +51,18 @@ function v86WasmPath(): string {
   return join(dirname(require.resolve("v86")), "v86.wasm");
 }
 
+/** The installed v86 package's version ("0.5.462+g5f9a90f"): its saved states are only as stable as v86 is. */
+function v86Version(): string {
+  const require = createRequire(import.meta.url);
+  const pkg: unknown = require("v86/package.json");
+  const version = typeof pkg === "object" && pkg !== null ? (pkg as { version?: unknown }).version : undefined;
+  if (typeof version !== "string") throw new EngineError("emu", "BAD_SPEC", "the v86 package names no version");
+  return version;
+}
+
+/** Engine.compatibility of every emu engine of this process: v86's version and the state format. */
+let emuCompatibility: string | undefined;
+
 function exactArrayBuffer(bytes: Uint8Array): ArrayBuffer {
   const copy = new Uint8Array(bytes.length);
   copy.set(bytes);
@@ -67,6 +79,8 @@ type Listener<T> = (value: T) => void;
 export class EmuEngine implements Engine {
   readonly id = "emu" as const;
   readonly stateFormatVersion = EMU_STATE_FORMAT_VERSION;
+  /** "v86 0.5.462+g5f9a90f state 2": known from construction. */
+  readonly compatibility: string;
   readonly memoryBytes: number;
   readonly pageCount: number;
 
@@ -113,6 +127,8 @@ export class EmuEngine implements Engine {
     this.memoryBytes = spec.memoryBytes;
     this.pageCount = spec.memoryBytes / PAGE_SIZE;
     this.tracker = new ShadowDirtyTracker(spec.memoryBytes);
+    emuCompatibility ??= `v86 ${v86Version()} state ${EMU_STATE_FORMAT_VERSION}`;
+    this.compatibility = emuCompatibility;
   }
 
   get running(): boolean {

@@ -100,6 +100,16 @@ export class QemuEngine implements Engine {
     return this.isRunning;
   }
 
+  /**
+   * "qemu 7.2.22 pc": QEMU's version (from the QMP greeting of the process
+   * start() spawned) and the machine type, what loadState() requires of a
+   * state's header besides the RAM size. Undefined until start() has
+   * spawned QEMU.
+   */
+  get compatibility(): string | undefined {
+    return this.qemuVersion === "" ? undefined : `qemu ${this.qemuVersion} ${MACHINE_TYPE}`;
+  }
+
   private fail(code: "NOT_STARTED" | "NOT_PAUSED" | "BAD_STATE" | "DESTROYED" | "FAULT", message: string): EngineError {
     return new EngineError("qemu", code, `${this.vm}: ${message}`);
   }

@@ -10,6 +10,8 @@ import { EngineError } from "../errors.js";
 
 export class FakeEngine implements Engine {
   readonly stateFormatVersion = 1;
+  /** What a receiving engine must match ("fake emu 1" unless a test sets another, or undefined as a not-yet-started qemu). */
+  compatibility: string | undefined;
   readonly memoryBytes: number;
   readonly pageCount: number;
   /** Calls made, in order: "start", "start-paused", "pause", "resume", "destroy". */
@@ -27,6 +29,7 @@ export class FakeEngine implements Engine {
     this.memoryBytes = spec.memoryBytes;
     this.pageCount = spec.memoryBytes / PAGE_SIZE;
     this.memory = new Uint8Array(spec.memoryBytes);
+    this.compatibility = `fake ${id} 1`;
   }
 
   get running(): boolean {
