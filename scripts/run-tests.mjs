@@ -5,7 +5,9 @@
 //   default  unit tests, then integration tests (dist/test/integration/*.test.js),
 //            which need root, the lab namespaces and the built guest image.
 // Integration tests boot emulated VMs and share 2 cores: they run one file
-// at a time (--test-concurrency=1).
+// at a time (--test-concurrency=1). They run on the default engine (emu),
+// then the files of QEMU_PASS run again with COLO_TEST_ENGINE=qemu
+// (test/tools/guest-fixture.ts); the run fails if either pass fails.
 //
 // The tests run are the ones the sources name: every test/integration/*.test.ts
 // (and, for unit tests, every *.test.ts under src/, guest/ and test/ outside
@@ -83,7 +85,25 @@ if (!unitOnly) {
   stale(`dist/${INTEGRATION}`, integration);
 }
 
+/** Integration files that run a second time on the qemu engine (the engine-neutral ones that qemu supports so far). */
+const QEMU_PASS = ["vm-lifecycle.test.js"];
+
 const files = [...unit, ...integration];
 console.error(`run-tests: ${unit.length} unit test file(s)${unitOnly ? "" : `, ${integration.length} integration test file(s)`}`);
 const r = spawnSync(process.execPath, ["--test", "--test-concurrency=1", ...files.map((f) => join(root, f))], { stdio: "inherit" });
-process.exit(r.status ?? 1);
+let status = r.status ?? 1;
+if (!unitOnly) {
+  const qemuFiles = QEMU_PASS.map((f) => join(`dist/${INTEGRATION}`, f));
+  const unknown = qemuFiles.filter((f) => !integration.includes(f));
+  if (unknown.length > 0) {
+    console.error(`run-tests: the qemu pass names files that are not integration tests: ${unknown.join(", ")}`);
+    process.exit(1);
+  }
+  console.error(`run-tests: qemu pass: ${qemuFiles.length} integration test file(s) again with COLO_TEST_ENGINE=qemu`);
+  const q = spawnSync(process.execPath, ["--test", "--test-concurrency=1", ...qemuFiles.map((f) => join(root, f))], {
+    stdio: "inherit",
+    env: { ...process.env, COLO_TEST_ENGINE: "qemu" },
+  });
+  if ((q.status ?? 1) !== 0 && status === 0) status = q.status ?? 1;
+}
+process.exit(status);

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -44,4 +44,21 @@ test("an existing file is resized to the mapping; errors name the call and the f
   m.release();
   assert.throws(() => mapSharedFile(join(dir, "missing"), 4096), (e: unknown) => e instanceof SysError && e.code === "ENOENT" && e.message.includes(join(dir, "missing")));
   assert.throws(() => mapSharedFile(path, 1000), /multiple of 4096/);
+});
+
+test("anonymous: the file is unlinked once mapped, another process opens it through /proc/<pid>/fd, release closes it", (t) => {
+  const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "ram");
+  const m = mapSharedFile(path, 8192, { create: true, anonymous: true });
+  assert.equal(existsSync(path), false, "unlinked");
+  assert.match(m.path, new RegExp(`^/proc/${process.pid}/fd/\\d+$`));
+  m.bytes[5] = 7;
+  // Another process (as QEMU does with mem-path) writes through the /proc path; we see it.
+  const other = spawnSync("sh", ["-c", `printf '\\011' | dd of=${m.path} bs=1 seek=6 conv=notrunc 2>/dev/null`]);
+  assert.equal(other.status, 0);
+  assert.equal(m.bytes[6], 9);
+  assert.equal(readFileSync(m.path)[5], 7);
+  m.release();
+  assert.equal(existsSync(m.path), false, "the descriptor is closed");
 });

@@ -12,8 +12,8 @@
  * 2 cores, longer when the other core is busy.
  */
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { mkdtempSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createDataDisk } from "../../guest/mkdisk.js";
@@ -115,7 +115,7 @@ async function consoleRoundTrip(b: Booted, marker: number): Promise<void> {
 }
 
 function engineDirs(): string[] {
-  return readdirSync("/dev/shm").filter((f) => f.startsWith("colo-qe"));
+  return readdirSync("/dev/shm").filter((f) => f.startsWith("colo-colo-qe-"));
 }
 
 function qemuPids(): number[] {
@@ -166,8 +166,14 @@ itest("qemu engine: boot to Redis over our NBD disk, NIC and console; three devi
   assert.deepEqual(qemuPids(), [], "no QEMU process left");
 });
 
-itest("qemu engine: SIGKILL of QEMU under the VM is a fault event; a failed start leaves nothing", { timeout: 300_000 }, async () => {
+itest("qemu engine: SIGKILL of QEMU under the VM is a fault event; a failed start leaves nothing; a dead daemon's files are swept", { timeout: 300_000 }, async () => {
+  // What a SIGKILLed daemon leaves: its engine directory, named with its pid.
+  const dead = spawnSync("true");
+  const stale = join("/dev/shm", `colo-colo-qe-dead-p${dead.pid}-abcdef`);
+  mkdirSync(stale);
+  writeFileSync(join(stale, "ram-0"), "x");
   const b = await boot("colo-qe-b");
+  assert.equal(existsSync(stale), false, "the next engine's start removed the dead daemon's directory");
   try {
     const pids = qemuPids();
     assert.equal(pids.length, 1, `one QEMU runs: ${pids.join(",")}`);

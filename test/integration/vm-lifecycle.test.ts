@@ -8,15 +8,15 @@
  */
 import { after, before } from "node:test";
 import assert from "node:assert/strict";
-import { chmodSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { labDown, labUp } from "../../src/lab/lab.js";
 import { processEnded } from "../../src/api/registry.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
 import { COLO_BIN, runIn, type RunResult } from "../tools/run.js";
-import { writeGuestConfig } from "../tools/guest-fixture.js";
+import { GUEST_KERNEL, TEST_ENGINE, writeGuestConfig } from "../tools/guest-fixture.js";
 import { integrationSkip, preconditionTest, redisFrom } from "../tools/lab-fixture.js";
 
 const PREFIX = "ctvm";
@@ -75,10 +75,13 @@ itest("a config error is one line naming file:line, and nothing is started", {},
 
 itest("a missing kernel fails create with one error naming it; no daemon, no TAP left", {}, async () => {
   const f = writeGuestConfig({ dir: work, name: "nokernel", ip: `${GUEST_IP}/24`, mac: "00:16:3e:4c:00:11", bridge: "colobr" });
-  writeFileSync(f.cfg, (await import("node:fs")).readFileSync(f.cfg, "utf8").replace(/vmlinuz/, "no-such-vmlinuz"));
+  const text = (await import("node:fs")).readFileSync(f.cfg, "utf8");
+  const broken = text.replace(basename(GUEST_KERNEL), "no-such-kernel");
+  assert.notEqual(broken, text, "the config names the kernel");
+  writeFileSync(f.cfg, broken);
   const r = await coloOnHost(["create", f.cfg], 60_000);
   assert.notEqual(r.code, 0);
-  assert.match(r.stderr, /colo: create nokernel: .*kernel .*no-such-vmlinuz.*ENOENT/);
+  assert.match(r.stderr, /colo: create nokernel: .*kernel .*no-such-kernel.*ENOENT/);
   assert.equal((await colo(["list", "--json"])).stdout.trim(), "[]");
   assert.equal(await hostHasLink("cv-nokernel"), false);
 });
@@ -201,4 +204,15 @@ itest("a SIGKILLed daemon leaves no stale entry in colo list", { timeout: 600_00
   });
   assert.equal((await colo(["list", "--json"])).stdout.trim(), "[]");
   assert.equal(await hostHasLink("cv-victim"), false, "the kernel removes a non-persistent TAP with its last fd");
+  if (TEST_ENGINE === "qemu") {
+    // QEMU dies with its daemon (setpriv --pdeathsig); its RAM files were unlinked once mapped.
+    const qemuOfVictim = (): boolean =>
+      readdirSync("/proc").some((p) => /^\d+$/.test(p) && (() => { try { return readFileSync(`/proc/${p}/cmdline`, "latin1").includes("guest=victim"); } catch { return false; } })());
+    const deadline = process.hrtime.bigint() + 10_000_000_000n;
+    while (qemuOfVictim() && process.hrtime.bigint() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(qemuOfVictim(), false, "no QEMU of the killed daemon");
+    for (const d of readdirSync("/dev/shm").filter((n) => n.startsWith("colo-victim-"))) {
+      assert.deepEqual(readdirSync(join("/dev/shm", d)).filter((n) => n.startsWith("ram-")), [], `no guest RAM file left in /dev/shm/${d}`);
+    }
+  }
 });

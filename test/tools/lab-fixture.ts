@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
-import { GUEST_CACHE } from "./guest-fixture.js";
+import { GUEST_CACHE, GUEST_KERNEL, TEST_ENGINE } from "./guest-fixture.js";
 import { isRoot, runIn } from "./run.js";
 
 /**
@@ -11,7 +11,8 @@ import { isRoot, runIn } from "./run.js";
  */
 export function integrationSkip(): string | false {
   if (!isRoot()) return "needs root (namespaces, TAP devices)";
-  if (!existsSync(join(GUEST_CACHE, "initrd.img"))) return "no guest image: run ./bin/colo image build";
+  if (!existsSync(join(GUEST_CACHE, "initrd.img")) || !existsSync(GUEST_KERNEL)) return `no ${TEST_ENGINE} guest image in ${GUEST_CACHE}: run ./bin/colo image build`;
+  if (TEST_ENGINE === "qemu" && !existsSync("/usr/bin/qemu-system-x86_64")) return "no qemu-system-x86_64 (Debian's qemu-system-x86; scripts/setup-host.sh installs it)";
   return false;
 }
 

@@ -14,9 +14,14 @@
  * one, which then replaces it (a QEMU process takes one incoming
  * migration, and xen-load-devices-state aborts Debian's 7.2:
  * ENGINE-NOTES.md). The engine keeps two RAM files and alternates them
- * between the running process and the standby.
+ * between the running process and the standby. Each RAM file is unlinked
+ * as soon as we map it (QEMU opens it through /proc/<our pid>/fd/<fd>), so
+ * its memory goes with the last process holding it: a SIGKILLed daemon
+ * takes its QEMUs with it (setpriv --pdeathsig) and leaks no guest RAM.
+ * What it does leave (its directory, with sockets) is swept by the next
+ * engine's start (sweepStaleEngineDirs).
  */
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { mapSharedFile, type SharedMapping } from "../../sys/index.js";
 import { ShadowDirtyTracker } from "../dirty-tracker.js";
@@ -52,6 +57,34 @@ export interface QemuEngineOptions {
 }
 
 type Listener<T> = (value: T) => void;
+
+/** Engine directories are named colo-<vm>-p<pid of the owning daemon>-<random>. */
+const ENGINE_DIR_PATTERN = /^colo-.*-p(\d+)-[A-Za-z0-9]{6}$/;
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Removes the engine directories (RAM files, sockets) of daemons that died
+ * without destroying their engine (SIGKILL): their QEMUs died with them
+ * (setpriv --pdeathsig), their files did not. Returns what was removed.
+ */
+export async function sweepStaleEngineDirs(stateDir: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await readdir(stateDir).catch(() => [] as string[])) {
+    const m = ENGINE_DIR_PATTERN.exec(name);
+    if (m === null || processAlive(Number(m[1]))) continue;
+    await rm(join(stateDir, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
 
 export class QemuEngine implements Engine {
   readonly id = "qemu" as const;
@@ -123,7 +156,9 @@ export class QemuEngine implements Engine {
   async start(opts: { paused?: boolean } = {}): Promise<void> {
     if (this.current !== undefined || this.destroyed) throw this.fail("NOT_STARTED", "start() may be called once");
     this.accelChoice = resolveAccel(this.opts.accel ?? "auto");
-    const dir = await mkdtemp(join(this.opts.stateDir ?? "/dev/shm", `colo-${this.vm.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 24)}-`));
+    const stateDir = this.opts.stateDir ?? "/dev/shm";
+    for (const name of await sweepStaleEngineDirs(stateDir)) this.opts.log?.(`qemu ${this.vm}: removed ${join(stateDir, name)}, left by a daemon that died`);
+    const dir = await mkdtemp(join(stateDir, `colo-${this.vm.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 24)}-p${process.pid}-`));
     this.dir = dir;
     try {
       const kernelFile = join(dir, "kernel");
@@ -136,7 +171,7 @@ export class QemuEngine implements Engine {
       for (const [i, backend] of this.spec.disks.entries()) {
         this.nbd.push(await NbdServer.listen({ socketPath: join(dir, `disk-${i}.sock`), backend, exportName: EXPORT_NAME }));
       }
-      this.ramFiles.push(mapSharedFile(join(dir, "ram-0"), this.memoryBytes, { create: true }));
+      this.ramFiles.push(mapSharedFile(join(dir, "ram-0"), this.memoryBytes, { create: true, anonymous: true }));
       this.cfg = {
         vm: this.vm,
         dir,
@@ -297,7 +332,7 @@ export class QemuEngine implements Engine {
     const cur = this.live();
     let ram = this.ramFiles.find((m) => m !== cur.ram);
     if (ram === undefined) {
-      ram = mapSharedFile(join(this.cfg?.dir ?? "", `ram-${this.ramFiles.length}`), this.memoryBytes, { create: true });
+      ram = mapSharedFile(join(this.cfg?.dir ?? "", `ram-${this.ramFiles.length}`), this.memoryBytes, { create: true, anonymous: true });
       this.ramFiles.push(ram);
     }
     return this.spawn(ram, true);
