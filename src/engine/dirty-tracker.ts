@@ -11,6 +11,29 @@ import { PAGE_SIZE } from "./engine.js";
  * The shadow starts as zeros, like RAM at power-on: the first call reports
  * every page that is not zero (BIOS, kernel, initrd, and what ran since).
  */
+/** Bytes touched per turn of the event loop by touchPages (2 MiB: ~2 ms of page faults here). */
+const TOUCH_SLICE_BYTES = 2 * 2 ** 20;
+
+/**
+ * Faults in every page of `bytes`, TOUCH_SLICE_BYTES per turn of the event
+ * loop, so timers and sockets are served in between. "write" stores each
+ * page's first byte back (private memory: a read would only map the shared
+ * zero page, and the first real write would fault again); "read" only
+ * reads, which is enough for a tmpfs file (a read fault allocates its page)
+ * and the only safe way on memory another process writes concurrently
+ * (guest RAM: a store of the old value could undo QEMU's write).
+ */
+export async function touchPages(bytes: Uint8Array, mode: "read" | "write"): Promise<void> {
+  let sink = 0;
+  for (let start = 0; start < bytes.length; start += TOUCH_SLICE_BYTES) {
+    const end = Math.min(bytes.length, start + TOUCH_SLICE_BYTES);
+    if (mode === "write") for (let off = start; off < end; off += PAGE_SIZE) bytes[off] = bytes[off] as number;
+    else for (let off = start; off < end; off += PAGE_SIZE) sink |= bytes[off] as number;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  if (sink === -1) throw new Error("unreachable"); // keeps the reads from being optimized away
+}
+
 /** Pages compared at once before looking at single pages (64 KiB). */
 const PAGES_PER_BLOCK = 16;
 
@@ -23,6 +46,17 @@ export class ShadowDirtyTracker {
       throw new RangeError(`memory size ${memoryBytes} is not a multiple of the page size ${PAGE_SIZE}`);
     }
     this.shadow = Buffer.alloc(memoryBytes);
+  }
+
+  /**
+   * Touches every page of the shadow, a slice at a time between turns of
+   * the event loop. A large zeroed allocation is mapped lazily, and the
+   * first take() or resync() would otherwise pay a page fault per page in
+   * one go (measured here: 4.2 us a fault, 1.1 s for 256 MiB, with the
+   * loop that carries heartbeats blocked). Engines start it when they start.
+   */
+  prefault(): Promise<void> {
+    return touchPages(this.shadow, "write");
   }
 
   get pageCount(): number {

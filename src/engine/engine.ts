@@ -86,7 +86,11 @@ export interface LoadStateOptions {
    * The only pages whose contents changed (written through ram()) since the
    * machine last ran, e.g. a checkpoint's pages: an engine that caches
    * translations of guest code (emu's JIT) then drops only theirs instead
-   * of all. Without it, everything is assumed changed (restore, migration).
+   * of all. Without it, everything is assumed changed (restore, migration,
+   * a secondary's first state), and the dirty-page count restarts at the
+   * loaded machine: takeDirtyPages() then reports only what is written
+   * after the load (one copy of RAM into the tracker's shadow, instead of a
+   * compare of every page at the next call).
    */
   changedPages?: ArrayLike<number>;
 }

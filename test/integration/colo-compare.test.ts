@@ -83,10 +83,12 @@ itest("compare mode: a non-deterministic reply forces a checkpoint and the clien
   await pair.redis("SADD", "s", ...members);
   const picked = await pair.redis("SRANDMEMBER", "s");
   assert.ok(members.includes(picked), picked);
+  let seen: Record<string, number> = {};
   await waitFor(
-    "a checkpoint for a differing reply",
+    () => `a checkpoint for a differing reply (reasons before ${JSON.stringify(before)}, now ${JSON.stringify(seen)})`,
     async () => {
       const r = (await pair.status(pair.h1)).replication?.checkpointReasons ?? {};
+      seen = r;
       return (r.payload ?? 0) + (r.length ?? 0) > (before.payload ?? 0) + (before.length ?? 0);
     },
     60_000,

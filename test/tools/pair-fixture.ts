@@ -172,11 +172,12 @@ export class Pair {
   }
 }
 
-export async function waitFor(what: string, fn: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+/** Polls `fn` until it holds; `what` may be a function, evaluated at the failure (to show the last values seen). Monotonic clock. */
+export async function waitFor(what: string | (() => string), fn: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const start = process.hrtime.bigint();
+  while (Number(process.hrtime.bigint() - start) / 1e6 < timeoutMs) {
     if (await fn()) return;
     await new Promise((r) => setTimeout(r, 100));
   }
-  assert.fail(`${what}: not within ${timeoutMs} ms`);
+  assert.fail(`${typeof what === "string" ? what : what()}: not within ${timeoutMs} ms`);
 }

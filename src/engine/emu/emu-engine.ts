@@ -354,6 +354,8 @@ export class EmuEngine implements Engine {
       // Timers in the state are absolute times of the saving guest's clock: continue it.
       setGuestNow(clock);
       await emulator.restore_state(exactArrayBuffer(state.subarray(GUEST_CLOCK_BYTES)));
+      // A whole machine loaded: the dirty-page count restarts here (Engine.loadState).
+      if (opts.changedPages === undefined) this.tracker.resync(this.ram());
     } catch (err) {
       throw new EngineError("emu", "BAD_STATE", `cannot load state: ${(err as Error).message}`);
     } finally {
