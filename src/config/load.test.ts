@@ -209,6 +209,8 @@ const errors: [string, string, number | undefined, ConfigErrorCode, string][] = 
   ["engine xen", MINIMAL + "engine = 'xen'\n", 3, "unsupported-value", `vms/guest.cfg:3: engine: "xen" is not an engine of colo (engines: "emu", "qemu")`],
   ["engine kvm (no such engine: the VM would run on emu)", MINIMAL + "\nengine = 'kvm'\n", 4, "unsupported-value", `vms/guest.cfg:4: engine: "kvm" is not an engine of colo (engines: "emu", "qemu")`],
   ["accel without engine qemu", MINIMAL + "accel = 'tcg'\n", 3, "unsupported-value", `vms/guest.cfg:3: accel: accel= chooses QEMU's accelerator; engine "emu" has none`],
+  ["qemu: more RAM than one mapping", MINIMAL + "engine = 'qemu'\nmemory = 8192\n", 4, "unsupported-value", `vms/guest.cfg:4: memory: 8192 MiB: the qemu engine maps guest RAM whole, at most 4096 MiB`],
+  ["qemu: an ne2k NIC", MINIMAL + "engine = 'qemu'\nvif = [ 'model=ne2k' ]\n", 4, "unsupported-value", `vms/guest.cfg:4: vif: vif[0]: model=ne2k is the emu engine's; the qemu engine's NIC is virtio-net`],
   ["accel unknown", MINIMAL + "engine = 'qemu'\naccel = 'hvf'\n", 4, "bad-value", `vms/guest.cfg:4: accel: expected auto, kvm, tcg, got "hvf"`],
   ["engine in another case", MINIMAL + "engine = 'EMU'\n", 3, "unsupported-value", `engine: "EMU" is not an engine of colo`],
   ["on_crash coredump-destroy", MINIMAL + "on_crash = 'coredump-destroy'\n", 3, "unsupported-value", `vms/guest.cfg:3: on_crash: "coredump-destroy" is not supported: colo writes no core dumps`],

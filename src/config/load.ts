@@ -75,6 +75,8 @@ const UNSUPPORTED_ACTIONS: Readonly<Record<string, string>> = {
 /** Engine-neutral bounds of memory=, in MiB; an engine checks its own limits (emu: > 64 MiB + initrd). */
 export const MEMORY_MIN_MIB = 16;
 export const MEMORY_MAX_MIB = 65536;
+/** The qemu engine's limit: guest RAM is one mapping of at most 4 GiB (koffi's view limit, ENGINE-NOTES.md). */
+export const QEMU_MEMORY_MAX_MIB = 4096;
 export const MEMORY_DEFAULT_MIB = 128;
 
 /** The most IDE disks (hda..hdd) and NICs a VM has for now. */
@@ -215,6 +217,23 @@ class Validator {
     throw this.error("unsupported-value", value.line, "engine", `${quote(value.text)} is not an engine of colo (engines: ${known})`);
   }
 
+  /**
+   * What an engine cannot run, refused here with file:line rather than when
+   * the VM starts: the qemu engine's guest RAM is one file we map whole
+   * (at most 4 GiB: src/sys/shared-memory.ts), and its NIC is virtio-net.
+   */
+  private engineLimits(engine: EngineName, memoryMiB: number, vifs: readonly VifConfig[]): void {
+    if (engine !== "qemu") return;
+    if (memoryMiB > QEMU_MEMORY_MAX_MIB) {
+      throw this.error("unsupported-value", this.atom("memory")?.line, "memory", `${memoryMiB} MiB: the qemu engine maps guest RAM whole, at most ${QEMU_MEMORY_MAX_MIB} MiB`);
+    }
+    for (const [i, vif] of vifs.entries()) {
+      if (vif.model !== "virtio") {
+        throw this.error("unsupported-value", vif.at.line, "vif", `vif[${i}]: model=${vif.model} is the emu engine's; the qemu engine's NIC is virtio-net (model=virtio)`);
+      }
+    }
+  }
+
   private accel(engine: EngineName): AccelName {
     const value = this.atom("accel");
     if (value === undefined) return "auto";
@@ -329,6 +348,8 @@ class Validator {
     const kernel = this.path("kernel", this.required("kernel"));
     const ramdiskValue = this.atom("ramdisk");
     const cmdline = this.cmdline();
+    const vifs = this.vifs(name);
+    this.engineLimits(engine, memoryMiB, vifs);
     const config: VmConfig = {
       name,
       memoryMiB,
@@ -338,7 +359,7 @@ class Validator {
       kernel,
       cmdline,
       disks: this.disks(),
-      vifs: this.vifs(name),
+      vifs,
       onPoweroff: this.lifecycle("on_poweroff", "destroy"),
       onReboot: this.lifecycle("on_reboot", "restart"),
       onCrash: this.lifecycle("on_crash", "destroy"),

@@ -137,6 +137,11 @@ export interface Engine {
    */
   pagesCopied(pfns: ArrayLike<number>): void;
 
+  /**
+   * How the guest's instructions run, for status and logs, once started:
+   * qemu says "kvm" or "tcg" and why (accel=auto's choice); emu has nothing to add.
+   */
+  readonly accelerator?: { name: string; why: string } | undefined;
   /** The format version of saveState()'s blob, as recorded in the stream (docs/specs/stream.md). */
   readonly stateFormatVersion: number;
   /**

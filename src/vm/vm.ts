@@ -36,6 +36,8 @@ export interface VmStatus {
   state: VmRunState;
   /** The engine that runs the guest (its own id), undefined before the VM started. */
   engine: EngineId | undefined;
+  /** How the engine runs the guest's instructions (qemu: kvm or tcg, and why), when it says. */
+  accelerator?: { name: string; why: string };
   memoryMiB: number;
   tap: string | undefined;
   bridge: string | undefined;
@@ -306,6 +308,7 @@ export class Vm {
       name: this.name,
       state: this.runState,
       engine: this.engine?.id,
+      ...(this.engine?.accelerator !== undefined ? { accelerator: this.engine.accelerator } : {}),
       memoryMiB: this.config.memoryMiB,
       tap: this.nic?.tapName,
       bridge: vif?.bridge,

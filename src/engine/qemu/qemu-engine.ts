@@ -131,6 +131,10 @@ export class QemuEngine implements Engine {
     return this.accelChoice;
   }
 
+  get accelerator(): { name: string; why: string } | undefined {
+    return this.accelChoice === undefined ? undefined : { name: this.accelChoice.accel, why: this.accelChoice.why };
+  }
+
   get running(): boolean {
     return this.isRunning;
   }
