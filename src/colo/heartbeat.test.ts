@@ -1,7 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { machineHeader, MemorySink, StreamReader, StreamWriter } from "../state/index.js";
-import { HeartbeatSender, WriteLock } from "./heartbeat.js";
+import { HeartbeatSender, SilenceWatchdog, WriteLock } from "./heartbeat.js";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 test("heartbeats: sent when idle, not while the lock is held, with increasing sequence numbers", async () => {
   const sink = new MemorySink();
@@ -51,4 +56,50 @@ test("silence watchdog: fires once when nothing was heard for the limit; hearing
   assert.ok((fired[0] ?? 0) > 150);
   fired = [];
   w.stop();
+});
+
+test("SilenceWatchdog: a stall of our own event loop is not the peer's silence when its bytes arrived meanwhile", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "colo-wd-"));
+  const path = join(dir, "s");
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(path, r));
+  // The peer: another process writing a byte every 50 ms for 2 s, whatever our loop does.
+  const peer = spawn(process.execPath, ["-e", `const s=require("net").connect(${JSON.stringify(path)});let n=0;const t=setInterval(()=>{s.write("x");if(++n===40){clearInterval(t);s.end();}},50);`]);
+  const socket = await new Promise<Socket>((r) => server.once("connection", r));
+  let fired: number | undefined;
+  const wd = new SilenceWatchdog(() => 200, (ms) => (fired = ms), 20);
+  socket.on("data", () => wd.heard());
+  try {
+    await new Promise((r) => setTimeout(r, 150));
+    // Block our loop for 500 ms, longer than the 200 ms limit, while the peer keeps writing.
+    const until = process.hrtime.bigint() + 500_000_000n;
+    while (process.hrtime.bigint() < until) {
+      // a page compare, a large copy
+    }
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(fired, undefined, "the watchdog decided after the poll phase had read the bytes that arrived during the stall");
+    // A real silence still fires: the peer stops.
+    peer.kill("SIGKILL");
+    await new Promise((r) => setTimeout(r, 400));
+    assert.ok(fired !== undefined && fired > 200, `fired after ${fired} ms of silence`);
+  } finally {
+    wd.stop();
+    peer.kill("SIGKILL");
+    socket.destroy();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("SilenceWatchdog: our own long step is excused, and the window starts afresh after it", async () => {
+  let fired: number | undefined;
+  const wd = new SilenceWatchdog(() => 100, (ms) => (fired = ms), 10);
+  try {
+    await wd.excusing(() => new Promise((r) => setTimeout(r, 300)));
+    assert.equal(fired, undefined, "300 ms of our own work with a 100 ms limit: not the peer's silence");
+    await new Promise((r) => setTimeout(r, 250));
+    assert.ok(fired !== undefined && fired > 100, "silence after the step still counts");
+  } finally {
+    wd.stop();
+  }
 });

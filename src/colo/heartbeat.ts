@@ -39,7 +39,7 @@ export class WriteLock {
 
 export class HeartbeatSender {
   private sequence = 0;
-  private lastWrite = Date.now();
+  private lastWrite = monotonicMs();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -55,12 +55,12 @@ export class HeartbeatSender {
 
   /** Call after any write: a heartbeat is only needed when nothing else was sent. */
   wrote(): void {
-    this.lastWrite = Date.now();
+    this.lastWrite = monotonicMs();
   }
 
   private tick(): void {
-    if (this.lock.busy || !this.allowed() || Date.now() - this.lastWrite < this.intervalMs) return;
-    this.lastWrite = Date.now();
+    if (this.lock.busy || !this.allowed() || monotonicMs() - this.lastWrite < this.intervalMs) return;
+    this.lastWrite = monotonicMs();
     this.lock
       .run(() => this.writer.writeHeartbeat({ sequence: this.sequence++, senderTimeMs: Math.floor(performance.now()) }))
       .catch((err: unknown) => this.onError(err as Error));
@@ -71,6 +71,11 @@ export class HeartbeatSender {
   }
 }
 
+/** Milliseconds of the host's monotonic clock (performance.now is the emu guest's clock in this process; Date.now steps). */
+function monotonicMs(): number {
+  return Number(process.hrtime.bigint() / 1_000_000n);
+}
+
 /**
  * Declares the peer lost when nothing was *read* from it for `limitMs()`.
  * Node's socket.setTimeout() cannot do this: it counts our own writes as
@@ -79,8 +84,11 @@ export class HeartbeatSender {
  * notice that its peer went silent.
  */
 export class SilenceWatchdog {
-  private lastHeard = Date.now();
+  private lastHeard = monotonicMs();
   private readonly timer: NodeJS.Timeout;
+  private deciding = false;
+  private stopped = false;
+  private excused = 0;
 
   constructor(
     private readonly limitMs: () => number,
@@ -88,19 +96,48 @@ export class SilenceWatchdog {
     checkEveryMs = 50,
   ) {
     this.timer = setInterval(() => {
-      const silent = Date.now() - this.lastHeard;
-      if (silent > this.limitMs()) {
-        this.stop();
-        this.onSilent(silent);
-      }
+      if (this.deciding || this.excused > 0 || monotonicMs() - this.lastHeard <= this.limitMs()) return;
+      // When our own event loop was blocked (a page compare, a large copy), the
+      // peer's bytes wait in the kernel, and timers run before the poll phase
+      // reads them: a stall of ours would look like the peer's silence. Decide
+      // in the check phase (setImmediate), after this turn's poll has read
+      // whatever arrived.
+      this.deciding = true;
+      setImmediate(() => {
+        this.deciding = false;
+        if (this.stopped || this.excused > 0) return;
+        const silent = monotonicMs() - this.lastHeard;
+        if (silent > this.limitMs()) {
+          this.stop();
+          this.onSilent(silent);
+        }
+      });
     }, checkEveryMs);
   }
 
   heard(): void {
-    this.lastHeard = Date.now();
+    this.lastHeard = monotonicMs();
+  }
+
+  /**
+   * Runs `work` (our own long step, e.g. a secondary loading a checkpoint
+   * into its engine while the primary waits for it) without counting its
+   * time as the peer's silence; the window starts afresh when it ends. A
+   * peer that dies meanwhile is noticed after it (its socket closes, or
+   * nothing is heard for the limit from then on).
+   */
+  async excusing<T>(work: () => Promise<T>): Promise<T> {
+    this.excused++;
+    try {
+      return await work();
+    } finally {
+      this.excused--;
+      this.heard();
+    }
   }
 
   stop(): void {
+    this.stopped = true;
     clearInterval(this.timer);
   }
 }

@@ -295,7 +295,11 @@ export class PrimaryReplicator {
     this.output.seal();
     // From here until the queued input is re-sent, new input only queues for the PVM (it is paused).
     this.mirroring = false;
-    await this.lock.run(async () => {
+    const failed = (err: unknown): never => {
+      for (const w of waiters) w.reject(err as Error);
+      throw err;
+    };
+    const { pages, before } = await this.lock.run(async () => {
       // NEW goes out first; the PVM's dirty pages are found (a compare of all RAM on emu)
       // while the secondary, in its own process, does the same for the SVM.
       await this.writer.writeCheckpointState("NEW"); // on the socket before the compare blocks this thread
@@ -328,6 +332,12 @@ export class PrimaryReplicator {
       this.mirroring = this.opts.mode === "compare";
       await end;
       lap("send");
+      return { pages, before };
+    }).catch(failed);
+    // The write lock is free while the secondary loads: heartbeats go on (a
+    // qemu secondary's load may wait for its standby QEMU), and the secondary's
+    // watchdog does not take its own slow load for our silence.
+    await (async () => {
       await this.back.expectState("SVM_READY");
       lap("svmReady");
       for (const f of this.output.committed()) this.vm.sendOutput(f);
@@ -339,10 +349,7 @@ export class PrimaryReplicator {
       this.stats.recordCheckpoint(now - pausedAt, pages.pages, this.writer.bytesWritten - before);
       this.heartbeat?.wrote();
       await this.back.expectState("SVM_RESUMED");
-    }).catch((err: unknown) => {
-      for (const w of waiters) w.reject(err as Error);
-      throw err;
-    });
+    })().catch(failed);
     const done: OperatorCheckpoint = { checkpoint: this.stats.checkpoints - 1, pauseMs: this.stats.lastPauseMs };
     for (const w of waiters) w.resolve(w.verify && diskHashes ? { ...done, diskHashes } : done);
   }

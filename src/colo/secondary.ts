@@ -121,7 +121,15 @@ export class SecondaryReplicator {
       this.stats.heard();
       this.watchdog.heard();
     });
+    // Whoever destroys the socket with a reason (watchdog, heartbeat, a failed send) names the real cause;
+    // the loop then only sees "the destination is closed".
+    socket.once("error", (err: Error) => {
+      this.socketError ??= err;
+    });
   }
+
+  /** The first error the replication socket was destroyed with. */
+  private socketError: Error | undefined;
 
   /**
    * Everything up to checkpoint 0's CHECKPOINT_END (the VM is paused, its
@@ -242,7 +250,8 @@ export class SecondaryReplicator {
       );
       reason = await this.loop();
     } catch (err) {
-      reason = (err as Error).message;
+      const cause = this.socketError;
+      reason = cause !== undefined && cause !== err ? `${cause.message} (then: ${(err as Error).message})` : (err as Error).message;
     }
     if (this.pending.size > 0 || this.midCheckpoint) {
       this.stats.discardedCheckpoints++;
@@ -368,7 +377,10 @@ export class SecondaryReplicator {
           this.pending.applyTo(engine.ram());
           const t1 = hostMs();
           // Only these pages changed: the engine keeps its translations of the rest (emu: the JIT stays warm).
-          await engine.loadState(state, { changedPages: changed });
+          // The primary waits for SVM_READY meanwhile: the time our engine takes is not its silence
+          // (a qemu secondary may wait for its standby QEMU to finish starting).
+          const loaded = state;
+          await this.watchdog.excusing(() => engine.loadState(loaded, { changedPages: changed }));
           this.stats.lastBreakdownMs = { applyPages: Math.round((t1 - t0) * 10) / 10, loadState: Math.round((hostMs() - t1) * 10) / 10 };
           this.pending.clear();
           this.rewriter.reset();
