@@ -86,7 +86,7 @@ if (!unitOnly) {
 }
 
 /** Integration files that run a second time on the qemu engine (the engine-neutral ones that qemu supports so far). */
-const QEMU_PASS = ["vm-lifecycle.test.js"];
+const QEMU_PASS = ["vm-lifecycle.test.js", "migration.test.js", "colo-compare.test.js", "colo-disk.test.js", "remus.test.js"];
 
 const files = [...unit, ...integration];
 console.error(`run-tests: ${unit.length} unit test file(s)${unitOnly ? "" : `, ${integration.length} integration test file(s)`}`);
