@@ -85,8 +85,18 @@ if (!unitOnly) {
   stale(`dist/${INTEGRATION}`, integration);
 }
 
-/** Integration files that run a second time on the qemu engine (the engine-neutral ones that qemu supports so far). */
-const QEMU_PASS = ["vm-lifecycle.test.js", "migration.test.js", "colo-compare.test.js", "colo-disk.test.js", "remus.test.js"];
+/**
+ * Integration files that run a second time on the qemu engine (the
+ * engine-neutral ones that qemu passes reliably so far). colo-compare.test.js
+ * is left out for now: it passes by hand on qemu (4/4), but under sustained
+ * load the frames QEMU had not yet read at a checkpoint are lost to the SVM
+ * (docs/engines.md "What the qemu engine cannot see"), each loss costs a
+ * compare-timeout checkpoint that can lose more, and the test's count of
+ * replies released by comparison fell short (3821 of 4000) in a CI run.
+ * Compare mode still runs on qemu here through colo-disk.test.js (its
+ * pair is in compare mode, takeover included).
+ */
+const QEMU_PASS = ["vm-lifecycle.test.js", "migration.test.js", "colo-disk.test.js", "remus.test.js"];
 
 const files = [...unit, ...integration];
 console.error(`run-tests: ${unit.length} unit test file(s)${unitOnly ? "" : `, ${integration.length} integration test file(s)`}`);
