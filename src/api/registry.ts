@@ -18,23 +18,8 @@ export function isDaemonAlive(pid: number): boolean {
   }
 }
 
-/**
- * Has process `pid` ended? True when it no longer exists or is a zombie
- * (it has exited and only waits for its parent to reap it).
- */
-export function processEnded(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "ESRCH";
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-  } catch {
-    return true;
-  }
-}
+/** Has process `pid` ended? (src/sys/process.ts; re-exported for the CLI.) */
+export { processEnded } from "../sys/index.js";
 
 /** Removes what a dead daemon left behind. */
 export function removeStale(name: string, dir = runDir()): void {

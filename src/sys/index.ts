@@ -20,3 +20,4 @@ export type { FrameListener, TapDevice, TapErrorListener, TapOptions, TapStats }
 export { openTap } from "./tap.js";
 export type { SharedMapping } from "./shared-memory.js";
 export { mapSharedFile } from "./shared-memory.js";
+export { processEnded } from "./process.js";

@@ -5,59 +5,39 @@
  * One QEMU connects per port; a second connection is refused.
  */
 
-import { createServer, type Server, type Socket } from "node:net";
-import { rm } from "node:fs/promises";
+import type { Socket } from "node:net";
+import { SinglePeerListener } from "./unix-listener.js";
 
 export class ConsolePort {
-  private server: Server | undefined;
-  private peer: Socket | undefined;
+  private readonly listener: SinglePeerListener;
   /** Input typed before QEMU connected, sent when it does. */
   private pendingInput: Buffer[] = [];
 
   constructor(
     readonly socketPath: string,
     private readonly onOutput: (bytes: Uint8Array) => void,
-  ) {}
+  ) {
+    this.listener = new SinglePeerListener(socketPath, (socket) => this.accept(socket));
+  }
 
-  async listen(): Promise<void> {
-    await rm(this.socketPath, { force: true });
-    const server = createServer((socket) => this.accept(socket));
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.socketPath, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
+  listen(): Promise<void> {
+    return this.listener.listen();
   }
 
   private accept(socket: Socket): void {
-    if (this.peer !== undefined) {
-      socket.destroy();
-      return;
-    }
-    this.peer = socket;
     socket.on("data", (chunk: Buffer) => this.onOutput(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length)));
     socket.on("error", () => undefined); // the close that follows is what matters
-    socket.on("close", () => {
-      if (this.peer === socket) this.peer = undefined;
-    });
     for (const b of this.pendingInput.splice(0)) socket.write(b);
   }
 
   send(bytes: Uint8Array): void {
     const b = Buffer.from(bytes);
-    if (this.peer === undefined || this.peer.destroyed) this.pendingInput.push(b);
-    else this.peer.write(b);
+    const peer = this.listener.peer;
+    if (peer === undefined) this.pendingInput.push(b);
+    else peer.write(b);
   }
 
-  async close(): Promise<void> {
-    this.peer?.destroy();
-    this.peer = undefined;
-    const server = this.server;
-    this.server = undefined;
-    if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
-    await rm(this.socketPath, { force: true });
+  close(): Promise<void> {
+    return this.listener.close();
   }
 }

@@ -23,7 +23,7 @@
  */
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { mapSharedFile, type SharedMapping } from "../../sys/index.js";
+import { mapSharedFile, processEnded, type SharedMapping } from "../../sys/index.js";
 import { ShadowDirtyTracker, touchPages } from "../dirty-tracker.js";
 import { PAGE_SIZE, type Engine, type EngineEvent, type LoadStateOptions, type MachineSpec } from "../engine.js";
 import { EngineError } from "../errors.js";
@@ -61,15 +61,6 @@ type Listener<T> = (value: T) => void;
 /** Engine directories are named colo-<vm>-p<pid of the owning daemon>-<random>. */
 const ENGINE_DIR_PATTERN = /^colo-.*-p(\d+)-[A-Za-z0-9]{6}$/;
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /**
  * Removes the engine directories (RAM files, sockets) of daemons that died
  * without destroying their engine (SIGKILL): their QEMUs died with them
@@ -79,7 +70,7 @@ export async function sweepStaleEngineDirs(stateDir: string): Promise<string[]> 
   const removed: string[] = [];
   for (const name of await readdir(stateDir).catch(() => [] as string[])) {
     const m = ENGINE_DIR_PATTERN.exec(name);
-    if (m === null || processAlive(Number(m[1]))) continue;
+    if (m === null || !processEnded(Number(m[1]))) continue;
     await rm(join(stateDir, name), { recursive: true, force: true });
     removed.push(name);
   }

@@ -11,8 +11,8 @@
  * and the layer above (the proxy) decides what must be re-sent.
  */
 
-import { createServer, type Server, type Socket } from "node:net";
-import { rm } from "node:fs/promises";
+import type { Socket } from "node:net";
+import { SinglePeerListener } from "./unix-listener.js";
 
 /** 4-byte big-endian length (net/stream.c: `uint32_t len = htonl(size)`). */
 const LENGTH_BYTES = 4;
@@ -65,8 +65,7 @@ export function encodeStreamFrame(frame: Uint8Array): Buffer {
 
 export class StreamNetdev {
   readonly stats: StreamNetdevStats = { framesFromGuest: 0, framesToGuest: 0, droppedNotConnected: 0, connections: 0 };
-  private server: Server | undefined;
-  private peer: Socket | undefined;
+  private readonly listener: SinglePeerListener;
   private readonly connectedWaiters: Array<() => void> = [];
 
   /**
@@ -77,39 +76,30 @@ export class StreamNetdev {
     readonly socketPath: string,
     private readonly onFrame: (frame: Uint8Array) => void,
     private readonly onProblem: (message: string) => void = () => {},
-  ) {}
+  ) {
+    this.listener = new SinglePeerListener(
+      socketPath,
+      (socket) => this.accept(socket),
+      () => this.onProblem(`${socketPath}: a second connection while QEMU's is open; refused`),
+    );
+  }
 
   /** Listens on socketPath (removing a stale socket file first). */
-  async listen(): Promise<void> {
-    await rm(this.socketPath, { force: true });
-    const server = createServer((socket) => this.accept(socket));
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.socketPath, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
+  listen(): Promise<void> {
+    return this.listener.listen();
   }
 
   get connected(): boolean {
-    return this.peer !== undefined;
+    return this.listener.peer !== undefined;
   }
 
   /** Resolves once QEMU has connected (at once if it has). */
   whenConnected(): Promise<void> {
-    if (this.peer !== undefined) return Promise.resolve();
+    if (this.connected) return Promise.resolve();
     return new Promise((resolve) => this.connectedWaiters.push(resolve));
   }
 
   private accept(socket: Socket): void {
-    if (this.peer !== undefined) {
-      this.onProblem(`${this.socketPath}: a second connection while QEMU's is open; refused`);
-      socket.destroy();
-      return;
-    }
-    this.peer = socket;
     this.stats.connections++;
     socket.setNoDelay?.(true);
     const splitter = new FrameSplitter();
@@ -128,16 +118,13 @@ export class StreamNetdev {
       }
     });
     socket.on("error", (e) => this.onProblem(`${this.socketPath}: ${e.message}`));
-    socket.on("close", () => {
-      if (this.peer === socket) this.peer = undefined;
-    });
     for (const w of this.connectedWaiters.splice(0)) w();
   }
 
   /** Sends a frame to the guest's NIC; dropped (and counted) while QEMU is not connected. */
   send(frame: Uint8Array): void {
-    const peer = this.peer;
-    if (peer === undefined || peer.destroyed) {
+    const peer = this.listener.peer;
+    if (peer === undefined) {
       this.stats.droppedNotConnected++;
       return;
     }
@@ -146,12 +133,7 @@ export class StreamNetdev {
   }
 
   /** Closes the connection and the listener, removes the socket file; idempotent. */
-  async close(): Promise<void> {
-    this.peer?.destroy();
-    this.peer = undefined;
-    const server = this.server;
-    this.server = undefined;
-    if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
-    await rm(this.socketPath, { force: true });
+  close(): Promise<void> {
+    return this.listener.close();
   }
 }
