@@ -89,14 +89,12 @@ if (!unitOnly) {
  * Integration files that run a second time on the qemu engine: those that
  * passed on qemu in every run so far, by hand and in CI. The others pass by
  * hand but not reliably yet, and stay out until they do (docs/engines.md
- * "Status"): colo-compare.test.js (frames QEMU had not read at a checkpoint
- * are lost to the SVM: 62 compare-timeout checkpoints under redis-benchmark
- * in one CI run), migration.test.js (in one CI run the destination's guest
+ * "Status"): migration.test.js (in one CI run the destination's guest
  * spun at 100% of a core after the live migration under load),
  * remus.test.js (5/5 by hand, 344 s; in one CI run the INCRs did not resume
  * within 60 s after the takeover under load).
  */
-const QEMU_PASS = ["vm-lifecycle.test.js", "colo-disk.test.js"];
+const QEMU_PASS = ["vm-lifecycle.test.js", "colo-compare.test.js", "colo-disk.test.js"];
 
 const files = [...unit, ...integration];
 console.error(`run-tests: ${unit.length} unit test file(s)${unitOnly ? "" : `, ${integration.length} integration test file(s)`}`);

@@ -21,3 +21,5 @@ export { openTap } from "./tap.js";
 export type { SharedMapping } from "./shared-memory.js";
 export { mapSharedFile } from "./shared-memory.js";
 export { processEnded } from "./process.js";
+export type { UnixPair } from "./unix-pair.js";
+export { closeEnd, unixStreamPair, unreadBytes } from "./unix-pair.js";

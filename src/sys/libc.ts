@@ -32,9 +32,14 @@ export const MAP_ANONYMOUS = 0x20;
 export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 
 // linux/socket.h, asm-generic/socket.h (SOCK_* from linux/net.h)
+export const AF_UNIX = 1;
 export const AF_INET = 2;
+export const SOCK_STREAM = 1;
 export const SOCK_DGRAM = 2;
 export const SOCK_CLOEXEC = O_CLOEXEC;
+
+// asm-generic/ioctls.h: bytes unread in a socket's receive queue (SIOCINQ)
+export const FIONREAD = 0x541b;
 
 // linux/sched.h
 export const CLONE_NEWNET = 0x40000000;
@@ -89,6 +94,13 @@ export const socket = libc.func("int socket(int domain, int type, int protocol)"
   domain: number,
   type: number,
   protocol: number,
+) => number;
+/** int socketpair(int domain, int type, int protocol, int sv[2]) */
+export const socketpair = libc.func("int socketpair(int domain, int type, int protocol, int *sv)") as (
+  domain: number,
+  type: number,
+  protocol: number,
+  sv: Int32Array,
 ) => number;
 export const setns = libc.func("int setns(int fd, int nstype)") as (fd: number, nstype: number) => number;
 export const strerror = libc.func("const char *strerror(int errnum)") as (errnum: number) => string;

@@ -48,7 +48,7 @@ after(async () => {
 /** Compare mode with a long maximum interval, so that every checkpoint in a test has a reason of its own. */
 const COMPARE = ["migrate", "--colo", "--checkpoint-max-interval", "600000"];
 
-itest("compare mode: GET/SET traffic leaves by comparison, without checkpoints for differing payloads", { timeout: 900_000 }, async () => {
+itest("compare mode: GET/SET traffic leaves by comparison, without checkpoints for differing payloads", { timeout: 900_000 }, async (t) => {
   const r = await pair.protect(cfg, COMPARE);
   assert.match(r.stdout, /COLO compare mode/);
   const s0 = await pair.status(pair.h1);
@@ -64,6 +64,7 @@ itest("compare mode: GET/SET traffic leaves by comparison, without checkpoints f
   assert.equal(reasons.payload, 0, `deterministic replies must compare equal: ${JSON.stringify(s.heldOutput)}`);
   assert.equal(reasons.length, 0, JSON.stringify(s.heldOutput));
   const output = s.heldOutput as { releasedMatched: number } | undefined;
+  t.diagnostic(`checkpoint reasons ${JSON.stringify(reasons)}; held output ${JSON.stringify(output)}`);
   assert.ok((output?.releasedMatched ?? 0) > 4000, `replies left by comparison: ${JSON.stringify(output)}`);
   const sec = await pair.status(pair.h2);
   assert.equal(sec.state, "running", "in compare mode the secondary VM runs");

@@ -1,6 +1,6 @@
 /**
  * One QEMU process of a VM with what belongs to it alone: its RAM file
- * mapping, its NIC stream socket and its console socket. A VM's engine
+ * mapping, its NIC stream (a socketpair) and its console socket. A VM's engine
  * replaces its generation when it loads a device state (a QEMU process takes
  * one incoming migration, ENGINE-NOTES.md), so the next generation is
  * prepared beside the running one: started with `-incoming defer`, paused,
@@ -48,7 +48,7 @@ export class Generation {
     hooks: GenerationHooks,
     cfg: GenerationConfig,
   ) {
-    this.netdev = cfg.mac === undefined ? undefined : new StreamNetdev(join(cfg.dir, `net-${index}.sock`), (f) => hooks.onFrame(f), hooks.onProblem);
+    this.netdev = cfg.mac === undefined ? undefined : new StreamNetdev(`NIC stream of ${cfg.vm} (QEMU ${index})`, (f) => hooks.onFrame(f), hooks.onProblem);
     this.console = new ConsolePort(join(cfg.dir, `console-${index}.sock`), (b) => hooks.onConsole(b));
     this.process = QemuProcess.create({ vm: cfg.vm, binary: cfg.binary, runDirParent: cfg.dir });
   }
@@ -62,7 +62,6 @@ export class Generation {
     let g: Generation | undefined;
     try {
       g = new Generation(index, ram, incoming, hooks, cfg);
-      await g.netdev?.listen();
       await g.console.listen();
       await g.process.start(
         machineOptions(
@@ -70,7 +69,7 @@ export class Generation {
             ramFile,
             kernelFile: cfg.kernelFile,
             ...(cfg.initrdFile !== undefined ? { initrdFile: cfg.initrdFile } : {}),
-            ...(g.netdev !== undefined ? { netSocket: g.netdev.socketPath } : {}),
+            ...(g.netdev !== undefined ? { netFd: g.netdev.qemuFd } : {}),
             consoleSocket: g.console.socketPath,
             diskSockets: cfg.diskSockets,
           },

@@ -10,7 +10,7 @@
  * into a standby started with `-incoming defer`.
  */
 import type { Accel } from "./accel.js";
-import type { QemuMachine, QemuOption } from "./qemu-args.js";
+import { childFd, type QemuMachine, type QemuOption } from "./qemu-args.js";
 
 /** The id of the RAM backend object (`-machine memory-backend=`). */
 export const RAM_BACKEND_ID = "colo-ram";
@@ -20,8 +20,8 @@ export interface MachinePaths {
   ramFile: string;
   kernelFile: string;
   initrdFile?: string;
-  /** The NIC's stream socket (absent: no NIC). */
-  netSocket?: string;
+  /** Our descriptor of QEMU's end of the NIC's stream socketpair (absent: no NIC); QEMU gets it as fd 3. */
+  netFd?: number;
   consoleSocket: string;
   /** One NBD socket per disk, in order (the first is the guest's /dev/vda). */
   diskSockets: readonly string[];
@@ -30,7 +30,7 @@ export interface MachinePaths {
 export interface MachineOptions {
   memoryBytes: number;
   cmdline: string;
-  /** The NIC's MAC ("52:54:00:12:34:56"); ignored without paths.netSocket. */
+  /** The NIC's MAC ("52:54:00:12:34:56"); ignored without paths.netFd. */
   mac?: string;
   accel: Accel;
   /** Started to take an incoming device state (`-incoming defer`). */
@@ -55,9 +55,11 @@ export function machineOptions(paths: MachinePaths, o: MachineOptions): QemuMach
     { flag: "-chardev", type: "socket", props: { id: "con0", path: paths.consoleSocket, server: false } },
     { flag: "-serial", raw: "chardev:con0" },
   ];
-  if (paths.netSocket !== undefined) {
+  const passFds: number[] = [];
+  if (paths.netFd !== undefined) {
+    passFds.push(paths.netFd);
     options.push(
-      { flag: "-netdev", type: "stream", props: { id: "net0", server: false, "addr.type": "unix", "addr.path": paths.netSocket } },
+      { flag: "-netdev", type: "stream", props: { id: "net0", server: false, "addr.type": "fd", "addr.str": String(childFd(passFds.length - 1)) } },
       { flag: "-device", type: "virtio-net-pci", props: { netdev: "net0", mac: o.mac, romfile: "" } },
     );
   }
@@ -75,6 +77,7 @@ export function machineOptions(paths: MachinePaths, o: MachineOptions): QemuMach
     cpu: "max",
     smp: 1,
     options,
+    passFds,
   };
 }
 

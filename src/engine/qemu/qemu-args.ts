@@ -36,6 +36,13 @@ export interface QemuMachine {
   smp?: number;
   /** Everything else, in order: objects, chardevs, netdevs, devices, -kernel, -incoming ... */
   options?: readonly QemuOption[];
+  /** Descriptors of ours QEMU inherits, in order, as its fd childFd(0), childFd(1), ... */
+  passFds?: readonly number[];
+}
+
+/** The descriptor number in QEMU of passFds[i] (after stdin, stdout, stderr). */
+export function childFd(i: number): number {
+  return 3 + i;
 }
 
 /** Flags the process owner sets itself: a description may not add or override them. */

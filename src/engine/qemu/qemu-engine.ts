@@ -242,8 +242,14 @@ export class QemuEngine implements Engine {
   async pause(): Promise<void> {
     const g = this.live();
     if (!this.isRunning) return;
-    await g.process.commands.stop();
+    // Hold frames from here on: one QEMU reads after `stop` sits in QEMU's own queue, where pendingRx() cannot see it.
     this.isRunning = false;
+    try {
+      await g.process.commands.stop();
+    } catch (e) {
+      this.isRunning = true;
+      throw e;
+    }
   }
 
   async resume(): Promise<void> {
@@ -400,8 +406,9 @@ export class QemuEngine implements Engine {
   }
 
   pendingRx(): Uint8Array[] {
-    // Frames already written to QEMU's socket are QEMU's: we cannot tell which the guest took.
-    return this.heldRx.map((f) => f.slice());
+    // Frames QEMU has not read from its stream yet (older), then those we hold.
+    const unread = this.current?.netdev?.unread() ?? [];
+    return [...unread, ...this.heldRx.map((f) => f.slice())];
   }
 
   onConsoleOutput(listener: (bytes: Uint8Array) => void): void {

@@ -180,7 +180,7 @@ export class QemuProcess {
       let argv = [binary, ...args];
       if (this.opts.dieWithParent ?? true) argv = [this.resolve(SETPRIV.binary, SETPRIV.package, env), "--pdeathsig", "SIGKILL", "--", ...argv];
       this.argvValue = argv;
-      this.spawn(argv, env);
+      this.spawn(argv, env, machine.passFds ?? []);
       this.client = await this.connectQmp(started);
       this.checkVersion(this.client.greeting.version, binary);
       this.commandsValue = new QmpCommands(this.client);
@@ -237,11 +237,12 @@ export class QemuProcess {
     throw new QemuProcessError(this.vm, "BINARY_MISSING", `cannot start QEMU for ${this.vm}: ${found.why} (install Debian's ${pkg})`);
   }
 
-  private spawn(argv: readonly string[], env: NodeJS.ProcessEnv): void {
+  private spawn(argv: readonly string[], env: NodeJS.ProcessEnv, passFds: readonly number[]): void {
     const [file, ...args] = argv;
     if (file === undefined) throw new QemuProcessError(this.vm, "BAD_SPEC", `empty command line for ${this.vm}`);
     // Own process group: a terminal's ^C reaches us, and we decide QEMU's end.
-    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"], detached: true, env });
+    // passFds land at childFd(0), childFd(1), ... (setpriv keeps them: it execs QEMU without closing descriptors).
+    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe", ...passFds], detached: true, env });
     this.child = child;
     child.stdout?.on("data", (d: Buffer) => this.output.push(d));
     child.stderr?.on("data", (d: Buffer) => this.output.push(d));

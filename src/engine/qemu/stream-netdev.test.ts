@@ -1,10 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { connect } from "node:net";
-import { mkdtempSync, rmSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { spawn } from "node:child_process";
 import { FrameSplitter, StreamNetdev, encodeStreamFrame } from "./stream-netdev.js";
+import { SentFrames } from "./sent-frames.js";
 
 test("frames split from any chunking, byte by byte included; an oversized length is refused", () => {
   const frames = [Buffer.from("a".repeat(60)), Buffer.alloc(0), Buffer.from([1, 2, 3])];
@@ -21,41 +19,63 @@ test("frames split from any chunking, byte by byte included; an oversized length
   assert.throws(() => new FrameSplitter().push(big), /frame length 16777216 exceeds/);
 });
 
-test("a peer on the unix socket: frames both ways, a second peer refused, drops counted while unconnected", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "colo-net-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, "net.sock");
+test("QEMU's end of the socketpair: frames both ways; unread() names the frames QEMU has not read in full", async () => {
   const fromGuest: Buffer[] = [];
   const problems: string[] = [];
-  const nd = new StreamNetdev(path, (f) => fromGuest.push(Buffer.from(f)), (m) => problems.push(m));
-  await nd.listen();
-  nd.send(Buffer.from("early"));
-  assert.equal(nd.stats.droppedNotConnected, 1);
+  const nd = new StreamNetdev("test NIC", (f) => fromGuest.push(Buffer.from(f)), (m) => problems.push(m));
+  const a = Buffer.alloc(60, 0xaa);
+  const b = Buffer.alloc(10, 0xbb);
+  const c = Buffer.alloc(5, 0xcc);
+  for (const f of [a, b, c]) nd.send(f);
+  await waitFor(() => nd.unread().length === 3);
+  assert.deepEqual(nd.unread().map((f) => Buffer.from(f)), [a, b, c]);
 
-  const peer = connect(path);
-  await nd.whenConnected();
-  const toGuest = new FrameSplitter();
-  const received: Buffer[] = [];
-  peer.on("data", (c: Buffer) => received.push(...toGuest.push(c).map((f) => Buffer.from(f))));
-  peer.write(Buffer.concat([encodeStreamFrame(Buffer.from("hello")), encodeStreamFrame(Buffer.from("world"))]));
-  nd.send(Buffer.from("to-guest"));
-  await waitFor(() => fromGuest.length === 2 && received.length === 1);
-  assert.deepEqual(fromGuest.map(String), ["hello", "world"]);
-  assert.deepEqual(received.map(String), ["to-guest"]);
+  // A reader takes 70 of the 87 bytes on the wire (A: 64, B: 14, C: 9): B is half read, so B and C are unread.
+  const reader = spawn("sh", ["-c", "dd bs=70 count=1 of=/dev/null status=none <&3 && printf '\\000\\000\\000\\005hello' >&3"], {
+    stdio: ["ignore", "ignore", "inherit", nd.qemuFd],
+  });
+  const code = await new Promise<number | null>((resolve) => reader.on("exit", (c) => resolve(c)));
+  assert.equal(code, 0);
+  assert.deepEqual(nd.unread().map((f) => Buffer.from(f)), [b, c]);
+  await waitFor(() => fromGuest.length === 1);
+  assert.deepEqual(fromGuest.map(String), ["hello"]);
+  assert.equal(nd.stats.framesToGuest, 3);
+  assert.equal(nd.stats.framesFromGuest, 1);
+  assert.deepEqual(problems, []);
 
-  const second = connect(path);
-  await new Promise<void>((resolve) => second.on("close", () => resolve()));
-  assert.ok(problems.some((p) => p.includes("second connection")));
-
-  // A broken length from the peer closes its connection and is reported.
-  const bad = Buffer.alloc(4);
-  bad.writeUInt32BE(0xffffffff);
-  peer.write(bad);
-  await new Promise<void>((resolve) => peer.on("close", () => resolve()));
-  assert.ok(problems.some((p) => p.includes("exceeds")));
   await nd.close();
-  assert.equal(existsSync(path), false);
+  assert.equal(nd.connected, false);
+  assert.deepEqual(nd.unread(), []);
+  nd.send(Buffer.from("late"));
+  assert.equal(nd.stats.droppedClosed, 1);
   await nd.close();
+});
+
+test("a broken length from QEMU closes the stream and is reported", async () => {
+  const problems: string[] = [];
+  const nd = new StreamNetdev("test NIC", () => undefined, (m) => problems.push(m));
+  const writer = spawn("sh", ["-c", "printf '\\377\\377\\377\\377' >&3"], { stdio: ["ignore", "ignore", "inherit", nd.qemuFd] });
+  await new Promise((resolve) => writer.on("exit", resolve));
+  await waitFor(() => problems.length > 0);
+  assert.match(problems[0] ?? "", /test NIC: frame length 4294967295 exceeds/);
+  assert.equal(nd.connected, false);
+  await nd.close();
+});
+
+test("SentFrames: the unread suffix by wire bytes, bounded, overflow counted", () => {
+  const log = new SentFrames(100);
+  const f = (n: number) => Uint8Array.of(n);
+  for (const n of [1, 2, 3]) log.push(f(n), 40);
+  assert.equal(log.heldBytes, 120); // dropping frame 1 would leave 80 < 100: kept
+  log.push(f(4), 40);
+  assert.equal(log.heldBytes, 120); // 160: frame 1 goes, frames 2-4 remain
+  assert.deepEqual(log.unread(0), []);
+  assert.deepEqual(log.unread(1).map((x) => x[0]), [4]);
+  assert.deepEqual(log.unread(40).map((x) => x[0]), [4]);
+  assert.deepEqual(log.unread(41).map((x) => x[0]), [3, 4]);
+  assert.equal(log.overflows, 0);
+  assert.deepEqual(log.unread(10_000).map((x) => x[0]), [2, 3, 4]);
+  assert.equal(log.overflows, 1);
 });
 
 async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {

@@ -1,30 +1,40 @@
 /**
  * The guest NIC's frames between QEMU and the daemon: QEMU's
- * `-netdev stream,server=off,addr.type=unix,addr.path=P` connects to a unix
- * socket we listen on, and each frame crosses it, both ways, as a 4-byte
+ * `-netdev stream,server=off,addr.type=fd,addr.str=N` is given one end of a
+ * unix socketpair of ours, and each frame crosses it, both ways, as a 4-byte
  * big-endian length followed by the Ethernet frame (QEMU 7.2 net/stream.c,
  * the framing of net/socket.c; measured in ENGINE-NOTES.md "QEMU engine").
  *
- * One QEMU connects per server; a second connection while one is open is
- * refused (closed at once). Frames for the guest written before QEMU has
- * connected are dropped and counted: a NIC without a link loses frames,
- * and the layer above (the proxy) decides what must be re-sent.
+ * Why a socketpair and not a socket QEMU connects to: we keep a copy of
+ * QEMU's end, so FIONREAD on it tells how many bytes we wrote that QEMU has
+ * not read yet. At a checkpoint those frames have not reached the guest and
+ * are not in its state; unread() names them, so a COLO primary re-sends
+ * them to the secondary (Engine.pendingRx()). Frames QEMU has read but
+ * queued inside itself (the guest's receive ring full) stay invisible; the
+ * engine avoids making more of them by holding frames while it pauses.
  */
-
-import type { Socket } from "node:net";
-import { SinglePeerListener } from "./unix-listener.js";
+import { Socket } from "node:net";
+import { closeEnd, unixStreamPair, unreadBytes, type UnixPair } from "../../sys/index.js";
+import { SentFrames } from "./sent-frames.js";
 
 /** 4-byte big-endian length (net/stream.c: `uint32_t len = htonl(size)`). */
 const LENGTH_BYTES = 4;
 /** Largest frame accepted from QEMU: 64 KiB + headers covers every virtio-net frame without TSO (QEMU's NET_BUFSIZE is 4096 + 65536). */
 export const MAX_STREAM_FRAME = 4096 + 65536;
+/**
+ * Frames remembered for unread(): more than a unix socket's queue can hold
+ * (its send buffer, net.core.wmem_default 208 KiB here) plus what Node
+ * buffers when the socket is full.
+ */
+const SENT_LOG_BYTES = 4 * 2 ** 20;
 
 export interface StreamNetdevStats {
   framesFromGuest: number;
   framesToGuest: number;
-  /** Frames for the guest dropped because QEMU was not connected. */
-  droppedNotConnected: number;
-  connections: number;
+  /** Frames for the guest dropped because the stream was closed. */
+  droppedClosed: number;
+  /** unread() found more unread bytes than the frames it remembers. */
+  unreadOverflows: number;
 }
 
 /** Splits a byte stream into length-prefixed frames; pure, fed any chunking. */
@@ -64,52 +74,33 @@ export function encodeStreamFrame(frame: Uint8Array): Buffer {
 }
 
 export class StreamNetdev {
-  readonly stats: StreamNetdevStats = { framesFromGuest: 0, framesToGuest: 0, droppedNotConnected: 0, connections: 0 };
-  private readonly listener: SinglePeerListener;
-  private readonly connectedWaiters: Array<() => void> = [];
+  readonly stats: StreamNetdevStats = { framesFromGuest: 0, framesToGuest: 0, droppedClosed: 0, unreadOverflows: 0 };
+  private readonly pair: UnixPair;
+  private readonly socket: Socket;
+  private readonly sent = new SentFrames(SENT_LOG_BYTES);
+  private closed = false;
 
   /**
-   * `onFrame` gets every frame the guest sent; `onProblem` hears about a
-   * broken stream (a bad length from QEMU: the connection is closed).
+   * A new socketpair: `qemuFd` is for QEMU (placed in its descriptor table
+   * at spawn). `onFrame` gets every frame the guest sent; `onProblem` hears
+   * about a broken stream (a bad length from QEMU: the stream is closed).
    */
   constructor(
-    readonly socketPath: string,
+    readonly name: string,
     private readonly onFrame: (frame: Uint8Array) => void,
     private readonly onProblem: (message: string) => void = () => {},
   ) {
-    this.listener = new SinglePeerListener(
-      socketPath,
-      (socket) => this.accept(socket),
-      () => this.onProblem(`${socketPath}: a second connection while QEMU's is open; refused`),
-    );
-  }
-
-  /** Listens on socketPath (removing a stale socket file first). */
-  listen(): Promise<void> {
-    return this.listener.listen();
-  }
-
-  get connected(): boolean {
-    return this.listener.peer !== undefined;
-  }
-
-  /** Resolves once QEMU has connected (at once if it has). */
-  whenConnected(): Promise<void> {
-    if (this.connected) return Promise.resolve();
-    return new Promise((resolve) => this.connectedWaiters.push(resolve));
-  }
-
-  private accept(socket: Socket): void {
-    this.stats.connections++;
-    socket.setNoDelay?.(true);
+    this.pair = unixStreamPair(name);
+    this.socket = new Socket({ fd: this.pair.ours, readable: true, writable: true });
+    this.socket.setNoDelay?.(true);
     const splitter = new FrameSplitter();
-    socket.on("data", (chunk: Buffer) => {
+    this.socket.on("data", (chunk: Buffer) => {
       let frames: Uint8Array[];
       try {
         frames = splitter.push(chunk);
       } catch (e) {
-        this.onProblem(`${this.socketPath}: ${(e as Error).message}; connection closed`);
-        socket.destroy();
+        this.onProblem(`${this.name}: ${(e as Error).message}; stream closed`);
+        this.socket.destroy();
         return;
       }
       for (const f of frames) {
@@ -117,23 +108,52 @@ export class StreamNetdev {
         this.onFrame(f);
       }
     });
-    socket.on("error", (e) => this.onProblem(`${this.socketPath}: ${e.message}`));
-    for (const w of this.connectedWaiters.splice(0)) w();
+    this.socket.on("error", (e) => this.onProblem(`${this.name}: ${e.message}`));
   }
 
-  /** Sends a frame to the guest's NIC; dropped (and counted) while QEMU is not connected. */
+  /** QEMU's end of the pair (this process keeps a copy until close()). */
+  get qemuFd(): number {
+    return this.pair.theirs;
+  }
+
+  get connected(): boolean {
+    return !this.closed && !this.socket.destroyed;
+  }
+
+  /** Sends a frame to the guest's NIC; dropped (and counted) once the stream is closed. */
   send(frame: Uint8Array): void {
-    const peer = this.listener.peer;
-    if (peer === undefined) {
-      this.stats.droppedNotConnected++;
+    if (!this.connected) {
+      this.stats.droppedClosed++;
       return;
     }
     this.stats.framesToGuest++;
-    peer.write(encodeStreamFrame(frame));
+    const wire = encodeStreamFrame(frame);
+    this.sent.push(frame.slice(), wire.length);
+    this.socket.write(wire);
   }
 
-  /** Closes the connection and the listener, removes the socket file; idempotent. */
+  /**
+   * Frames sent that QEMU has not read in full, oldest first: the bytes
+   * Node still buffers plus those queued on QEMU's end.
+   */
+  unread(): Uint8Array[] {
+    if (!this.connected) return [];
+    const pending = this.socket.writableLength + unreadBytes(this.pair.theirs, this.name);
+    const before = this.sent.overflows;
+    const frames = this.sent.unread(pending);
+    this.stats.unreadOverflows += this.sent.overflows - before;
+    return frames;
+  }
+
+  /** Closes our end and our copy of QEMU's; idempotent. */
   close(): Promise<void> {
-    return this.listener.close();
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    closeEnd(this.pair.theirs, this.name);
+    if (this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.socket.once("close", () => resolve());
+      this.socket.destroy();
+    });
   }
 }
