@@ -90,6 +90,13 @@ export class SecondaryReplicator {
   /** Checkpoints applied (checkpoint 0 = the initial sync). */
   applied = 0;
   private midCheckpoint = false;
+  /**
+   * Remus: the last complete checkpoint's engine state, not loaded yet, and
+   * every page applied since the engine last loaded one. The SVM does not
+   * run until a takeover, so its device state is loaded then, once (a qemu
+   * engine loads into a new QEMU process each time: ~120-300 ms here).
+   */
+  private deferred: { state: Uint8Array; changed: Set<number> } | undefined;
   mode: ReplicationModeName = "remus";
   private readonly disks = new Map<number, SecondaryDisk>();
   readonly rewriter = new TcpRewriter();
@@ -299,6 +306,7 @@ export class SecondaryReplicator {
       return false;
     });
     this.vm.setInputFilter((frame) => this.rewriter.toSecondaryVm(frame));
+    await this.loadDeferred();
     await this.vm.takeOver();
     return reason;
   }
@@ -334,12 +342,13 @@ export class SecondaryReplicator {
           break;
         case "checkpoint-state":
           if (r.control !== "NEW") throw new Error(`unexpected ${r.control} from the primary`);
-          // Compare: stop the SVM; Remus: it is paused already. Its dirty list is what it wrote since the last checkpoint.
+          // Compare: stop the SVM; Remus: it is paused already. Its dirty list is what it wrote since the last checkpoint
+          // (Remus: nothing, it has not run; no compare of all RAM for it).
           await this.vm.pause();
           await this.lock.run(async () => {
             await this.writer.writeCheckpointState("SVM_SUSPENDED");
             await this.writer.writeMemoryStream();
-            const dirty = engine.takeDirtyPages();
+            const dirty = this.mode === "compare" ? engine.takeDirtyPages() : new Uint32Array(0);
             if (dirty.length > 0) await this.writer.writeDirtyPfnList(dirty);
             await this.writer.writeCheckpoint();
           });
@@ -380,7 +389,8 @@ export class SecondaryReplicator {
           // The primary waits for SVM_READY meanwhile: the time our engine takes is not its silence
           // (a qemu secondary may wait for its standby QEMU to finish starting).
           const loaded = state;
-          await this.watchdog.excusing(() => engine.loadState(loaded, { changedPages: changed }));
+          if (this.mode === "compare") await this.watchdog.excusing(() => engine.loadState(loaded, { changedPages: changed }));
+          else this.defer(loaded, changed);
           this.stats.lastBreakdownMs = { applyPages: Math.round((t1 - t0) * 10) / 10, loadState: Math.round((hostMs() - t1) * 10) / 10 };
           this.pending.clear();
           this.rewriter.reset();
@@ -392,8 +402,11 @@ export class SecondaryReplicator {
             await this.writer.writeCheckpointState("SVM_READY");
             // The SVM's own writes count from here: reset the tracker (a compare of all RAM on emu)
             // after SVM_READY is on its way, so the primary resumes meanwhile; the SVM is still paused.
-            engine.takeDirtyPages();
-            if (this.mode === "compare") await this.vm.resume();
+            // Remus: the applied pages are what the tracker's copy must hold, page by page (defer()).
+            if (this.mode === "compare") {
+              engine.takeDirtyPages();
+              await this.vm.resume();
+            }
             await this.writer.writeCheckpointState("SVM_RESUMED");
           });
           this.heartbeat?.wrote();
@@ -405,6 +418,24 @@ export class SecondaryReplicator {
           throw new Error(`unexpected ${r.kind} record from the primary`);
       }
     }
+  }
+
+  /** Remus: keep the checkpoint's state for a takeover; the tracker's copy takes the applied pages. */
+  private defer(state: Uint8Array, changed: Uint32Array): void {
+    this.vm.engine.pagesCopied(changed);
+    const all = this.deferred?.changed ?? new Set<number>();
+    for (const pfn of changed) all.add(pfn);
+    this.deferred = { state, changed: all };
+  }
+
+  /** Before a takeover: the last complete checkpoint's device state into the engine (Remus defers it). */
+  private async loadDeferred(): Promise<void> {
+    const d = this.deferred;
+    if (d === undefined) return;
+    this.deferred = undefined;
+    const started = process.hrtime.bigint();
+    await this.vm.engine.loadState(d.state, { changedPages: Uint32Array.from(d.changed) });
+    this.opts.log("loaded the last checkpoint's device state for the takeover", { pages: d.changed.size, ms: Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10 });
   }
 
   /** A new session of this VM takes over the lease (same holder): stop renewing from this one. */
