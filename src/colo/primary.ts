@@ -388,7 +388,7 @@ export class PrimaryReplicator {
     for (const f of this.output.releaseAll()) this.vm.sendOutput(f);
     this.stats.failover("primary", reason);
     this.opts.log("secondary lost; running on unprotected", { reason, ...(this.lease ? { lease: this.lease.status() } : {}) });
-    await this.vm.resume().catch(() => undefined);
+    await this.vm.resume().catch((err: unknown) => this.opts.log("resume after losing the secondary failed: the VM stays paused", { reason, error: (err as Error).message }));
   }
 
   /** May not act alone: drop held output, keep dropping, stop the guest. */
@@ -399,7 +399,7 @@ export class PrimaryReplicator {
     this.output.releaseAll();
     this.stats.failover("primary", `${reason}; ${why}`, "fenced");
     this.opts.log("fenced: output stopped and the VM paused", { reason, why });
-    void this.vm.pause().catch(() => undefined);
+    void this.vm.pause().catch((err: unknown) => this.opts.log("fence: pausing the VM failed", { reason, error: (err as Error).message }));
   }
 
   /** The lease ran out (arbiter unreachable): fatal only for a side running alone. */

@@ -456,7 +456,7 @@ export class SecondaryReplicator {
     this.vm.setOutputFilter(() => false);
     this.stats.failover("secondary", `the lease ran out: ${this.lease?.status().lastError ?? "?"}`, "fenced");
     this.opts.log("fenced: the lease ran out; output stopped and the VM paused", {});
-    void this.vm.pause().catch(() => undefined);
+    void this.vm.pause().catch((err: unknown) => this.opts.log("fence: pausing the VM failed", { error: (err as Error).message }));
   }
 
   /** Operator failover: stop listening to the primary and take over now. */

@@ -150,3 +150,29 @@ class FakeLayer {
     assert.fail("the layer is gone after the restart");
   }
 }
+
+test("vm: an unpause called while a pause is on its way waits for it and unpauses (the VM ends running)", async (t) => {
+  const config = fixture(t);
+  let engine: FakeEngine | undefined;
+  const vm = new Vm(config, {
+    attachNetwork: false,
+    buildEngine: (spec) => {
+      engine = new FakeEngine(spec);
+      return engine;
+    },
+  });
+  await vm.start();
+  t.after(() => vm.destroy());
+  // Neither awaited before the other is called: a lost secondary's "run on unprotected" during a checkpoint's pause.
+  const paused = vm.pause();
+  const unpaused = vm.unpause();
+  await Promise.all([paused, unpaused]);
+  assert.equal(vm.status().state, "running");
+  assert.equal(engine?.running, true);
+  assert.deepEqual(engine?.calls, ["start", "pause", "resume"]);
+  // Turns still check the state they find: after destroy, an unpause is refused.
+  await vm.pause();
+  const destroyed = vm.destroy();
+  await assert.rejects(vm.unpause(), /cannot unpause a VM that is destroyed/);
+  await destroyed;
+});

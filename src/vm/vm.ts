@@ -71,6 +71,8 @@ export class Vm {
   private readonly slots: DiskSlot[] = [];
   private nic: NicBackend | undefined;
   private runState: VmRunState = "created";
+  /** The last pause/unpause (settled or not): the next one waits for it. */
+  private runTurns: Promise<void> = Promise.resolve();
   private startedAt = 0;
   private readonly announceTimers = new Set<NodeJS.Timeout>();
   /** The TAP is (or, at start, goes) on the vif's bridge: not a secondary's until it takes over. */
@@ -226,18 +228,35 @@ export class Vm {
     this.stopListeners.push(listener);
   }
 
-  async pause(): Promise<void> {
-    if (this.runState === "paused") return;
-    if (this.runState !== "running") throw new VmError(this.name, "STATE", `cannot pause a VM that is ${this.runState}`);
-    await this.machine.pause();
-    this.runState = "paused";
+  /**
+   * Pause and unpause run one after the other, in the order called: an
+   * unpause called while a pause is still on its way (a QMP `stop` takes a
+   * few ms) waits for it and then unpauses, instead of finding the VM
+   * "running" and returning while the pause then stops it for good.
+   */
+  pause(): Promise<void> {
+    return this.inTurn(async () => {
+      if (this.runState === "paused") return;
+      if (this.runState !== "running") throw new VmError(this.name, "STATE", `cannot pause a VM that is ${this.runState}`);
+      await this.machine.pause();
+      this.runState = "paused";
+    });
   }
 
-  async unpause(): Promise<void> {
-    if (this.runState === "running") return;
-    if (this.runState !== "paused") throw new VmError(this.name, "STATE", `cannot unpause a VM that is ${this.runState}`);
-    await this.machine.resume();
-    this.runState = "running";
+  unpause(): Promise<void> {
+    return this.inTurn(async () => {
+      if (this.runState === "running") return;
+      if (this.runState !== "paused") throw new VmError(this.name, "STATE", `cannot unpause a VM that is ${this.runState}`);
+      await this.machine.resume();
+      this.runState = "running";
+    });
+  }
+
+  /** Runs `fn` after every pause/unpause called before it has settled. */
+  private inTurn(fn: () => Promise<void>): Promise<void> {
+    const turn = this.runTurns.then(fn);
+    this.runTurns = turn.catch(() => undefined);
+    return turn;
   }
 
   /**
