@@ -15,9 +15,9 @@ import { machineHeader, StreamError, StreamReader } from "../state/index.js";
 import { writeEngineCompat } from "../state/machine-transfer.js";
 import { MemorySink } from "../state/sink.js";
 import { StreamWriter } from "../state/writer.js";
-import { hashBackend } from "./disk/image-hash.js";
 import { makeSpillDir, MemoryDisk } from "./disk/testing.js";
-import { SecondaryReplicator, type SecondaryVm } from "./secondary.js";
+import { SecondaryReplicator } from "./secondary.js";
+import { fakeSecondaryVm, writeDiskInfoOf } from "./testing.js";
 
 const PAGES = 4;
 const KiB = 1024;
@@ -35,27 +35,14 @@ async function primaryStart(primary: FakeEngine, image: MemoryDisk): Promise<Uin
   const w = new StreamWriter(forward, { machine: machineHeader("qemu", PAGES * PAGE_SIZE) });
   await writeEngineCompat(primary, w);
   await w.writeReplicationMode({ mode: "compare", disks: true });
-  const hashes = await hashBackend(image);
-  await w.writeDiskInfo({ disk: 0, chunkSize: hashes.chunkBytes, size: image.byteLength, chunkHashes: hashes.chunks.map((h) => Uint8Array.from(Buffer.from(h, "hex"))) });
+  await writeDiskInfoOf(w, 0, image);
   return forward.bytes();
 }
 
 async function secondaryOf(svm: FakeEngine, forward: Uint8Array, spillDir: string): Promise<{ run: Promise<void>; layer: () => BlockBackend | undefined; sent: Buffer[]; image: MemoryDisk; socket: PassThrough }> {
   const image = new MemoryDisk(256 * KiB);
   let layer: BlockBackend | undefined;
-  const noop = async () => undefined;
-  const vm: SecondaryVm = {
-    engine: svm,
-    disks: [{ index: 0, raw: image, spillDir, interpose: (l) => (layer = l) }],
-    pause: noop,
-    resume: noop,
-    setOutputFilter: () => undefined,
-    setInputFilter: () => undefined,
-    deliverInput: () => undefined,
-    sendOutput: () => undefined,
-    takeOver: noop,
-    discard: noop,
-  };
+  const vm = fakeSecondaryVm(svm, [{ index: 0, raw: image, spillDir, interpose: (l) => (layer = l) }]);
   const socket = new PassThrough();
   const sent: Buffer[] = [];
   socket.on("data", (c: Buffer) => sent.push(c));

@@ -14,9 +14,9 @@ import { StreamError, StreamReader, type StreamRecord } from "../state/index.js"
 import { MemorySink } from "../state/sink.js";
 import { emuMachine } from "../state/testing.js";
 import { StreamWriter } from "../state/writer.js";
-import { hashBackend } from "./disk/image-hash.js";
 import { makeSpillDir, MemoryDisk } from "./disk/testing.js";
-import { SecondaryReplicator, type SecondaryVm } from "./secondary.js";
+import { SecondaryReplicator } from "./secondary.js";
+import { fakeSecondaryVm, writeDiskInfoOf } from "./testing.js";
 
 const PAGES = 4;
 const KiB = 1024;
@@ -43,26 +43,13 @@ test("secondary: a disk backlog past its limit asks the primary for a checkpoint
   const image = new MemoryDisk(256 * KiB);
   let layer: BlockBackend | undefined;
   const engine = new FakeEngine({ memoryBytes: PAGES * PAGE_SIZE, kernel: new Uint8Array(0), cmdline: "", disks: [] });
-  const noop = async () => undefined;
-  const vm: SecondaryVm = {
-    engine,
-    disks: [{ index: 0, raw: image, spillDir: spill.dir, interpose: (l) => (layer = l) }],
-    pause: noop,
-    resume: noop,
-    setOutputFilter: () => undefined,
-    setInputFilter: () => undefined,
-    deliverInput: () => undefined,
-    sendOutput: () => undefined,
-    takeOver: noop,
-    discard: noop,
-  };
+  const vm = fakeSecondaryVm(engine, [{ index: 0, raw: image, spillDir: spill.dir, interpose: (l) => (layer = l) }]);
 
   // The primary's side of the start: mode, the disk's hashes, then writes that pile up before checkpoint 0.
   const forward = new MemorySink();
   const w = new StreamWriter(forward, { machine: emuMachine(PAGES) });
   await w.writeReplicationMode({ mode: "compare", disks: true });
-  const hashes = await hashBackend(image);
-  await w.writeDiskInfo({ disk: 0, chunkSize: hashes.chunkBytes, size: image.byteLength, chunkHashes: hashes.chunks.map((h) => Uint8Array.from(Buffer.from(h, "hex"))) });
+  await writeDiskInfoOf(w, 0, image);
   for (let seq = 1; seq <= 10; seq++) await w.writeDiskWrite({ disk: 0, seq, offset: (seq - 1) * 16 * KiB, data: new Uint8Array(16 * KiB).fill(seq) });
 
   const socket = new PassThrough();

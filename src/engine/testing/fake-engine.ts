@@ -5,7 +5,7 @@
  * demand (emit()), the way a guest that powers off, reboots or faults
  * would make a real engine raise them.
  */
-import { PAGE_SIZE, type Engine, type EngineEvent, type EngineId, type MachineSpec } from "../engine.js";
+import { PAGE_SIZE, type Engine, type EngineEvent, type EngineId, type LoadStateOptions, type MachineSpec } from "../engine.js";
 import { EngineError } from "../errors.js";
 
 export class FakeEngine implements Engine {
@@ -16,6 +16,13 @@ export class FakeEngine implements Engine {
   readonly pageCount: number;
   /** Calls made, in order: "start", "start-paused", "pause", "resume", "destroy". */
   readonly calls: string[] = [];
+  /** Every loadState(), in order: the state and the changedPages it was given (undefined: a whole machine). */
+  readonly loads: { state: Uint8Array; changedPages: number[] | undefined }[] = [];
+  /** Every pagesCopied(), in order. */
+  readonly copied: number[][] = [];
+  /** takeDirtyPages() calls; it returns the pages passed to markDirty() since the previous one. */
+  dirtyTakes = 0;
+  private readonly dirty = new Set<number>();
   private isRunning = false;
   private started = false;
   private destroyed = false;
@@ -72,20 +79,28 @@ export class FakeEngine implements Engine {
   }
 
   takeDirtyPages(): Uint32Array {
-    return new Uint32Array(0);
+    this.dirtyTakes++;
+    const pfns = Uint32Array.from(this.dirty).sort();
+    this.dirty.clear();
+    return pfns;
   }
 
-  markDirty(): void {}
+  markDirty(pfn: number): void {
+    this.dirty.add(pfn);
+  }
 
-  pagesCopied(): void {}
+  pagesCopied(pfns: ArrayLike<number>): void {
+    this.copied.push(Array.from(pfns));
+  }
 
   async saveState(): Promise<Uint8Array> {
     this.alive();
     return Promise.resolve(new Uint8Array(1));
   }
 
-  async loadState(): Promise<void> {
+  async loadState(state: Uint8Array, opts: LoadStateOptions = {}): Promise<void> {
     this.alive();
+    this.loads.push({ state: Uint8Array.from(state), changedPages: opts.changedPages === undefined ? undefined : Array.from(opts.changedPages) });
     await Promise.resolve();
   }
 
