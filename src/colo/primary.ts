@@ -319,7 +319,7 @@ export class PrimaryReplicator {
       const pfns = unionSortedPfns(pvmDirty, svmDirty);
       const before = this.writer.bytesWritten;
       await this.writer.writeMemoryStream();
-      const pages = await writePages(this.writer, () => engine.ram(), pfns, (copied) => engine.pagesCopied(copied));
+      const pages = await writePages(this.writer, () => engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent));
       lap("pages");
       if (this.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, this.opts.midCheckpointDelayMs));
       const blob = await engine.saveState();

@@ -16,6 +16,20 @@ test("tracker: a page copied with intermediate bytes and then written back is re
   assert.deepEqual(Array.from(t.take(ram)), []);
 });
 
+test("tracker: the copy takes the bytes that were sent; a write between the transfer's copy and copied() stays dirty", () => {
+  const ram = new Uint8Array(4 * PAGE_SIZE);
+  const t = new ShadowDirtyTracker(ram.length);
+  ram[2 * PAGE_SIZE] = 1;
+  assert.deepEqual(Array.from(t.take(ram)), [2]);
+  // A transfer copies page 2 (holding 1) to send it; a vCPU in another thread writes 5 before copied() runs.
+  const sent = ram.slice(2 * PAGE_SIZE, 3 * PAGE_SIZE);
+  ram[2 * PAGE_SIZE] = 5;
+  t.copied(ram, [2], sent);
+  assert.deepEqual(Array.from(t.take(ram)), [2], "what was sent holds 1, RAM holds 5: dirty");
+  assert.deepEqual(Array.from(t.take(ram)), []);
+  assert.throws(() => t.copied(ram, [1, 2], sent), /4096 bytes sent for 2 pages/);
+});
+
 test("tracker: copied pages are clean until written again; bounds checked", () => {
   const ram = new Uint8Array(4 * PAGE_SIZE);
   const t = new ShadowDirtyTracker(ram.length);

@@ -105,14 +105,18 @@ export class ShadowDirtyTracker {
    * These pages were just copied out of `ram`: from now on, only bytes that
    * differ from this copy make them dirty. Without this, a page reported by
    * take(), then written, then written back before the copy, would carry the
-   * intermediate bytes to the copy and never be reported again.
+   * intermediate bytes to the copy and never be reported again. With `sent`
+   * (the pages as the transfer copied them, in pfns order) the copy takes
+   * those bytes: RAM may have changed since (a vCPU in another thread).
    */
-  copied(ram: Uint8Array, pfns: ArrayLike<number>): void {
+  copied(ram: Uint8Array, pfns: ArrayLike<number>, sent?: Uint8Array): void {
+    if (sent !== undefined && sent.length !== pfns.length * PAGE_SIZE) throw new RangeError(`${sent.length} bytes sent for ${pfns.length} pages`);
     const live = Buffer.from(ram.buffer, ram.byteOffset, this.memoryBytes);
     for (let i = 0; i < pfns.length; i++) {
       const pfn = pfns[i] as number;
       if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.pageCount) throw new RangeError(`pfn ${pfn} outside guest RAM (${this.pageCount} pages)`);
-      live.copy(this.shadow, pfn * PAGE_SIZE, pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
+      if (sent !== undefined) this.shadow.set(sent.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), pfn * PAGE_SIZE);
+      else live.copy(this.shadow, pfn * PAGE_SIZE, pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
       this.forced.delete(pfn);
     }
   }

@@ -128,14 +128,21 @@ export interface Engine {
   /** Record that VMM code wrote this page outside the guest's view. */
   markDirty(pfn: number): void;
   /**
-   * The caller has just copied these pages out of ram() (synchronously, no
-   * guest instruction in between): writes from now on make them dirty again.
-   * A transfer must call it for every page it copies while the guest runs;
-   * without it, a page written after a takeDirtyPages() and written back to
-   * its old bytes before being copied would be missed (emu compares bytes).
+   * The caller has just copied these pages out of ram(): writes from now on
+   * make them dirty again. A transfer must call it for every page it copies
+   * while the guest runs; without it, a page written after a
+   * takeDirtyPages() and written back to its old bytes before being copied
+   * would be missed (emu and qemu compare bytes).
+   *
+   * `sent` is the pages' bytes as the caller copied them (pfns.length pages,
+   * in order): the engine's copy takes those, not RAM's bytes of now. On
+   * qemu the vCPU runs in another thread while we copy; a write between the
+   * caller's copy and a second read of RAM would be in neither what was sent
+   * nor what is compared against, and never sent. Without `sent` (the guest
+   * cannot run meanwhile: a paused secondary), RAM is read.
    * kvm: nothing to do (its log records writes, not differences).
    */
-  pagesCopied(pfns: ArrayLike<number>): void;
+  pagesCopied(pfns: ArrayLike<number>, sent?: Uint8Array): void;
 
   /**
    * How the guest's instructions run, for status and logs, once started:

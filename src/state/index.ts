@@ -7,7 +7,7 @@ export { MemorySink, writableSink, type ByteSink } from "./sink.js";
 export type { StreamRecord, StreamRecordKind } from "./records.js";
 export type { Channel } from "./sequence.js";
 export { machineHeader, ENGINE_CODE, MAX_MEMORY_BYTES, type MachineHeader, type MachineExpectation } from "./memory-header.js";
-export { applyPageData, pageDataFromRam, isZeroPage, type PageData } from "./page-data.js";
+export { applyPageData, pageDataFromRam, pageDataFromSnapshot, snapshotPages, isZeroPage, type PageData } from "./page-data.js";
 export { PAGE_TYPE } from "./pfn-entry.js";
 export { PageBuffer } from "./page-buffer.js";
 export { writePages, allPfns, guestBytes, type PageWriteStats } from "./write-pages.js";

@@ -140,7 +140,7 @@ export async function sendMachine(engine: Engine, writer: StreamWriter, opts: Se
   for (let round = 0; ; round++) {
     const roundStart = Date.now();
     await writer.writePrecopyRound({ round, final, pageCount: count });
-    const stats = await writePages(writer, () => engine.ram(), pfns, (copied) => engine.pagesCopied(copied));
+    const stats = await writePages(writer, () => engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent));
     const ms = Math.max(1, Date.now() - roundStart);
     result.rounds = round + 1;
     result.pages += stats.pages;

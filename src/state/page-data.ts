@@ -132,25 +132,41 @@ export function isZeroPage(ram: Uint8Array, offset: number): boolean {
 }
 
 /**
- * Build one PageData from RAM for pfns (≤ 1024, distinct, inside `ram`):
- * zero pages become ZERO entries without contents.
+ * One copy of the pages `pfns` of `ram`, in that order (pfns.length pages):
+ * what a transfer sends and what the dirty tracker's shadow then holds must
+ * be these same bytes, taken once, while another thread (a QEMU vCPU) may
+ * be writing RAM.
  */
-export function pageDataFromRam(ram: Uint8Array, pfns: Uint32Array): PageData {
-  const types = new Uint8Array(pfns.length);
-  let dataPages = 0;
+export function snapshotPages(ram: Uint8Array, pfns: Uint32Array): Uint8Array {
+  const out = new Uint8Array(pfns.length * PAGE_SIZE);
   for (let i = 0; i < pfns.length; i++) {
     const pfn = pfns[i] ?? 0;
     checkRam(ram, pfn);
-    if (isZeroPage(ram, pfn * PAGE_SIZE)) types[i] = PAGE_TYPE.ZERO;
+    out.set(ram.subarray(pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE), i * PAGE_SIZE);
+  }
+  return out;
+}
+
+/** One PageData for pfns (≤ 1024, distinct) from their snapshot: zero pages become ZERO entries without contents. */
+export function pageDataFromSnapshot(pfns: Uint32Array, snapshot: Uint8Array): PageData {
+  if (snapshot.length !== pfns.length * PAGE_SIZE) throw new RangeError(`snapshot of ${snapshot.length} bytes for ${pfns.length} pages`);
+  const types = new Uint8Array(pfns.length);
+  let dataPages = 0;
+  for (let i = 0; i < pfns.length; i++) {
+    if (isZeroPage(snapshot, i * PAGE_SIZE)) types[i] = PAGE_TYPE.ZERO;
     else dataPages++;
   }
   const data = new Uint8Array(dataPages * PAGE_SIZE);
   let k = 0;
   for (let i = 0; i < pfns.length; i++) {
     if (types[i] !== PAGE_TYPE.NORMAL) continue;
-    const at = (pfns[i] ?? 0) * PAGE_SIZE;
-    data.set(ram.subarray(at, at + PAGE_SIZE), k * PAGE_SIZE);
+    data.set(snapshot.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), k * PAGE_SIZE);
     k++;
   }
   return { pfns, types, data };
+}
+
+/** One PageData from RAM for pfns (≤ 1024, distinct, inside `ram`): pageDataFromSnapshot of snapshotPages. */
+export function pageDataFromRam(ram: Uint8Array, pfns: Uint32Array): PageData {
+  return pageDataFromSnapshot(pfns, snapshotPages(ram, pfns));
 }

@@ -4,7 +4,7 @@
  */
 import { PAGE_SIZE } from "../engine/engine.js";
 import { StreamError } from "./errors.js";
-import { pageDataFromRam } from "./page-data.js";
+import { pageDataFromSnapshot, snapshotPages } from "./page-data.js";
 import { PAGE_TYPE } from "./pfn-entry.js";
 import { MAX_PAGES_PER_RECORD } from "./record-types.js";
 import type { StreamWriter } from "./writer.js";
@@ -31,8 +31,8 @@ export async function writePages(
   writer: StreamWriter,
   ramSource: Uint8Array | (() => Uint8Array),
   pfns: Iterable<number>,
-  /** Called right after each batch is copied, before anything else runs (Engine.pagesCopied). */
-  onCopied?: (pfns: Uint32Array) => void,
+  /** Called right after each batch is copied, with the bytes copied (what is sent), before anything else runs (Engine.pagesCopied). */
+  onCopied?: (pfns: Uint32Array, sent: Uint8Array) => void,
 ): Promise<PageWriteStats> {
   const machine = writer.machine;
   // A live engine's RAM view may be replaced between batches (emu: wasm memory growth): take it per batch.
@@ -49,8 +49,10 @@ export async function writePages(
   let batch = new Uint32Array(MAX_PAGES_PER_RECORD);
   let fill = 0;
   const send = async (): Promise<void> => {
-    const pages = pageDataFromRam(check(ramNow()), batch.subarray(0, fill));
-    onCopied?.(batch.subarray(0, fill));
+    const pfns = batch.subarray(0, fill);
+    const sent = snapshotPages(check(ramNow()), pfns);
+    const pages = pageDataFromSnapshot(pfns, sent);
+    onCopied?.(pfns, sent);
     const zero = pages.types.reduce((n, t) => n + (t === PAGE_TYPE.ZERO ? 1 : 0), 0);
     await writer.writePageData(pages);
     stats.pages += fill;

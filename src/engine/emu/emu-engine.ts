@@ -288,8 +288,8 @@ export class EmuEngine implements Engine {
     this.tracker.markDirty(pfn);
   }
 
-  pagesCopied(pfns: ArrayLike<number>): void {
-    this.tracker.copied(this.ram(), pfns);
+  pagesCopied(pfns: ArrayLike<number>, sent?: Uint8Array): void {
+    this.tracker.copied(this.ram(), pfns, sent);
   }
 
   async saveState(): Promise<Uint8Array> {

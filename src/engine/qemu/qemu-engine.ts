@@ -275,8 +275,8 @@ export class QemuEngine implements Engine {
     this.tracker.markDirty(pfn);
   }
 
-  pagesCopied(pfns: ArrayLike<number>): void {
-    this.tracker.copied(this.ram(), pfns);
+  pagesCopied(pfns: ArrayLike<number>, sent?: Uint8Array): void {
+    this.tracker.copied(this.ram(), pfns, sent);
   }
 
   private header(): QemuStateHeader {
