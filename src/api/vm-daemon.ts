@@ -231,7 +231,11 @@ export class VmDaemon implements ControlHandler {
     });
     if (!secondary) throw new Error("internal: the secondary was not set up");
     this.secondary = secondary;
-    void secondary.run();
+    // A takeover that fails (the engine cannot load the last checkpoint, the VM cannot take over) leaves no VM to run: say so and end.
+    secondary.run().catch((err: unknown) => {
+      this.log.error({ error: (err as Error).message }, "takeover failed; this host has no copy it can run");
+      void this.shutdown(1, `takeover failed: ${(err as Error).message}`);
+    });
     report({ type: "ready", line: `secondary of ${inc.peer} (${secondary.mode} mode): holds checkpoint 0`, bootMs: Date.now() - t0 });
   }
 

@@ -7,7 +7,10 @@
  * held during it and DISK_CHECKPOINT, up to checkpoint 0's CHECKPOINT_END.
  * Then run():
  *
- * - Remus mode: the SVM stays paused and only holds the last checkpoint.
+ * - Remus mode: the SVM stays paused and only holds the last checkpoint:
+ *   its pages are applied to RAM at each CHECKPOINT_END, its device state
+ *   is kept and loaded once, at a takeover (a qemu load starts a new QEMU
+ *   process); no dirty list is computed (the SVM has not run).
  * - Compare mode: the SVM runs on the input the primary mirrors to it
  *   (NET_FRAME, its TCP acks rewritten into the SVM's sequence space) and
  *   its output goes back to the primary's comparator (never to the LAN);
