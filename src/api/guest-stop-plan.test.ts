@@ -29,11 +29,21 @@ test("guest stop plan: unprotected, the config's action for each kind; a crash e
 });
 
 test("guest stop plan: a replicating primary does the same after ending replication in order", () => {
-  for (const kind of ["poweroff", "reboot", "crash"] as const) {
+  for (const kind of ["poweroff", "reboot"] as const) {
     const unprotected = planGuestStop(config, stop(kind), "unprotected");
     const primary = planGuestStop(config, stop(kind), "primary");
     assert.deepEqual(primary, { ...unprotected, endReplication: true });
   }
+});
+
+test("guest stop plan: a replicating primary whose engine failed hands over: no orderly end, the secondary takes over, whatever on_crash says", () => {
+  assert.deepEqual(planGuestStop(config, stop("crash"), "primary"), {
+    action: "destroy",
+    reason: "the engine failed (v86 failed) on the primary: a host failure for the pair; the secondary takes over",
+    endReplication: false,
+    exitCode: 1,
+    handOver: true,
+  });
 });
 
 test("guest stop plan: a secondary ignores its replica's poweroff and reboot, and ends on a crash whatever on_crash says", () => {

@@ -8,6 +8,9 @@
  * - replicating primary: the same action, after replication ends in order
  *   (the secondary discards its copy instead of taking over a guest that
  *   stopped; a restarted or preserved VM runs, or waits, unprotected).
+ *   Except when its engine failed (qemu killed or crashed): that is a host
+ *   failure for the pair, as if the daemon had died: the replication
+ *   connection is dropped, not ended, and the secondary takes over.
  * - secondary, not taken over: its VM is a replica that the next checkpoint
  *   replaces, and the primary's own guest decides: a poweroff or reboot is
  *   ignored (the vCPU stays stopped until then); a crash means this replica
@@ -21,7 +24,7 @@ export type DaemonRole = "unprotected" | "primary" | "secondary";
 
 export type GuestStopPlan =
   | { action: "ignore"; reason: string }
-  | { action: LifecycleAction; reason: string; endReplication: boolean; exitCode: number };
+  | { action: LifecycleAction; reason: string; endReplication: boolean; exitCode: number; handOver?: true };
 
 const WHAT: Readonly<Record<GuestStop["kind"], string>> = {
   poweroff: "the guest powered off",
@@ -36,6 +39,9 @@ export function planGuestStop(config: VmConfig, stop: GuestStop, role: DaemonRol
       return { action: "destroy", reason: `${what} on the secondary: this replica ends, the primary runs on unprotected`, endReplication: false, exitCode: 1 };
     }
     return { action: "ignore", reason: `${what} on the secondary: its vCPU stays stopped until the next checkpoint replaces it; the primary's guest decides` };
+  }
+  if (role === "primary" && stop.kind === "crash") {
+    return { action: "destroy", reason: `${what} on the primary: a host failure for the pair; the secondary takes over`, endReplication: false, exitCode: 1, handOver: true };
   }
   const action = lifecycleActionOf(config, stop.kind);
   return {

@@ -355,7 +355,7 @@ export class VmDaemon implements ControlHandler {
       return;
     }
     this.log.warn({ stop, action: plan.action }, plan.reason);
-    if (plan.action === "destroy") return this.shutdown(plan.exitCode, plan.reason);
+    if (plan.action === "destroy") return this.shutdown(plan.exitCode, plan.reason, { handOver: plan.handOver === true });
     if (plan.endReplication) await this.endReplication(plan.reason);
     if (plan.action === "preserve") {
       await vm.pause();
@@ -557,13 +557,21 @@ export class VmDaemon implements ControlHandler {
   }
 
   /** Destroys the VM, closes the socket, removes the run files, exits. */
-  async shutdown(code: number, reason: string): Promise<void> {
+  /**
+   * Ends the daemon. A protected VM going away ends replication in order
+   * (its secondary must not take over) unless `handOver`: the primary's
+   * engine failed, and the replication connection is dropped as a dead
+   * host's would be, so that the secondary takes over.
+   */
+  async shutdown(code: number, reason: string, opts: { handOver?: boolean } = {}): Promise<void> {
     if (this.exiting) return;
     this.exiting = true;
     this.log.info({ reason }, "shutting down");
     for (const s of this.consoles) s.destroy();
-    // A protected VM going away ends replication in order: its secondary must not take over.
-    if (this.primary && this.primary.stats.mode === "primary") await this.primary.stop(`the VM is shutting down: ${reason}`);
+    if (this.primary && this.primary.stats.mode === "primary") {
+      if (opts.handOver === true) this.primary.abandon(reason);
+      else await this.primary.stop(`the VM is shutting down: ${reason}`);
+    }
     try {
       await this.vm?.destroy();
     } catch (err) {

@@ -409,6 +409,30 @@ export class PrimaryReplicator {
   }
 
   /**
+   * This side cannot go on (its engine failed): drop the replication
+   * connection without an orderly end, as a dead host's would drop, so the
+   * secondary takes over from its last checkpoint. Nothing is released and
+   * the VM is not resumed; the lease stays for the caller to give back.
+   */
+  abandon(reason: string): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.watchdog.stop();
+    this.heartbeat?.stop();
+    this.mirroring = false;
+    this.vm.setInputFilter(undefined);
+    this.vm.setOutputFilter(() => false);
+    this.disks.stop();
+    for (const w of this.operatorWaiters) w.reject(new Error(`replication abandoned: ${reason}`));
+    this.operatorWaiters = [];
+    this.stats.failover("primary", reason, "handed-over");
+    this.opts.log("handing over to the secondary: replication connection dropped", { reason });
+    this.socket.destroy();
+  }
+
+  /**
    * Operator stop: end the stream in order (the secondary discards its copy
    * instead of taking over), then run on unprotected.
    */

@@ -6,7 +6,7 @@
  * stepped-down: a secondary that did not take over because its primary
  * still holds the lease (only the link was lost).
  */
-export type ReplicationMode = "primary" | "secondary" | "unprotected" | "fenced" | "stepped-down";
+export type ReplicationMode = "primary" | "secondary" | "unprotected" | "fenced" | "stepped-down" | "handed-over";
 
 export interface FailoverEvent {
   at: string;

@@ -38,6 +38,8 @@ export interface VmStatus {
   engine: EngineId | undefined;
   /** How the engine runs the guest's instructions (qemu: kvm or tcg, and why), when it says. */
   accelerator?: { name: string; why: string };
+  /** The engine's own process, when the guest runs in one (qemu: QEMU's pid). */
+  enginePid?: number;
   memoryMiB: number;
   tap: string | undefined;
   bridge: string | undefined;
@@ -328,6 +330,7 @@ export class Vm {
       state: this.runState,
       engine: this.engine?.id,
       ...(this.engine?.accelerator !== undefined ? { accelerator: this.engine.accelerator } : {}),
+      ...(this.engine?.processId !== undefined ? { enginePid: this.engine.processId } : {}),
       memoryMiB: this.config.memoryMiB,
       tap: this.nic?.tapName,
       bridge: vif?.bridge,

@@ -16,7 +16,9 @@ import { join } from "node:path";
 import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { generateKeyFile } from "../../src/channel/key.js";
 import { runIn } from "../tools/run.js";
-import { writeGuestConfig } from "../tools/guest-fixture.js";
+import { TEST_ENGINE, writeGuestConfig } from "../tools/guest-fixture.js";
+import { processEnded } from "../../src/sys/index.js";
+import { engineLeftovers } from "../tools/engine-leftovers.js";
 import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { Pair, waitFor } from "../tools/pair-fixture.js";
 
@@ -127,4 +129,32 @@ itest("compare mode: SIGKILL of the secondary; the primary releases what it held
   assert.deepEqual(r.errors, []);
   assert.equal(r.gaps, 0);
   assert.equal(r.connectionResets, 0);
+});
+
+itest("compare mode: SIGKILL of the primary's QEMU is a host failure: the secondary takes over, no write lost, the primary's daemon ends", { timeout: 900_000 }, async (t) => {
+  if (TEST_ENGINE !== "qemu") {
+    t.skip(`engine ${TEST_ENGINE} runs the guest inside the daemon: no engine process of its own to kill`);
+    return;
+  }
+  await pair.protect(cfg, COMPARE);
+  const incr = pair.startIncr();
+  await waitFor("INCRs flow", async () => Number((await pair.redis("GET", "colo:incr")) || "0") > 20, 120_000);
+  const primary = await pair.status(pair.h1);
+  const qemuPid = primary.enginePid;
+  assert.ok(typeof qemuPid === "number" && qemuPid !== primary.pid, `the primary's status names its QEMU: ${JSON.stringify(primary)}`);
+  process.kill(qemuPid, "SIGKILL");
+  await waitFor("the secondary takes over", async () => (await pair.status(pair.h2)).replication?.mode === "unprotected", 30_000);
+  await waitFor("the primary's daemon ends", async () => processEnded(primary.pid), 30_000);
+  // Its standby QEMU and its engine directory go with it (the killed QEMU's RAM file was unlinked once mapped).
+  await waitFor("no QEMU of the primary's daemon left", async () => engineLeftovers("cmp", primary.pid).processes.length === 0, 10_000);
+  assert.deepEqual(engineLeftovers("cmp", primary.pid).dirs, [], "the primary's engine directory is removed");
+  const before = await pair.incrCount();
+  await waitFor("INCRs continue after the takeover", async () => (await pair.incrCount()) > before + 5, 60_000);
+  const r = await incr.result();
+  assert.deepEqual(r.errors, []);
+  assert.equal(r.connectionResets, 0);
+  assert.equal(r.gaps, 0, "every acknowledged INCR is in the survivor, none twice");
+  assert.equal(await pair.redis("GET", "colo:incr"), String(r.last));
+  const survivor = await pair.status(pair.h2);
+  assert.equal(survivor.replication?.failovers[0]?.role, "secondary");
 });

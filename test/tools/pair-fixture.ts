@@ -21,6 +21,8 @@ export interface ReplicationStatus {
 
 export interface VmStatusJson {
   pid: number;
+  /** qemu: the running QEMU's pid. */
+  enginePid?: number;
   state: string;
   replication?: ReplicationStatus;
   proxy?: Record<string, unknown>;

@@ -126,6 +126,10 @@ export class QemuEngine implements Engine {
     return this.accelChoice === undefined ? undefined : { name: this.accelChoice.accel, why: this.accelChoice.why };
   }
 
+  get processId(): number | undefined {
+    return this.current?.process.pid;
+  }
+
   get running(): boolean {
     return this.isRunning;
   }
