@@ -1,6 +1,13 @@
 import { cpus, totalmem, release, hostname } from "node:os";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { spawnSync } from "node:child_process";
+
+/** `qemu-system-x86_64 --version`'s version, or "not installed". */
+function qemuVersion(): string {
+  const r = spawnSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" });
+  return r.status === 0 ? (/version (\S+)/.exec(r.stdout)?.[1] ?? "unknown") : "not installed";
+}
 
 /** Facts recorded with every benchmark result: results from different machines are not comparable. */
 export function machineInfo(): Record<string, unknown> {
@@ -27,6 +34,7 @@ export function machineInfo(): Record<string, unknown> {
     os: osRelease,
     node: process.version,
     v86: pkg("v86"),
+    qemu: qemuVersion(),
     koffi: pkg("koffi"),
   };
 }

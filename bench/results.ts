@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "../test/tools/run.js";
-import { GUEST_CACHE } from "../test/tools/guest-fixture.js";
+import { GUEST_CACHE, TEST_ENGINE } from "../test/tools/guest-fixture.js";
 import { machineInfo } from "./machine.js";
 
 /**
@@ -15,7 +15,8 @@ export function writeResult(name: string, body: Record<string, unknown> & { figu
     benchmark: name,
     date,
     machine: machineInfo(),
-    engine: "emu",
+    // COLO_TEST_ENGINE's (the engine the bench's VMs ran on); a result comparing engines says so in its body.
+    engine: TEST_ENGINE,
     guest: JSON.parse(readFileSync(join(GUEST_CACHE, "manifest.json"), "utf8")) as unknown,
     ...body,
   };

@@ -31,12 +31,21 @@ import { vmRunFiles } from "../../src/api/paths.js";
 import { seededRandom } from "../../src/state/testing.js";
 import type { LabTopology } from "../../src/lab/topology.js";
 import { REPO_ROOT, run, runIn } from "../tools/run.js";
-import { writeGuestConfig } from "../tools/guest-fixture.js";
+import { TEST_ENGINE, writeGuestConfig } from "../tools/guest-fixture.js";
 import { Pair, type VmStatusJson } from "../tools/pair-fixture.js";
 import { AckProgress, runFailures } from "./run-checks.js";
 
-export const FAULT_KINDS = ["kill-primary", "kill-secondary", "kill-primary-mid-checkpoint", "link-down", "link-flap", "packet-loss"] as const;
+export const FAULT_KINDS = ["kill-primary", "kill-secondary", "kill-primary-mid-checkpoint", "link-down", "link-flap", "packet-loss", "kill-primary-engine"] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
+
+/**
+ * The kinds that apply on an engine: kill-primary-engine SIGKILLs the
+ * primary's engine process (QEMU), which only the qemu engine has (emu runs
+ * the guest inside the daemon: kill-primary is that case).
+ */
+export function faultKindsFor(engine: string): FaultKind[] {
+  return FAULT_KINDS.filter((k) => k !== "kill-primary-engine" || engine === "qemu");
+}
 
 export interface VerifySummary {
   acknowledged: number;
@@ -197,7 +206,7 @@ export class FaultSuite {
     }
   }
 
-  async runAll(runs: number, seed: number, kinds: readonly FaultKind[] = FAULT_KINDS): Promise<SuiteSummary> {
+  async runAll(runs: number, seed: number, kinds: readonly FaultKind[] = faultKindsFor(TEST_ENGINE)): Promise<SuiteSummary> {
     const random = seededRandom(seed); // the suite is reproducible from its seed
     await this.pair.startArbiter();
     const details: RunResult[] = [];
@@ -305,6 +314,10 @@ export class FaultSuite {
           break;
         case "kill-secondary":
           process.kill(secondary.pid, "SIGKILL");
+          break;
+        case "kill-primary-engine":
+          if (primary.enginePid === undefined) throw new Error(`${fault}: the primary's status names no engine process (engine ${TEST_ENGINE})`);
+          process.kill(primary.enginePid, "SIGKILL");
           break;
         case "kill-primary-mid-checkpoint":
           midCheckpointKill = await this.killMidCheckpoint(primary.pid);

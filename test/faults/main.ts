@@ -3,7 +3,9 @@
  * suite (test/faults/fault-suite.ts), outside the default test run. Writes
  * bench/results/faults-<timestamp>.json; exits 1 if any acknowledged write
  * was lost, a split brain happened, or a run failed. Needs root and the
- * guest image (it brings its own lab up and down).
+ * guest image (it brings its own lab up and down). The engine is
+ * COLO_TEST_ENGINE's (emu by default, or qemu); kill-primary-engine (SIGKILL
+ * of the primary's QEMU) is one of the kinds only on qemu.
  *
  * `npm run faults -- --memtest [--checkpoints N] [--size 16M] [--interval MS]`:
  * the memory-integrity run instead (test/faults/memtest.ts), written to
@@ -15,7 +17,8 @@ import { join } from "node:path";
 import { generateKeyFile } from "../../src/channel/key.js";
 import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { writeResult } from "../../bench/results.js";
-import { FAULT_KINDS, FaultSuite, type FaultKind } from "./fault-suite.js";
+import { FAULT_KINDS, FaultSuite, faultKindsFor, type FaultKind } from "./fault-suite.js";
+import { TEST_ENGINE } from "../tools/guest-fixture.js";
 import { runMemtest } from "./memtest.js";
 
 function arg(name: string): string | undefined {
@@ -30,8 +33,12 @@ async function main(): Promise<number> {
   if (!Number.isInteger(runs) || runs < 1 || runs > 10_000) throw new Error(`--runs must be 1..10000, got ${arg("--runs")}`);
   if (!Number.isInteger(seed) || seed < 0) throw new Error(`--seed must be a whole number, got ${arg("--seed")}`);
   const kindsArg = arg("--kinds");
-  const kinds = (kindsArg ? kindsArg.split(",") : [...FAULT_KINDS]) as FaultKind[];
-  for (const k of kinds) if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new Error(`unknown fault kind ${k}; kinds: ${FAULT_KINDS.join(", ")}`);
+  const possible = faultKindsFor(TEST_ENGINE);
+  const kinds = (kindsArg ? kindsArg.split(",") : possible) as FaultKind[];
+  for (const k of kinds) {
+    if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new Error(`unknown fault kind ${k}; kinds: ${FAULT_KINDS.join(", ")}`);
+    if (!possible.includes(k)) throw new Error(`fault kind ${k} needs another engine than ${TEST_ENGINE} (COLO_TEST_ENGINE=qemu); kinds here: ${possible.join(", ")}`);
+  }
   const lab = labTopology("cflt");
   const work = mkdtempSync(join(tmpdir(), "colo-faults-"));
   const key = join(work, "colo.key");
