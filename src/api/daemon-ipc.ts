@@ -16,3 +16,8 @@ export function isDaemonReport(value: unknown): value is DaemonReport {
   if (v.type === "progress") return typeof v.progress === "object" && v.progress !== null;
   return false;
 }
+
+/** Sends a report to the parent (`colo create`, ...) while it still listens. */
+export function reportToParent(msg: DaemonReport): void {
+  if (process.send && process.connected) process.send(msg);
+}

@@ -1,0 +1,194 @@
+/**
+ * Wiring a daemon's VM into replication (src/colo): the primary side
+ * (`colo remus`, a control request), the secondary side (built while the
+ * VM receives checkpoint 0, daemon-start.ts), their disks and the lease
+ * each holds with the arbiter.
+ */
+import { mkdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { loadKey } from "../channel/key.js";
+import { connectSecure, parseEndpoint, type Endpoint } from "../channel/secure-channel.js";
+import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
+import type { ForwardedDisk } from "../colo/disk-forwarder.js";
+import { DEFAULT_LEASE_TTL_MS, type ArbiterOptions } from "../colo/lease.js";
+import { DEFAULT_COMPARATOR_OPTIONS, DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
+import { PrimaryReplicator } from "../colo/primary.js";
+import { SecondaryReplicator, type SecondaryDiskSlot } from "../colo/secondary.js";
+import type { BlockBackend, Engine } from "../engine/engine.js";
+import type { Vm } from "../vm/vm.js";
+import { ArbiterClient, DEFAULT_ARBITER_PORT } from "./arbiter.js";
+import type { ConfigSource } from "./image-io.js";
+import type { Logger } from "./log.js";
+import type { Incoming } from "./migration.js";
+import { currentNetnsName, runDir } from "./paths.js";
+import type { ControlRequest } from "./protocol.js";
+
+/** What starting a primary's replication needs of the daemon. */
+export interface ReplicationDaemon {
+  readonly log: Logger;
+  requireVm(): Vm;
+  requireSource(): ConfigSource;
+  primary(): PrimaryReplicator | undefined;
+  secondary(): SecondaryReplicator | undefined;
+  setPrimary(primary: PrimaryReplicator): void;
+}
+
+/** What a secondary's replicator needs of the daemon. */
+export interface SecondaryDaemon {
+  readonly log: Logger;
+  /** After a takeover: a stop the replica had made since the last checkpoint is the VM's now. */
+  actOnStopLeftByReplica(): void;
+  shutdown(code: number, reason: string): Promise<void>;
+}
+
+/** A secondary's replication settings (`colo migrate-receive --colo`). */
+export interface SecondarySettings {
+  timeoutMs: number;
+  heartbeatMs: number;
+  arbiter?: Endpoint;
+  leaseMs?: number;
+}
+
+/** `colo remus`: this daemon's running VM becomes the primary of a replication session to `r.host`. */
+export async function startReplication(daemon: ReplicationDaemon, r: Extract<ControlRequest, { op: "remus" }>): Promise<unknown> {
+  const vm = daemon.requireVm();
+  const mode = r.mode ?? "remus";
+  if (vm.state !== "running") throw new Error(`${vm.name} is ${vm.state}: only a running VM can be protected`);
+  const current = daemon.primary();
+  if (current && current.stats.mode === "primary") throw new Error(`${vm.name} is already replicating to ${current.stats.peer}`);
+  const key = loadKey(r.keyFile);
+  let source = daemon.requireSource();
+  if (r.configPath) source = { path: r.configPath, text: await readFile(r.configPath, "utf8") };
+  const socket = await connectSecure({ host: r.host, port: r.port }, key);
+  // The previous session's (or the takeover's) lease keeper hands over to this session's.
+  await daemon.primary()?.stopLease();
+  await daemon.secondary()?.stopLease();
+  const delay = Number(process.env.COLO_TEST_CHECKPOINT_DELAY_MS ?? "0");
+  const primary = new PrimaryReplicator(
+    {
+      engine: vm.machine,
+      pause: () => vm.pause(),
+      resume: () => vm.unpause(),
+      setOutputFilter: (f) => vm.setOutputFilter(f),
+      setInputFilter: (f) => vm.setInputFilter(f),
+      sendOutput: (f) => vm.sendOutput(f),
+      disks: primaryDisks(vm),
+    },
+    socket,
+    `${r.host}:${r.port}`,
+    {
+      mode,
+      intervalMs: r.intervalMs,
+      ...(mode === "compare"
+        ? {
+            compare: {
+              ...DEFAULT_COMPARATOR_OPTIONS,
+              compareTimeoutMs: r.compareTimeoutMs ?? DEFAULT_COMPARE_TIMEOUT_MS,
+              minGapMs: r.minGapMs ?? DEFAULT_MIN_CHECKPOINT_GAP_MS,
+              maxIntervalMs: r.maxIntervalMs ?? DEFAULT_MAX_CHECKPOINT_INTERVAL_MS,
+            },
+          }
+        : {}),
+      timeoutMs: r.timeoutMs,
+      heartbeatMs: r.heartbeatMs,
+      log: (msg, fields) => daemon.log.warn(fields ?? {}, msg),
+      ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}),
+      ...(r.arbiter ? { arbiter: arbiterFor(parseEndpoint(r.arbiter, DEFAULT_ARBITER_PORT), key, vm.name, r.leaseMs) } : {}),
+    },
+  );
+  daemon.setPrimary(primary);
+  try {
+    await primary.start(source);
+  } catch (err) {
+    void primary.stop(`replication start failed: ${(err as Error).message}`);
+    throw err;
+  }
+  daemon.log.info({ peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs }, "replication running");
+  return { peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs, checkpoint0Pages: primary.stats.lastPages, disks: primary.diskCount };
+}
+
+/**
+ * The secondary of the session `inc` brings, over the VM that is receiving
+ * checkpoint 0 into `engine` (called from the VM's `incoming`, before its
+ * first vCPU runs). A takeover joins the LAN, runs and announces the VM.
+ */
+export function newSecondary(
+  daemon: SecondaryDaemon,
+  vm: Vm,
+  engine: Engine,
+  inc: Incoming,
+  key: Buffer,
+  colo: SecondarySettings,
+): SecondaryReplicator {
+  const { timeoutMs, heartbeatMs } = colo;
+  return new SecondaryReplicator(
+    {
+      engine,
+      disks: secondaryDiskSlots(vm),
+      pause: () => vm.pause(),
+      resume: () => vm.unpause(),
+      setOutputFilter: (f) => vm.setOutputFilter(f),
+      setInputFilter: (f) => vm.setInputFilter(f),
+      deliverInput: (f) => vm.deliverInput(f),
+      sendOutput: (f) => vm.sendOutput(f),
+      takeOver: async () => {
+        vm.joinBridge();
+        await vm.unpause();
+        vm.announce();
+        daemon.actOnStopLeftByReplica();
+      },
+      discard: () => daemon.shutdown(0, "the primary ended replication"),
+    },
+    inc.socket,
+    inc.reader,
+    inc.peer,
+    {
+      timeoutMs,
+      heartbeatMs,
+      log: (msg, fields) => daemon.log.warn(fields ?? {}, msg),
+      ...(colo.arbiter ? { arbiter: arbiterFor(colo.arbiter, key, inc.config.name, colo.leaseMs) } : {}),
+    },
+  );
+}
+
+/** The lease this side holds with the arbiter: one holder name per daemon. */
+function arbiterFor(at: Endpoint, key: Buffer, vmName: string, leaseMs: number | undefined): ArbiterOptions {
+  return {
+    arbiter: new ArbiterClient(at, key),
+    vm: vmName,
+    // One holder per daemon, whatever its role: a survivor that is protected again keeps its own lease.
+    holder: `${currentNetnsName() ?? "host"}:${process.pid}`,
+    ttlMs: leaseMs ?? DEFAULT_LEASE_TTL_MS,
+  };
+}
+
+/** The primary's writable disks: every write is forwarded once replication starts. */
+function primaryDisks(vm: Vm): ForwardedDisk[] {
+  const slots = vm.diskSlots();
+  return vm.config.disks.flatMap((d, index) => {
+    const slot = slots[index];
+    if (!slot || d.access !== "rw") return [];
+    return [
+      {
+        index,
+        local: slot.raw,
+        setWriteHook: (hook: ((offset: number, data: Uint8Array) => void) | undefined) => {
+          slot.raw.onWrite = hook;
+        },
+      },
+    ];
+  });
+}
+
+/** The secondary's writable disks, with where their overlays spill (active-disk's folder, else the run dir). */
+function secondaryDiskSlots(vm: Vm): SecondaryDiskSlot[] {
+  const slots = vm.diskSlots();
+  return vm.config.disks.flatMap((d, index) => {
+    const slot = slots[index];
+    if (!slot || d.access !== "rw") return [];
+    const spillDir = d.colo ? dirname(d.colo.activeDisk) : join(runDir(), `${vm.name}.disk${index}`);
+    mkdirSync(spillDir, { recursive: true, mode: 0o700 });
+    return [{ index, raw: slot.raw, spillDir, interpose: (layer: BlockBackend) => slot.interpose(layer) }];
+  });
+}
