@@ -27,6 +27,7 @@ import { COLO_BIN, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
 import { positiveIntArg } from "./args.js";
+import { endSession as endColoSession } from "./lab-session.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 
 const LAB = labTopology("cbcol");
@@ -70,15 +71,7 @@ async function main(): Promise<void> {
     const recv = spawn("ip", ["netns", "exec", H2, COLO_BIN, "migrate-receive", "--colo", "--listen", LAB.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
     await new Promise<void>((resolve, reject) => recv.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`migrate-receive --colo exited ${code}`)))));
   };
-  const endSession = async () => {
-    await must("failover (orderly end)", colo(H1, ["failover", NAME]));
-    // The secondary discards its copy and exits; wait for it before the next session.
-    for (let i = 0; i < 100; i++) {
-      const l = await colo(H2, ["list", "--json"]);
-      if ((JSON.parse(l.stdout) as unknown[]).length === 0) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
+  const endSession = () => endColoSession(colo, H1, H2, NAME);
   const bench = async (tests: string, n: number, clientsList: number[]) => {
     const out: RedisBenchFigure[] = [];
     for (const clients of clientsList) out.push(...(await redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests, requests: n, clients, timeoutMs: 900_000 })));

@@ -9,7 +9,6 @@
  *
  * Writes bench/results/migration-<timestamp>.json. Not a test. Needs root and the guest image.
  */
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,37 +19,10 @@ import { COLO_BIN, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
 import { positiveIntArg } from "./args.js";
+import { parseMigrate, startMigrateReceive, type MigrationFigure } from "./lab-session.js";
 
 const LAB = labTopology("cbmig");
 const [H1, H2] = LAB.hosts;
-
-interface MigrationFigure {
-  load: "idle" | "redis-benchmark";
-  totalMs: number;
-  downtimeMs: number;
-  rounds: number;
-  round0MBps: number;
-  round0PagesPerSec: number;
-  finalPages: number;
-  wireMiB: number;
-}
-
-function parseMigrate(stdout: string, load: MigrationFigure["load"]): MigrationFigure {
-  const done = /migrated to \S+ in (\d+) ms \((\d+) rounds, (\d+) pages, ([\d.]+) MiB\); downtime (\d+) ms/.exec(stdout);
-  const r0 = /round 0: \d+ pages \(\d+ zero\), [\d.]+ MiB at ([\d.]+) MB\/s, (\d+) pages\/s/.exec(stdout);
-  const fin = /round \d+ \(final, guest paused\): (\d+) pages/.exec(stdout);
-  if (!done || !r0 || !fin) throw new Error(`cannot read colo migrate's output: ${stdout}`);
-  return {
-    load,
-    totalMs: Number(done[1]),
-    rounds: Number(done[2]),
-    wireMiB: Number(done[4]),
-    downtimeMs: Number(done[5]),
-    round0MBps: Number(r0[1]),
-    round0PagesPerSec: Number(r0[2]),
-    finalPages: Number(fin[1]),
-  };
-}
 
 async function main(): Promise<void> {
   const memoryMiB = positiveIntArg("--memory", 128);
@@ -91,15 +63,7 @@ async function main(): Promise<void> {
     for (const load of ["idle", "redis-benchmark"] as const) {
       for (let i = 0; i < runs; i++) {
         const toIp = to === H1 ? LAB.replIps[0] : LAB.replIps[1];
-        const recv = spawn("ip", ["netns", "exec", to, COLO_BIN, "migrate-receive", "--listen", toIp, "--key-file", key, "--timeout", "120"], { env, stdio: ["ignore", "pipe", "pipe"] });
-        await new Promise<void>((resolve, reject) => {
-          let out = "";
-          recv.stdout.on("data", (c: Buffer) => {
-            out += c.toString();
-            if (out.includes("listening on")) resolve();
-          });
-          recv.on("close", () => reject(new Error("migrate-receive ended early")));
-        });
+        const recv = await startMigrateReceive({ env, host: to, listenIp: toIp, keyFile: key });
         const bench =
           load === "redis-benchmark"
             ? runIn(LAB.namespaces.client, "redis-benchmark", ["-h", LAB.guestIp, "-t", "set,get", "-n", "20000", "-c", "8", "-q"], { timeoutMs: 300_000 })
@@ -108,7 +72,7 @@ async function main(): Promise<void> {
         const m = await colo(from, ["migrate", "bmig", toIp, "--key-file", key]);
         if (m.code !== 0) throw new Error(`migrate: ${m.stderr}`);
         migrations.push(parseMigrate(m.stdout, load));
-        await new Promise<void>((resolve) => (recv.exitCode !== null ? resolve() : recv.on("close", () => resolve())));
+        await recv.closed;
         if (bench) {
           const b = await bench;
           if (b.code !== 0) throw new Error(`redis-benchmark during migration failed: ${b.stderr}`);

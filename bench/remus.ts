@@ -19,6 +19,7 @@ import { COLO_BIN, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
 import { positiveIntArg } from "./args.js";
+import { remusRequestsPerTest } from "./lab-session.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 
 const LAB = labTopology("cbrem");
@@ -49,8 +50,7 @@ async function main(): Promise<void> {
   };
   // A Remus reply waits for the next checkpoint: one client does about 1000/interval ops/s.
   // Requests per test are scaled so a run stays bounded (about 20 s per test at most).
-  const requestsFor = (intervalMs: number | undefined, clients: number) =>
-    intervalMs === undefined ? requests : Math.min(requests, Math.max(20, Math.floor((20_000 / intervalMs) * clients)));
+  const requestsFor = (intervalMs: number | undefined, clients: number) => (intervalMs === undefined ? requests : remusRequestsPerTest(requests, intervalMs, clients));
   const bench = async (intervalMs?: number) => {
     const out: RedisBenchFigure[] = [];
     for (const clients of [1, 16]) {

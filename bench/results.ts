@@ -15,9 +15,10 @@ export function writeResult(name: string, body: Record<string, unknown> & { figu
     benchmark: name,
     date,
     machine: machineInfo(),
-    // COLO_TEST_ENGINE's (the engine the bench's VMs ran on); a result comparing engines says so in its body.
+    // COLO_TEST_ENGINE's (the engine the bench's VMs ran on); a result comparing engines says so in its body
+    // (its `engine` and `guest` replace these; the manifest is then not read: that engine's image may be absent).
     engine: TEST_ENGINE,
-    guest: JSON.parse(readFileSync(join(GUEST_CACHE, "manifest.json"), "utf8")) as unknown,
+    guest: "guest" in body ? body.guest : (JSON.parse(readFileSync(join(GUEST_CACHE, "manifest.json"), "utf8")) as unknown),
     ...body,
   };
   const dir = join(REPO_ROOT, "bench/results");
