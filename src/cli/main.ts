@@ -1,4 +1,6 @@
-import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { DEFAULT_DEMO_ENGINE } from "../demo/demo-guest.js";
+import { ENGINE_NAMES, type EngineName } from "../config/engines.js";
 import { ConfigError } from "../config/errors.js";
 import { ControlError } from "../api/control-client.js";
 import { KeyError } from "../channel/key.js";
@@ -169,9 +171,10 @@ export function program(): Command {
     .description("the whole mission in one command: a protected Redis guest (COLO compare mode, disk replication, arbiter), load, the primary host killed, takeover, every acknowledged write verified")
     .option("--kill-after <s>", "seconds of load before the primary dies: a random moment between s and 2s", positiveInt, 10)
     .option("--after <s>", "seconds the survivor serves before the client stops", positiveInt, 8)
-    .action(async (o: { killAfter: number; after: number }) => {
+    .addOption(new Option("--engine <name>", "the engine both VMs run on").choices(ENGINE_NAMES).default(DEFAULT_DEMO_ENGINE))
+    .action(async (o: { killAfter: number; after: number; engine: EngineName }) => {
       const { runDemo } = await import("../demo/demo.js");
-      const code = await runDemo({ killAfterMinS: o.killAfter, killAfterMaxS: 2 * o.killAfter, afterS: o.after, write: (t) => process.stdout.write(t) });
+      const code = await runDemo({ killAfterMinS: o.killAfter, killAfterMaxS: 2 * o.killAfter, afterS: o.after, engine: o.engine, write: (t) => process.stdout.write(t) });
       if (code !== 0) throw new CliError("the demo lost acknowledged writes", 1);
     });
 

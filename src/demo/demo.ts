@@ -18,10 +18,11 @@ import { generateKeyFile } from "../channel/key.js";
 import { labDown, labUp } from "../lab/lab.js";
 import { labTopology } from "../lab/topology.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
+import type { EngineName } from "../config/engines.js";
+import { demoGuest } from "./demo-guest.js";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const COLO = join(REPO, "bin/colo");
-const GUEST = join(REPO, ".cache/guest");
 const NAME = "demo";
 
 export interface DemoOptions {
@@ -30,6 +31,8 @@ export interface DemoOptions {
   killAfterMaxS: number;
   /** Seconds the survivor serves after the takeover before the client stops. */
   afterS: number;
+  /** The engine both VMs run on. */
+  engine: EngineName;
   write: (text: string) => void;
 }
 
@@ -79,7 +82,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runDemo(o: DemoOptions): Promise<number> {
   if (process.getuid?.() !== 0) throw new Error("colo demo needs root (network namespaces, TAP devices)");
-  if (!existsSync(join(GUEST, "initrd.img"))) throw new Error("no guest image: run `colo image build` first (scripts/demo.sh does)");
+  const guest = demoGuest(o.engine);
+  if (!existsSync(guest.initrd) || !existsSync(guest.kernel)) throw new Error(`no guest image for engine ${o.engine} (${guest.initrd}): run \`colo image build\` first (scripts/demo.sh does)`);
   const lab = labTopology("cdemo");
   const [h1, h2] = lab.hosts;
   const client = lab.namespaces.client;
@@ -100,6 +104,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   let clearProgress = () => undefined as void;
   try {
     say(`demo: lab ${lab.prefix} (LAN ${lab.lanSubnet}, replication link ${lab.replSubnet}, arbiter ${lab.arbiterIp})`);
+    say(`demo: engine ${o.engine}, ${guest.memoryMiB} MiB guest (${guest.kernel})`);
     await labUp({ prefix: lab.prefix });
     const key = join(work, "colo.key");
     generateKeyFile(key);
@@ -116,9 +121,10 @@ export async function runDemo(o: DemoOptions): Promise<number> {
         path,
         [
           `name = "${NAME}"`,
-          `memory = 160`,
-          `kernel = "${join(GUEST, "vmlinuz")}"`,
-          `ramdisk = "${join(GUEST, "initrd.img")}"`,
+          `memory = ${guest.memoryMiB}`,
+          ...guest.engineLines,
+          `kernel = "${guest.kernel}"`,
+          `ramdisk = "${guest.initrd}"`,
           `extra = "console=ttyS0 quiet colo.appendfsync=always"`,
           `disk = [ 'format=raw, vdev=hda, access=rw, target=${img}' ]`,
           `vif = [ 'mac=00:16:3e:4c:00:10, bridge=${lab.hostBridge}, ip=${lab.guestIp}/24' ]`,
