@@ -10,7 +10,7 @@
 // (test/tools/guest-fixture.ts); the run fails if either pass fails.
 //
 // The tests run are the ones the sources name: every test/integration/*.test.ts
-// (and, for unit tests, every *.test.ts under src/, guest/ and test/ outside
+// (and, for unit tests, every *.test.ts under src/, guest/, bench/ and test/ outside
 // test/integration) must have its compiled file under dist/, or the run fails
 // before it starts: a missing build never passes as a run without those tests.
 // Compiled tests whose source is gone (left in dist/ by an earlier build) are
@@ -62,13 +62,13 @@ function stale(distDir, expected, keep = () => true) {
 
 const outsideIntegration = (p) => !p.startsWith(`${INTEGRATION}/`) && !p.startsWith(`dist/${INTEGRATION}/`);
 
-const unitSources = [...find("src", ".test.ts"), ...find("guest", ".test.ts"), ...find("test", ".test.ts").filter(outsideIntegration)];
+const unitSources = [...find("src", ".test.ts"), ...find("guest", ".test.ts"), ...find("bench", ".test.ts"), ...find("test", ".test.ts").filter(outsideIntegration)];
 if (unitSources.length === 0) {
-  console.error("run-tests: no unit test sources (*.test.ts) under src/, guest/ or test/");
+  console.error("run-tests: no unit test sources (*.test.ts) under src/, guest/, bench/ or test/");
   process.exit(1);
 }
 const unit = compiled(unitSources, "unit");
-for (const d of ["dist/src", "dist/guest"]) stale(d, unit);
+for (const d of ["dist/src", "dist/guest", "dist/bench"]) stale(d, unit);
 stale("dist/test", unit, outsideIntegration);
 
 let integration = [];
