@@ -7,7 +7,7 @@ import type { EngineName } from "../config/engines.js";
 import { guestImagePaths } from "../../guest/build.js";
 
 /** The engine `colo demo` runs on when --engine is not given (docs/engines.md "Choosing"). */
-export const DEFAULT_DEMO_ENGINE: EngineName = "emu";
+export const DEFAULT_DEMO_ENGINE: EngineName = "qemu";
 
 export interface DemoGuest {
   kernel: string;

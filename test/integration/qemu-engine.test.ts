@@ -190,3 +190,24 @@ itest("qemu engine: SIGKILL of QEMU under the VM is a fault event; a failed star
   assert.deepEqual(engineDirs(), []);
   assert.deepEqual(qemuPids(), []);
 });
+
+itest("qemu engine: the guest's reboot and poweroff are reboot and poweroff events (QEMU's SHUTDOWN, the vCPU stopped)", { timeout: 600_000 }, async () => {
+  for (const [command, kind] of [
+    ["reboot -f", "reboot"],
+    ["poweroff -f", "poweroff"],
+  ] as const) {
+    const b = await boot(`colo-qe-${kind}`);
+    try {
+      b.engine.sendConsoleInput(Buffer.from(`${command}\n`));
+      await waitFor(`a ${kind} event after \`${command}\``, () => b.events.length > 0, 60_000, () => `: ${b.console.text.slice(-400)}`);
+      assert.deepEqual(
+        b.events.map((e) => e.kind),
+        [kind],
+      );
+    } finally {
+      await b.engine.destroy();
+    }
+  }
+  assert.deepEqual(engineDirs(), []);
+  assert.deepEqual(qemuPids(), []);
+});
