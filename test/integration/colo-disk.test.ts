@@ -88,7 +88,7 @@ itest("disk: SIGKILL of the primary under AOF write load; the survivor has every
   await freshImages();
   await pair.protect(primaryCfg, COMPARE, { secondaryConfig: secondaryCfg });
   const incr = pair.startIncr();
-  const bench = runIn(pair.client, "redis-benchmark", ["-h", pair.ip, "-t", "set", "-n", "100000", "-c", "4", "-r", "10000", "-q"], { timeoutMs: 600_000 });
+  const bench = runIn(pair.client, "redis-benchmark", ["-h", pair.ip, "-t", "set", "-n", "20000", "-c", "4", "-r", "10000", "-q"], { timeoutMs: 600_000 });
   await waitFor("writes flow", async () => Number((await pair.redis("GET", "colo:incr")) || "0") > 100, 120_000);
   const primary = await pair.status(pair.h1);
   process.kill(primary.pid, "SIGKILL");

@@ -95,6 +95,21 @@ export class QemuEngine implements Engine {
   private standby: Promise<Generation> | undefined;
   private nextIndex = 0;
   private isRunning = false;
+  /** Pages the last load copied into the standby's RAM file (all of RAM, or only those that may differ). */
+  lastLoadPagesCopied = 0;
+  /**
+   * Pages where the standby's RAM file may differ from the running QEMU's.
+   * After a swap the retired file (the next standby's) equals the new
+   * current one, except where the caller wrote pages it named
+   * (changedPages) that the tracker has not taken yet; from then on every
+   * page the tracker reports, or a load names, is added. A load then copies
+   * only these into the standby instead of all of RAM. "all": not known
+   * (a fresh file, a load that named no pages, the guest ran since the
+   * tracker's last look).
+   */
+  private standbyDiverged: Set<number> | "all" = "all";
+  /** The guest may have written RAM since the last takeDirtyPages(). */
+  private ranSinceTake = false;
   private destroyed = false;
   private heldRx: Uint8Array[] = [];
   private readonly txListeners: Listener<Uint8Array>[] = [];
@@ -262,6 +277,7 @@ export class QemuEngine implements Engine {
     if (this.awaitingLoad) throw this.fail("BAD_STATE", "started paused for a state load; loadState() first");
     await g.process.commands.cont();
     this.isRunning = true;
+    this.ranSinceTake = true;
     const held = this.heldRx;
     this.heldRx = [];
     for (const f of held) this.deliver(f);
@@ -272,15 +288,48 @@ export class QemuEngine implements Engine {
   }
 
   takeDirtyPages(): Uint32Array {
-    return this.tracker.take(this.ram());
+    const pfns = this.tracker.take(this.ram());
+    this.diverged(pfns);
+    this.ranSinceTake = this.isRunning;
+    return pfns;
   }
 
   markDirty(pfn: number): void {
     this.tracker.markDirty(pfn);
+    this.diverged([pfn]);
   }
 
   pagesCopied(pfns: ArrayLike<number>, sent?: Uint8Array): void {
     this.tracker.copied(this.ram(), pfns, sent);
+    this.diverged(pfns);
+  }
+
+  private diverged(pfns: ArrayLike<number>): void {
+    const d = this.standbyDiverged;
+    if (d === "all") return;
+    for (let i = 0; i < pfns.length; i++) d.add(pfns[i] as number);
+  }
+
+  /**
+   * Makes the standby's RAM file equal to the running one: the pages that
+   * may differ, or all of RAM when that is not known. Returns the pages
+   * copied.
+   */
+  private syncStandbyRam(target: Generation, current: Generation, changed: ArrayLike<number> | undefined): number {
+    const from = current.ram.bytes;
+    const to = target.ram.bytes;
+    const d = this.standbyDiverged;
+    if (d === "all" || changed === undefined || this.ranSinceTake) {
+      to.set(from);
+      return this.pageCount;
+    }
+    for (let i = 0; i < changed.length; i++) d.add(changed[i] as number);
+    for (const pfn of d) {
+      if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.pageCount) throw this.fail("BAD_STATE", `changed page ${pfn} outside guest RAM (${this.pageCount} pages)`);
+      const at = pfn * PAGE_SIZE;
+      to.set(from.subarray(at, at + PAGE_SIZE), at);
+    }
+    return d.size;
   }
 
   private header(): QemuStateHeader {
@@ -309,7 +358,9 @@ export class QemuEngine implements Engine {
       );
     }
     const target = this.awaitingLoad ? current : await this.takeStandby();
-    if (target !== current) target.ram.bytes.set(current.ram.bytes);
+    // Guest writes since the tracker's last look: not in standbyDiverged, and the tracker's copy is behind RAM there.
+    const ranSinceTake = this.ranSinceTake;
+    if (target !== current) this.lastLoadPagesCopied = this.syncStandbyRam(target, current, opts.changedPages);
     await this.migrateIncoming(target, devices);
     this.heldRx = [];
     this.awaitingLoad = false;
@@ -320,10 +371,15 @@ export class QemuEngine implements Engine {
     // loop that carries the heartbeats).
     if (opts.changedPages === undefined) this.tracker.resync(target.ram.bytes);
     if (target === current) {
-      // The first state is in: get the standby ready before the next load needs it.
+      // The first state is in: get the standby ready before the next load needs it (on a fresh file).
+      this.standbyDiverged = "all";
       this.standby ??= this.backgroundStandby(this.prefaulting.then(() => this.spawnStandby()));
     } else {
       this.current = target;
+      // The retired file, the next standby's, equals this one. The tracker's copy may still lag behind it where the
+      // caller wrote pages (changedPages) or, when the guest ran since the last take, anywhere: a later write back to
+      // the copy's bytes would not be reported, so those pages count as diverged from the start.
+      this.standbyDiverged = ranSinceTake ? "all" : new Set(opts.changedPages === undefined ? [] : Array.from(opts.changedPages, Number));
       // The next standby takes the retired process's RAM file once that process is gone.
       this.standby = this.backgroundStandby(current.retire("kill").then(() => this.spawnStandby()));
     }
