@@ -44,14 +44,8 @@ function round(v: number, digits: number): number {
   return Math.round(v * f) / f;
 }
 
-export interface RedisCell {
-  requests: number;
-  opsPerSec: number;
-  avgMs: number;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
-}
+/** One redis-benchmark figure without its key (the table's key names test and clients). */
+export type RedisCell = Omit<RedisBenchFigure, "test" | "clients">;
 /** redis-benchmark figures keyed "SET c=16". */
 export type RedisTable = Record<string, RedisCell>;
 

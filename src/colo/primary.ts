@@ -360,17 +360,7 @@ export class PrimaryReplicator {
    * held and run on unprotected; otherwise fence.
    */
   private fail(reason: string): void {
-    if (this.stopped) return;
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    if (this.expiryTimer) clearInterval(this.expiryTimer);
-    this.watchdog.stop();
-    this.heartbeat?.stop();
-    this.mirroring = false;
-    this.vm.setInputFilter(undefined);
-    this.disks.stop();
-    for (const w of this.operatorWaiters) w.reject(new Error(`replication stopped: ${reason}`));
-    this.operatorWaiters = [];
+    if (!this.end(`replication stopped: ${reason}`)) return;
     this.socket.destroy();
     // Until decided, the guest's output stays held (the filter is still ours).
     void this.decideAlone(reason).finally(() => this.lost?.(reason));
@@ -409,13 +399,12 @@ export class PrimaryReplicator {
   }
 
   /**
-   * This side cannot go on (its engine failed): drop the replication
-   * connection without an orderly end, as a dead host's would drop, so the
-   * secondary takes over from its last checkpoint. Nothing is released and
-   * the VM is not resumed; the lease stays for the caller to give back.
+   * Stops the session's timers, watchdog, heartbeats, mirroring and disk
+   * forwarding, and rejects waiting operator checkpoints with `why`. False
+   * when it had already ended.
    */
-  abandon(reason: string): void {
-    if (this.stopped) return;
+  private end(why: string): boolean {
+    if (this.stopped) return false;
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.expiryTimer) clearInterval(this.expiryTimer);
@@ -423,10 +412,21 @@ export class PrimaryReplicator {
     this.heartbeat?.stop();
     this.mirroring = false;
     this.vm.setInputFilter(undefined);
-    this.vm.setOutputFilter(() => false);
     this.disks.stop();
-    for (const w of this.operatorWaiters) w.reject(new Error(`replication abandoned: ${reason}`));
+    for (const w of this.operatorWaiters) w.reject(new Error(why));
     this.operatorWaiters = [];
+    return true;
+  }
+
+  /**
+   * This side cannot go on (its engine failed): drop the replication
+   * connection without an orderly end, as a dead host's would drop, so the
+   * secondary takes over from its last checkpoint. Nothing is released and
+   * the VM is not resumed; the lease stays for the caller to give back.
+   */
+  abandon(reason: string): void {
+    if (!this.end(`replication abandoned: ${reason}`)) return;
+    this.vm.setOutputFilter(() => false);
     this.stats.failover("primary", reason, "handed-over");
     this.opts.log("handing over to the secondary: replication connection dropped", { reason });
     this.socket.destroy();
