@@ -15,7 +15,8 @@
 // before it starts: a missing build never passes as a run without those tests.
 // Compiled tests whose source is gone (left in dist/ by an earlier build) are
 // not run.
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -94,10 +95,48 @@ if (!unitOnly) {
  */
 const QEMU_PASS = ["vm-lifecycle.test.js", "migration.test.js", "colo-compare.test.js", "colo-disk.test.js", "remus.test.js", "faults.test.js"];
 
+/**
+ * Each pass reports TAP on stdout (counted by CI) and spec into a file; when a
+ * pass fails, its spec "failing tests" section (each failure with its
+ * assertion message) is printed last, so the tail of a long log says why.
+ */
+const reports = mkdtempSync(join(tmpdir(), "colo-test-report-"));
+const failures = [];
+
+function runPass(name, testFiles, env) {
+  const spec = join(reports, `${name}.spec.txt`);
+  const r = spawnSync(
+    process.execPath,
+    ["--test", "--test-concurrency=1", "--test-reporter=tap", "--test-reporter-destination=stdout", "--test-reporter=spec", `--test-reporter-destination=${spec}`, ...testFiles.map((f) => join(root, f))],
+    { stdio: "inherit", env },
+  );
+  const status = r.status ?? 1;
+  if (status !== 0) failures.push({ name, status, section: failingSection(spec) });
+  return status;
+}
+
+/** The spec reporter's summary of failures, without Node's internal stack frames. */
+function failingSection(spec) {
+  let text;
+  try {
+    text = readFileSync(spec, "utf8");
+  } catch {
+    return "(no spec report was written)";
+  }
+  const at = text.lastIndexOf("failing tests:");
+  const section = at >= 0 ? text.slice(at) : text.split("\n").slice(-40).join("\n");
+  return section
+    .split("\n")
+    .flatMap((l) => {
+      if (!/^\s+at .*\(node:[^)]*\)( \{)?$/.test(l)) return [l];
+      return l.endsWith(" {") ? ["  {"] : [];
+    })
+    .join("\n");
+}
+
 const files = [...unit, ...integration];
 console.error(`run-tests: ${unit.length} unit test file(s)${unitOnly ? "" : `, ${integration.length} integration test file(s)`}`);
-const r = spawnSync(process.execPath, ["--test", "--test-concurrency=1", ...files.map((f) => join(root, f))], { stdio: "inherit" });
-let status = r.status ?? 1;
+let status = runPass(unitOnly ? "unit" : "default", files, process.env);
 if (!unitOnly) {
   const qemuFiles = QEMU_PASS.map((f) => join(`dist/${INTEGRATION}`, f));
   const unknown = qemuFiles.filter((f) => !integration.includes(f));
@@ -106,10 +145,12 @@ if (!unitOnly) {
     process.exit(1);
   }
   console.error(`run-tests: qemu pass: ${qemuFiles.length} integration test file(s) again with COLO_TEST_ENGINE=qemu`);
-  const q = spawnSync(process.execPath, ["--test", "--test-concurrency=1", ...qemuFiles.map((f) => join(root, f))], {
-    stdio: "inherit",
-    env: { ...process.env, COLO_TEST_ENGINE: "qemu" },
-  });
-  if ((q.status ?? 1) !== 0 && status === 0) status = q.status ?? 1;
+  const q = runPass("qemu", qemuFiles, { ...process.env, COLO_TEST_ENGINE: "qemu" });
+  if (q !== 0 && status === 0) status = q;
 }
+for (const f of failures) {
+  console.log(`\n# run-tests: the ${f.name} pass failed (exit ${f.status}); its failures:`);
+  for (const line of f.section.split("\n")) console.log(`# ${line}`);
+}
+rmSync(reports, { recursive: true, force: true });
 process.exit(status);
