@@ -84,30 +84,52 @@ itest("disk: the secondary image is synced, then byte-identical to the primary's
   assert.ok((disks[0]?.appliedWrites ?? 0) > 0, `forwarded writes were applied at checkpoints: ${JSON.stringify(disks)}`);
 });
 
-itest("disk: SIGKILL of the primary under AOF write load; the survivor has every acknowledged write and reloads its AOF", { timeout: 900_000 }, async () => {
-  await freshImages();
-  await pair.protect(primaryCfg, COMPARE, { secondaryConfig: secondaryCfg });
-  const incr = pair.startIncr();
-  const bench = runIn(pair.client, "redis-benchmark", ["-h", pair.ip, "-t", "set", "-n", "20000", "-c", "4", "-r", "10000", "-q"], { timeoutMs: 600_000 });
-  await waitFor("writes flow", async () => Number((await pair.redis("GET", "colo:incr")) || "0") > 100, 120_000);
-  const primary = await pair.status(pair.h1);
-  process.kill(primary.pid, "SIGKILL");
-  await waitFor("the secondary takes over", async () => (await pair.status(pair.h2)).replication?.mode === "unprotected", 30_000);
-  const before = await pair.incrCount();
-  await waitFor("INCRs continue after the takeover", async () => (await pair.incrCount()) > before + 5, 60_000);
-  const r = await incr.result();
-  await bench; // it may end with errors or not: what matters is the acknowledged INCRs
-  assert.deepEqual(r.errors, []);
-  assert.equal(r.connectionResets, 0);
-  assert.equal(r.gaps, 0, "every acknowledged INCR is in the survivor, none twice");
-  assert.equal(await pair.redis("GET", "colo:incr"), String(r.last));
-  const dbsize = Number(await pair.redis("DBSIZE"));
+itest("disk: SIGKILL of the primary under AOF write load; the survivor has every acknowledged write and reloads its AOF", { timeout: 900_000 }, (t) =>
+  pair.explained(async () => {
+    await freshImages();
+    await pair.protect(primaryCfg, COMPARE, { secondaryConfig: secondaryCfg });
+    const incr = pair.startIncr();
+    // Clients that cannot end (a stuck connection) are killed when the test ends, pass or fail, instead of
+    // keeping the file's process alive for their whole timeouts.
+    const benchAbort = new AbortController();
+    t.after(() => {
+      benchAbort.abort();
+      if (incr.child.exitCode === null) incr.child.kill("SIGKILL");
+    });
+    const bench = runIn(pair.client, "redis-benchmark", ["-h", pair.ip, "-t", "set", "-n", "20000", "-c", "4", "-r", "10000", "-q"], {
+      timeoutMs: 300_000,
+      signal: benchAbort.signal,
+    }).catch((e: unknown) => ({ code: null, signal: null, stdout: "", stderr: `redis-benchmark: ${(e as Error).message}` }));
+    await waitFor("writes flow", async () => Number((await pair.redis("GET", "colo:incr")) || "0") > 100, 120_000);
+    const primary = await pair.status(pair.h1);
+    process.kill(primary.pid, "SIGKILL");
+    let seen = "";
+    await waitFor(
+      () => `the secondary takes over (last status: ${seen})`,
+      async () => {
+        const st = await pair.status(pair.h2);
+        seen = JSON.stringify({ state: st.state, replication: st.replication });
+        return st.replication?.mode === "unprotected";
+      },
+      30_000,
+    );
+    const before = await pair.incrCount();
+    await waitFor("INCRs continue after the takeover", async () => (await pair.incrCount()) > before + 5, 60_000);
+    const r = await incr.result();
+    const b = await bench; // it may end with errors or not: what matters is the acknowledged INCRs
+    const seenByClient = `INCR client ${JSON.stringify(r)}; redis-benchmark exit ${b.code} ${b.stderr.slice(-300)}`;
+    assert.deepEqual(r.errors, [], seenByClient);
+    assert.equal(r.connectionResets, 0, seenByClient);
+    assert.equal(r.gaps, 0, `every acknowledged INCR is in the survivor, none twice: ${seenByClient}`);
+    assert.equal(await pair.redis("GET", "colo:incr"), String(r.last), seenByClient);
+    const dbsize = Number(await pair.redis("DBSIZE"));
 
-  // The survivor's disk: destroy it and boot a fresh VM from the image; Redis reloads the AOF.
-  const d = await pair.colo(pair.h2, ["destroy", "dsk"]);
-  assert.equal(d.code, 0, d.stderr);
-  const again = await pair.colo(pair.h2, ["create", secondaryCfg]);
-  assert.equal(again.code, 0, `the survivor's image boots and Redis loads its AOF: ${again.stderr}`);
-  assert.equal(await pair.redis("GET", "colo:incr"), String(r.last), "the last acknowledged INCR is on the survivor's disk");
-  assert.equal(Number(await pair.redis("DBSIZE")), dbsize);
-});
+    // The survivor's disk: destroy it and boot a fresh VM from the image; Redis reloads the AOF.
+    const d = await pair.colo(pair.h2, ["destroy", "dsk"]);
+    assert.equal(d.code, 0, d.stderr);
+    const again = await pair.colo(pair.h2, ["create", secondaryCfg]);
+    assert.equal(again.code, 0, `the survivor's image boots and Redis loads its AOF: ${again.stderr}`);
+    assert.equal(await pair.redis("GET", "colo:incr"), String(r.last), "the last acknowledged INCR is on the survivor's disk");
+    assert.equal(Number(await pair.redis("DBSIZE")), dbsize, "the survivor's AOF holds every key the survivor served");
+  }),
+);

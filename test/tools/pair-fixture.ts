@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { vmRunFiles } from "../../src/api/paths.js";
 import type { LabTopology } from "../../src/lab/topology.js";
 import { COLO_BIN, REPO_ROOT, runIn, type RunResult } from "./run.js";
 import { redisFrom } from "./lab-fixture.js";
@@ -85,6 +87,32 @@ export class Pair {
     const r = await this.colo(host, ["status", this.name]);
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as VmStatusJson;
+  }
+
+  /** The last `lines` lines of each host's daemon log for this VM (what a failed test prints). */
+  logTails(lines = 40): string {
+    return this.lab.hosts
+      .map((h) => {
+        const file = vmRunFiles(this.name, join(this.runDir, "netns", h)).log;
+        let text: string;
+        try {
+          text = readFileSync(file, "utf8");
+        } catch (e) {
+          text = `(no log: ${(e as Error).message})`;
+        }
+        return `--- ${h}: ${file}\n${text.split("\n").slice(-lines).join("\n")}`;
+      })
+      .join("\n");
+  }
+
+  /** Runs `fn`; when it throws, the error's message gets both daemons' log tails, so a CI log says what happened. */
+  async explained<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof Error) e.message += `\n${this.logTails()}`;
+      throw e;
+    }
   }
 
   async destroyAll(): Promise<void> {
