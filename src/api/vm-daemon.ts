@@ -13,6 +13,7 @@ import { boot, incoming, incomingSecondary, restore, type DaemonMode, type Start
 import { migrateVm, saveVm, type TransferDaemon } from "./daemon-transfer.js";
 import type { ConfigSource } from "./image-io.js";
 import { daemonLogger, type Logger } from "./log.js";
+import { LoopDelay } from "./loop-delay.js";
 import { runDir, vmRunFiles } from "./paths.js";
 import { isDaemonAlive, removeStale } from "./registry.js";
 import { readRecord, writeRecord } from "./vm-record.js";
@@ -40,6 +41,8 @@ export class VmDaemon implements ControlHandler {
   private primary: PrimaryReplicator | undefined;
   private secondary: SecondaryReplicator | undefined;
   private readonly consoles = new Set<Socket>();
+  /** The event loop's lateness since the daemon started (status `eventLoopDelay`). */
+  private readonly loopDelay = new LoopDelay();
   /** Ends when the running exclusive operation (save, migrate, ...) does. */
   private busyDone: Promise<unknown> | undefined;
   private readonly parts: DaemonParts;
@@ -123,6 +126,7 @@ export class VmDaemon implements ControlHandler {
         return {
           ...vm.status(),
           pid: process.pid,
+          eventLoopDelay: this.loopDelay.snapshot(),
           ...(this.busy ? { busy: this.busy } : {}),
           ...(replication ? { replication } : {}),
           ...(output ? { heldOutput: output } : {}),

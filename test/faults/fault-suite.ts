@@ -9,8 +9,13 @@
  * - acknowledged writes before the fault and after it: both must be > 0
  *   (a run whose client wrote nothing on one side of the fault proves
  *   nothing about it);
- * - split brains: must be 0 (never two sides releasing output at once:
- *   "primary" or "unprotected", running; polled every 100 ms);
+ * - split brains, from the wire: after the fault, the guest's frames reach
+ *   the LAN from exactly one host (test/faults/wire-watch.ts: counters of
+ *   the guest's source MAC on the LAN bridge's ports), the host the
+ *   daemons' status names as the survivor. The daemons' own word (both
+ *   "primary"/"unprotected" and running at one 100 ms poll) is recorded as
+ *   `statusOverlapPolls`, not judged: a side that was frozen reports its
+ *   old mode until it has looked at its clocks;
  * - failover time as the client saw it (the longest gap between two
  *   acknowledgements, detection included) and connection resets.
  *
@@ -20,7 +25,14 @@
  * landed inside one: a run where it did not is "missed", a failure); the
  * replication link down for good (both sides alive: the arbiter rule,
  * docs/replication.md); the link flapping (down/up below and above the
- * peer timeout); 20% packet loss on the link for 5 s (nftables).
+ * peer timeout); 20% packet loss on the link for 5 s (nftables); the
+ * primary's or the secondary's host frozen (SIGSTOP of its daemon and
+ * engine for twice the peer timeout, then SIGCONT). test/faults/fault-inject.ts.
+ *
+ * Every run is on its own: its own lab (namespaces made anew), arbiter,
+ * key, run directory and images, all removed at its end; a run that fails
+ * still reports what each side and the wire showed, and cannot fail the
+ * next one.
  */
 import { spawn } from "node:child_process";
 import { copyFileSync, mkdirSync } from "node:fs";
@@ -28,92 +40,29 @@ import { join } from "node:path";
 import { createDataDisk } from "../../guest/mkdisk.js";
 import { request } from "../../src/api/control-client.js";
 import { vmRunFiles } from "../../src/api/paths.js";
+import { generateKeyFile } from "../../src/channel/key.js";
+import { labDown, labUp } from "../../src/lab/lab.js";
 import { seededRandom } from "../../src/state/testing.js";
 import type { LabTopology } from "../../src/lab/topology.js";
-import { REPO_ROOT, run, runIn } from "../tools/run.js";
+import { REPO_ROOT } from "../tools/run.js";
 import { TEST_ENGINE, writeGuestConfig } from "../tools/guest-fixture.js";
 import { Pair, type VmStatusJson } from "../tools/pair-fixture.js";
+import { faultKindsFor, linkDown, linkFlap, packetLoss, restoreLinks, sleep, stall, STALL_MS, type FaultKind } from "./fault-inject.js";
 import { AckProgress, runFailures } from "./run-checks.js";
+import { addError, blankResult, type MidCheckpoint, type RunResult, type SuiteSummary, type VerifySummary } from "./run-result.js";
+import { WireWatch, wireDelta, wireSender, type WireCounts } from "./wire-watch.js";
 
-export const FAULT_KINDS = ["kill-primary", "kill-secondary", "kill-primary-mid-checkpoint", "link-down", "link-flap", "packet-loss", "kill-primary-engine"] as const;
-export type FaultKind = (typeof FAULT_KINDS)[number];
+export { FAULT_KINDS, faultKindsFor, type FaultKind } from "./fault-inject.js";
+export type { MidCheckpoint, RunResult, SuiteSummary, VerifySummary, WireResult } from "./run-result.js";
 
-/**
- * The kinds that apply on an engine: kill-primary-engine SIGKILLs the
- * primary's engine process (QEMU), which only the qemu engine has (emu runs
- * the guest inside the daemon: kill-primary is that case).
- */
-export function faultKindsFor(engine: string): FaultKind[] {
-  return FAULT_KINDS.filter((k) => k !== "kill-primary-engine" || engine === "qemu");
-}
-
-export interface VerifySummary {
-  acknowledged: number;
-  verified: number;
-  lostCount: number;
-  unacknowledged: number;
-  connectionResets: number;
-  maxAckGapMs: number;
-  incr: { acknowledged: number; violations: number };
-  ok: boolean;
-}
-
-export interface RunResult {
-  run: number;
-  fault: FaultKind;
-  /** Who serves the guest afterwards: "h1", "h2", or "none". */
-  survivor: string;
-  outcome: { h1: string; h2: string };
-  lostWrites: number;
-  incrViolations: number;
-  acknowledged: number;
-  /** Commands the client saw acknowledged before the fault was injected (its last progress line then). */
-  ackedBeforeFault: number;
-  /** Commands acknowledged after the fault: counted from a progress line printed after the fault ended. */
-  ackedAfterFault: number;
-  connectionResets: number;
-  splitBrain: boolean;
-  failoverMs: number;
-  /** kill-primary-mid-checkpoint only: whether the kill landed inside a checkpoint. */
-  midCheckpoint?: MidCheckpoint;
-  ms: number;
-  /** Why the run failed before its checks (an exception, no survivor, a missed mid-checkpoint kill). */
-  error?: string;
-}
-
-export interface MidCheckpoint {
-  /** The survivor (the secondary) had a checkpoint begun and not applied when the primary died. */
-  hit: boolean;
-  /** The survivor's `discardedCheckpoints` after the takeover; null when it did not answer. */
-  discardedCheckpoints: number | null;
-  /** The primary was seen paused (inside a checkpoint) at some point before the kill. */
-  pausedSeen: boolean;
-  /** Operator checkpoints asked for before the kill. */
-  checkpointRequests: number;
-}
-
-export interface SuiteSummary {
-  runs: number;
-  seed: number;
-  faultsByKind: Record<string, number>;
-  acknowledgedWrites: number;
-  lostWrites: number;
-  incrViolations: number;
-  connectionResets: number;
-  splitBrains: number;
-  /** Runs with any failure (test/faults/run-checks.ts runFailures). */
-  failedRuns: number;
-  failoverMs: { min: number; p50: number; p90: number; max: number } | undefined;
-  details: RunResult[];
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The suite's clock: monotonic (the wall clock may step during a run). */
+const now = (): number => performance.now();
 
 /** Polls `fn` every 100 ms until it holds (true) or `timeoutMs` passed (false). */
 async function until(fn: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = now() + timeoutMs;
   while (!fn()) {
-    if (Date.now() >= deadline) return false;
+    if (now() >= deadline) return false;
     await sleep(100);
   }
   return true;
@@ -127,16 +76,16 @@ function live(s: VmStatusJson | undefined): boolean {
 }
 
 export class FaultSuite {
-  private readonly pair: Pair;
+  /** The run in progress's pair (each run has its own). */
+  private pair: Pair | undefined;
+  private work = "";
 
+  /** `work`: a folder for the runs (one subfolder each). The lab's namespaces are made anew for every run. */
   constructor(
     private readonly lab: LabTopology,
-    private readonly work: string,
-    keyFile: string,
+    private readonly root: string,
     private readonly log: (line: string) => void = (l) => process.stderr.write(l + "\n"),
-  ) {
-    this.pair = new Pair(lab, "flt", join(work, "run"), keyFile);
-  }
+  ) {}
 
   /** The control socket of the VM daemon on a lab host (what `colo status` in that namespace talks to). */
   private socket(host: string): string {
@@ -162,7 +111,7 @@ export class FaultSuite {
    * checkpoint is told afterwards by the survivor (discardedCheckpoints).
    */
   private async killMidCheckpoint(pid: number): Promise<{ pausedSeen: boolean; checkpointRequests: number }> {
-    const h1 = this.pair.h1;
+    const h1 = this.lab.hosts[0];
     let pausedSeen = false;
     for (let n = 1; n <= 3; n++) {
       let answered = false;
@@ -170,8 +119,8 @@ export class FaultSuite {
         () => (answered = true),
         () => (answered = true),
       );
-      const deadline = Date.now() + 10_000;
-      while (!answered && Date.now() < deadline) {
+      const deadline = now() + 10_000;
+      while (!answered && now() < deadline) {
         if ((await this.tryStatus(h1))?.state === "paused") {
           pausedSeen = true;
           await sleep(300);
@@ -189,40 +138,16 @@ export class FaultSuite {
     return { pausedSeen, checkpointRequests: 3 };
   }
 
-  private async ip(ns: string, args: string[]): Promise<void> {
-    const r = await run("ip", ["-n", ns, ...args], { timeoutMs: 10_000 });
-    if (r.code !== 0) throw new Error(`ip -n ${ns} ${args.join(" ")}: ${r.stderr}`);
-  }
-
-  private async nft(ns: string, args: string[]): Promise<void> {
-    const r = await runIn(ns, "nft", args, { timeoutMs: 10_000 });
-    if (r.code !== 0) throw new Error(`nft ${args.join(" ")}: ${r.stderr}`);
-  }
-
-  private async restoreLink(): Promise<void> {
-    for (const h of this.lab.hosts) {
-      await this.ip(h, ["link", "set", this.lab.replIf, "up"]).catch(() => undefined);
-      await runIn(h, "nft", ["delete", "table", "inet", "colofault"], { timeoutMs: 10_000 }).catch(() => undefined);
-    }
-  }
-
   async runAll(runs: number, seed: number, kinds: readonly FaultKind[] = faultKindsFor(TEST_ENGINE)): Promise<SuiteSummary> {
     const random = seededRandom(seed); // the suite is reproducible from its seed
-    await this.pair.startArbiter();
     const details: RunResult[] = [];
-    try {
-      for (let i = 0; i < runs; i++) {
-        const fault = kinds[Math.floor(random() * kinds.length)] ?? "kill-primary";
-        const delayMs = 2000 + Math.floor(random() * 4000);
-        this.log(`faults: run ${i + 1}/${runs}: ${fault} after ${delayMs} ms of load`);
-        const r = await this.one(i + 1, fault, delayMs);
-        this.log(`faults: run ${i + 1}: ${JSON.stringify(r)}`);
-        details.push(r);
-      }
-    } finally {
-      await this.pair.destroyAll();
-      await this.restoreLink();
-      await this.pair.stopArbiter();
+    for (let i = 0; i < runs; i++) {
+      const fault = kinds[Math.floor(random() * kinds.length)] ?? "kill-primary";
+      const delayMs = 2000 + Math.floor(random() * 4000);
+      this.log(`faults: run ${i + 1}/${runs}: ${fault} after ${delayMs} ms of load`);
+      const r = await this.isolated(i + 1, fault, delayMs);
+      this.log(`faults: run ${i + 1}: ${JSON.stringify(r)}`);
+      details.push(r);
     }
     const gaps = details.filter((d) => d.failoverMs > 0).map((d) => d.failoverMs).sort((a, b) => a - b);
     const pct = (p: number) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))] ?? 0;
@@ -243,39 +168,65 @@ export class FaultSuite {
     };
   }
 
-  private async one(n: number, fault: FaultKind, delayMs: number): Promise<RunResult> {
-    const t0 = Date.now();
-    const pair = this.pair;
-    const dir = join(this.work, `run${n}`);
-    mkdirSync(dir, { recursive: true });
+  /**
+   * One run in a world of its own: the lab made anew (what an earlier run
+   * left is removed first), a new key, arbiter and run directory; all of
+   * it gone at the end, whatever happened. Never throws: a failure of the
+   * setup or teardown is the run's error.
+   */
+  private async isolated(n: number, fault: FaultKind, delayMs: number): Promise<RunResult> {
+    const t0 = now();
+    this.work = join(this.root, `run${n}`);
+    mkdirSync(this.work, { recursive: true });
+    const key = join(this.work, "colo.key");
+    const result = blankResult(n, fault);
+    try {
+      await labDown({ prefix: this.lab.prefix });
+      await labUp({ prefix: this.lab.prefix });
+      generateKeyFile(key);
+      this.pair = new Pair(this.lab, "flt", join(this.work, "run"), key);
+      await this.pair.startArbiter();
+      await this.one(this.pair, result, delayMs);
+    } catch (err) {
+      addError(result, `setup: ${(err as Error).message}`);
+    } finally {
+      const pair = this.pair;
+      this.pair = undefined;
+      try {
+        await pair?.destroyAll();
+        await restoreLinks(this.lab);
+        await pair?.stopArbiter();
+        await labDown({ prefix: this.lab.prefix });
+      } catch (err) {
+        addError(result, `teardown: ${(err as Error).message}`);
+      }
+      result.ms = Math.round(now() - t0);
+    }
+    return result;
+  }
+
+  private async one(pair: Pair, result: RunResult, delayMs: number): Promise<void> {
+    const fault = result.fault;
+    const dir = this.work;
     const pImg = join(dir, "p.img");
     const sImg = join(dir, "s.img");
     await createDataDisk(pImg, 32, { overwrite: true });
     copyFileSync(pImg, sImg);
-    const common = { name: "flt", ip: `${this.lab.guestIp}/24`, mac: "00:16:3e:4c:00:a0", bridge: this.lab.hostBridge, extra: "colo.appendfsync=always" };
+    const mac = "00:16:3e:4c:00:a0";
+    const common = { name: "flt", ip: `${this.lab.guestIp}/24`, mac, bridge: this.lab.hostBridge, extra: "colo.appendfsync=always" };
     const pCfg = writeGuestConfig({ ...common, dir: join(dir, "p"), disk: pImg }).cfg;
     const sCfg = writeGuestConfig({ ...common, dir: join(dir, "s"), disk: sImg }).cfg;
     const midCheckpoint = fault === "kill-primary-mid-checkpoint";
-    const result: RunResult = {
-      run: n,
-      fault,
-      survivor: "none",
-      outcome: { h1: "?", h2: "?" },
-      lostWrites: 0,
-      incrViolations: 0,
-      acknowledged: 0,
-      ackedBeforeFault: 0,
-      ackedAfterFault: 0,
-      connectionResets: 0,
-      splitBrain: false,
-      failoverMs: 0,
-      ms: 0,
-    };
     let client: ReturnType<typeof spawn> | undefined;
     let pollStop = false;
+    let watch: Promise<void> = Promise.resolve();
+    let wire: WireWatch | undefined;
+    let wireAtFault: WireCounts | undefined;
+    let wireAfter: WireCounts | undefined;
     const progress = new AckProgress();
     try {
       await pair.protect(pCfg, ["migrate", "--colo"], { secondaryConfig: sCfg, ...(midCheckpoint ? { extraEnv: { COLO_TEST_CHECKPOINT_DELAY_MS: "700" } } : {}) });
+      wire = await WireWatch.start(this.lab, mac);
       // The verifying client: two connections, verification after stdin closes.
       const c = spawn(
         "ip",
@@ -285,14 +236,14 @@ export class FaultSuite {
       client = c;
       let out = "";
       c.stdout?.on("data", (d: Buffer) => (out += d.toString()));
-      c.stderr?.setEncoding("utf8").on("data", (d: string) => progress.feed(d));
+      c.stderr?.setEncoding("utf8").on("data", (d: string) => progress.feed(d, now()));
       const clientDone = new Promise<number | null>((resolve) => c.on("close", (code) => resolve(code)));
 
-      // Split-brain watch: both sides live at the same poll.
-      const watch = (async () => {
+      // What the daemons say: both live at one poll (recorded; the wire judges).
+      watch = (async () => {
         while (!pollStop) {
           const [a, b] = await Promise.all([this.tryStatus(pair.h1), this.tryStatus(pair.h2)]);
-          if (live(a) && live(b)) result.splitBrain = true;
+          if (live(a) && live(b)) result.statusOverlapPolls++;
           await sleep(100);
         }
       })();
@@ -307,6 +258,7 @@ export class FaultSuite {
         throw new Error(`the pair is not replicating at the fault: h1 ${primary.replication?.mode ?? "-"}, h2 ${secondary.replication?.mode ?? "-"}`);
       }
       result.ackedBeforeFault = progress.latest();
+      wireAtFault = await wire.read();
       let midCheckpointKill: { pausedSeen: boolean; checkpointRequests: number } | undefined;
       switch (fault) {
         case "kill-primary":
@@ -323,40 +275,37 @@ export class FaultSuite {
           midCheckpointKill = await this.killMidCheckpoint(primary.pid);
           break;
         case "link-down":
-          await this.ip(pair.h1, ["link", "set", this.lab.replIf, "down"]);
+          await linkDown(this.lab, pair.h1);
           break;
         case "link-flap":
-          for (const ms of [300, 300, 1500]) {
-            await this.ip(pair.h1, ["link", "set", this.lab.replIf, "down"]);
-            await sleep(ms);
-            await this.ip(pair.h1, ["link", "set", this.lab.replIf, "up"]);
-            await sleep(500);
-          }
+          await linkFlap(this.lab, pair.h1);
           break;
         case "packet-loss":
-          await this.nft(pair.h1, ["add", "table", "inet", "colofault"]);
-          await this.nft(pair.h1, ["add", "chain", "inet", "colofault", "out", "{ type filter hook output priority 0; }"]);
-          await this.nft(pair.h1, ["add", "chain", "inet", "colofault", "in", "{ type filter hook input priority 0; }"]);
-          await this.nft(pair.h1, ["add", "rule", "inet", "colofault", "out", "oifname", this.lab.replIf, "numgen", "random", "mod", "100", "<", "20", "drop"]);
-          await this.nft(pair.h1, ["add", "rule", "inet", "colofault", "in", "iifname", this.lab.replIf, "numgen", "random", "mod", "100", "<", "20", "drop"]);
-          await sleep(5000);
-          await this.nft(pair.h1, ["delete", "table", "inet", "colofault"]);
+          await packetLoss(this.lab, pair.h1);
+          break;
+        case "stall-primary":
+          await stall(primary, STALL_MS);
+          break;
+        case "stall-secondary":
+          await stall(secondary, STALL_MS);
           break;
       }
-      const faultEnd = Date.now();
+      const faultEnd = now();
+      // The wire after the fault: from 500 ms after its end (a frame a frozen side had already decided to send
+      // may still leave as it continues; a second sender that lasts is what a split brain looks like).
+      await sleep(500);
+      wireAfter = await wire.read();
       // Let the outcome settle (detection 1 s, lease up to 1 s more), then keep the client going a little.
-      await sleep(4000);
-      await this.restoreLink();
+      await sleep(3500);
+      await restoreLinks(this.lab);
       await sleep(2000);
-      const [a, b] = await Promise.all([this.tryStatus(pair.h1), this.tryStatus(pair.h2)]);
-      result.outcome = { h1: a ? `${a.state}/${a.replication?.mode ?? "-"}` : "gone", h2: b ? `${b.state}/${b.replication?.mode ?? "-"}` : "gone" };
-      result.survivor = live(a) ? "h1" : live(b) ? "h2" : "none";
       if (midCheckpointKill) {
+        const b = await this.tryStatus(pair.h2);
         const discarded = b?.replication?.discardedCheckpoints ?? null;
         const mid: MidCheckpoint = { hit: discarded !== null && discarded > 0, discardedCheckpoints: discarded, ...midCheckpointKill };
         result.midCheckpoint = mid;
         if (!mid.hit) {
-          result.error = `missed: the kill did not land inside a checkpoint (primary seen paused: ${mid.pausedSeen}, checkpoint requests: ${mid.checkpointRequests}, the survivor's discardedCheckpoints: ${discarded ?? "no answer"})`;
+          addError(result, `missed: the kill did not land inside a checkpoint (primary seen paused: ${mid.pausedSeen}, checkpoint requests: ${mid.checkpointRequests}, the survivor's discardedCheckpoints: ${discarded ?? "no answer"})`);
         }
       }
       // Writes after the fault: counted from the first progress line that came 1 s or more after the fault ended
@@ -368,8 +317,6 @@ export class FaultSuite {
       }, 30_000);
       const cut = progress.firstFrom(cutFrom);
       result.ackedAfterFault = cut ? progress.latest() - cut.acked : 0;
-      pollStop = true;
-      await watch;
       c.stdin?.end();
       const code = await Promise.race([clientDone, sleep(120_000).then(() => "timeout" as const)]);
       if (code === "timeout") throw new Error(`the verifying client did not finish: ${progress.tail()}`);
@@ -379,17 +326,30 @@ export class FaultSuite {
       result.acknowledged = summary.acknowledged + summary.incr.acknowledged;
       result.connectionResets = summary.connectionResets;
       result.failoverMs = summary.maxAckGapMs;
-      if (result.survivor === "none") result.error = [result.error, "no side serves the guest after the fault"].filter((e) => e !== undefined).join("; ");
     } catch (err) {
-      const message = (err as Error).message;
-      result.error = result.error === undefined ? message : `${result.error}; ${message}`;
+      addError(result, (err as Error).message);
     } finally {
+      // The run's real outcome, whatever happened above: each side's word and the wire's.
       pollStop = true;
+      await watch;
       if (client && client.exitCode === null) client.kill("SIGKILL");
-      await pair.destroyAll();
-      await this.restoreLink();
-      result.ms = Date.now() - t0;
+      const [a, b] = await Promise.all([this.tryStatus(pair.h1), this.tryStatus(pair.h2)]);
+      result.outcome = { h1: a ? `${a.state}/${a.replication?.mode ?? "-"}` : "gone", h2: b ? `${b.state}/${b.replication?.mode ?? "-"}` : "gone" };
+      result.survivor = live(a) ? (live(b) ? "both" : "h1") : live(b) ? "h2" : "none";
+      if (wire) {
+        try {
+          const end = await wire.read();
+          if (wireAtFault && wireAfter) {
+            const afterFault = wireDelta(wireAfter, end);
+            const sender = wireSender(afterFault);
+            result.wire = { beforeFault: wireAtFault, afterFault, sender };
+            result.splitBrain = sender === "both";
+          }
+        } catch (err) {
+          addError(result, (err as Error).message);
+        }
+        await wire.stop();
+      }
     }
-    return result;
   }
 }

@@ -3,7 +3,7 @@
  * suite (test/faults/fault-suite.ts), outside the default test run. Writes
  * bench/results/faults-<timestamp>.json; exits 1 if any acknowledged write
  * was lost, a split brain happened, or a run failed. Needs root and the
- * guest image (it brings its own lab up and down). The engine is
+ * guest image (each run brings its own lab up and down). The engine is
  * COLO_TEST_ENGINE's (emu by default, or qemu); kill-primary-engine (SIGKILL
  * of the primary's QEMU) is one of the kinds only on qemu.
  *
@@ -14,6 +14,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 import { generateKeyFile } from "../../src/channel/key.js";
 import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { writeResult } from "../../bench/results.js";
@@ -21,52 +22,75 @@ import { FAULT_KINDS, FaultSuite, faultKindsFor, type FaultKind } from "./fault-
 import { TEST_ENGINE } from "../tools/guest-fixture.js";
 import { runMemtest } from "./memtest.js";
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
+class UsageError extends Error {}
+
+/** A whole number in [min, max] from option `name`, or `fallback` when absent. */
+function wholeNumber(values: Record<string, string | boolean | undefined>, name: string, fallback: number, min: number, max: number): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (typeof raw !== "string" || !/^\d+$/.test(raw) || n < min || n > max) throw new UsageError(`--${name} must be a whole number in ${min}..${max}, got ${JSON.stringify(raw)}`);
+  return n;
 }
 
-async function main(): Promise<number> {
-  const runs = Number(arg("--runs") ?? "10");
-  const seed = Number(arg("--seed") ?? String(Date.now() % 1_000_000));
-
-  if (!Number.isInteger(runs) || runs < 1 || runs > 10_000) throw new Error(`--runs must be 1..10000, got ${arg("--runs")}`);
-  if (!Number.isInteger(seed) || seed < 0) throw new Error(`--seed must be a whole number, got ${arg("--seed")}`);
-  const kindsArg = arg("--kinds");
-  const possible = faultKindsFor(TEST_ENGINE);
-  const kinds = (kindsArg ? kindsArg.split(",") : possible) as FaultKind[];
-  for (const k of kinds) {
-    if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new Error(`unknown fault kind ${k}; kinds: ${FAULT_KINDS.join(", ")}`);
-    if (!possible.includes(k)) throw new Error(`fault kind ${k} needs another engine than ${TEST_ENGINE} (COLO_TEST_ENGINE=qemu); kinds here: ${possible.join(", ")}`);
+async function main(argv: string[]): Promise<number> {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        runs: { type: "string" },
+        seed: { type: "string" },
+        kinds: { type: "string" },
+        memtest: { type: "boolean" },
+        checkpoints: { type: "string" },
+        size: { type: "string" },
+        interval: { type: "string" },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
   const lab = labTopology("cflt");
   const work = mkdtempSync(join(tmpdir(), "colo-faults-"));
-  const key = join(work, "colo.key");
-  generateKeyFile(key);
-  await labUp({ prefix: lab.prefix });
   try {
-    if (process.argv.includes("--memtest")) {
-      const checkpoints = Number(arg("--checkpoints") ?? "1000");
-      const intervalMs = Number(arg("--interval") ?? "50");
-      const size = arg("--size") ?? "16M";
-      if (!Number.isInteger(checkpoints) || checkpoints < 1) throw new Error(`--checkpoints must be a positive whole number`);
-      if (!Number.isInteger(intervalMs) || intervalMs < 1) throw new Error(`--interval must be a positive whole number of ms`);
-      const r = await runMemtest(lab, work, key, { checkpoints, size, intervalMs, log: (l) => process.stderr.write(l + "\n") });
-      writeResult("memtest", { figures: r });
-      return r.ok ? 0 : 1;
+    if (values.memtest === true) {
+      const checkpoints = wholeNumber(values, "checkpoints", 1000, 1, 1_000_000);
+      const intervalMs = wholeNumber(values, "interval", 50, 1, 3_600_000);
+      const size = typeof values.size === "string" ? values.size : "16M";
+      if (!/^\d+[KMG]?$/.test(size)) throw new UsageError(`--size must be memtester's size (e.g. 16M), got ${JSON.stringify(size)}`);
+      const key = join(work, "colo.key");
+      generateKeyFile(key);
+      await labUp({ prefix: lab.prefix });
+      try {
+        const r = await runMemtest(lab, work, key, { checkpoints, size, intervalMs, log: (l) => process.stderr.write(l + "\n") });
+        writeResult("memtest", { figures: r });
+        return r.ok ? 0 : 1;
+      } finally {
+        await labDown({ prefix: lab.prefix });
+      }
+    }
+    const runs = wholeNumber(values, "runs", 10, 1, 10_000);
+    const seed = wholeNumber(values, "seed", Date.now() % 1_000_000, 0, Number.MAX_SAFE_INTEGER); // a fresh seed when none is given
+    const possible = faultKindsFor(TEST_ENGINE);
+    const kinds = (typeof values.kinds === "string" ? values.kinds.split(",") : possible) as FaultKind[];
+    for (const k of kinds) {
+      if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new UsageError(`unknown fault kind ${k}; kinds: ${FAULT_KINDS.join(", ")}`);
+      if (!possible.includes(k)) throw new UsageError(`fault kind ${k} needs another engine than ${TEST_ENGINE} (COLO_TEST_ENGINE=qemu); kinds here: ${possible.join(", ")}`);
     }
     process.stderr.write(`faults: seed ${seed} (replay with --seed ${seed})\n`);
-    const summary = await new FaultSuite(lab, work, key).runAll(runs, seed, kinds);
+    const summary = await new FaultSuite(lab, work).runAll(runs, seed, kinds);
     writeResult("faults", { figures: summary });
     const bad = summary.lostWrites > 0 || summary.incrViolations > 0 || summary.splitBrains > 0 || summary.failedRuns > 0;
     return bad ? 1 : 0;
   } finally {
-    await labDown({ prefix: lab.prefix });
     rmSync(work, { recursive: true, force: true });
   }
 }
 
-main().then(
+main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     process.stderr.write(`faults: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { RunResult } from "./fault-suite.js";
+import type { RunResult } from "./run-result.js";
 import { AckProgress, runFailures } from "./run-checks.js";
 
 function passing(): RunResult {
@@ -16,6 +16,8 @@ function passing(): RunResult {
     ackedAfterFault: 250,
     connectionResets: 0,
     splitBrain: false,
+    wire: { beforeFault: { h1: 900, h2: 0 }, afterFault: { h1: 0, h2: 400 }, sender: "h2" },
+    statusOverlapPolls: 0,
     failoverMs: 1800,
     ms: 60_000,
   };
@@ -44,11 +46,23 @@ test("runFailures: a passing run has none; each failed check is named", () => {
   assert.deepEqual(runFailures(passing()), []);
   assert.deepEqual(runFailures({ ...passing(), ackedBeforeFault: 0 }), ["no acknowledged write before the fault"]);
   assert.deepEqual(runFailures({ ...passing(), ackedAfterFault: 0 }), ["no acknowledged write after the fault"]);
-  assert.deepEqual(runFailures({ ...passing(), lostWrites: 2, incrViolations: 1, splitBrain: true }), [
-    "2 acknowledged writes lost",
-    "1 INCR violations",
-    "split brain: both sides live at one poll",
-  ]);
+  assert.deepEqual(runFailures({ ...passing(), lostWrites: 2, incrViolations: 1, connectionResets: 3 }), ["2 acknowledged writes lost", "1 INCR violations", "3 connection resets"]);
   const missed = { ...passing(), fault: "kill-primary-mid-checkpoint" as const, error: "missed: the kill did not land inside a checkpoint (...)" };
   assert.deepEqual(runFailures(missed), [missed.error]);
+  assert.deepEqual(runFailures({ ...passing(), survivor: "none" }), ["no side serves the guest after the fault (status)"]);
+  assert.deepEqual(runFailures({ ...passing(), survivor: "both" }), ["both sides say they are live at the run's end (status)"]);
+});
+
+test("runFailures: the wire judges split brain; the daemons' overlapping word alone does not fail a run", () => {
+  assert.deepEqual(runFailures({ ...passing(), statusOverlapPolls: 4 }), [], "a frozen side reports its old mode for a moment: recorded, not judged");
+  const both = { ...passing(), splitBrain: true, wire: { beforeFault: { h1: 900, h2: 0 }, afterFault: { h1: 12, h2: 400 }, sender: "both" as const } };
+  assert.deepEqual(runFailures(both), ["split brain on the wire: after the fault the guest's frames came from both hosts (h1 12, h2 400)"]);
+  const none = { ...passing(), wire: { beforeFault: { h1: 900, h2: 0 }, afterFault: { h1: 0, h2: 0 }, sender: "none" as const } };
+  assert.deepEqual(runFailures(none), ["no host sent the guest's frames after the fault (wire)"]);
+  const disagree = { ...passing(), survivor: "h1" };
+  assert.deepEqual(runFailures(disagree), ["the wire and the daemons disagree: frames from h2, status says h1 serves"]);
+  const unread: RunResult = { ...passing() };
+  delete unread.wire;
+  assert.deepEqual(runFailures(unread), ["the wire was not read"]);
+  assert.deepEqual(runFailures({ ...unread, error: "setup: boom" }), ["setup: boom"], "a run that failed before the watch says why, once");
 });

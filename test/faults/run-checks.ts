@@ -3,11 +3,11 @@
  * verifying client's progress as the suite reads it. Pure: unit-tested in
  * run-checks.test.ts.
  */
-import type { RunResult } from "./fault-suite.js";
+import type { RunResult } from "./run-result.js";
 
 /** One of the verifying client's progress lines (src/demo/verify-client.ts, stderr, one a second). */
 export interface AckReading {
-  /** When the line arrived (Date.now()). */
+  /** When the line arrived (the caller's clock: the suite passes performance.now()). */
   atMs: number;
   /** Commands (SET and INCR) acknowledged since the client started. */
   acked: number;
@@ -58,8 +58,20 @@ export function runFailures(r: RunResult): string[] {
   if (r.error !== undefined) out.push(r.error);
   if (r.lostWrites !== 0) out.push(`${r.lostWrites} acknowledged writes lost`);
   if (r.incrViolations !== 0) out.push(`${r.incrViolations} INCR violations`);
-  if (r.splitBrain) out.push("split brain: both sides live at one poll");
   if (r.ackedBeforeFault === 0) out.push("no acknowledged write before the fault");
   if (r.ackedAfterFault === 0) out.push("no acknowledged write after the fault");
+  if (r.connectionResets !== 0) out.push(`${r.connectionResets} connection resets`);
+  if (r.survivor === "none") out.push("no side serves the guest after the fault (status)");
+  if (r.survivor === "both") out.push("both sides say they are live at the run's end (status)");
+  const w = r.wire;
+  if (w === undefined) {
+    if (r.error === undefined) out.push("the wire was not read");
+  } else if (w.sender === "both") {
+    out.push(`split brain on the wire: after the fault the guest's frames came from both hosts (h1 ${w.afterFault.h1}, h2 ${w.afterFault.h2})`);
+  } else if (w.sender === "none") {
+    out.push("no host sent the guest's frames after the fault (wire)");
+  } else if ((r.survivor === "h1" || r.survivor === "h2") && w.sender !== r.survivor) {
+    out.push(`the wire and the daemons disagree: frames from ${w.sender}, status says ${r.survivor} serves`);
+  }
   return out;
 }

@@ -162,8 +162,11 @@ itest("boot, Redis over the lab LAN, console, pause, data surviving destroy + cr
 
   // Pause: the guest stops answering; unpause: it answers again.
   assert.equal((await colo(["pause", "guest"])).code, 0);
-  const status = JSON.parse((await colo(["status", "guest"])).stdout) as { state: string };
+  const status = JSON.parse((await colo(["status", "guest"])).stdout) as { state: string; eventLoopDelay: { maxMs: number; samples: number; resolutionMs: number } };
   assert.equal(status.state, "paused");
+  // The daemon's event loop has been sampled since it started (a boot's worth of samples, every 10 ms).
+  assert.ok(status.eventLoopDelay.samples > 50, JSON.stringify(status.eventLoopDelay));
+  assert.ok(status.eventLoopDelay.maxMs > 0, `a boot delays the loop somewhat: ${JSON.stringify(status.eventLoopDelay)}`);
   // redis-cli 7.0 has no connect timeout option: it is stopped from outside after 3 s.
   const whilePaused = await runIn(CLIENT, "redis-cli", ["-h", GUEST_IP, "PING"], { timeoutMs: 3000 });
   assert.equal(whilePaused.signal, "SIGKILL", `a paused guest must not answer (redis-cli: ${whilePaused.stdout}${whilePaused.stderr})`);

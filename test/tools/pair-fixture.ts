@@ -25,6 +25,8 @@ export interface VmStatusJson {
   pid: number;
   /** qemu: the running QEMU's pid. */
   enginePid?: number;
+  /** How late the daemon's event loop has run since it started (src/api/loop-delay.ts). */
+  eventLoopDelay?: { maxMs: number; p99Ms: number; meanMs: number; samples: number };
   state: string;
   replication?: ReplicationStatus;
   proxy?: Record<string, unknown>;
