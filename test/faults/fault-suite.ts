@@ -138,6 +138,16 @@ export class FaultSuite {
     return { pausedSeen, checkpointRequests: 3 };
   }
 
+  /** Ends the run in progress, if any (an interrupted suite): its daemons, arbiter, links and lab. */
+  async abort(): Promise<void> {
+    const pair = this.pair;
+    this.pair = undefined;
+    await pair?.destroyAll();
+    await pair?.stopArbiter();
+    await restoreLinks(this.lab);
+    await labDown({ prefix: this.lab.prefix });
+  }
+
   async runAll(runs: number, seed: number, kinds: readonly FaultKind[] = faultKindsFor(TEST_ENGINE)): Promise<SuiteSummary> {
     const random = seededRandom(seed); // the suite is reproducible from its seed
     const details: RunResult[] = [];

@@ -81,7 +81,21 @@ async function main(argv: string[]): Promise<number> {
       if (!possible.includes(k)) throw new UsageError(`fault kind ${k} needs another engine than ${TEST_ENGINE} (COLO_TEST_ENGINE=qemu); kinds here: ${possible.join(", ")}`);
     }
     process.stderr.write(`faults: seed ${seed} (replay with --seed ${seed})\n`);
-    const summary = await new FaultSuite(lab, work).runAll(runs, seed, kinds);
+    const suite = new FaultSuite(lab, work);
+    // Interrupted (Ctrl-C, SIGTERM): the run in progress's daemons, arbiter and lab go, then the folder.
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+      process.once(sig, () => {
+        process.stderr.write(`faults: ${sig}: removing the run in progress\n`);
+        void suite
+          .abort()
+          .catch((err: unknown) => process.stderr.write(`faults: cleanup: ${(err as Error).message}\n`))
+          .finally(() => {
+            rmSync(work, { recursive: true, force: true });
+            process.exit(130);
+          });
+      });
+    }
+    const summary = await suite.runAll(runs, seed, kinds);
     writeResult("faults", { figures: summary });
     const bad = summary.lostWrites > 0 || summary.incrViolations > 0 || summary.splitBrains > 0 || summary.failedRuns > 0;
     return bad ? 1 : 0;

@@ -8,7 +8,7 @@
  * Needs root and the guest image. Generous timeouts: two emulated guests
  * run at the same time here, with the client, on 2 cores.
  */
-import { after, before } from "node:test";
+import { before } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,6 +21,7 @@ import { processEnded } from "../../src/sys/index.js";
 import { engineLeftovers } from "../tools/engine-leftovers.js";
 import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { Pair, waitFor } from "../tools/pair-fixture.js";
+import { cleanupAlways, stopDaemonsUnder } from "../tools/interrupt.js";
 
 const LAB = labTopology("ctcmp");
 const skip = integrationSkip();
@@ -40,9 +41,11 @@ before(async () => {
   pair = new Pair(LAB, "cmp", join(work, "run"), key);
 });
 
-after(async () => {
-  if (skip) return;
+cleanupAlways(async () => {
+  if (skip || !work) return;
   await pair.destroyAll();
+  await stopDaemonsUnder(join(work, "run"));
+  await pair.stopArbiter();
   await labDown({ prefix: LAB.prefix });
   rmSync(work, { recursive: true, force: true });
 });

@@ -11,7 +11,7 @@
  * Needs root and the guest image. Generous timeouts: two emulated guests
  * and a client on 2 cores.
  */
-import { after, before } from "node:test";
+import { before } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,6 +23,7 @@ import { runIn } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
 import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { Pair, waitFor } from "../tools/pair-fixture.js";
+import { cleanupAlways, stopDaemonsUnder } from "../tools/interrupt.js";
 
 const LAB = labTopology("ctdsk");
 const skip = integrationSkip();
@@ -50,9 +51,11 @@ before(async () => {
   pair = new Pair(LAB, "dsk", join(work, "run"), key);
 });
 
-after(async () => {
-  if (skip) return;
+cleanupAlways(async () => {
+  if (skip || !work) return;
   await pair.destroyAll();
+  await stopDaemonsUnder(join(work, "run"));
+  await pair.stopArbiter();
   await labDown({ prefix: LAB.prefix });
   rmSync(work, { recursive: true, force: true });
 });

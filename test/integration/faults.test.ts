@@ -10,7 +10,7 @@
  * Needs root and the guest image. About a minute per run: two emulated
  * guests boot and sync in each.
  */
-import { after, before } from "node:test";
+import { before } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,6 +19,7 @@ import { labDown, labTopology } from "../../src/lab/lab.js";
 import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { FaultSuite } from "../faults/fault-suite.js";
 import { runFailures } from "../faults/run-checks.js";
+import { cleanupAlways, stopDaemonsUnder } from "../tools/interrupt.js";
 
 const LAB = labTopology("ctflt");
 const skip = integrationSkip();
@@ -30,16 +31,21 @@ before(() => {
   work = mkdtempSync(join(tmpdir(), "colo-flt-"));
 });
 
-after(async () => {
-  if (skip) return;
-  await labDown({ prefix: LAB.prefix }); // each run removes its own lab; this is for a run cut short
+let suite: FaultSuite | undefined;
+
+cleanupAlways(async () => {
+  if (skip || !work) return;
+  await suite?.abort(); // each run removes its own lab; this is for a run cut short
+  await stopDaemonsUnder(work);
+  await labDown({ prefix: LAB.prefix });
   rmSync(work, { recursive: true, force: true });
 });
 
 itest("faults: 5 random faults; in each run writes acknowledged before and after the fault, none lost, no split brain", { timeout: 1_500_000 }, async (t) => {
   const seed = Number(process.env.COLO_FAULT_SEED ?? String(Date.now() % 1_000_000));
   t.diagnostic(`seed ${seed} (replay: COLO_FAULT_SEED=${seed} or npm run faults -- --runs 5 --seed ${seed})`);
-  const summary = await new FaultSuite(LAB, work, (l) => t.diagnostic(l)).runAll(5, seed);
+  suite = new FaultSuite(LAB, work, (l) => t.diagnostic(l));
+  const summary = await suite.runAll(5, seed);
   t.diagnostic(JSON.stringify({ ...summary, details: undefined }));
   assert.equal(summary.details.length, 5, "every run completes");
   // Each run on its own (a run with nothing acknowledged must not hide behind the others' totals):

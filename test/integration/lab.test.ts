@@ -7,7 +7,7 @@
  * never touched. Reachability is checked with a one-datagram UDP echo
  * between two `node` processes in the namespaces (no ping on these hosts).
  */
-import { after, before, test } from "node:test";
+import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -15,6 +15,7 @@ import { labDown, labStatus, labTopology, labUp, LAB } from "../../src/lab/lab.j
 import { listNetns } from "../../src/lab/link-state.js";
 import { runIp } from "../../src/lab/ip-command.js";
 import { preconditionTest } from "../tools/lab-fixture.js";
+import { cleanupAlways } from "../tools/interrupt.js";
 
 const PREFIX = `colotest-${process.pid}`;
 const T = labTopology(PREFIX);
@@ -91,7 +92,7 @@ before(async () => {
   await labDown({ prefix: PREFIX });
 });
 
-after(async () => {
+cleanupAlways(async () => {
   if (skip) return;
   await labDown({ prefix: PREFIX });
 });

@@ -8,7 +8,7 @@
  *
  * Needs root and the guest image. Generous timeouts: emulated guests on 2 cores.
  */
-import { after, before } from "node:test";
+import { before } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -21,6 +21,7 @@ import { COLO_BIN, REPO_ROOT, runIn, type RunResult } from "../tools/run.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
 import { integrationSkip, preconditionTest, redisFrom } from "../tools/lab-fixture.js";
 import { waitFor, type IncrResult } from "../tools/pair-fixture.js";
+import { cleanupAlways, stopDaemonsUnder } from "../tools/interrupt.js";
 
 const LAB = labTopology("ctmig");
 const [H1, H2] = LAB.hosts;
@@ -92,9 +93,10 @@ before(async () => {
   assert.equal(created.code, 0, created.stderr);
 });
 
-after(async () => {
-  if (skip) return;
+cleanupAlways(async () => {
+  if (skip || !work) return;
   for (const h of LAB.hosts) await colo(h, ["destroy", "mig"]).catch(() => undefined);
+  await stopDaemonsUnder(join(work, "run"));
   await labDown({ prefix: LAB.prefix });
   rmSync(work, { recursive: true, force: true });
 });

@@ -6,7 +6,7 @@
  * Needs root and the guest image (scripts/test.sh builds it). Timeouts are
  * generous: two emulated boots (13-60 s each) share 2 cores with the runner.
  */
-import { after, before } from "node:test";
+import { before } from "node:test";
 import assert from "node:assert/strict";
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
@@ -18,6 +18,7 @@ import { createDataDisk } from "../../guest/mkdisk.js";
 import { COLO_BIN, runIn, type RunResult } from "../tools/run.js";
 import { GUEST_KERNEL, TEST_ENGINE, writeGuestConfig } from "../tools/guest-fixture.js";
 import { integrationSkip, preconditionTest, redisFrom } from "../tools/lab-fixture.js";
+import { cleanupAlways, stopDaemonsUnder } from "../tools/interrupt.js";
 
 const PREFIX = "ctvm";
 const HOST = `${PREFIX}-h1`;
@@ -56,9 +57,10 @@ before(async () => {
   await labUp({ prefix: PREFIX });
 });
 
-after(async () => {
-  if (skip) return;
+cleanupAlways(async () => {
+  if (skip || !work) return;
   await colo(["destroy", "guest"]).catch(() => undefined);
+  await stopDaemonsUnder(join(work, "run"));
   await labDown({ prefix: PREFIX });
   rmSync(work, { recursive: true, force: true });
 });

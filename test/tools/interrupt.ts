@@ -1,0 +1,88 @@
+/**
+ * Nothing left behind (issue 13): an integration test file's cleanup runs
+ * when the file ends (an `after` hook) and also when its process is
+ * interrupted -- SIGINT, SIGTERM or SIGHUP (Node's test runner passes a
+ * SIGTERM it gets on to the test files' processes) -- which would otherwise
+ * end it without running any hook, leaving VM daemons, lab namespaces and
+ * files behind. Each cleanup runs once, whichever comes first.
+ */
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { after } from "node:test";
+import { isDaemonAlive } from "../../src/api/registry.js";
+import { readRecord } from "../../src/api/vm-record.js";
+
+type Cleanup = () => Promise<void> | void;
+
+const cleanups: Cleanup[] = [];
+let installed = false;
+/** A cleanup may take this long on an interrupt before the next one runs. */
+const CLEANUP_BOUND_MS = 60_000;
+
+function once(fn: Cleanup): Cleanup {
+  let done: Promise<void> | undefined;
+  return () => (done ??= Promise.resolve().then(fn));
+}
+
+const SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
+
+async function onInterrupt(signal: NodeJS.Signals): Promise<void> {
+  process.stderr.write(`test: ${signal}: cleaning up (${cleanups.length} cleanup(s)) before exiting\n`);
+  for (const fn of [...cleanups].reverse()) {
+    try {
+      await Promise.race([fn(), new Promise<void>((r) => setTimeout(r, CLEANUP_BOUND_MS).unref())]);
+    } catch (err) {
+      process.stderr.write(`test: cleanup after ${signal} failed: ${(err as Error).message}\n`);
+    }
+  }
+  process.exit(128 + (SIGNAL_NUMBERS[signal] ?? 0));
+}
+
+/**
+ * Registers `fn` as the file's cleanup: run by an `after` hook, or on an
+ * interrupt (then the process exits 128+signal). Register cleanups in the
+ * order things are made: on an interrupt they run last first.
+ */
+export function cleanupAlways(fn: Cleanup): void {
+  const f = once(fn);
+  cleanups.push(f);
+  after(f);
+  if (installed) return;
+  installed = true;
+  let interrupted = false;
+  for (const s of SIGNALS) {
+    process.on(s, () => {
+      if (interrupted) return; // a second signal waits for the first cleanup
+      interrupted = true;
+      void onInterrupt(s);
+    });
+  }
+}
+
+/**
+ * Ends every VM daemon that has a record under `runRoot` (any host's
+ * subfolder): SIGTERM (the daemon removes its TAP and files), then SIGKILL
+ * after `graceMs`. For cleanups that cannot rely on `colo destroy`.
+ * Returns the pids signalled.
+ */
+export async function stopDaemonsUnder(runRoot: string, graceMs = 10_000): Promise<number[]> {
+  const pids: number[] = [];
+  const walk = (dir: string): void => {
+    if (!existsSync(dir)) return;
+    for (const e of readdirSync(dir)) {
+      const p = join(dir, e);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (e.endsWith(".json")) {
+        const r = readRecord(p);
+        if (r && isDaemonAlive(r.pid)) pids.push(r.pid);
+      }
+    }
+  };
+  walk(runRoot);
+  for (const pid of pids) process.kill(pid, "SIGTERM");
+  const deadline = performance.now() + graceMs;
+  while (pids.some((p) => isDaemonAlive(p)) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  for (const pid of pids.filter((p) => isDaemonAlive(p))) process.kill(pid, "SIGKILL");
+  return pids;
+}
