@@ -5,6 +5,7 @@ import { PAGE_SIZE, type EngineEvent } from "../engine.js";
 import { EngineError } from "../errors.js";
 import { guestNow, setGuestNow } from "./guest-clock.js";
 import { PROBE_COMMAND, PROBE_LOAD_ADDRESS, PROBE_PAGE_BASE, probeGuestImage } from "../testing/probe-guest.js";
+import { monotonicMs } from "../../sys/clock.js";
 
 const MEMORY = 16 * 2 ** 20;
 
@@ -118,10 +119,10 @@ function eventRecorder(engine: EmuEngine) {
     wake?.();
   });
   const next = async (timeoutMs = 10_000): Promise<EngineEvent> => {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = monotonicMs() + timeoutMs;
     const seen = events.length;
     while (events.length === seen) {
-      if (Date.now() > deadline) throw new Error(`no engine event within ${timeoutMs} ms`);
+      if (monotonicMs() > deadline) throw new Error(`no engine event within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
         wake = resolve;
         setTimeout(resolve, 50);
@@ -211,13 +212,12 @@ test("emu: v86 reads the guest clock; the process's performance.now stays the ho
   const { engine, waitFor } = await bootProbe();
   try {
     setGuestNow(1e9);
-    const hostMs = () => Number(process.hrtime.bigint() / 1000n) / 1000;
-    const [perf0, host0, guest0] = [performance.now(), hostMs(), engine.v86Now()];
+    const [perf0, host0, guest0] = [performance.now(), monotonicMs(), engine.v86Now()];
     assert.ok(Math.abs(guest0 - 1e9) < 1000, `v86 reads the guest clock: ${guest0}`);
     assert.ok(Math.abs(guestNow() - guest0) < 1000);
     assert.ok(perf0 < 1e8 && Math.abs(perf0 - process.uptime() * 1000) < 1000, `performance.now ${perf0} is the process's own, not the guest's`);
     await sleep(100);
-    const [perf1, host1, guest1] = [performance.now(), hostMs(), engine.v86Now()];
+    const [perf1, host1, guest1] = [performance.now(), monotonicMs(), engine.v86Now()];
     assert.ok(Math.abs(perf1 - perf0 - (host1 - host0)) < 20, "performance.now follows the host's monotonic clock");
     assert.ok(Math.abs(guest1 - guest0 - (host1 - host0)) < 20, "the guest clock runs at the host's pace from where it was set");
     // A state saved now carries v86's time, and the guest still runs (its timers are v86's).
