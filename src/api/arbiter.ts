@@ -12,11 +12,16 @@
  *   ← {"id":3,"leases":[...]}
  *
  * A bad request gets {"id":..,"error":"..."} and the connection stays up.
+ *
+ * Times on the wire are durations (`ttlMs`, `remainingMs`), never instants:
+ * the arbiter counts a lease from its receipt of the request on its own
+ * monotonic clock, the holder from its sending on its own (src/colo/lease.ts).
  */
 import type { TLSSocket } from "node:tls";
 import { createInterface } from "node:readline";
 import { connectSecure, formatEndpoint, listenSecure, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
 import { LeaseTable, type Arbiter, type LeaseAnswer } from "../colo/lease.js";
+import { monotonicMs, type Clock } from "../sys/clock.js";
 
 /** The arbiter's default port (the migration port is 8002). */
 export const DEFAULT_ARBITER_PORT = 8003;
@@ -61,10 +66,19 @@ export class ArbiterServer {
   readonly table = new LeaseTable();
   private readonly sockets = new Set<TLSSocket>();
 
-  private constructor(private listener: SecureListener | undefined) {}
+  private constructor(
+    private listener: SecureListener | undefined,
+    /** The arbiter's monotonic clock: leases expire on it, whatever the wall clock does. */
+    private readonly now: Clock,
+  ) {}
 
-  static async listen(at: Endpoint, key: Buffer, log: (msg: string) => void = () => {}): Promise<ArbiterServer & { address: Endpoint }> {
-    const server = new ArbiterServer(undefined);
+  static async listen(
+    at: Endpoint,
+    key: Buffer,
+    log: (msg: string) => void = () => {},
+    now: Clock = monotonicMs,
+  ): Promise<ArbiterServer & { address: Endpoint }> {
+    const server = new ArbiterServer(undefined, now);
     const listener = await listenSecure(
       at,
       key,
@@ -90,7 +104,7 @@ export class ArbiterServer {
       let answer: Record<string, unknown>;
       try {
         const r = parseRequest(line);
-        const now = Date.now();
+        const now = this.now();
         if (r.op === "acquire") {
           const wasSolo = this.table.isSolo(r.vm, r.holder);
           const a = this.table.acquire(r.vm, r.holder, r.ttlMs, now, r.solo);

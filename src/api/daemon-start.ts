@@ -17,6 +17,7 @@ import { reportToParent as report } from "./daemon-ipc.js";
 import { newSecondary, type SecondaryDaemon, type SecondarySettings } from "./daemon-replication.js";
 import { openSaveFile, readConfig, readMachine, type ConfigSource } from "./image-io.js";
 import { acceptIncoming, type Incoming } from "./migration.js";
+import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 /** How the daemon gets its VM. */
 export type DaemonMode =
@@ -41,7 +42,7 @@ export async function boot(daemon: StartDaemon, configPath: string): Promise<voi
   const config = parseVmConfig(text, configPath);
   const vm = await daemon.register(config, { path: configPath, text });
   daemon.log.info({ config: config.source }, "starting VM");
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   const ready = vm.console.waitForLine(GUEST_READY_MARKER);
   const failed = vm.console.waitForLine(GUEST_FAILED_MARKER);
   await vm.start();
@@ -53,13 +54,13 @@ export async function boot(daemon: StartDaemon, configPath: string): Promise<voi
   ready.cancel();
   failed.cancel();
   if (!outcome.ok) throw new Error(`guest reported failure: ${outcome.line.trim()}`);
-  const bootMs = Date.now() - t0;
+  const bootMs = elapsedMs(t0);
   daemon.log.info({ bootMs, line: outcome.line.trim() }, "guest ready");
   report({ type: "ready", line: outcome.line.trim(), bootMs });
 }
 
 export async function restore(daemon: StartDaemon, file: string): Promise<void> {
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   let opened: { reader: StreamReader; file: Readable } | undefined;
   try {
     opened = openSaveFile(file);
@@ -75,7 +76,7 @@ export async function restore(daemon: StartDaemon, file: string): Promise<void> 
   } finally {
     opened?.file.destroy();
   }
-  report({ type: "ready", line: `restored from ${file}`, bootMs: Date.now() - t0 });
+  report({ type: "ready", line: `restored from ${file}`, bootMs: elapsedMs(t0) });
 }
 
 export async function incoming(daemon: StartDaemon, listen: Endpoint, keyFile: string, timeoutMs: number): Promise<void> {
@@ -85,25 +86,25 @@ export async function incoming(daemon: StartDaemon, listen: Endpoint, keyFile: s
     report({ type: "listening", host: address.host, port: address.port });
   });
   daemon.log.info({ from: inc.peer, vm: inc.config.name }, "incoming migration");
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   try {
     const vm = await daemon.register(inc.config, inc.source);
     let loadedAt = 0;
     await vm.start({
       incoming: async (engine) => {
         const r = await readMachine(engine, inc.reader, (p) => report({ type: "progress", progress: p }));
-        loadedAt = Date.now();
+        loadedAt = monotonicMs();
         daemon.log.info({ rounds: r.rounds, pages: r.pages, zeroPages: r.zeroPages, finalPhaseMs: r.finalPhaseMs }, "machine received");
       },
     });
-    await inc.answer({ ok: true, resumeMs: Date.now() - loadedAt });
+    await inc.answer({ ok: true, resumeMs: elapsedMs(loadedAt) });
   } catch (err) {
     await inc.answer({ ok: false, error: (err as Error).message });
     inc.socket.end();
     throw err;
   }
   inc.socket.end();
-  report({ type: "ready", line: `migrated in from ${inc.peer}`, bootMs: Date.now() - t0 });
+  report({ type: "ready", line: `migrated in from ${inc.peer}`, bootMs: elapsedMs(t0) });
 }
 
 /** `colo migrate-receive --colo`: become the secondary of a replication session. */
@@ -120,7 +121,7 @@ export async function incomingSecondary(
     report({ type: "listening", host: address.host, port: address.port });
   });
   daemon.log.info({ from: inc.peer, vm: inc.config.name }, "replication from a primary");
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   const vm = await daemon.register(inc.config, inc.source, { deferBridge: true });
   let secondary: SecondaryReplicator | undefined;
   await vm.start({
@@ -137,5 +138,5 @@ export async function incomingSecondary(
     daemon.log.error({ error: (err as Error).message }, "takeover failed; this host has no copy it can run");
     void daemon.shutdown(1, `takeover failed: ${(err as Error).message}`);
   });
-  report({ type: "ready", line: `secondary of ${inc.peer} (${secondary.mode} mode): holds checkpoint 0`, bootMs: Date.now() - t0 });
+  report({ type: "ready", line: `secondary of ${inc.peer} (${secondary.mode} mode): holds checkpoint 0`, bootMs: elapsedMs(t0) });
 }

@@ -10,6 +10,7 @@ import type { Vm } from "../vm/vm.js";
 import { saveToFile, type ConfigSource } from "./image-io.js";
 import type { Logger } from "./log.js";
 import { migrateOut } from "./migration.js";
+import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 /** What a save or a migration needs of the daemon. */
 export interface TransferDaemon {
@@ -24,16 +25,16 @@ export async function saveVm(daemon: TransferDaemon, path: string, keepRunning: 
   const source = daemon.requireSource();
   const wasRunning = vm.state === "running";
   await vm.pause();
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   try {
     const r = await saveToFile(vm.machine, path, source);
-    daemon.log.info({ path, bytes: r.bytes, pages: r.pages, zeroPages: r.zeroPages, ms: Date.now() - t0 }, "saved");
+    daemon.log.info({ path, bytes: r.bytes, pages: r.pages, zeroPages: r.zeroPages, ms: elapsedMs(t0) }, "saved");
     if (keepRunning) {
       if (wasRunning) await vm.unpause();
     } else {
       setImmediate(() => void daemon.shutdown(0, `saved to ${path}`));
     }
-    return { path, bytes: r.bytes, pages: r.pages, zeroPages: r.zeroPages, ms: Date.now() - t0, destroyed: !keepRunning };
+    return { path, bytes: r.bytes, pages: r.pages, zeroPages: r.zeroPages, ms: elapsedMs(t0), destroyed: !keepRunning };
   } catch (err) {
     if (wasRunning) await vm.unpause();
     throw err;

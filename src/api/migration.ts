@@ -14,6 +14,7 @@ import { machineHeader, StreamReader, StreamWriter, writableSink } from "../stat
 import type { SendResult, TransferProgress } from "../state/machine-transfer.js";
 import { readConfig, writeImage, type ConfigSource } from "./image-io.js";
 import type { VmConfig } from "../config/index.js";
+import { elapsedMs } from "../sys/clock.js";
 
 /** Default TCP port of `colo migrate-receive`. */
 export const DEFAULT_MIGRATION_PORT = 8002;
@@ -113,7 +114,7 @@ export async function migrateOut(
       answer,
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer from the destination within ${ANSWER_TIMEOUT_MS / 1000} s`)), ANSWER_TIMEOUT_MS).unref()),
     ]);
-    return { send, answer: result, downtimeMs: Date.now() - send.pausedAt };
+    return { send, answer: result, downtimeMs: elapsedMs(send.pausedAt) };
   } finally {
     socket.destroy();
   }

@@ -90,6 +90,7 @@ export class VmDaemon implements ControlHandler {
       name: config.name,
       pid: process.pid,
       config: config.source,
+      // Wall clock: an instant for `colo list` and the operator, never used to time anything.
       startedAt: new Date().toISOString(),
       ...(process.env.COLO_NETNS ? { netns: process.env.COLO_NETNS } : {}),
     });

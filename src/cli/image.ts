@@ -3,6 +3,7 @@ import { InvalidArgumentError } from "commander";
 import { type GuestImage, buildGuestImage, defaultGuestCacheDir } from "../../guest/build.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
 import { GUEST_TARGETS, type GuestTarget, guestTarget } from "../../guest/target.js";
+import { monotonicMs } from "../sys/clock.js";
 
 /** `--arch`: one guest architecture, or every one. */
 export type ImageArch = GuestTarget["arch"] | "all";
@@ -33,17 +34,17 @@ export function imageCacheDir(target: GuestTarget, targets: readonly GuestTarget
 export async function imageBuild(o: { force?: boolean; cache?: string; arch?: ImageArch }): Promise<void> {
   const arch = o.arch ?? "all";
   const targets = arch === "all" ? GUEST_TARGETS : [guestTarget(arch)];
-  const started = Date.now();
+  const started = monotonicMs();
   const results = await Promise.allSettled(
     targets.map(async (target) => {
-      const t0 = Date.now();
+      const t0 = monotonicMs();
       const image = await buildGuestImage({
         target,
         cacheDir: imageCacheDir(target, targets, o.cache),
         force: o.force === true,
         log: (line) => process.stderr.write(`image ${target.arch}: ${line}\n`),
       });
-      return { image, seconds: (Date.now() - t0) / 1000 };
+      return { image, seconds: (monotonicMs() - t0) / 1000 };
     }),
   );
   const failed: string[] = [];
@@ -51,7 +52,7 @@ export async function imageBuild(o: { force?: boolean; cache?: string; arch?: Im
     if (r.status === "fulfilled") process.stdout.write(describe(r.value.image, r.value.seconds));
     else failed.push(`${(targets[i] as GuestTarget).arch}: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`);
   });
-  if (targets.length > 1) process.stdout.write(`(${((Date.now() - started) / 1000).toFixed(1)} s in all)\n`);
+  if (targets.length > 1) process.stdout.write(`(${((monotonicMs() - started) / 1000).toFixed(1)} s in all)\n`);
   if (failed.length > 0) throw new Error(`image build failed: ${failed.join("; ")}`);
 }
 

@@ -13,6 +13,8 @@
  *   dirty-page set (sent back at the next checkpoint) stays bounded.
  *
  * Remus mode is the degenerate case: every `intervalMs`, reason "periodic".
+ *
+ * Pure: every `nowMs` is the caller's monotonic clock (src/sys/clock.ts).
  */
 
 export type CheckpointReason =

@@ -8,6 +8,7 @@
  */
 import { Comparator, type ComparatorOptions, type Divergence } from "./net/comparator.js";
 import type { CheckpointReason } from "./checkpoint-policy.js";
+import { monotonicMs, type Clock } from "../sys/clock.js";
 
 export interface OutputCommit {
   /** A frame the PVM sent. */
@@ -23,13 +24,15 @@ export interface OutputCommit {
 
 export class CompareOutput implements OutputCommit {
   private readonly comparator: Comparator;
+  /** The last divergence; `at`: an instant for the operator (wall clock, ISO 8601). */
   lastDivergence: (Divergence & { at: string }) | undefined;
 
   constructor(
     options: ComparatorOptions,
     private readonly send: (frame: Uint8Array) => void,
     private readonly diverged: (reason: CheckpointReason, detail: string) => void,
-    private readonly now: () => number = Date.now,
+    /** The comparator's time (its compare timeout): the monotonic clock. */
+    private readonly now: Clock = monotonicMs,
   ) {
     this.comparator = new Comparator(options);
   }
@@ -71,6 +74,7 @@ export class CompareOutput implements OutputCommit {
   }
 
   private divergence(d: Divergence): void {
+    // Wall clock: an instant shown in `colo status`, never compared with another.
     this.lastDivergence = { ...d, at: new Date().toISOString() };
     this.diverged(d.reason, d.detail);
   }

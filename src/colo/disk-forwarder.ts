@@ -19,6 +19,7 @@ import { MAX_DISK_WRITE_DATA } from "../state/index.js";
 import type { BackChannel } from "./back-channel.js";
 import { chunkRange, DEFAULT_HASH_CHUNK_BYTES, hashBackend } from "./disk/image-hash.js";
 import type { WriteLock } from "./heartbeat.js";
+import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 /** Writes held during the initial memory transfer, at most: past it, replication start fails (and can be retried). */
 export const MAX_HELD_BYTES = 256 * 2 ** 20;
@@ -67,7 +68,7 @@ export class DiskForwarder {
 
   /** Hook every disk, exchange hashes, copy what differs. Resolves before the memory transfer may start. */
   async initialSync(back: BackChannel): Promise<DiskSyncResult> {
-    const t0 = Date.now();
+    const t0 = monotonicMs();
     const result: DiskSyncResult = { disks: this.states.length, chunksCopied: 0, bytesCopied: 0, ms: 0 };
     if (this.states.length === 0) return result;
     for (const s of this.states) s.disk.setWriteHook((offset, data) => this.forward(s, offset, data));
@@ -103,7 +104,7 @@ export class DiskForwarder {
       }
     }
     this.throwIfFailed();
-    result.ms = Date.now() - t0;
+    result.ms = elapsedMs(t0);
     return result;
   }
 

@@ -2,6 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { machineHeader, MemorySink, StreamReader, StreamWriter } from "../state/index.js";
 import { HeartbeatSender, SilenceWatchdog, WriteLock } from "./heartbeat.js";
+import { monotonicMs } from "../sys/clock.js";
+import { steppedWallClock } from "../sys/clock-testing.js";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
@@ -101,5 +103,49 @@ test("SilenceWatchdog: our own long step is excused, and the window starts afres
     assert.ok(fired !== undefined && fired > 100, "silence after the step still counts");
   } finally {
     wd.stop();
+  }
+});
+
+test("SilenceWatchdog: silence is counted on its clock only (a test's own clock here)", async () => {
+  let now = 1_000;
+  let fired: number | undefined;
+  const wd = new SilenceWatchdog(() => 100, (ms) => (fired = ms), 10, () => now);
+  try {
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(fired, undefined, "200 ms of real time, none on its clock: no silence");
+    now += 100;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(fired, undefined, "exactly the limit is not past it");
+    now += 1;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(fired, 101);
+  } finally {
+    wd.stop();
+  }
+});
+
+test("SilenceWatchdog and HeartbeatSender: a wall-clock step neither fakes a silence nor hides one; neither reads Date", async (t) => {
+  const wall = steppedWallClock(t);
+  let fired: number | undefined;
+  const wd = new SilenceWatchdog(() => 150, (ms) => (fired = ms), 10);
+  const sink = new MemorySink();
+  const writer = new StreamWriter(sink, { machine: machineHeader("emu", 16 * 2 ** 20), channel: "back-channel" });
+  const hb = new HeartbeatSender(writer, new WriteLock(), 20, () => true, (err) => assert.fail(err));
+  try {
+    for (let i = 0; i < 5; i++) {
+      wall.jump(3_600_000); // an hour ahead, again and again
+      await new Promise((r) => setTimeout(r, 50));
+      wd.heard();
+    }
+    assert.equal(fired, undefined, "heard every 50 ms: no silence, however far the wall clock went");
+    wall.jump(-86_400_000); // a day back: the silence that follows is still seen at its limit
+    const silentFrom = monotonicMs();
+    while (fired === undefined && monotonicMs() - silentFrom < 1000) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(fired !== undefined && fired > 150 && fired < 400, `fired after ${fired} ms of silence`);
+    assert.ok(sink.bytes().length > 0, "heartbeats went out meanwhile");
+    assert.equal(wall.reads(), 0, "nothing here read the wall clock");
+  } finally {
+    wd.stop();
+    hb.stop();
   }
 });

@@ -7,6 +7,7 @@
  * checkpoint's records.
  */
 import type { StreamWriter } from "../state/index.js";
+import { monotonicMs, type Clock } from "../sys/clock.js";
 
 /** Defaults (docs/replication.md): a heartbeat every 200 ms; 1 s of silence is a loss. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 200;
@@ -39,7 +40,7 @@ export class WriteLock {
 
 export class HeartbeatSender {
   private sequence = 0;
-  private lastWrite = monotonicMs();
+  private lastWrite: number;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -49,31 +50,29 @@ export class HeartbeatSender {
     /** False while the stream is at a place a heartbeat may not go (before checkpoint 0 on the forward stream). */
     private readonly allowed: () => boolean,
     private readonly onError: (err: Error) => void,
+    /** This host's monotonic clock (also the heartbeat's informational sender_time_ms). */
+    private readonly now: Clock = monotonicMs,
   ) {
+    this.lastWrite = now();
     this.timer = setInterval(() => this.tick(), Math.max(10, Math.floor(intervalMs / 2)));
   }
 
   /** Call after any write: a heartbeat is only needed when nothing else was sent. */
   wrote(): void {
-    this.lastWrite = monotonicMs();
+    this.lastWrite = this.now();
   }
 
   private tick(): void {
-    if (this.lock.busy || !this.allowed() || monotonicMs() - this.lastWrite < this.intervalMs) return;
-    this.lastWrite = monotonicMs();
+    if (this.lock.busy || !this.allowed() || this.now() - this.lastWrite < this.intervalMs) return;
+    this.lastWrite = this.now();
     this.lock
-      .run(() => this.writer.writeHeartbeat({ sequence: this.sequence++, senderTimeMs: Math.floor(performance.now()) }))
+      .run(() => this.writer.writeHeartbeat({ sequence: this.sequence++, senderTimeMs: Math.floor(this.now()) }))
       .catch((err: unknown) => this.onError(err as Error));
   }
 
   stop(): void {
     clearInterval(this.timer);
   }
-}
-
-/** Milliseconds of the host's monotonic clock (performance.now is the emu guest's clock in this process; Date.now steps). */
-function monotonicMs(): number {
-  return Number(process.hrtime.bigint() / 1_000_000n);
 }
 
 /**
@@ -84,7 +83,7 @@ function monotonicMs(): number {
  * notice that its peer went silent.
  */
 export class SilenceWatchdog {
-  private lastHeard = monotonicMs();
+  private lastHeard: number;
   private readonly timer: NodeJS.Timeout;
   private deciding = false;
   private stopped = false;
@@ -94,9 +93,12 @@ export class SilenceWatchdog {
     private readonly limitMs: () => number,
     private readonly onSilent: (silentMs: number) => void,
     checkEveryMs = 50,
+    /** Silence is measured on this host's monotonic clock: a wall-clock step neither fakes nor hides it. */
+    private readonly now: Clock = monotonicMs,
   ) {
+    this.lastHeard = now();
     this.timer = setInterval(() => {
-      if (this.deciding || this.excused > 0 || monotonicMs() - this.lastHeard <= this.limitMs()) return;
+      if (this.deciding || this.excused > 0 || this.now() - this.lastHeard <= this.limitMs()) return;
       // When our own event loop was blocked (a page compare, a large copy), the
       // peer's bytes wait in the kernel, and timers run before the poll phase
       // reads them: a stall of ours would look like the peer's silence. Decide
@@ -106,7 +108,7 @@ export class SilenceWatchdog {
       setImmediate(() => {
         this.deciding = false;
         if (this.stopped || this.excused > 0) return;
-        const silent = monotonicMs() - this.lastHeard;
+        const silent = this.now() - this.lastHeard;
         if (silent > this.limitMs()) {
           this.stop();
           this.onSilent(silent);
@@ -116,7 +118,7 @@ export class SilenceWatchdog {
   }
 
   heard(): void {
-    this.lastHeard = monotonicMs();
+    this.lastHeard = this.now();
   }
 
   /**

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { acquireForTakeover, LeaseKeeper, LeaseTable, type Arbiter, type LeaseAnswer } from "./lease.js";
+import { monotonicMs, type Clock } from "../sys/clock.js";
+import { steppedWallClock } from "../sys/clock-testing.js";
+import { acquireForTakeover, LEASE_SAFETY_MARGIN_MS, LeaseKeeper, LeaseTable, type Arbiter, type LeaseAnswer } from "./lease.js";
 
 test("lease table: one holder at a time; expiry frees it; a solo lease is never handed over", () => {
   const t = new LeaseTable();
@@ -23,13 +25,14 @@ test("lease table: one holder at a time; expiry frees it; a solo lease is never 
   assert.equal(t.acquire("other", "x", 10, 0).granted, true, "leases are per VM");
 });
 
-/** An arbiter over a LeaseTable with the real clock, which can be cut off. */
+/** An arbiter over a LeaseTable on a monotonic clock (the real one unless a test gives its own), which can be cut off. */
 class TableArbiter implements Arbiter {
   readonly table = new LeaseTable();
   reachable = true;
+  constructor(private readonly now: Clock = monotonicMs) {}
   acquire(vm: string, holder: string, ttlMs: number, solo: boolean): Promise<LeaseAnswer> {
     if (!this.reachable) return Promise.reject(new Error("arbiter unreachable"));
-    return Promise.resolve(this.table.acquire(vm, holder, ttlMs, Date.now(), solo));
+    return Promise.resolve(this.table.acquire(vm, holder, ttlMs, this.now(), solo));
   }
   release(vm: string, holder: string): Promise<void> {
     this.table.release(vm, holder);
@@ -63,9 +66,9 @@ test("takeover: the secondary gets the lease only after a dead primary's lease r
   assert.equal(await primary.tryAcquire(), true);
   // The primary dies (stops renewing) now.
   const secondary = new LeaseKeeper(arbiter, "vm", "s", 300, () => undefined);
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   assert.equal(await acquireForTakeover(secondary, 2000, 20), true);
-  assert.ok(Date.now() - t0 >= 200, "not before the primary's lease ran out");
+  assert.ok(monotonicMs() - t0 >= 200, "not before the primary's lease ran out");
   assert.equal(secondary.status().solo, true, "the survivor runs alone");
 });
 
@@ -76,9 +79,9 @@ test("takeover refused: a live primary marked its lease solo when it lost its se
   primary.keep();
   assert.equal(await primary.markSolo(), true);
   const secondary = new LeaseKeeper(arbiter, "vm", "s", 300, () => undefined);
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   assert.equal(await acquireForTakeover(secondary, 5000, 20), false);
-  assert.ok(Date.now() - t0 < 1000, "a solo refusal is final: no waiting");
+  assert.ok(monotonicMs() - t0 < 1000, "a solo refusal is final: no waiting");
   assert.equal(secondary.refusedSolo, true);
   await primary.stop(true);
 });
@@ -89,9 +92,9 @@ test("takeover refused: a live primary keeps renewing (link cut, not yet solo): 
   assert.equal(await primary.tryAcquire(), true);
   primary.keep();
   const secondary = new LeaseKeeper(arbiter, "vm", "s", 300, () => undefined);
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   assert.equal(await acquireForTakeover(secondary, 10_000, 20), false);
-  assert.ok(Date.now() - t0 < 1000, "a renewal is seen within one renewal period, not at the bound");
+  assert.ok(monotonicMs() - t0 < 1000, "a renewal is seen within one renewal period, not at the bound");
   assert.equal(secondary.refusedSolo, false);
   await primary.stop(false);
 });
@@ -101,9 +104,9 @@ test("takeover: the wait follows the dead primary's own ttl, not the secondary's
   const primary = new LeaseKeeper(arbiter, "vm", "p", 800, () => undefined);
   assert.equal(await primary.tryAcquire(), true); // then it dies: no renewal
   const secondary = new LeaseKeeper(arbiter, "vm", "s", 100, () => undefined);
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   assert.equal(await acquireForTakeover(secondary, 10_000, 20), true);
-  const waited = Date.now() - t0;
+  const waited = monotonicMs() - t0;
   assert.ok(waited >= 700 && waited < 2000, `waited ${waited} ms for an 800 ms lease`);
 });
 
@@ -113,4 +116,43 @@ test("takeover: an arbiter that never answers ends at the bound, without a takeo
   const secondary = new LeaseKeeper(arbiter, "vm", "s", 100, () => undefined);
   assert.equal(await acquireForTakeover(secondary, 300, 20), false);
   assert.ok(secondary.status().failures > 0);
+});
+
+test("lease keeper: the lease is ttl minus the margin from the request, on the keeper's own clock", async () => {
+  let now = 5_000;
+  const clock = () => now;
+  const arbiter = new TableArbiter(clock);
+  const k = new LeaseKeeper(arbiter, "vm", "p", 300, () => undefined, clock);
+  assert.equal(await k.tryAcquire(), true);
+  now += 300 - LEASE_SAFETY_MARGIN_MS - 1;
+  assert.equal(k.held(), true);
+  assert.equal(k.status().validForMs, 1);
+  now += 1;
+  assert.equal(k.held(), false, "ends at ttl - margin on the holder's clock");
+  assert.equal((await arbiter.acquire("vm", "s", 300, false)).granted, false, "while the arbiter still counts it");
+  await k.stop(false);
+});
+
+test("a wall-clock step neither ends a lease early nor stretches it: holder and arbiter never read Date", async (t) => {
+  const wall = steppedWallClock(t);
+  const arbiter = new TableArbiter();
+  let expired = 0;
+  const primary = new LeaseKeeper(arbiter, "vm", "p", 300, () => expired++);
+  const secondary = new LeaseKeeper(arbiter, "vm", "s", 300, () => undefined);
+  const t0 = monotonicMs();
+  assert.equal(await primary.tryAcquire(), true);
+  wall.jump(3_600_000); // an hour ahead
+  assert.equal(primary.held(), true, "a step ahead does not end the holder's lease");
+  assert.equal(await secondary.tryAcquire(true), false, "nor the arbiter's");
+  wall.jump(-7_200_000); // then an hour behind
+  await sleep(300 - LEASE_SAFETY_MARGIN_MS + 50);
+  assert.equal(primary.held(), false, "a step back does not stretch the holder's lease");
+  assert.equal(expired, 1, "its expiry fired on time");
+  // The secondary's takeover waits for the arbiter's end of the lease: about the ttl, neither 0 nor an hour.
+  assert.equal(await acquireForTakeover(secondary, 2000, 20), true);
+  const waited = monotonicMs() - t0;
+  assert.ok(waited >= 290 && waited < 1000, `the arbiter freed the lease after ${waited} ms`);
+  assert.equal(wall.reads(), 0, "nothing in the lease code read the wall clock");
+  await primary.stop(false);
+  await secondary.stop(false);
 });

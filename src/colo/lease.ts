@@ -22,11 +22,16 @@
  *
  * Time: the holder counts its lease from the moment it *sent* the granted
  * request, minus a margin; the arbiter counts from when it received it.
- * The holder's view therefore always ends first.
+ * The holder's view therefore always ends first. Each side counts on its
+ * own monotonic clock (src/sys/clock.ts), which no wall-clock step moves;
+ * the protocol carries durations only (`ttlMs` asked, `remainingMs`
+ * answered), never an instant of one host's clock for the other to read.
  *
  * `LeaseTable` is the arbiter's state (pure); `LeaseKeeper` renews a lease
  * through any `Arbiter` (the transport lives in src/api).
  */
+
+import { monotonicMs, type Clock } from "../sys/clock.js";
 
 /** Lease time-to-live: 1 s, like the default peer timeout (docs/replication.md). */
 export const DEFAULT_LEASE_TTL_MS = 1000;
@@ -59,7 +64,7 @@ export interface ArbiterOptions {
   ttlMs: number;
 }
 
-/** The arbiter's leases: one per VM name. */
+/** The arbiter's leases: one per VM name. `nowMs`: the arbiter's monotonic clock (src/sys/clock.ts). */
 export class LeaseTable {
   private readonly leases = new Map<string, { holder: string; expiresAt: number; solo: boolean }>();
 
@@ -113,7 +118,7 @@ export class LeaseKeeper {
   private solo = false;
   /** The last refusal was a solo lease: never ours. */
   refusedSolo = false;
-  /** The last refusal's remaining time on the arbiter (ms), and when it came. */
+  /** The last refusal's remaining time on the arbiter (ms), and when it came (this keeper's clock). */
   refusal: { remainingMs: number; at: number } | undefined;
 
   constructor(
@@ -122,7 +127,8 @@ export class LeaseKeeper {
     readonly holder: string,
     private readonly ttlMs: number,
     private readonly onExpired: () => void,
-    private readonly now: () => number = Date.now,
+    /** The holder's monotonic clock: the lease is a duration from the request, never a wall-clock instant. */
+    readonly now: Clock = monotonicMs,
   ) {}
 
   /** Whether the lease is ours right now (conservatively). */
@@ -212,7 +218,7 @@ export class LeaseKeeper {
  * wait itself follows the holder's own ttl, whatever this side's is.
  */
 export async function acquireForTakeover(keeper: LeaseKeeper, giveUpMs: number, retryMs = 100): Promise<boolean> {
-  const deadline = Date.now() + giveUpMs;
+  const deadline = keeper.now() + giveUpMs;
   let expiresAt: number | undefined;
   for (;;) {
     if (await keeper.tryAcquire(true)) return true;
@@ -224,7 +230,7 @@ export async function acquireForTakeover(keeper: LeaseKeeper, giveUpMs: number, 
       if (expiresAt !== undefined && end > expiresAt + RENEWAL_JITTER_MS) return false;
       expiresAt = Math.min(expiresAt ?? end, end);
     }
-    if (Date.now() >= deadline) return false;
+    if (keeper.now() >= deadline) return false;
     const wait = r ? Math.max(10, Math.min(retryMs, r.remainingMs + 10)) : retryMs;
     await new Promise((res) => setTimeout(res, wait));
   }

@@ -42,6 +42,7 @@ import { ReplicationStats } from "./replication-stats.js";
 import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
 import { hashBackendSync } from "./disk/image-hash.js";
 import { LeaseKeeper, type ArbiterOptions } from "./lease.js";
+import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 
 /** What an operator checkpoint reports. */
@@ -128,10 +129,10 @@ export class PrimaryReplicator {
       if (!c) throw new Error("compare mode needs comparator options");
       this.compare = new CompareOutput(c, (f) => this.vm.sendOutput(f), (reason) => this.request(reason));
       this.output = this.compare;
-      this.policy = new CheckpointPolicy({ minGapMs: c.minGapMs, maxIntervalMs: c.maxIntervalMs }, Date.now());
+      this.policy = new CheckpointPolicy({ minGapMs: c.minGapMs, maxIntervalMs: c.maxIntervalMs }, monotonicMs());
     } else {
       this.output = new RemusOutput();
-      this.policy = new CheckpointPolicy({ minGapMs: 0, maxIntervalMs: opts.intervalMs }, Date.now());
+      this.policy = new CheckpointPolicy({ minGapMs: 0, maxIntervalMs: opts.intervalMs }, monotonicMs());
     }
     this.stats.reasons = this.policy.counts;
     const a = opts.arbiter;
@@ -175,7 +176,7 @@ export class PrimaryReplicator {
     // Before the mode and the disks: a secondary whose engine cannot load this one's state refuses here.
     await writeEngineCompat(this.vm.engine, this.writer);
     await this.writer.writeReplicationMode({ mode: this.opts.mode, disks: this.vm.disks.length > 0 });
-    const t0 = Date.now();
+    const t0 = monotonicMs();
     const diskSync = await this.disks.initialSync(this.back);
     if (diskSync.disks > 0) this.opts.log("disk images in sync", { ...diskSync });
     await this.disks.holdUntilCheckpoint();
@@ -191,9 +192,9 @@ export class PrimaryReplicator {
     await this.back.expectState("SVM_READY");
     for (const f of this.output.committed()) this.vm.sendOutput(f);
     await this.vm.resume();
-    this.policy.restart(Date.now());
-    this.stats.recordCheckpoint(Date.now() - sent.pausedAt, sent.pages, sent.bytes);
-    this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: Date.now() - t0, pages: sent.pages });
+    this.policy.restart(monotonicMs());
+    this.stats.recordCheckpoint(elapsedMs(sent.pausedAt), sent.pages, sent.bytes);
+    this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: elapsedMs(t0), pages: sent.pages });
     this.synced = true;
     this.watchdog.heard();
     this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => this.synced && !this.stopped, (err) =>
@@ -253,7 +254,7 @@ export class PrimaryReplicator {
   private schedule(): void {
     if (this.stopped || this.checkpointing) return;
     if (this.timer) clearTimeout(this.timer);
-    const d = this.policy.decide(Date.now());
+    const d = this.policy.decide(monotonicMs());
     if ("checkpoint" in d) {
       this.timer = undefined;
       this.checkpointing = true;
@@ -275,15 +276,13 @@ export class PrimaryReplicator {
   /** One checkpoint, Xen's order (COLO-PROTOCOL.md §4), the PVM paused first. */
   async checkpoint(reason: CheckpointReason): Promise<void> {
     const engine = this.vm.engine;
-    // The host's monotonic clock (performance.now is the guest clock in this process: guest-clock.ts).
-    const hostMs = () => Number(process.hrtime.bigint()) / 1e6;
-    const t0 = hostMs();
+    const t0 = monotonicMs();
     await this.vm.pause();
-    const pausedAt = Date.now();
-    const marks: Record<string, number> = { pause: Math.round((hostMs() - t0) * 10) / 10 };
-    let mark = hostMs();
+    const pausedAt = monotonicMs();
+    const marks: Record<string, number> = { pause: Math.round((pausedAt - t0) * 10) / 10 };
+    let mark = pausedAt;
     const lap = (name: string) => {
-      const now = hostMs();
+      const now = monotonicMs();
       marks[name] = Math.round((now - mark) * 10) / 10;
       mark = now;
     };
@@ -344,9 +343,9 @@ export class PrimaryReplicator {
       await this.vm.resume();
       lap("resume");
       this.stats.lastBreakdownMs = marks;
-      const now = Date.now();
+      const now = monotonicMs();
       this.policy.done(reason, now);
-      this.stats.recordCheckpoint(now - pausedAt, pages.pages, this.writer.bytesWritten - before);
+      this.stats.recordCheckpoint(Math.round(now - pausedAt), pages.pages, this.writer.bytesWritten - before);
       this.heartbeat?.wrote();
       await this.back.expectState("SVM_RESUMED");
     })().catch(failed);

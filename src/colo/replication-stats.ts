@@ -1,4 +1,6 @@
 /** What `colo status` shows of a replication session (issue 4, part 5). */
+import { monotonicMs } from "../sys/clock.js";
+
 /**
  * unprotected: running alone (after a failover, or a session's end);
  * fenced: stopped releasing output (paused) because it may not act alone:
@@ -9,6 +11,7 @@
 export type ReplicationMode = "primary" | "secondary" | "unprotected" | "fenced" | "stepped-down" | "handed-over";
 
 export interface FailoverEvent {
+  /** When it happened: an instant for the operator (wall clock, ISO 8601). */
   at: string;
   role: "primary" | "secondary";
   reason: string;
@@ -24,7 +27,8 @@ export class ReplicationStats {
   /** Where the last checkpoint's pause went, in ms (primary): pause, pvmDirty, svmSuspended, pages, saveState, send, svmReady, resume. */
   lastBreakdownMs: Record<string, number> | undefined;
   lastBytes = 0;
-  lastHeardAt = Date.now();
+  /** When the peer was last heard (monotonic clock: only `msSinceHeard` is shown). */
+  private lastHeardAt = monotonicMs();
   readonly failovers: FailoverEvent[] = [];
   /** Secondary: checkpoints received in part when the primary was lost, and never applied. */
   discardedCheckpoints = 0;
@@ -52,7 +56,7 @@ export class ReplicationStats {
   }
 
   heard(): void {
-    this.lastHeardAt = Date.now();
+    this.lastHeardAt = monotonicMs();
   }
 
   p99PauseMs(): number {
@@ -62,6 +66,7 @@ export class ReplicationStats {
   }
 
   failover(role: "primary" | "secondary", reason: string, mode: ReplicationMode = "unprotected"): void {
+    // Wall clock: an instant the operator reads in `colo status`, never compared with another.
     this.failovers.push({ at: new Date().toISOString(), role, reason });
     this.mode = mode;
   }
@@ -79,7 +84,7 @@ export class ReplicationStats {
       p99PauseMs: this.p99PauseMs(),
       pagesPerCheckpoint: this.lastPages,
       bytesPerCheckpoint: this.lastBytes,
-      msSinceHeard: Date.now() - this.lastHeardAt,
+      msSinceHeard: Math.round(monotonicMs() - this.lastHeardAt),
       failovers: this.failovers,
       discardedCheckpoints: this.discardedCheckpoints,
       ...(this.reasons ? { checkpointReasons: { ...this.reasons } } : {}),

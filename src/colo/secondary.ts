@@ -39,6 +39,7 @@ import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } 
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { acquireForTakeover, LeaseKeeper, type ArbiterOptions } from "./lease.js";
+import { monotonicMs } from "../sys/clock.js";
 
 export interface SecondaryDiskSlot {
   /** Index in the VM config's disk list. */
@@ -383,18 +384,16 @@ export class SecondaryReplicator {
           const { diskBytes } = await this.finishCheckpoint(`checkpoint ${n}`);
           const pages = this.pending.size;
           const changed = this.pending.pfns();
-          // The host's monotonic clock (performance.now is the guest clock here, and loadState moves it).
-          const hostMs = () => Number(process.hrtime.bigint()) / 1e6;
-          const t0 = hostMs();
+          const t0 = monotonicMs();
           this.pending.applyTo(engine.ram());
-          const t1 = hostMs();
+          const t1 = monotonicMs();
           // Only these pages changed: the engine keeps its translations of the rest (emu: the JIT stays warm).
           // The primary waits for SVM_READY meanwhile: the time our engine takes is not its silence
           // (a qemu secondary may wait for its standby QEMU to finish starting).
           const loaded = state;
           if (this.mode === "compare") await this.watchdog.excusing(() => engine.loadState(loaded, { changedPages: changed }));
           else this.defer(loaded, changed);
-          this.stats.lastBreakdownMs = { applyPages: Math.round((t1 - t0) * 10) / 10, loadState: Math.round((hostMs() - t1) * 10) / 10 };
+          this.stats.lastBreakdownMs = { applyPages: Math.round((t1 - t0) * 10) / 10, loadState: Math.round((monotonicMs() - t1) * 10) / 10 };
           this.pending.clear();
           this.rewriter.reset();
           inCheckpoint = false;
@@ -436,9 +435,9 @@ export class SecondaryReplicator {
     const d = this.deferred;
     if (d === undefined) return;
     this.deferred = undefined;
-    const started = process.hrtime.bigint();
+    const started = monotonicMs();
     await this.vm.engine.loadState(d.state, { changedPages: Uint32Array.from(d.changed) });
-    this.opts.log("loaded the last checkpoint's device state for the takeover", { pages: d.changed.size, ms: Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10 });
+    this.opts.log("loaded the last checkpoint's device state for the takeover", { pages: d.changed.size, ms: Math.round((monotonicMs() - started) * 10) / 10 });
   }
 
   /** A new session of this VM takes over the lease (same holder): stop renewing from this one. */

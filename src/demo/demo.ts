@@ -20,6 +20,7 @@ import { labTopology } from "../lab/topology.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
 import type { EngineName } from "../config/engines.js";
 import { demoGuest } from "./demo-guest.js";
+import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const COLO = join(REPO, "bin/colo");
@@ -147,9 +148,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     say(`demo: booting the guest on ${h1} (Redis, AOF appendfsync=always on a 64 MiB data disk)...`);
     say("      " + (await must("colo create", colo(h1, ["create", pCfg]))).trim());
     await must("colo migrate-receive --colo", colo(h2, ["migrate-receive", "--colo", "--listen", lab.replIps[1], "--key-file", key, "--detach", "--arbiter", lab.arbiterIp]));
-    const t0 = Date.now();
+    const t0 = monotonicMs();
     const protect = await must("colo migrate --colo", colo(h1, ["migrate", "--colo", NAME, lab.replIps[1], "--key-file", key, "-C", sCfg, "--arbiter", lab.arbiterIp]));
-    say("      " + protect.trim() + ` (${Date.now() - t0} ms)`);
+    say("      " + protect.trim() + ` (${elapsedMs(t0)} ms)`);
 
     // Load: redis-benchmark (bounded) and the verifying client (2 connections).
     const bench = spawn("ip", ["netns", "exec", client, "redis-benchmark", "-h", lab.guestIp, "-t", "set,get", "-n", "1000000", "-c", "8", "-q"], { stdio: "ignore" });
@@ -168,7 +169,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       clientProgress = lines[lines.length - 1] ?? clientProgress;
     });
     const clientDone = new Promise<number | null>((resolve) => vc.on("close", (code) => resolve(code)));
-    const clientStart = Date.now();
+    const clientStart = monotonicMs();
     say(`demo: load from ${client}: redis-benchmark (8 clients, SET/GET) + verifying client (2 connections, SET + INCR)`);
 
     // Live progress line.
@@ -187,7 +188,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
           .map(([k, v]) => `${k} ${v}`)
           .join(", ");
         const line =
-          `  [${((Date.now() - clientStart) / 1000).toFixed(0).padStart(3)} s] ` +
+          `  [${((monotonicMs() - clientStart) / 1000).toFixed(0).padStart(3)} s] ` +
           (p ? `${h1}: ${r?.mode ?? p.state}, ${r?.checkpoints ?? 0} checkpoints${reasons ? ` (${reasons})` : ""}, held ${p.heldOutput?.heldFrames ?? 0} frames, last pause ${r?.lastPauseMs ?? 0} ms` : `${h1}: down`) +
           ` | ${h2}: ${s ? `${s.replication?.mode ?? s.state} (${s.state})` : "down"}` +
           (clientProgress ? ` | client: ${clientProgress.replace(/^verify-client: \d+s /, "").replace(/ timeouts.*$/, "")}` : "");
@@ -204,15 +205,15 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const before = last;
     const victim = await status(h1);
     if (!victim) throw new Error(`the primary on ${h1} is not answering before the fault`);
-    const killedAt = Date.now();
+    const killedAt = monotonicMs();
     process.kill(victim.pid, "SIGKILL");
     clearProgress();
     say(`demo: *** host ${h1} dies: SIGKILL of the primary (pid ${victim.pid}) at ${((killedAt - clientStart) / 1000).toFixed(1)} s ***`);
     let takeoverMs = -1;
-    while (Date.now() - killedAt < 30_000) {
+    while (monotonicMs() - killedAt < 30_000) {
       const s = await status(h2);
       if (s?.replication?.mode === "unprotected") {
-        takeoverMs = Date.now() - killedAt;
+        takeoverMs = elapsedMs(killedAt);
         say(`demo: ${h2} took over ${takeoverMs} ms after the kill (${s.replication.failovers[0]?.reason ?? ""})`);
         break;
       }

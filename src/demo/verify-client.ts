@@ -7,7 +7,6 @@
 // As a program: node dist/src/demo/verify-client.js --help
 import { randomBytes } from "node:crypto";
 import { realpathSync } from "node:fs";
-import { performance } from "node:perf_hooks";
 import { setTimeout as delay } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -15,6 +14,7 @@ import { AckStats } from "./ack-stats.js";
 import { checkIncrs, PROBLEM_LIST_CAP, type IncrEvent, type IncrSummary } from "./incr-check.js";
 import { RespConnection, RespConnectionError } from "./resp-connection.js";
 import { RespError, type RespValue } from "./resp.js";
+import { monotonicMs } from "../sys/clock.js";
 
 export interface VerifyingClientOptions {
   host: string;
@@ -177,7 +177,7 @@ export class VerifyingClient {
   /** Starts the connections (once); resolves when all have ended (limits, `stop()`, or errors without reconnect). */
   run(): Promise<void> {
     if (!this.running) {
-      this.startedAt = performance.now();
+      this.startedAt = monotonicMs();
       const loops = Array.from({ length: this.connections }, (_, conn) => this.loop(conn));
       this.running = Promise.all(loops).then(() => {
         this.endedAtMs = this.now();
@@ -194,7 +194,7 @@ export class VerifyingClient {
 
   /** ms since `run()` (monotonic). */
   now(): number {
-    return this.startedAt === null ? 0 : performance.now() - this.startedAt;
+    return this.startedAt === null ? 0 : monotonicMs() - this.startedAt;
   }
 
   progress(): Progress {

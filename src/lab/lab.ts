@@ -12,6 +12,7 @@
 import { IpCommandError, formatIp, runIp } from "./ip-command.js";
 import { type LinkState, linksIn, listNetns } from "./link-state.js";
 import { DEFAULT_LAB_PREFIX, LAB, type LabTopology, labTopology } from "./topology.js";
+import { monotonicMs } from "../sys/clock.js";
 
 export { IpCommandError } from "./ip-command.js";
 export { DEFAULT_LAB_PREFIX, LAB, type LabTopology, labTopology, validateLabPrefix } from "./topology.js";
@@ -252,13 +253,13 @@ const OPER_UP_POLL_MS = 50;
  * cheaper event to wait on from here), bounded by OPER_UP_TIMEOUT_MS.
  */
 async function untilForwarding(t: LabTopology): Promise<void> {
-  const deadline = Date.now() + OPER_UP_TIMEOUT_MS;
+  const deadline = monotonicMs() + OPER_UP_TIMEOUT_MS;
   const wanted = wantedLinks(t).filter((w) => w.kind !== "loopback");
   for (;;) {
     const { links } = await snapshot(t);
     const notUp = wanted.filter((w) => links.get(w.ns)?.get(w.name)?.operUp !== true);
     if (notUp.length === 0) return;
-    if (Date.now() > deadline) {
+    if (monotonicMs() > deadline) {
       throw new Error(`lab: links not operationally up ${OPER_UP_TIMEOUT_MS} ms after labUp: ${notUp.map((w) => `${w.ns}/${w.name}`).join(", ")}`);
     }
     await new Promise((res) => setTimeout(res, OPER_UP_POLL_MS));

@@ -16,6 +16,7 @@ import type { StreamReader } from "./reader.js";
 import { describeRecord, TOOLSTACK_RECORD } from "./record-types.js";
 import { allPfns, writePages } from "./write-pages.js";
 import type { StreamWriter } from "./writer.js";
+import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 /** Pre-copy stops when a round leaves at most this many dirty pages (1 MiB): the rest goes paused. */
 export const DEFAULT_FINAL_ROUND_PAGES = 256;
@@ -55,7 +56,7 @@ export interface SendResult {
   zeroPages: number;
   bytes: number;
   totalMs: number;
-  /** When the guest was paused for the final round (Date.now()), for downtime figures. */
+  /** When the guest was paused for the final round (the host's monotonic clock, src/sys/clock.ts), for downtime figures. */
   pausedAt: number;
   /** The final round: dirty pages sent while paused, plus the engine state. */
   finalPages: number;
@@ -123,7 +124,7 @@ export function checkMachine(engine: Engine, machine: MachineHeader, headersOffs
  * toolstack records around it (VM_CONFIG before, END after).
  */
 export async function sendMachine(engine: Engine, writer: StreamWriter, opts: SendOptions): Promise<SendResult> {
-  const started = Date.now();
+  const started = monotonicMs();
   const finalRoundPages = opts.finalRoundPages ?? DEFAULT_FINAL_ROUND_PAGES;
   const maxRounds = opts.maxRounds ?? DEFAULT_MAX_ROUNDS;
   const result: SendResult = { rounds: 0, pages: 0, zeroPages: 0, bytes: 0, totalMs: 0, pausedAt: 0, finalPages: 0, stateBytes: 0 };
@@ -138,10 +139,10 @@ export async function sendMachine(engine: Engine, writer: StreamWriter, opts: Se
   let final = !opts.live;
   if (final) result.pausedAt = started;
   for (let round = 0; ; round++) {
-    const roundStart = Date.now();
+    const roundStart = monotonicMs();
     await writer.writePrecopyRound({ round, final, pageCount: count });
     const stats = await writePages(writer, () => engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent));
-    const ms = Math.max(1, Date.now() - roundStart);
+    const ms = Math.max(1, monotonicMs() - roundStart);
     result.rounds = round + 1;
     result.pages += stats.pages;
     result.zeroPages += stats.zeroPages;
@@ -154,14 +155,14 @@ export async function sendMachine(engine: Engine, writer: StreamWriter, opts: Se
       bytes: stats.bytes,
       mbPerSec: stats.bytes / 2 ** 20 / (ms / 1000),
       pagesPerSec: stats.pages / (ms / 1000),
-      elapsedMs: Date.now() - started,
+      elapsedMs: elapsedMs(started),
     });
     if (final) break;
     const dirty = engine.takeDirtyPages();
     // Stop when the rest is small, when rounds stop shrinking, or at the round limit.
     if (dirty.length <= finalRoundPages || dirty.length >= previous || round + 1 >= maxRounds) {
       await opts.pause();
-      result.pausedAt = Date.now();
+      result.pausedAt = monotonicMs();
       final = true;
       const merged = mergeSorted(dirty, engine.takeDirtyPages());
       pfns = merged;
@@ -178,7 +179,7 @@ export async function sendMachine(engine: Engine, writer: StreamWriter, opts: Se
   if (opts.close === "checkpoint") await writer.writeCheckpoint();
   else await writer.writeMemoryEnd();
   result.bytes = writer.bytesWritten;
-  result.totalMs = Date.now() - started;
+  result.totalMs = elapsedMs(started);
   return result;
 }
 
@@ -221,13 +222,13 @@ export interface ReceiveResult {
  * header, both before any page is applied.
  */
 export async function receiveMachine(engine: Engine, reader: StreamReader, onProgress?: (p: TransferProgress) => void): Promise<ReceiveResult> {
-  const started = Date.now();
+  const started = monotonicMs();
   const result: ReceiveResult = { closedBy: "end", rounds: 0, pages: 0, zeroPages: 0, stateBytes: 0, totalMs: 0, finalPhaseMs: 0 };
-  let finalStart = 0;
+  let finalStart: number | undefined;
   let round: { round: number; final: boolean; start: number; pages: number; zero: number; offset: number } | undefined;
   const report = () => {
     if (!round || !onProgress) return;
-    const ms = Math.max(1, Date.now() - round.start);
+    const ms = Math.max(1, monotonicMs() - round.start);
     const bytes = reader.offset - round.offset;
     onProgress({
       round: round.round,
@@ -237,7 +238,7 @@ export async function receiveMachine(engine: Engine, reader: StreamReader, onPro
       bytes,
       mbPerSec: bytes / 2 ** 20 / (ms / 1000),
       pagesPerSec: round.pages / (ms / 1000),
-      elapsedMs: Date.now() - started,
+      elapsedMs: elapsedMs(started),
     });
   };
   for (;;) {
@@ -254,9 +255,9 @@ export async function receiveMachine(engine: Engine, reader: StreamReader, onPro
         break;
       case "precopy-round":
         report();
-        round = { round: record.round.round, final: record.round.final, start: Date.now(), pages: 0, zero: 0, offset: record.offset };
+        round = { round: record.round.round, final: record.round.final, start: monotonicMs(), pages: 0, zero: 0, offset: record.offset };
         result.rounds++;
-        if (record.round.final) finalStart = Date.now();
+        if (record.round.final) finalStart = monotonicMs();
         break;
       case "page-data": {
         applyPageData(record.pages, engine.ram());
@@ -274,7 +275,7 @@ export async function receiveMachine(engine: Engine, reader: StreamReader, onPro
       case "engine-state":
         report();
         round = undefined;
-        if (!finalStart) finalStart = Date.now();
+        finalStart ??= monotonicMs();
         if (record.state.engineId !== engine.id || record.state.formatVersion !== engine.stateFormatVersion) {
           throw new StreamError(
             "MISMATCH",
@@ -288,8 +289,8 @@ export async function receiveMachine(engine: Engine, reader: StreamReader, onPro
       case "memory-end":
       case "checkpoint":
         result.closedBy = record.kind === "checkpoint" ? "checkpoint" : "end";
-        result.totalMs = Date.now() - started;
-        result.finalPhaseMs = Date.now() - finalStart;
+        result.totalMs = elapsedMs(started);
+        result.finalPhaseMs = elapsedMs(finalStart ?? started);
         return result;
       case "skipped":
         break;

@@ -1,7 +1,9 @@
 /**
  * src/sys: the only code that touches the kernel. Layers above import from
- * here (never koffi, never the files behind this index directly).
+ * here (never koffi, never the files behind this index directly), except
+ * clock.ts, which every layer imports directly (it loads no koffi).
  */
+export { elapsedMs, monotonicMs, type Clock } from "./clock.js";
 export { SysError, isSysError } from "./errors.js";
 export { IFNAMSIZ, validateInterfaceName } from "./ifreq.js";
 export { withNetns, validateNetnsName } from "./netns.js";

@@ -4,6 +4,7 @@ import { SysError } from "./errors.js";
 import { interfaceExists, isLinkUp, setLinkDown, setLinkUp } from "./netif.js";
 import { openTap, type TapDevice } from "./tap.js";
 import { ip, linkInfo, makeNetns, rootSkipReason, runCommand } from "./test-support.js";
+import { elapsedMs, monotonicMs } from "./clock.js";
 
 const skip = rootSkipReason();
 const TAP_MODULE = new URL("./tap.js", import.meta.url).href;
@@ -298,9 +299,9 @@ test("after close() nothing of the TAP keeps the process alive", { skip, timeout
     const tap = openTap("ctap5");
     tap.onFrame(() => {});
     setImmediate(() => { tap.close(); console.log("closed " + tap.closed); });`;
-  const started = Date.now();
+  const started = monotonicMs();
   const r = await nodeIn(ns.name, script);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout.trim(), "closed true");
-  t.diagnostic(`child exited ${Date.now() - started} ms after spawn`);
+  t.diagnostic(`child exited ${elapsedMs(started)} ms after spawn`);
 });

@@ -11,7 +11,7 @@ export type GuestStopKind = "poweroff" | "reboot" | "crash";
 
 export interface GuestStop {
   kind: GuestStopKind;
-  /** When the VM layer heard of it (ms since the epoch). */
+  /** When the VM layer heard of it (ms since the epoch: wall clock, an instant for the operator, never timed against). */
   at: number;
   /** What failed (crash only). */
   message?: string;

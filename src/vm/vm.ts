@@ -10,6 +10,7 @@ import { NicBackend } from "./nic-backend.js";
 import { RawDiskBackend } from "./raw-disk.js";
 import { DiskSlot } from "./disk-slot.js";
 import { ANNOUNCE_INITIAL_MS, ANNOUNCE_ROUNDS, ANNOUNCE_STEP_MS, announceFrames } from "./announce.js";
+import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 export type VmRunState = "created" | "running" | "paused" | "restarting" | "destroyed";
 
@@ -75,7 +76,8 @@ export class Vm {
   private runState: VmRunState = "created";
   /** The last pause/unpause (settled or not): the next one waits for it. */
   private runTurns: Promise<void> = Promise.resolve();
-  private startedAt = 0;
+  /** When the machine started (monotonic clock): for `uptimeMs` only. */
+  private startedAt: number | undefined;
   private readonly announceTimers = new Set<NodeJS.Timeout>();
   /** The TAP is (or, at start, goes) on the vif's bridge: not a secondary's until it takes over. */
   private onBridge: boolean;
@@ -186,6 +188,7 @@ export class Vm {
     engine.onEvent((event) => {
       // A replaced engine's late word is not this VM's.
       if (engine !== this.engine) return;
+      // Wall clock: `at` is an instant shown in status (GuestStop), not a duration.
       const stop = guestStopOf(event, Date.now());
       this.lastStop = stop;
       for (const l of this.stopListeners) l(stop);
@@ -202,7 +205,7 @@ export class Vm {
       this.runState = "paused";
       await opts.incoming(engine);
       if (opts.stayPaused) {
-        this.startedAt = Date.now();
+        this.startedAt = monotonicMs();
         return;
       }
       await engine.resume();
@@ -210,7 +213,7 @@ export class Vm {
     } else {
       await engine.start();
     }
-    this.startedAt = Date.now();
+    this.startedAt = monotonicMs();
     this.runState = "running";
   }
 
@@ -335,7 +338,7 @@ export class Vm {
       tap: this.nic?.tapName,
       bridge: vif?.bridge,
       mac: vif ? formatMac(vif.mac) : undefined,
-      uptimeMs: this.startedAt ? Date.now() - this.startedAt : 0,
+      uptimeMs: this.startedAt !== undefined ? elapsedMs(this.startedAt) : 0,
       ...(this.lastStop ? { guestStop: this.lastStop } : {}),
       disks: this.disks.map((d) => ({
         path: d.path,

@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { EmuEngine } from "./emu-engine.js";
 import { PAGE_SIZE, type EngineEvent } from "../engine.js";
 import { EngineError } from "../errors.js";
+import { guestNow, setGuestNow } from "./guest-clock.js";
 import { PROBE_COMMAND, PROBE_LOAD_ADDRESS, PROBE_PAGE_BASE, probeGuestImage } from "../testing/probe-guest.js";
+import { monotonicMs } from "../../sys/clock.js";
 
 const MEMORY = 16 * 2 ** 20;
 
@@ -117,10 +119,10 @@ function eventRecorder(engine: EmuEngine) {
     wake?.();
   });
   const next = async (timeoutMs = 10_000): Promise<EngineEvent> => {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = monotonicMs() + timeoutMs;
     const seen = events.length;
     while (events.length === seen) {
-      if (Date.now() > deadline) throw new Error(`no engine event within ${timeoutMs} ms`);
+      if (monotonicMs() > deadline) throw new Error(`no engine event within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
         wake = resolve;
         setTimeout(resolve, 50);
@@ -198,6 +200,35 @@ test("emu: v86 failing (a triple fault) raises fault; the engine refuses to run 
     await assert.rejects(engine.loadState(new Uint8Array(16)), isFault);
     await sleep(200);
     assert.equal(events.length, 1, "one event");
+  } finally {
+    await engine.destroy();
+  }
+});
+
+// Last in this file: it moves the guest clock far ahead.
+test("emu: v86 reads the guest clock; the process's performance.now stays the host's, whatever loadState sets", async () => {
+  const hostPerformanceNow = Object.getPrototypeOf(performance) as { now: () => number };
+  assert.equal(performance.now, hostPerformanceNow.now, "importing the engine left the host's performance.now in place");
+  const { engine, waitFor } = await bootProbe();
+  try {
+    setGuestNow(1e9);
+    const [perf0, host0, guest0] = [performance.now(), monotonicMs(), engine.v86Now()];
+    assert.ok(Math.abs(guest0 - 1e9) < 1000, `v86 reads the guest clock: ${guest0}`);
+    assert.ok(Math.abs(guestNow() - guest0) < 1000);
+    assert.ok(perf0 < 1e8 && Math.abs(perf0 - process.uptime() * 1000) < 1000, `performance.now ${perf0} is the process's own, not the guest's`);
+    await sleep(100);
+    const [perf1, host1, guest1] = [performance.now(), monotonicMs(), engine.v86Now()];
+    assert.ok(Math.abs(perf1 - perf0 - (host1 - host0)) < 20, "performance.now follows the host's monotonic clock");
+    assert.ok(Math.abs(guest1 - guest0 - (host1 - host0)) < 20, "the guest clock runs at the host's pace from where it was set");
+    // A state saved now carries v86's time, and the guest still runs (its timers are v86's).
+    await engine.pause();
+    const state = await engine.saveState();
+    const saved = new DataView(state.buffer, state.byteOffset, 8).getFloat64(0, true);
+    assert.ok(saved >= guest1 && saved - guest1 < 1000, `saved guest clock ${saved}`);
+    await engine.loadState(state);
+    await engine.resume();
+    engine.sendConsoleInput(Uint8Array.of(0x40));
+    await waitFor("K", 1);
   } finally {
     await engine.destroy();
   }

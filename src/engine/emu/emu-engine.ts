@@ -1,10 +1,13 @@
-// First: the guest clock must replace performance.now before v86 binds it.
+// The order of these three imports is the guest clock's wiring (guest-clock.ts): ESM evaluates
+// them in turn. First the guest clock replaces performance.now; then v86's module evaluates and
+// binds its timers' clock to it; then v86-clock-bound.js gives the process the host's performance.now back.
 import { guestNow, setGuestNow } from "./guest-clock.js";
+import { V86 } from "v86";
+import "./v86-clock-bound.js";
+import type { V86Options } from "v86";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { V86 } from "v86";
-import type { V86Options } from "v86";
 import { PAGE_SIZE, type Engine, type EngineEvent, type LoadStateOptions, type MachineSpec } from "../engine.js";
 import { EngineError } from "../errors.js";
 import { V86BlockAdapter } from "./block-adapter.js";
@@ -12,6 +15,7 @@ import { ShadowDirtyTracker } from "../dirty-tracker.js";
 import {
   EFLAGS_IF,
   internals,
+  microtickOf,
   PCI_BAR0_DWORD,
   VIRTIO_NET_RX_QUEUE,
   VIRTIO_STATUS_DRIVER_OK,
@@ -246,6 +250,13 @@ export class EmuEngine implements Engine {
     if (this.destroyed) throw new EngineError("emu", "DESTROYED", "engine destroyed");
     if (!this.inner) throw new EngineError("emu", "NOT_STARTED", "machine not started");
     return this.inner.v86.cpu;
+  }
+
+  /** What v86's timers read as the time now (its microtick): the guest clock (guest-clock.ts), never the process's performance.now. */
+  v86Now(): number {
+    if (this.destroyed) throw new EngineError("emu", "DESTROYED", "engine destroyed");
+    if (!this.inner) throw new EngineError("emu", "NOT_STARTED", "machine not started");
+    return microtickOf(this.inner)();
   }
 
   private requireEmulator(): V86 {

@@ -1,7 +1,7 @@
 /**
  * The few v86 internals the emu engine touches, typed narrowly. v86 0.5.462
  * exposes no public API for these (RAM view, RAM-less state, the NIC's MAC,
- * RX ring state, the guest's reset requests, failures of its main loop); everything that reaches past the public API goes through
+ * RX ring state, the guest's reset requests, failures of its main loop, its clock); everything that reaches past the public API goes through
  * this file so a v86 upgrade has one place to check.
  */
 import type { V86 } from "v86";
@@ -110,6 +110,18 @@ export function internals(emulator: V86): V86WithInternals {
     throw new Error("v86 internals not found (unsupported v86 version?)");
   }
   return e as V86WithInternals;
+}
+
+/**
+ * v86's clock: `microtick`, a static of its main loop's class (the
+ * constructor of `V86WithInternals.v86`), bound to `performance.now` once,
+ * when libv86.mjs evaluates. Its PIT, RTC, APIC and ACPI timers and the
+ * guest's TSC read it; the emu engine makes it the guest clock (guest-clock.ts).
+ */
+export function microtickOf(inner: V86WithInternals): () => number {
+  const microtick = (inner.v86.constructor as unknown as { microtick?: unknown }).microtick;
+  if (typeof microtick !== "function") throw new Error("v86's microtick not found (unsupported v86 version?)");
+  return microtick as () => number;
 }
 
 /** virtio 1.x device status bit DRIVER_OK (virtio spec §2.1). */

@@ -20,6 +20,7 @@ import { OutputTail } from "./output-tail.js";
 import { QmpClient } from "./qmp-client.js";
 import { QmpCommands } from "./qmp-commands.js";
 import type { QemuVersion } from "./qmp-wire.js";
+import { monotonicMs } from "../../sys/clock.js";
 
 export const DEFAULT_QEMU_BINARY = "qemu-system-x86_64";
 /** The Debian package that ships the binary, named in errors. */
@@ -172,7 +173,7 @@ export class QemuProcess {
   async start(machine: QemuMachine): Promise<void> {
     if (this.state !== "created") throw new QemuProcessError(this.vm, "STATE", `QEMU of ${this.vm} cannot start: it is ${this.state}`);
     this.state = "starting";
-    const started = process.hrtime.bigint();
+    const started = monotonicMs();
     try {
       const env = this.opts.env ?? process.env;
       const binary = this.resolve(this.opts.binary ?? DEFAULT_QEMU_BINARY, QEMU_PACKAGE, env);
@@ -210,12 +211,12 @@ export class QemuProcess {
     this.requested = true;
     return this.finish("stopped", async () => {
       const budgetMs = this.opts.quitTimeoutMs ?? 3000;
-      const started = process.hrtime.bigint();
+      const started = monotonicMs();
       // Without a monitor (never started, still starting, or closed) there is nobody to ask: finish kills.
       if (this.commandsValue === undefined || this.commandsValue.client.isClosed || this.childExited !== undefined) return;
       // The reply may be lost when QEMU closes the socket: the exit is what counts.
       await this.commandsValue.quit({ timeoutMs: budgetMs }).catch(() => undefined);
-      const leftMs = Math.max(0, budgetMs - Number(process.hrtime.bigint() - started) / 1e6);
+      const leftMs = Math.max(0, budgetMs - (monotonicMs() - started));
       await this.waitExit(leftMs); // then finish() sends SIGKILL if it is still there
     });
   }
@@ -254,7 +255,7 @@ export class QemuProcess {
   }
 
   /** Connects to the QMP socket as soon as it accepts; fails fast when QEMU exits first. */
-  private async connectQmp(started: bigint): Promise<QmpClient> {
+  private async connectQmp(started: number): Promise<QmpClient> {
     const timeoutMs = this.startTimeoutMs();
     let timedOut = false;
     let wake: () => void = () => undefined;
@@ -289,7 +290,7 @@ export class QemuProcess {
     } finally {
       clearTimeout(timer);
     }
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    const ms = monotonicMs() - started;
     throw new QemuProcessError(this.vm, "START_TIMEOUT", `QEMU of ${this.vm}: QMP socket ${this.qmpSocketPath} not ready after ${ms.toFixed(0)} ms${this.tailSuffix()}`);
   }
 
