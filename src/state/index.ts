@@ -4,6 +4,7 @@ export { StreamReader, readAll, type ReaderOptions } from "./reader.js";
 export { StreamWriter, type WriterOptions } from "./writer.js";
 export type { ByteSource } from "./byte-source.js";
 export { MemorySink, writableSink, type ByteSink } from "./sink.js";
+export { verifyStream, type StreamKind, type StreamSummary, type VerifyFailure, type VerifyOptions, type VerifyResult, type RecordTally } from "./verify.js";
 export type { StreamRecord, StreamRecordKind } from "./records.js";
 export type { Channel } from "./sequence.js";
 export { machineHeader, ENGINE_CODE, MAX_MEMORY_BYTES, type MachineHeader, type MachineExpectation } from "./memory-header.js";
