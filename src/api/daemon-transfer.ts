@@ -10,6 +10,7 @@ import type { Vm } from "../vm/vm.js";
 import { saveToFile, type ConfigSource } from "./image-io.js";
 import type { Logger } from "./log.js";
 import { migrateOut } from "./migration.js";
+import { openStreamCapture } from "./stream-capture.js";
 
 /** What a save or a migration needs of the daemon. */
 export interface TransferDaemon {
@@ -55,7 +56,15 @@ export async function migrateVm(
   if (configPath) source = { path: configPath, text: await readFile(configPath, "utf8") };
   daemon.log.info({ to: `${host}:${port}` }, "migrating out");
   try {
-    const outcome = await migrateOut(vm.machine, source, { host, port }, key, () => vm.pause(), (p) => emit({ progress: p }));
+    const outcome = await migrateOut(
+      vm.machine,
+      source,
+      { host, port },
+      key,
+      () => vm.pause(),
+      (p) => emit({ progress: p }),
+      () => openStreamCapture(vm.name, "migration", daemon.log),
+    );
     if (!outcome.answer.ok) throw new Error(`the destination refused the migration: ${outcome.answer.error}`);
     const result = {
       to: `${host}:${port}`,

@@ -3,7 +3,7 @@ export { StreamError, type StreamErrorCode } from "./errors.js";
 export { StreamReader, readAll, type ReaderOptions } from "./reader.js";
 export { StreamWriter, type WriterOptions } from "./writer.js";
 export type { ByteSource } from "./byte-source.js";
-export { MemorySink, writableSink, type ByteSink } from "./sink.js";
+export { MemorySink, teeSink, writableSink, type ByteSink } from "./sink.js";
 export { verifyStream, type StreamKind, type StreamSummary, type VerifyFailure, type VerifyOptions, type VerifyResult, type RecordTally } from "./verify.js";
 export type { StreamRecord, StreamRecordKind } from "./records.js";
 export type { Channel } from "./sequence.js";
