@@ -23,6 +23,7 @@ import type { Logger } from "./log.js";
 import type { Incoming } from "./migration.js";
 import { currentNetnsName, runDir } from "./paths.js";
 import type { ControlRequest } from "./protocol.js";
+import { openStreamCapture } from "./stream-capture.js";
 
 /** What starting a primary's replication needs of the daemon. */
 export interface ReplicationDaemon {
@@ -65,6 +66,7 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
   await daemon.primary()?.stopLease();
   await daemon.secondary()?.stopLease();
   const delay = Number(process.env.COLO_TEST_CHECKPOINT_DELAY_MS ?? "0");
+  const capture = openStreamCapture(vm.name, "replication", daemon.log);
   const primary = new PrimaryReplicator(
     {
       engine: vm.machine,
@@ -95,8 +97,10 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
       log: (msg, fields) => daemon.log.warn(fields ?? {}, msg),
       ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}),
       ...(r.arbiter ? { arbiter: arbiterFor(parseEndpoint(r.arbiter, DEFAULT_ARBITER_PORT), key, vm.name, r.leaseMs) } : {}),
+      ...(capture ? { capture: capture.sink } : {}),
     },
   );
+  if (capture) void primary.done.then(() => capture.close());
   daemon.setPrimary(primary);
   try {
     await primary.start(source);

@@ -10,6 +10,7 @@ import type { Vm } from "../vm/vm.js";
 import { saveToFile, type ConfigSource } from "./image-io.js";
 import type { Logger } from "./log.js";
 import { migrateOut } from "./migration.js";
+import { openStreamCapture } from "./stream-capture.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 /** What a save or a migration needs of the daemon. */
@@ -56,7 +57,15 @@ export async function migrateVm(
   if (configPath) source = { path: configPath, text: await readFile(configPath, "utf8") };
   daemon.log.info({ to: `${host}:${port}` }, "migrating out");
   try {
-    const outcome = await migrateOut(vm.machine, source, { host, port }, key, () => vm.pause(), (p) => emit({ progress: p }));
+    const outcome = await migrateOut(
+      vm.machine,
+      source,
+      { host, port },
+      key,
+      () => vm.pause(),
+      (p) => emit({ progress: p }),
+      () => openStreamCapture(vm.name, "migration", daemon.log),
+    );
     if (!outcome.answer.ok) throw new Error(`the destination refused the migration: ${outcome.answer.error}`);
     const result = {
       to: `${host}:${port}`,

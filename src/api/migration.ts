@@ -10,9 +10,10 @@
 import type { TLSSocket } from "node:tls";
 import { ChannelError, connectSecure, listenSecure, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, StreamReader, StreamWriter, writableSink } from "../state/index.js";
+import { machineHeader, StreamReader, StreamWriter, teeSink, writableSink } from "../state/index.js";
 import type { SendResult, TransferProgress } from "../state/machine-transfer.js";
 import { readConfig, writeImage, type ConfigSource } from "./image-io.js";
+import type { StreamCapture } from "./stream-capture.js";
 import type { VmConfig } from "../config/index.js";
 import { elapsedMs } from "../sys/clock.js";
 
@@ -87,10 +88,14 @@ export async function migrateOut(
   key: Buffer,
   pause: () => Promise<void>,
   onProgress: (p: TransferProgress) => void,
+  /** COLO_CAPTURE_DIR: a plaintext copy of the stream, opened once connected (openStreamCapture()). */
+  openCapture?: () => StreamCapture | undefined,
 ): Promise<MigrateOutcome> {
   const socket = await connectSecure(to, key);
+  const capture = openCapture?.();
   try {
-    const writer = new StreamWriter(writableSink(socket), { machine: machineHeader(engine.id, engine.memoryBytes) });
+    const wire = writableSink(socket);
+    const writer = new StreamWriter(capture ? teeSink(wire, capture.sink) : wire, { machine: machineHeader(engine.id, engine.memoryBytes) });
     const answer = readAnswer(socket);
     answer.catch(() => undefined); // observed below; a failure while sending surfaces there
     // A destination that refuses the stream early (e.g. its engine cannot load this one's state:
@@ -117,6 +122,7 @@ export async function migrateOut(
     return { send, answer: result, downtimeMs: elapsedMs(send.pausedAt) };
   } finally {
     socket.destroy();
+    await capture?.close();
   }
 }
 

@@ -10,6 +10,7 @@ import { createVm } from "./create.js";
 import { destroyVm, listVms, pauseVm, statusVm, unpauseVm } from "./control-verbs.js";
 import { imageArchArg, imageBuild, diskCreate, type ImageArch } from "./image.js";
 import { labVerb } from "./lab.js";
+import { streamVerify } from "./stream.js";
 import { CliError } from "./output.js";
 import { keygen, migrateReceive, migrateVm, restoreVm, saveVm } from "./migrate.js";
 import { checkpointVm, coloVm, diskHashesVm, failoverVm, remusVm } from "./replication.js";
@@ -214,6 +215,15 @@ export function program(): Command {
     .option("--force", "rebuild even if the cached image matches the package versions")
     .option("--cache <dir>", "cache folder (default: <repo>/.cache/guest, amd64 in <repo>/.cache/guest-amd64; with --arch all, amd64 goes to <dir>-amd64)")
     .action(async (o: { force?: boolean; cache?: string; arch: ImageArch }) => imageBuild(o));
+
+  const stream = p.command("stream").description("the colo stream format (docs/specs/stream.md)");
+  stream
+    .command("verify")
+    .description("check a save image, or a captured migration or replication stream, against docs/specs/stream.md and summarise it")
+    .argument("<file>", "the stream; - reads standard input")
+    .option("--json", "the summary (or the error) as JSON on stdout")
+    .option("--back-channel", "the file is a secondary's back channel, not an image stream")
+    .action(async (file: string, o: { json?: boolean; backChannel?: boolean }) => streamVerify(file, o));
 
   p.command("disk-create")
     .description("create an empty ext4 data disk (raw image)")

@@ -30,7 +30,7 @@
  */
 import type { TLSSocket } from "node:tls";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, StreamWriter, writableSink, writePages, unionSortedPfns, type ReplicationModeName } from "../state/index.js";
+import { machineHeader, StreamWriter, teeSink, writableSink, writePages, unionSortedPfns, type ByteSink, type ReplicationModeName } from "../state/index.js";
 import { sendMachine, writeEngineCompat } from "../state/machine-transfer.js";
 import { BackChannel } from "./back-channel.js";
 import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js";
@@ -86,6 +86,8 @@ export interface PrimaryOptions {
   midCheckpointDelayMs?: number;
   /** Without an arbiter, a lost link makes both sides run (split brain possible; docs/replication.md). */
   arbiter?: ArbiterOptions;
+  /** A plaintext copy of every octet of the forward stream (COLO_CAPTURE_DIR; a sink that never rejects). */
+  capture?: ByteSink;
 }
 
 /** Default disk backlog before a checkpoint is forced: 64 MiB of forwarded writes. */
@@ -123,7 +125,8 @@ export class PrimaryReplicator {
     private readonly opts: PrimaryOptions,
   ) {
     this.stats = new ReplicationStats("primary", peer, opts.mode);
-    this.writer = new StreamWriter(writableSink(socket), { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes) });
+    const wire = writableSink(socket);
+    this.writer = new StreamWriter(opts.capture ? teeSink(wire, opts.capture) : wire, { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes) });
     if (opts.mode === "compare") {
       const c = opts.compare;
       if (!c) throw new Error("compare mode needs comparator options");

@@ -171,3 +171,10 @@ export function describeRecord(layer: Layer, type: number): string {
   const name = recordTypeInfo(layer, type)?.name ?? "unknown";
   return `${layer} record ${name} (${hex32(type)})`;
 }
+
+/** The layer, name and type of a describeRecord() string (a StreamError's `what`), or undefined for a header or a layer. */
+export function parseRecordDescription(what: string): { layer: Layer; name: string; type: number } | undefined {
+  const m = /^(toolstack|memory) record (\S+) \(0x([0-9A-F]{8})\)$/.exec(what);
+  if (m === null || m[1] === undefined || m[2] === undefined || m[3] === undefined) return undefined;
+  return { layer: m[1] === "toolstack" ? "toolstack" : "memory", name: m[2], type: parseInt(m[3], 16) };
+}

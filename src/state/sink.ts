@@ -89,3 +89,18 @@ export function writableSink(stream: Writable): ByteSink {
     },
   };
 }
+
+/**
+ * A sink that hands every chunk to `main` and to `copy` (a capture of the
+ * stream as it is sent, `COLO_CAPTURE_DIR`): a write resolves when both have
+ * taken the chunk, so a slow copy slows the stream instead of filling
+ * memory, and rejects when either rejects. A copy that must never fail the
+ * stream swallows its own errors.
+ */
+export function teeSink(main: ByteSink, copy: ByteSink): ByteSink {
+  return {
+    async write(chunk: Uint8Array): Promise<void> {
+      await Promise.all([main.write(chunk), copy.write(chunk)]);
+    },
+  };
+}

@@ -135,3 +135,79 @@ export async function* asyncChunks(chunks: Iterable<Uint8Array>): AsyncGenerator
     yield c;
   }
 }
+
+/** A minimal Ethernet frame (broadcast, EtherType 0x0800) carrying `n`, for NET_FRAME records. */
+function sampleFrame(n: number): Uint8Array {
+  const frame = new Uint8Array(60);
+  frame.fill(0xff, 0, 6);
+  frame.set([0x08, 0x00], 12);
+  frame[14] = n & 0xff;
+  return frame;
+}
+
+/**
+ * A COLO forward stream as the primary writes one in compare mode with one
+ * replicated disk (spec §6.2): VM_CONFIG, ENGINE_COMPAT, REPLICATION_MODE,
+ * DISK_INFO, an initial-copy DISK_WRITE; checkpoint 0 (a pre-copy round of
+ * every page, the state, CHECKPOINT, DISK_CHECKPOINT, CHECKPOINT_END); then
+ * per later checkpoint a mirrored NET_FRAME, a DISK_WRITE, a HEARTBEAT,
+ * NEW and a memory part of `dirtyPfns`, CHECKPOINT, DISK_CHECKPOINT,
+ * CHECKPOINT_END; and END (an orderly stop).
+ */
+export async function coloForwardStream(ram: Uint8Array, checkpoints: number, dirtyPfns: readonly number[] = [0, 2]): Promise<Uint8Array> {
+  const machine = emuMachine(ram.length / PAGE_SIZE);
+  const sink = new MemorySink();
+  const writer = new StreamWriter(sink, { machine });
+  await writer.writeVmConfig(SAMPLE_VM_CONFIG);
+  await writer.writeEngineCompat({ engineId: "emu", descriptor: "v86 0.5.462+g5f9a90f state 2" });
+  await writer.writeReplicationMode({ mode: "compare", disks: true });
+  await writer.writeDiskInfo({ disk: 0, chunkSize: 4096, size: 4096, chunkHashes: [new Uint8Array(32)] });
+  await writer.writeDiskWrite({ disk: 0, seq: 0, offset: 0, data: new Uint8Array(4096) });
+  await writer.writeMemoryStream();
+  await writer.writePrecopyRound({ round: 0, final: true, pageCount: machine.pageCount });
+  await writePages(writer, ram, allPfns(machine.pageCount));
+  await writer.writeEngineState(emuState(new Uint8Array([1, 2, 3])));
+  await writer.writeCheckpoint();
+  await writer.writeDiskCheckpoint({ disk: 0, uptoSeq: 0 });
+  await writer.writeCheckpointEnd();
+  for (let n = 1; n <= checkpoints; n++) {
+    await writer.writeNetFrame({ direction: "mirrored-input", frame: sampleFrame(n) });
+    await writer.writeDiskWrite({ disk: 0, seq: n, offset: 512 * n, data: new Uint8Array(512).fill(n) });
+    await writer.writeHeartbeat({ sequence: n - 1, senderTimeMs: 1000 * n });
+    await writer.writeCheckpointState("NEW");
+    await writer.writeMemoryStream();
+    await writePages(writer, ram, dirtyPfns);
+    await writer.writeEngineState(emuState(new Uint8Array([n])));
+    await writer.writeCheckpoint();
+    await writer.writeDiskCheckpoint({ disk: 0, uptoSeq: n });
+    await writer.writeCheckpointEnd();
+  }
+  await writer.writeEnd();
+  return sink.bytes();
+}
+
+/**
+ * A secondary's back channel (spec §6.3): DISK_WANT, SVM_READY for
+ * checkpoint 0, then per checkpoint an SVM frame, a HEARTBEAT,
+ * SVM_SUSPENDED, a memory part with the SVM's dirty pages, SVM_READY,
+ * SVM_RESUMED; a CHECKPOINT_REQUEST; END.
+ */
+export async function backChannelStream(pages: number, checkpoints: number): Promise<Uint8Array> {
+  const sink = new MemorySink();
+  const writer = new StreamWriter(sink, { machine: emuMachine(pages), channel: "back-channel" });
+  await writer.writeDiskWant({ disk: 0, chunks: [0] });
+  await writer.writeCheckpointState("SVM_READY");
+  for (let n = 1; n <= checkpoints; n++) {
+    await writer.writeNetFrame({ direction: "secondary-output", frame: sampleFrame(n) });
+    await writer.writeHeartbeat({ sequence: n - 1, senderTimeMs: 1000 * n });
+    await writer.writeCheckpointState("SVM_SUSPENDED");
+    await writer.writeMemoryStream();
+    await writer.writeDirtyPfnList(Uint32Array.from([0, pages - 1]));
+    await writer.writeCheckpoint();
+    await writer.writeCheckpointState("SVM_READY");
+    await writer.writeCheckpointState("SVM_RESUMED");
+  }
+  await writer.writeCheckpointRequest({ reason: "disk-backlog", disk: 0 });
+  await writer.writeEnd();
+  return sink.bytes();
+}

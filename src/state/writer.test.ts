@@ -6,7 +6,7 @@ import { StreamError, type StreamErrorCode } from "./errors.js";
 import { machineHeader } from "./memory-header.js";
 import { PAGE_TYPE } from "./pfn-entry.js";
 import { readAll } from "./reader.js";
-import { MemorySink, writableSink, type ByteSink } from "./sink.js";
+import { MemorySink, teeSink, writableSink, type ByteSink } from "./sink.js";
 import { concatBytes, emuMachine, emuState, rawRecord, SAMPLE_VM_CONFIG } from "./testing.js";
 import { encodeToolstackHeader } from "./toolstack-header.js";
 import { allPfns, writePages } from "./write-pages.js";
@@ -189,4 +189,31 @@ test("VM_CONFIG octets: u32 format 1, u32 path_length, path, text, zero padding"
   new DataView(head.buffer).setUint32(4, path.length, true);
   assert.deepEqual(sink.bytes(), concatBytes(encodeToolstackHeader(), rawRecord(0x200, concatBytes(head, path, text))));
   assert.deepEqual([...sink.bytes().subarray(16, 32)], [0, 2, 0, 0, 29, 0, 0, 0, 1, 0, 0, 0, 10, 0, 0, 0]);
+});
+
+test("teeSink: both sinks get every chunk in order; a write waits for both and fails when either fails", async () => {
+  const a = new MemorySink();
+  const b = new MemorySink();
+  const writer = new StreamWriter(teeSink(a, b), { machine: MACHINE });
+  await writer.writeVmConfig(SAMPLE_VM_CONFIG);
+  await writer.writeMemoryStream();
+  await writePages(writer, new Uint8Array(4 * PAGE_SIZE).fill(3), allPfns(4));
+  await writer.writeEngineState(emuState(new Uint8Array([1])));
+  await writer.writeMemoryEnd();
+  await writer.writeEnd();
+  assert.deepEqual(b.bytes(), a.bytes());
+  assert.equal((await readAll(b.bytes(), { requireEndOfSource: true })).at(-1)?.kind, "end");
+
+  let release: () => void = () => undefined;
+  const slow: ByteSink = { write: () => new Promise<void>((r) => (release = r)) };
+  let done = false;
+  const pending = teeSink(new MemorySink(), slow)
+    .write(new Uint8Array(8))
+    .then(() => (done = true));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(done, false, "waits for the slower sink");
+  release();
+  await pending;
+  const broken: ByteSink = { write: () => Promise.reject(new Error("disk full")) };
+  await assert.rejects(teeSink(new MemorySink(), broken).write(new Uint8Array(8)), /disk full/);
 });
