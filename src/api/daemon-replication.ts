@@ -33,6 +33,7 @@ export interface ReplicationDaemon {
   primary(): PrimaryReplicator | undefined;
   secondary(): SecondaryReplicator | undefined;
   setPrimary(primary: PrimaryReplicator): void;
+  shutdown(code: number, reason: string): Promise<void>;
 }
 
 /** What a secondary's replicator needs of the daemon. */
@@ -76,6 +77,7 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
       setInputFilter: (f) => vm.setInputFilter(f),
       sendOutput: (f) => vm.sendOutput(f),
       disks: primaryDisks(vm),
+      end: (reason) => endSide(daemon, reason),
     },
     socket,
     `${r.host}:${r.port}`,
@@ -142,7 +144,8 @@ export function newSecondary(
         vm.announce();
         daemon.actOnStopLeftByReplica();
       },
-      discard: () => daemon.shutdown(0, "the primary ended replication"),
+      discard: (reason) => daemon.shutdown(0, reason),
+      end: (reason) => endSide(daemon, reason),
     },
     inc.socket,
     inc.reader,
@@ -154,6 +157,17 @@ export function newSecondary(
       ...(colo.arbiter ? { arbiter: arbiterFor(colo.arbiter, key, inc.config.name, colo.leaseMs) } : {}),
     },
   );
+}
+
+/**
+ * A replicator cannot go on (a fence could not pause the VM, a resume
+ * failed): the VM is destroyed — one that cannot be paused is killed — and
+ * the daemon exits with 1, as after a failed takeover. The other side, or
+ * the operator, decides from there.
+ */
+function endSide(daemon: { readonly log: Logger; shutdown(code: number, reason: string): Promise<void> }, reason: string): Promise<void> {
+  daemon.log.error({ reason }, "replication: this side cannot go on; destroying the VM");
+  return daemon.shutdown(1, reason);
 }
 
 /** The lease this side holds with the arbiter: one holder name per daemon. */

@@ -26,9 +26,13 @@
  * the checkpointed state has not consumed.
  *
  * Secondary lost (I/O error, silence past the timeout): held output is
- * released, mirroring and disk forwarding stop, the VM runs on unprotected.
+ * released, mirroring and disk forwarding stop, the VM runs on unprotected
+ * (with an arbiter only after the solo mark, else fenced). A fence drops
+ * all output before it pauses the VM; a fence whose pause fails, or a
+ * resume that fails, ends this side (PrimaryVm.end; after a checkpoint the
+ * secondary, which holds it, takes over).
  */
-import type { TLSSocket } from "node:tls";
+import type { Duplex } from "node:stream";
 import type { Engine } from "../engine/engine.js";
 import { machineHeader, StreamWriter, teeSink, writableSink, writePages, unionSortedPfns, type ByteSink, type ReplicationModeName } from "../state/index.js";
 import { sendMachine, writeEngineCompat } from "../state/machine-transfer.js";
@@ -43,6 +47,7 @@ import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
 import { hashBackendSync } from "./disk/image-hash.js";
 import { LeaseKeeper, type ArbiterOptions } from "./lease.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
+import { PrimaryFailover } from "./primary-failover.js";
 
 
 /** What an operator checkpoint reports. */
@@ -62,6 +67,8 @@ export interface PrimaryVm {
   sendOutput(frame: Uint8Array): void;
   /** The writable disks to replicate (empty: none). */
   readonly disks: readonly ForwardedDisk[];
+  /** This side cannot go on (a fence could not pause the VM, or a resume failed): the daemon destroys the VM and exits with 1. */
+  end(reason: string): Promise<void>;
 }
 
 export interface CompareOptions extends ComparatorOptions {
@@ -115,12 +122,14 @@ export class PrimaryReplicator {
   private readonly disks: DiskForwarder;
   mirroredFrames = 0;
   private readonly lease: LeaseKeeper | undefined;
+  private readonly failover: PrimaryFailover;
   private readonly watchdog: SilenceWatchdog;
   private operatorWaiters: { verify: boolean; resolve: (r: OperatorCheckpoint) => void; reject: (e: Error) => void }[] = [];
 
   constructor(
     private readonly vm: PrimaryVm,
-    private readonly socket: TLSSocket,
+    /** The replication connection (TLS in production). */
+    private readonly socket: Duplex,
     peer: string,
     private readonly opts: PrimaryOptions,
   ) {
@@ -139,13 +148,17 @@ export class PrimaryReplicator {
     }
     this.stats.reasons = this.policy.counts;
     const a = opts.arbiter;
-    this.lease = a ? new LeaseKeeper(a.arbiter, a.vm, a.holder, a.ttlMs, () => this.leaseExpired()) : undefined;
+    this.lease = a ? new LeaseKeeper(a.arbiter, a.vm, a.holder, a.ttlMs, () => this.failover.leaseExpired()) : undefined;
     const lease = this.lease;
     if (lease) this.stats.lease = () => ({ ...lease.status() });
+    this.failover = new PrimaryFailover({ vm, stats: this.stats, output: this.output, lease, log: (msg, fields) => opts.log(msg, fields) });
     this.disks = new DiskForwarder(vm.disks, this.writer, this.lock, opts.diskBacklogBytes ?? DEFAULT_DISK_BACKLOG_BYTES, () => this.request("disk-backlog"));
     this.back = new BackChannel(
       socket,
-      (frame) => this.compare?.secondaryOutput(frame),
+      // Once replication ended nothing is compared: a lost (or fenced-off) secondary's frames release nothing.
+      (frame) => {
+        if (!this.stopped) this.compare?.secondaryOutput(frame);
+      },
       // The secondary's disk backlog (its SVM overlay, which only a checkpoint empties) passed its limit.
       () => this.request("secondary-disk-backlog"),
     );
@@ -342,8 +355,10 @@ export class PrimaryReplicator {
     await (async () => {
       await this.back.expectState("SVM_READY");
       lap("svmReady");
+      // Replication ended meanwhile (secondary lost, stop): what is released and whether the VM runs is goAlone's.
+      if (this.stopped) throw new Error("replication ended during the checkpoint");
       for (const f of this.output.committed()) this.vm.sendOutput(f);
-      await this.vm.resume();
+      await this.vm.resume().catch((err: unknown) => this.resumeFailedAfterCheckpoint(err));
       lap("resume");
       this.stats.lastBreakdownMs = marks;
       const now = monotonicMs();
@@ -365,39 +380,19 @@ export class PrimaryReplicator {
     if (!this.end(`replication stopped: ${reason}`)) return;
     this.socket.destroy();
     // Until decided, the guest's output stays held (the filter is still ours).
-    void this.decideAlone(reason).finally(() => this.lost?.(reason));
+    void this.failover.goAlone(reason, this.synced).finally(() => this.lost?.(reason));
   }
 
-  private async decideAlone(reason: string): Promise<void> {
-    // Before checkpoint 0 the secondary holds nothing it could take over with: going alone is safe (the mark is best effort).
-    const marked = this.lease ? await this.lease.markSolo() : true;
-    const alone = marked || !this.synced;
-    if (!alone) {
-      this.fence(reason, `the arbiter did not let this side run alone: ${this.lease?.status().lastError ?? "?"}`);
-      return;
-    }
-    this.vm.setOutputFilter(undefined);
-    for (const f of this.output.releaseAll()) this.vm.sendOutput(f);
-    this.stats.failover("primary", reason);
-    this.opts.log("secondary lost; running on unprotected", { reason, ...(this.lease ? { lease: this.lease.status() } : {}) });
-    await this.vm.resume().catch((err: unknown) => this.opts.log("resume after losing the secondary failed: the VM stays paused", { reason, error: (err as Error).message }));
-  }
-
-  /** May not act alone: drop held output, keep dropping, stop the guest. */
-  private fence(reason: string, why: string): void {
-    // A fenced side stops renewing: the lease runs out and the other side may take over.
-    void this.lease?.stop(false);
-    this.vm.setOutputFilter(() => false);
-    this.output.releaseAll();
-    this.stats.failover("primary", `${reason}; ${why}`, "fenced");
-    this.opts.log("fenced: output stopped and the VM paused", { reason, why });
-    void this.vm.pause().catch((err: unknown) => this.opts.log("fence: pausing the VM failed", { reason, error: (err as Error).message }));
-  }
-
-  /** The lease ran out (arbiter unreachable): fatal only for a side running alone. */
-  private leaseExpired(): void {
-    if (this.stats.mode === "unprotected") this.fence("running alone", `the lease ran out: ${this.lease?.status().lastError ?? "?"}`);
-    else if (this.stats.mode === "primary") this.opts.log("the arbiter's lease ran out while the secondary is connected; renewing", { lease: this.lease?.status() });
+  /**
+   * The PVM cannot resume after a checkpoint the secondary applied: hand
+   * over, as for an engine failure (abandon: the secondary takes over from
+   * this checkpoint, which covers all released output), and end this side.
+   */
+  private resumeFailedAfterCheckpoint(err: unknown): never {
+    const reason = this.failover.resumeFailed(`checkpoint ${this.stats.checkpoints}`, err);
+    this.abandon(reason);
+    void this.vm.end(reason);
+    throw err;
   }
 
   /**
@@ -421,13 +416,16 @@ export class PrimaryReplicator {
   }
 
   /**
-   * This side cannot go on (its engine failed): drop the replication
-   * connection without an orderly end, as a dead host's would drop, so the
-   * secondary takes over from its last checkpoint. Nothing is released and
-   * the VM is not resumed; the lease stays for the caller to give back.
+   * This side cannot go on (its engine failed, or it cannot resume after a
+   * checkpoint): drop the replication connection without an orderly end, as
+   * a dead host's would drop, so the secondary takes over from its last
+   * checkpoint. Nothing is released and the VM is not resumed; the lease is
+   * no longer renewed, and stays for the caller to give back.
    */
   abandon(reason: string): void {
     if (!this.end(`replication abandoned: ${reason}`)) return;
+    // No renewal from here: a renewal while the daemon ends would tell the secondary this side lives on.
+    void this.lease?.stop(false);
     this.vm.setOutputFilter(() => false);
     this.stats.failover("primary", reason, "handed-over");
     this.opts.log("handing over to the secondary: replication connection dropped", { reason });

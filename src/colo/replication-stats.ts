@@ -6,7 +6,8 @@ import { monotonicMs } from "../sys/clock.js";
  * fenced: stopped releasing output (paused) because it may not act alone:
  * it lost its peer and could not hold the arbiter's lease (lease.ts);
  * stepped-down: a secondary that did not take over because its primary
- * still holds the lease (only the link was lost).
+ * still holds the lease (only the link was lost), or because this side
+ * failed (a local failure: its engine, VM or disk).
  */
 export type ReplicationMode = "primary" | "secondary" | "unprotected" | "fenced" | "stepped-down" | "handed-over";
 
@@ -74,6 +75,20 @@ export class ReplicationStats {
   /** Arbiter lease state, when an arbiter is configured. */
   lease: (() => Record<string, unknown>) | undefined;
 
+  /** This side's fence could not pause the VM (its output is dropped, but it may run): the daemon ends the VM. */
+  fenceFailed: { at: string; error: string } | undefined;
+  /** A resume failed (after a checkpoint, or running on unprotected): the daemon ends the VM. */
+  resumeFailed: { at: string; after: string; error: string } | undefined;
+
+  /** A fence's pause or a resume failed: shown until the daemon, which ends the VM for it, exits. */
+  sideFailed(what: "fence", error: string): void;
+  sideFailed(what: "resume", error: string, after: string): void;
+  sideFailed(what: "fence" | "resume", error: string, after = ""): void {
+    const at = new Date().toISOString();
+    if (what === "fence") this.fenceFailed = { at, error };
+    else this.resumeFailed = { at, after, error };
+  }
+
   snapshot(): Record<string, unknown> {
     return {
       mode: this.mode,
@@ -90,6 +105,8 @@ export class ReplicationStats {
       ...(this.reasons ? { checkpointReasons: { ...this.reasons } } : {}),
       ...(this.lease ? { lease: this.lease() } : {}),
       ...(this.lastBreakdownMs ? { lastPauseBreakdownMs: this.lastBreakdownMs } : {}),
+      ...(this.fenceFailed ? { fenceFailed: this.fenceFailed } : {}),
+      ...(this.resumeFailed ? { resumeFailed: this.resumeFailed } : {}),
     };
   }
 }

@@ -22,35 +22,30 @@
  * DISK_CHECKPOINT in, SVM writes dropped), reset the TCP rewriter ->
  * SVM_READY -> resume the SVM (compare) -> SVM_RESUMED.
  *
- * Primary lost (I/O error, silence past the timeout): take over from the
- * last complete checkpoint (Remus) or from the SVM's own state, whose
- * released output always matched the PVM's (compare): disks commit the
- * SVM's writes and drop pending PVM writes, the TAP joins the LAN (frames
- * still pass the rewriter for connections opened since the last
- * checkpoint), the MAC is announced.
+ * Primary lost (I/O error, silence past the timeout, a stream that breaks
+ * the format or the protocol): take over from the last complete checkpoint
+ * (Remus) or from the SVM's own state, whose released output always
+ * matched the PVM's (compare): disks commit the SVM's writes and drop
+ * pending PVM writes, the TAP joins the LAN (frames still pass the rewriter
+ * for connections opened since the last checkpoint), the MAC is announced.
+ * A failure of this side's own engine, VM or disk (the operations marked
+ * with local-failure.ts) is not the primary's loss: it steps down. What
+ * happens at the end: secondary-failover.ts.
  */
 import type { Duplex } from "node:stream";
-import type { BlockBackend, Engine } from "../engine/engine.js";
+import type { Engine } from "../engine/engine.js";
 import { machineHeader, PageBuffer, StreamWriter, writableSink, type ReplicationModeName, type StreamReader, type StreamRecord } from "../state/index.js";
 import { checkEngineCompat, receiveMachine } from "../state/machine-transfer.js";
-import { chunksToCopy, hashBackend, type ImageHashes } from "./disk/image-hash.js";
-import { SecondaryDisk } from "./disk/secondary-disk.js";
 import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { ReplicationStats } from "./replication-stats.js";
-import { acquireForTakeover, LeaseKeeper, type ArbiterOptions } from "./lease.js";
 import { monotonicMs } from "../sys/clock.js";
+import type { ArbiterOptions } from "./lease.js";
+import { local, localEngine, localSync, LocalFailure } from "./local-failure.js";
+import { SecondaryDisks, type SecondaryDiskSlot } from "./secondary-disks.js";
+import { SecondaryFailover, type SessionEnd } from "./secondary-failover.js";
 
-export interface SecondaryDiskSlot {
-  /** Index in the VM config's disk list. */
-  readonly index: number;
-  /** The secondary's own image (the base: the PVM's disk as of the last checkpoint). */
-  readonly raw: BlockBackend;
-  /** Where the spill files of this disk's overlays go. */
-  readonly spillDir: string;
-  /** Put the replication layer in front of the image (the engine reads through it). */
-  interpose(layer: BlockBackend): void;
-}
+export type { SecondaryDiskSlot } from "./secondary-disks.js";
 
 export interface SecondaryVm {
   readonly engine: Engine;
@@ -64,12 +59,11 @@ export interface SecondaryVm {
   sendOutput(frame: Uint8Array): void;
   /** Failover: join the LAN, run, announce. */
   takeOver(): Promise<void>;
-  /** The primary ended replication in order: this copy is not needed. */
-  discard(): Promise<void>;
+  /** This copy is not needed (the primary ended replication in order) or may not be used (stepped down): the daemon destroys it and exits. */
+  discard(reason: string): Promise<void>;
+  /** This side cannot go on (its fence could not pause the VM): the daemon destroys the VM and exits with 1. */
+  end(reason: string): Promise<void>;
 }
-
-/** Bound on asking the arbiter for the lease at takeover: only an arbiter that never answers takes this long. */
-const TAKEOVER_GIVE_UP_MS = 60_000;
 
 /** The primary's orderly END: not a failure, no takeover. */
 const ORDERLY_END = "the primary ended replication";
@@ -102,15 +96,15 @@ export class SecondaryReplicator {
    */
   private deferred: { state: Uint8Array; changed: Set<number> } | undefined;
   mode: ReplicationModeName = "remus";
-  private readonly disks = new Map<number, SecondaryDisk>();
+  private readonly disks: SecondaryDisks;
   readonly rewriter = new TcpRewriter();
   /** Frames: mirrored in, SVM output sent to the primary. */
   private framesIn = 0;
   private framesOut = 0;
   /** CHECKPOINT_REQUESTs sent (a disk's backlog passed its limit). */
   private checkpointRequests = 0;
-  private lease: LeaseKeeper | undefined;
   private readonly watchdog: SilenceWatchdog;
+  private readonly failover: SecondaryFailover;
 
   constructor(
     private readonly vm: SecondaryVm,
@@ -136,6 +130,21 @@ export class SecondaryReplicator {
     // the loop then only sees "the destination is closed".
     socket.once("error", (err: Error) => {
       this.socketError ??= err;
+    });
+    this.disks = new SecondaryDisks(vm.disks, {
+      backlogLimitBytes: opts.diskBacklogLimitBytes,
+      onBacklog: (disk) => this.requestCheckpoint(disk),
+      log: (msg, fields) => opts.log(msg, fields),
+    });
+    this.failover = new SecondaryFailover({
+      vm,
+      stats: this.stats,
+      rewriter: this.rewriter,
+      arbiter: opts.arbiter,
+      log: (msg, fields) => opts.log(msg, fields),
+      failoverDisks: () => this.disks.failover(),
+      where: () => ({ mode: this.mode, checkpoint: this.applied - 1 }),
+      loadDeferred: () => this.loadDeferred(),
     });
   }
 
@@ -181,41 +190,12 @@ export class SecondaryReplicator {
   }
 
   private async answerDiskInfo(r: Extract<StreamRecord, { kind: "disk-info" }>): Promise<void> {
-    const info = r.info;
-    const slot = this.vm.disks.find((d) => d.index === info.disk);
-    if (!slot) throw new Error(`the primary replicates disk ${info.disk}, which this VM's config does not have as a writable disk`);
-    if (slot.raw.byteLength !== info.size) throw new Error(`disk ${info.disk}: the primary's image is ${info.size} bytes, this one ${slot.raw.byteLength}`);
-    const mine = await hashBackend(slot.raw, { chunkBytes: info.chunkSize });
-    const theirs: ImageHashes = {
-      byteLength: info.size,
-      chunkBytes: info.chunkSize,
-      sha256: "",
-      chunks: info.chunkHashes.map((h) => Buffer.from(h).toString("hex")),
-    };
-    const want = chunksToCopy(theirs, { ...mine, sha256: "-" });
-    const disk = new SecondaryDisk(slot.raw, {
-      spillDir: slot.spillDir,
-      ...(this.opts.diskBacklogLimitBytes !== undefined ? { backlogLimitBytes: this.opts.diskBacklogLimitBytes } : {}),
-      // Only a checkpoint empties the SVM's overlay: ask the primary for one (once until it comes).
-      onBacklog: () => this.requestCheckpoint(info.disk),
-    });
-    this.disks.set(info.disk, disk);
-    slot.interpose(disk);
-    this.opts.log("disk compared with the primary's", { disk: info.disk, chunks: mine.chunks.length, differing: want.length });
-    await this.lock.run(() => this.writer.writeDiskWant({ disk: info.disk, chunks: want }));
-  }
-
-  private diskFor(index: number): SecondaryDisk {
-    const d = this.disks.get(index);
-    if (!d) throw new Error(`a write for disk ${index}, which the primary did not announce with DISK_INFO`);
-    return d;
+    const chunks = await this.disks.compare(r.info);
+    await this.lock.run(() => this.writer.writeDiskWant({ disk: r.info.disk, chunks }));
   }
 
   private diskWrite(r: Extract<StreamRecord, { kind: "disk-write" }>): void {
-    const w = r.write;
-    const disk = this.diskFor(w.disk);
-    if (w.seq === 0) disk.syncWrite(w.offset, w.data);
-    else disk.primaryWrite(w.seq, w.offset, w.data);
+    this.disks.write(r.write);
   }
 
   /** After a memory CHECKPOINT: disk records, then CHECKPOINT_END; applies the disks' part. */
@@ -228,25 +208,19 @@ export class SecondaryReplicator {
       else if (r.kind === "checkpoint-end") break;
       else if (r.kind !== "skipped" && r.kind !== "emulator-context") throw new Error(`unexpected ${r.kind} inside ${what}`);
     }
-    let diskBytes = 0;
-    for (const [index, disk] of this.disks) {
-      const upto = covers.get(index);
-      if (upto === undefined) throw new Error(`${what} says nothing about disk ${index}`);
-      diskBytes += disk.checkpoint(upto).bytes;
-    }
-    return { diskBytes };
+    return { diskBytes: this.disks.checkpoint(covers, what) };
   }
 
   /**
    * Runs the session after checkpoint 0 was applied (the VM holds it,
-   * paused). Resolves with the reason when the primary is gone and this VM
-   * has taken over.
+   * paused). Resolves with the reason when the session is over: this VM has
+   * taken over, or (stepped down, discarded) the daemon is ending it.
    */
   async run(): Promise<string> {
     this.applied = 1;
     this.watchdog.heard();
     this.vm.engine.takeDirtyPages(); // the SVM's own writes count from here
-    let reason: string;
+    let end: SessionEnd;
     try {
       await this.lock.run(() => this.writer.writeCheckpointState("SVM_READY"));
       if (this.mode === "compare") {
@@ -254,15 +228,18 @@ export class SecondaryReplicator {
           this.sendToPrimary(frame);
           return false;
         });
-        await this.vm.resume();
+        await local("resuming the SVM", () => this.vm.resume());
       }
       this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => !this.finished, (err) =>
         this.socket.destroy(new Error(`heartbeat: ${err.message}`)),
       );
-      reason = await this.loop();
+      const reason = await this.loop();
+      end = { kind: reason === ORDERLY_END ? "orderly" : "primary-lost", reason };
     } catch (err) {
       const cause = this.socketError;
-      reason = cause !== undefined && cause !== err ? `${cause.message} (then: ${(err as Error).message})` : (err as Error).message;
+      // This side's own engine, VM or disk failed: not the primary's loss, whatever happened to the connection.
+      if (err instanceof LocalFailure) end = { kind: "local", failure: err };
+      else end = { kind: "primary-lost", reason: cause !== undefined && cause !== err ? `${cause.message} (then: ${(err as Error).message})` : (err as Error).message };
     }
     if (this.pending.size > 0 || this.midCheckpoint) {
       this.stats.discardedCheckpoints++;
@@ -271,48 +248,9 @@ export class SecondaryReplicator {
     this.finished = true;
     this.watchdog.stop();
     this.heartbeat?.stop();
+    // Closed in every case: after a local failure the primary sees its secondary lost and runs on unprotected.
     this.socket.destroy();
-    if (reason === ORDERLY_END) {
-      this.stats.mode = "unprotected";
-      this.vm.setOutputFilter(undefined);
-      this.opts.log("the primary ended replication in order; discarding this copy", {});
-      await this.vm.discard();
-      return reason;
-    }
-    const a = this.opts.arbiter;
-    if (a) {
-      const lease = new LeaseKeeper(a.arbiter, a.vm, a.holder, a.ttlMs, () => this.leaseExpired());
-      this.lease = lease;
-      // Ours once the primary's lease runs out (it stops renewing when dead), never if it renews or ran alone (solo).
-      const granted = await acquireForTakeover(lease, TAKEOVER_GIVE_UP_MS);
-      if (!granted) {
-        this.stats.failover("secondary", `${reason}; no takeover: ${lease.status().lastError ?? "?"}`, "stepped-down");
-        this.opts.log("primary silent but it holds the lease (only the link is lost): stepping down, discarding this copy", { reason, lease: lease.status() });
-        await lease.stop(false);
-        await this.vm.discard();
-        return reason;
-      }
-      lease.keep();
-      this.stats.lease = () => ({ ...lease.status() });
-    }
-    this.stats.failover("secondary", reason);
-    const disks = [...this.disks.values()].map((d) => d.failover());
-    this.opts.log("primary lost; taking over", {
-      reason,
-      mode: this.mode,
-      checkpoint: this.applied - 1,
-      discarded: this.stats.discardedCheckpoints,
-      disks,
-    });
-    // Connections opened since the last checkpoint keep the SVM's sequence numbers: rewrite both ways, for good.
-    this.vm.setOutputFilter((frame) => {
-      this.vm.sendOutput(this.rewriter.fromSecondaryVm(frame));
-      return false;
-    });
-    this.vm.setInputFilter((frame) => this.rewriter.toSecondaryVm(frame));
-    await this.loadDeferred();
-    await this.vm.takeOver();
-    return reason;
+    return this.failover.end(end);
   }
 
   /** CHECKPOINT_REQUEST on the back channel (called from inside a disk write: only queues the record). */
@@ -330,7 +268,8 @@ export class SecondaryReplicator {
   }
 
   private async loop(): Promise<string> {
-    const engine = this.vm.engine;
+    // Every call of this side's engine here is a local operation (local-failure.ts).
+    const engine = localEngine(this.vm.engine);
     let state: Uint8Array | undefined;
     let inCheckpoint = false;
     for (;;) {
@@ -339,7 +278,7 @@ export class SecondaryReplicator {
       switch (r.kind) {
         case "net-frame":
           this.framesIn++;
-          this.vm.deliverInput(this.rewriter.toSecondaryVm(r.net.frame));
+          localSync("delivering input to the SVM", () => this.vm.deliverInput(this.rewriter.toSecondaryVm(r.net.frame)));
           break;
         case "disk-write":
           this.diskWrite(r);
@@ -348,7 +287,7 @@ export class SecondaryReplicator {
           if (r.control !== "NEW") throw new Error(`unexpected ${r.control} from the primary`);
           // Compare: stop the SVM; Remus: it is paused already. Its dirty list is what it wrote since the last checkpoint
           // (Remus: nothing, it has not run; no compare of all RAM for it).
-          await this.vm.pause();
+          await local("pausing the SVM", () => this.vm.pause());
           await this.lock.run(async () => {
             await this.writer.writeCheckpointState("SVM_SUSPENDED");
             await this.writer.writeMemoryStream();
@@ -407,7 +346,7 @@ export class SecondaryReplicator {
             // Remus: the applied pages are what the tracker's copy must hold, page by page (defer()).
             if (this.mode === "compare") {
               engine.takeDirtyPages();
-              await this.vm.resume();
+              await local(`resuming the SVM after checkpoint ${n}`, () => this.vm.resume());
             }
             await this.writer.writeCheckpointState("SVM_RESUMED");
           });
@@ -424,7 +363,7 @@ export class SecondaryReplicator {
 
   /** Remus: keep the checkpoint's state for a takeover; the tracker's copy takes the applied pages. */
   private defer(state: Uint8Array, changed: Uint32Array): void {
-    this.vm.engine.pagesCopied(changed);
+    localSync("keeping the checkpoint's pages", () => this.vm.engine.pagesCopied(changed));
     const all = this.deferred?.changed ?? new Set<number>();
     for (const pfn of changed) all.add(pfn);
     this.deferred = { state, changed: all };
@@ -441,24 +380,13 @@ export class SecondaryReplicator {
   }
 
   /** A new session of this VM takes over the lease (same holder): stop renewing from this one. */
-  async stopLease(): Promise<void> {
-    await this.lease?.stop(false);
+  stopLease(): Promise<void> {
+    return this.failover.stopLease();
   }
 
   /** The VM is gone: give its lease back (a later session may take it). */
-  async releaseLease(): Promise<void> {
-    await this.lease?.stop(true);
-    this.opts.arbiter?.arbiter.close();
-  }
-
-  /** The survivor's lease ran out (arbiter unreachable): it may not run alone any more. */
-  private leaseExpired(): void {
-    if (this.stats.mode !== "unprotected") return;
-    void this.lease?.stop(false);
-    this.vm.setOutputFilter(() => false);
-    this.stats.failover("secondary", `the lease ran out: ${this.lease?.status().lastError ?? "?"}`, "fenced");
-    this.opts.log("fenced: the lease ran out; output stopped and the VM paused", {});
-    void this.vm.pause().catch((err: unknown) => this.opts.log("fence: pausing the VM failed", { error: (err as Error).message }));
+  releaseLease(): Promise<void> {
+    return this.failover.releaseLease();
   }
 
   /** Operator failover: stop listening to the primary and take over now. */
@@ -471,11 +399,8 @@ export class SecondaryReplicator {
   }
 
   /** SHA-256 of each replicated disk's base: the PVM's disk as of the last applied checkpoint (or, after failover, the survivor's disk). */
-  async diskHashes(): Promise<{ disk: number; sha256: string }[]> {
-    const out: { disk: number; sha256: string }[] = [];
-    // Hashed in chunks, yielding to the event loop (heartbeats go on); a checkpoint applied meanwhile would show as a mismatch.
-    for (const d of this.vm.disks.filter((x) => this.disks.has(x.index))) out.push({ disk: d.index, sha256: (await hashBackend(d.raw)).sha256 });
-    return out;
+  diskHashes(): Promise<{ disk: number; sha256: string }[]> {
+    return this.disks.hashes();
   }
 
   details(): Record<string, unknown> {
@@ -484,7 +409,7 @@ export class SecondaryReplicator {
       framesOut: this.framesOut,
       checkpointRequests: this.checkpointRequests,
       rewriter: this.rewriter.stats(),
-      disks: [...this.disks].map(([index, d]) => ({ disk: index, ...d.stats() })),
+      disks: this.disks.stats(),
     };
   }
 }
