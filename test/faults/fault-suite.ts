@@ -174,6 +174,7 @@ export class FaultSuite {
       splitBrains: details.filter((d) => d.splitBrain).length,
       failedRuns: details.filter((d) => runFailures(d).length > 0).length,
       failoverMs: gaps.length > 0 ? { min: gaps[0] ?? 0, p50: pct(0.5), p90: pct(0.9), max: gaps[gaps.length - 1] ?? 0 } : undefined,
+      loopDelayMaxMs: Math.max(-1, ...details.flatMap((d) => [d.loopDelayMaxMs.h1, d.loopDelayMaxMs.h2])),
       details,
     };
   }
@@ -268,6 +269,7 @@ export class FaultSuite {
         throw new Error(`the pair is not replicating at the fault: h1 ${primary.replication?.mode ?? "-"}, h2 ${secondary.replication?.mode ?? "-"}`);
       }
       result.ackedBeforeFault = progress.latest();
+      result.loopDelayMaxMs = { h1: primary.eventLoopDelay?.maxMs ?? -1, h2: secondary.eventLoopDelay?.maxMs ?? -1 };
       wireAtFault = await wire.read();
       let midCheckpointKill: { pausedSeen: boolean; checkpointRequests: number } | undefined;
       switch (fault) {

@@ -18,6 +18,7 @@ function passing(): RunResult {
     splitBrain: false,
     wire: { beforeFault: { h1: 900, h2: 0 }, afterFault: { h1: 0, h2: 400 }, sender: "h2" },
     statusOverlapPolls: 0,
+    loopDelayMaxMs: { h1: 40, h2: 35 },
     failoverMs: 1800,
     ms: 60_000,
   };

@@ -44,6 +44,8 @@ export interface RunResult {
   splitBrain: boolean;
   /** What the LAN saw; absent when the run failed before the watch started. */
   wire?: WireResult;
+  /** The longest each daemon's event loop ran late before the fault (status eventLoopDelay.maxMs; -1: not reported). */
+  loopDelayMaxMs: { h1: number; h2: number };
   /** Polls at which both daemons said they were live (recorded, not judged: see the file's comment). */
   statusOverlapPolls: number;
   failoverMs: number;
@@ -77,6 +79,8 @@ export interface SuiteSummary {
   /** Runs with any failure (test/faults/run-checks.ts runFailures). */
   failedRuns: number;
   failoverMs: { min: number; p50: number; p90: number; max: number } | undefined;
+  /** The longest any daemon's event loop ran late before a fault, over all runs (ms; -1: none reported). */
+  loopDelayMaxMs: number;
   details: RunResult[];
 }
 
@@ -96,6 +100,7 @@ export function blankResult(run: number, fault: FaultKind): RunResult {
     connectionResets: 0,
     splitBrain: false,
     statusOverlapPolls: 0,
+    loopDelayMaxMs: { h1: -1, h2: -1 },
     failoverMs: 0,
     ms: 0,
   };
