@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { connect as netConnect, type Socket } from "node:net";
 import { test } from "node:test";
-import { connectSecure } from "../channel/secure-channel.js";
+import type { TLSSocket } from "node:tls";
+import { connectSecure, type Endpoint } from "../channel/secure-channel.js";
 import { monotonicMs } from "../sys/clock.js";
 import { steppedWallClock } from "../sys/clock-testing.js";
 import { ArbiterClient, ArbiterServer } from "./arbiter.js";
@@ -56,7 +58,7 @@ test("arbiter: a lease runs out on the arbiter's monotonic clock, counted from t
   const wall = steppedWallClock(t);
   let now = 50_000;
   const key = randomBytes(32);
-  const server = await ArbiterServer.listen({ host: "127.0.0.1", port: 0 }, key, () => {}, () => now);
+  const server = await ArbiterServer.listen({ host: "127.0.0.1", port: 0 }, key, () => {}, {}, () => now);
   const p = new ArbiterClient(server.address, key);
   const s = new ArbiterClient(server.address, key);
   try {
@@ -72,6 +74,117 @@ test("arbiter: a lease runs out on the arbiter's monotonic clock, counted from t
   } finally {
     p.close();
     s.close();
+    await server.close();
+  }
+});
+
+/** An authenticated peer's connection and what it was answered, until the arbiter hangs up. */
+async function rawPeer(at: Endpoint, key: Buffer): Promise<{ socket: TLSSocket; port: number | undefined; answers: Promise<string[]> }> {
+  const socket = await connectSecure(at, key, 2000);
+  const port = socket.localPort; // gone once closed
+  socket.on("error", () => undefined);
+  let text = "";
+  socket.on("data", (c: Buffer) => (text += c.toString()));
+  const answers = new Promise<string[]>((resolve) => socket.on("close", () => resolve(text.split("\n").filter((l) => l.length > 0))));
+  return { socket, port, answers };
+}
+
+async function tcpPeer(at: Endpoint, bytes: Uint8Array | undefined): Promise<Socket> {
+  const socket = netConnect(at.port, at.host);
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("error", reject);
+  });
+  socket.on("error", () => undefined);
+  if (bytes) socket.end(bytes);
+  return socket;
+}
+
+async function until(what: string, cond: () => boolean, ms = 3000): Promise<void> {
+  const t0 = performance.now();
+  while (!cond()) {
+    if (performance.now() - t0 > ms) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test("arbiter: bad peers are dropped and logged, one line each; a good holder's lease stays granted and renewable across them", { timeout: 20_000 }, async () => {
+  const key = randomBytes(32);
+  const log: string[] = [];
+  const server = await ArbiterServer.listen({ host: "127.0.0.1", port: 0 }, key, (m) => log.push(m), { handshakeTimeoutMs: 200, partialLineTimeoutMs: 200 });
+  const holder = new ArbiterClient(server.address, key);
+  const other = new ArbiterClient(server.address, key);
+  const opened: Socket[] = [];
+  const renewals: boolean[] = [];
+  let renewing = true;
+  const renewer = (async () => {
+    while (renewing) {
+      renewals.push((await holder.acquire("web", "primary@h1", 400, false)).granted);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  const logged = (re: RegExp) => until(`a log line ${re}`, () => log.some((l) => re.test(l)));
+  try {
+    await until("the first renewal", () => renewals.length > 0);
+
+    // Another key, random bytes, a silent TCP peer: refused by the handshake.
+    const stranger = new ArbiterClient(server.address, randomBytes(32));
+    await assert.rejects(stranger.release("web", "primary@h1"));
+    stranger.close();
+    await logged(/^connection from 127\.0\.0\.1:\d+ rejected: authentication failed \(the peer has another key\)$/);
+    const noise = await tcpPeer(server.address, randomBytes(300));
+    opened.push(noise);
+    await logged(new RegExp(`^connection from 127\\.0\\.0\\.1:${noise.localPort} rejected: (TLS handshake failed: |the peer closed)`));
+    const silent = await tcpPeer(server.address, undefined);
+    opened.push(silent);
+    await logged(new RegExp(`^connection from 127\\.0\\.0\\.1:${silent.localPort} rejected: no TLS handshake within 200 ms$`));
+
+    // A line over 4096 bytes: never buffered whole; an error answer, then the connection is dropped.
+    const big = await rawPeer(server.address, key);
+    big.socket.write("x".repeat(5000));
+    assert.deepEqual(await big.answers, ['{"id":null,"error":"a request line longer than 4096 bytes"}']);
+    assert.ok(log.includes(`connection from 127.0.0.1:${big.port} dropped: a request line longer than 4096 bytes`));
+
+    // A release cut before its newline: not acted on (readline would have run it at the end of the connection).
+    const cut = await rawPeer(server.address, key);
+    cut.socket.end('{"id":1,"op":"release","vm":"web","holder":"primary@h1"}');
+    const why = "the connection ended inside a request (56 bytes without a newline): not acted on";
+    assert.deepEqual(await cut.answers, [JSON.stringify({ id: null, error: why })]);
+    assert.ok(log.includes(`connection from 127.0.0.1:${cut.port} dropped: ${why}`));
+
+    // A line left unfinished: dropped after its timeout.
+    const stalled = await rawPeer(server.address, key);
+    stalled.socket.write('{"id":2,"op":"release","vm":"web",');
+    assert.equal((await stalled.answers).length, 1);
+    assert.ok(log.includes(`connection from 127.0.0.1:${stalled.port} dropped: a request line unfinished after 200 ms (34 bytes without a newline)`));
+
+    // Bad JSON: an error answer and a log line; that connection stays up, nothing else changes.
+    const junk = await rawPeer(server.address, key);
+    junk.socket.write('{"id":3,"op":"release"\n{"id":4,"op":"list"}\n');
+    await until("two answers", () => log.some((l) => l.startsWith(`request from 127.0.0.1:${junk.port}: `)));
+    junk.socket.end();
+    const [bad, listed] = await junk.answers;
+    assert.match(bad ?? "", /^\{"id":null,"error":".+"\}$/);
+    assert.match(listed ?? "", /^\{"id":4,"leases":\[\{"vm":"web","holder":"primary@h1","solo":false/);
+
+    // The holder kept its lease throughout: every renewal granted, another holder refused, not solo.
+    const before = renewals.length;
+    await until("more renewals", () => renewals.length >= before + 3);
+    assert.ok(renewals.every((g) => g), `renewals: ${renewals.join(",")}`);
+    const refused = await other.acquire("web", "secondary@h2", 400, true);
+    assert.equal(refused.granted, false);
+    assert.equal(refused.holder, "primary@h1");
+    assert.deepEqual(
+      ((await other.list()) as { vm: string; holder: string; solo: boolean }[]).map((l) => [l.vm, l.holder, l.solo]),
+      [["web", "primary@h1", false]],
+    );
+    assert.ok(log.every((l) => !l.includes("\n")), "one line each");
+  } finally {
+    renewing = false;
+    await renewer;
+    holder.close();
+    other.close();
+    for (const s of opened) s.destroy();
     await server.close();
   }
 });

@@ -16,10 +16,15 @@
  * Times on the wire are durations (`ttlMs`, `remainingMs`), never instants:
  * the arbiter counts a lease from its receipt of the request on its own
  * monotonic clock, the holder from its sending on its own (src/colo/lease.ts).
+ *
+ * A peer that fails the handshake (another key, not TLS, silent), sends a
+ * line over MAX_LINE, leaves a line unfinished (cut, or stalled past
+ * PARTIAL_LINE_TIMEOUT_MS) or does not read its answers is dropped. Each is
+ * logged; no lease changes but by a whole, valid request.
  */
 import type { TLSSocket } from "node:tls";
 import { createInterface } from "node:readline";
-import { connectSecure, formatEndpoint, listenSecure, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
+import { connectSecure, formatEndpoint, listenSecure, remotePeer, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
 import { LeaseTable, type Arbiter, type LeaseAnswer } from "../colo/lease.js";
 import { monotonicMs, type Clock } from "../sys/clock.js";
 
@@ -28,6 +33,12 @@ export const DEFAULT_ARBITER_PORT = 8003;
 /** A request the arbiter has not answered within this is a failure (the caller counts it as unreachable). */
 const REQUEST_TIMEOUT_MS = 500;
 const MAX_LINE = 4096;
+/** A request line unfinished this long after its first byte: the peer is dropped (a cut request cannot hold a connection). */
+const PARTIAL_LINE_TIMEOUT_MS = 5_000;
+/** Answers a peer has left unread beyond this: it is dropped (requests sent without reading cannot grow the arbiter's memory). */
+const MAX_UNREAD_ANSWERS = 1 << 20;
+/** How long a dropped peer has to read why before its connection is cut. */
+const DROP_LINGER_MS = 1_000;
 
 type ArbiterRequest =
   | { id: number; op: "acquire"; vm: string; holder: string; ttlMs: number; solo: boolean }
@@ -61,6 +72,60 @@ function parseRequest(line: string): ArbiterRequest {
   }
 }
 
+/**
+ * Calls `onLine` with each request line of `socket` (readline would buffer a
+ * line of any length). A line over MAX_LINE bytes, one cut by the end of the
+ * connection or unfinished after `partialLineTimeoutMs` is not a request:
+ * `onBad` says what was wrong, and no line is read after it.
+ */
+function requestLines(socket: TLSSocket, onLine: (line: string) => void, onBad: (what: string) => void, partialLineTimeoutMs: number): void {
+  let partial: Buffer[] = [];
+  let partialLength = 0;
+  let stalled: NodeJS.Timeout | undefined;
+  let done = false;
+  const bad = (what: string) => {
+    if (done) return;
+    done = true;
+    clearTimeout(stalled);
+    onBad(what);
+  };
+  const tooLong = `a request line longer than ${MAX_LINE} bytes`;
+  socket.on("data", (chunk: Buffer) => {
+    let from = 0;
+    for (let nl = chunk.indexOf(0x0a); nl >= 0 && !done && !socket.destroyed; nl = chunk.indexOf(0x0a, from)) {
+      if (partialLength + nl - from > MAX_LINE) return bad(tooLong);
+      const line = Buffer.concat([...partial, chunk.subarray(from, nl)]).toString("utf8");
+      partial = [];
+      partialLength = 0;
+      from = nl + 1;
+      onLine(line.endsWith("\r") ? line.slice(0, -1) : line);
+    }
+    if (done) return;
+    if (partialLength + chunk.length - from > MAX_LINE) return bad(tooLong);
+    if (from > 0 || partialLength === 0) {
+      clearTimeout(stalled); // a line ended here: the next one's time starts now
+      stalled = undefined;
+    }
+    if (from < chunk.length) {
+      partial.push(chunk.subarray(from));
+      partialLength += chunk.length - from;
+      stalled ??= setTimeout(() => bad(`a request line unfinished after ${partialLineTimeoutMs} ms (${partialLength} bytes without a newline)`), partialLineTimeoutMs);
+    }
+  });
+  socket.on("end", () => {
+    if (partialLength > 0) bad(`the connection ended inside a request (${partialLength} bytes without a newline): not acted on`);
+  });
+  socket.on("close", () => clearTimeout(stalled));
+}
+
+/** Bounds on a connecting peer (tests shorten them). */
+export interface ArbiterTiming {
+  /** Default HANDSHAKE_TIMEOUT_MS (src/channel). */
+  handshakeTimeoutMs?: number;
+  /** Default PARTIAL_LINE_TIMEOUT_MS. */
+  partialLineTimeoutMs?: number;
+}
+
 /** Serves leases until close(). */
 export class ArbiterServer {
   readonly table = new LeaseTable();
@@ -76,25 +141,32 @@ export class ArbiterServer {
     at: Endpoint,
     key: Buffer,
     log: (msg: string) => void = () => {},
+    timing: ArbiterTiming = {},
     now: Clock = monotonicMs,
   ): Promise<ArbiterServer & { address: Endpoint }> {
     const server = new ArbiterServer(undefined, now);
     const listener = await listenSecure(
       at,
       key,
-      (socket) => server.serve(socket, log),
+      (socket) => server.serve(socket, log, timing.partialLineTimeoutMs ?? PARTIAL_LINE_TIMEOUT_MS),
       (err) => log(err.message),
+      timing.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: timing.handshakeTimeoutMs },
     );
     server.listener = listener;
     return Object.assign(server, { address: listener.address });
   }
 
-  private serve(socket: TLSSocket, log: (msg: string) => void): void {
+  private serve(socket: TLSSocket, log: (msg: string) => void, partialLineTimeoutMs: number): void {
     this.sockets.add(socket);
     socket.on("close", () => this.sockets.delete(socket));
     socket.on("error", () => socket.destroy());
-    const lines = createInterface({ input: socket, crlfDelay: Infinity });
-    lines.on("line", (line) => {
+    const peer = remotePeer(socket);
+    const drop = (what: string) => {
+      log(`connection from ${peer} dropped: ${what}`);
+      if (socket.writable) socket.end(JSON.stringify({ id: null, error: what }) + "\n");
+      setTimeout(() => socket.destroy(), DROP_LINGER_MS).unref();
+    };
+    requestLines(socket, (line) => {
       let id: unknown = null;
       try {
         id = (JSON.parse(line) as { id?: unknown }).id ?? null;
@@ -118,9 +190,14 @@ export class ArbiterServer {
         }
       } catch (err) {
         answer = { id, error: (err as Error).message };
+        log(`request from ${peer}: ${(err as Error).message}`);
       }
       socket.write(JSON.stringify(answer) + "\n");
-    });
+      if (socket.writableLength > MAX_UNREAD_ANSWERS) {
+        log(`connection from ${peer} dropped: it leaves its answers unread (${socket.writableLength} bytes)`);
+        socket.destroy();
+      }
+    }, drop, partialLineTimeoutMs);
   }
 
   async close(): Promise<void> {

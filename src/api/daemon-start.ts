@@ -16,7 +16,7 @@ import { GUEST_FAILED_MARKER, GUEST_READY_MARKER, type Vm } from "../vm/vm.js";
 import { reportToParent as report } from "./daemon-ipc.js";
 import { newSecondary, type SecondaryDaemon, type SecondarySettings } from "./daemon-replication.js";
 import { openSaveFile, readConfig, readMachine, type ConfigSource } from "./image-io.js";
-import { acceptIncoming, type Incoming } from "./migration.js";
+import { acceptIncoming, describeRejected, type AcceptOptions, type Incoming } from "./migration.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 /** How the daemon gets its VM. */
@@ -30,6 +30,11 @@ export interface StartDaemon extends SecondaryDaemon {
   /** Takes `source` as the VM's configuration, claims the VM's name on this host (run files, control socket); the VM, not started. */
   register(config: VmConfig, source: ConfigSource, vmOptions?: { deferBridge?: boolean }): Promise<Vm>;
   setSecondary(secondary: SecondaryReplicator): void;
+}
+
+/** A connection that did not start a migration: one log line (peer, what was wrong, where in the stream); the wait goes on. */
+function logRejected(daemon: StartDaemon): AcceptOptions {
+  return { onRejected: (r) => daemon.log.warn({ peer: r.peer, code: r.code, ...(r.offset === undefined ? {} : { offset: r.offset }) }, describeRejected(r)) };
 }
 
 export async function boot(daemon: StartDaemon, configPath: string): Promise<void> {
@@ -84,7 +89,7 @@ export async function incoming(daemon: StartDaemon, listen: Endpoint, keyFile: s
   const inc: Incoming = await acceptIncoming(listen, key, timeoutMs, (address) => {
     daemon.log.info({ address }, "waiting for a migration");
     report({ type: "listening", host: address.host, port: address.port });
-  });
+  }, logRejected(daemon));
   daemon.log.info({ from: inc.peer, vm: inc.config.name }, "incoming migration");
   const t0 = monotonicMs();
   try {
@@ -119,7 +124,7 @@ export async function incomingSecondary(
   const inc: Incoming = await acceptIncoming(listen, key, acceptTimeoutMs, (address) => {
     daemon.log.info({ address }, "waiting for a primary");
     report({ type: "listening", host: address.host, port: address.port });
-  });
+  }, logRejected(daemon));
   daemon.log.info({ from: inc.peer, vm: inc.config.name }, "replication from a primary");
   const t0 = monotonicMs();
   const vm = await daemon.register(inc.config, inc.source, { deferBridge: true });

@@ -5,16 +5,18 @@
  * destination's one-line answer (which comes early, and stops the sending,
  * when the destination refuses the stream, e.g. an incompatible engine).
  * The source VM is destroyed only after the destination says its copy
- * runs; on any failure the source resumes its guest.
+ * runs; on any failure the source resumes its guest. The destination
+ * drops a connection that does not start a valid migration and waits on
+ * for a good one (acceptIncoming).
  */
 import type { TLSSocket } from "node:tls";
-import { ChannelError, connectSecure, listenSecure, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
+import { ChannelError, connectSecure, formatEndpoint, listenSecure, remotePeer, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, StreamReader, StreamWriter, teeSink, writableSink } from "../state/index.js";
+import { machineHeader, StreamError, StreamReader, StreamWriter, teeSink, writableSink } from "../state/index.js";
 import type { SendResult, TransferProgress } from "../state/machine-transfer.js";
 import { readConfig, writeImage, type ConfigSource } from "./image-io.js";
 import type { StreamCapture } from "./stream-capture.js";
-import type { VmConfig } from "../config/index.js";
+import { ConfigError, type VmConfig } from "../config/index.js";
 import { elapsedMs } from "../sys/clock.js";
 
 /** Default TCP port of `colo migrate-receive`. */
@@ -136,59 +138,151 @@ export interface Incoming {
 }
 
 /**
- * Waits for one incoming migration on `at` (one attempt, like
- * `xl migrate-receive`): a peer with another key, or a stream whose first
- * record is not a valid VM_CONFIG, fails it.
+ * A connecting source has this long for its TLS handshake, and once
+ * authenticated this long again for the stream's first record (VM_CONFIG);
+ * then it is dropped, so a peer that connects and sends nothing (or too
+ * little) cannot hold the port.
  */
-export async function acceptIncoming(
+export const GREETING_TIMEOUT_MS = 5_000;
+
+/** How long a refused source has to read the refusal before its connection is cut. */
+const REFUSAL_LINGER_MS = 1_000;
+
+/** A connection acceptIncoming dropped before one became the migration. */
+export interface RejectedPeer {
+  /** ADDR:PORT. */
+  peer: string;
+  /**
+   * AUTH (another key), IO (not TLS, reset), TIMEOUT (no handshake, or no
+   * VM_CONFIG, in time): the channel's; a StreamError code (BAD_MAGIC,
+   * TRUNCATED, BAD_LENGTH, OUT_OF_ORDER, ...); CONFIG (a VM_CONFIG that is
+   * not a valid configuration); SUPERSEDED (another source came first).
+   */
+  code: string;
+  /** What was wrong, one line; a stream error names its record and offset. */
+  reason: string;
+  /** Stream offset of the offending header or record, when there is one. */
+  offset?: number;
+}
+
+/** The log line of a dropped connection. */
+export function describeRejected(r: RejectedPeer): string {
+  return `connection from ${r.peer} dropped: ${r.reason}`;
+}
+
+export interface AcceptOptions {
+  /** Each connection dropped before one was accepted, as it is dropped. */
+  onRejected?: (r: RejectedPeer) => void;
+  /** Default GREETING_TIMEOUT_MS. */
+  greetingTimeoutMs?: number;
+}
+
+function rejectionOf(peer: string, err: unknown): RejectedPeer {
+  if (err instanceof StreamError) return { peer, code: err.code, reason: err.message, ...(err.offset === undefined ? {} : { offset: err.offset }) };
+  if (err instanceof ConfigError) return { peer, code: "CONFIG", reason: `invalid VM_CONFIG: ${err.message}` };
+  return { peer, code: "IO", reason: err instanceof Error ? err.message : String(err) };
+}
+
+/** Tells a source that authenticated but sent a bad start why, then hangs up. */
+function refuse(socket: TLSSocket, reason: string): void {
+  socket.on("error", () => undefined); // it may be gone already
+  if (socket.writable) socket.end(JSON.stringify({ ok: false, error: reason }) + "\n");
+  setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+}
+
+/**
+ * Waits on `at` for one incoming migration (or replication session) until
+ * `timeoutMs`. A connection that fails the TLS-PSK handshake (another key,
+ * bytes that are not TLS), does not start with a valid VM_CONFIG (not a
+ * stream, a truncated or oversized record: the reader's limits, spec §2),
+ * or sends nothing for `greetingTimeoutMs` is dropped and reported through
+ * `onRejected`, and the wait goes on. The first connection whose VM_CONFIG
+ * is accepted is the migration: the listener stops accepting then (a later
+ * connection is refused), and any other connection still in its greeting
+ * is dropped.
+ */
+export function acceptIncoming(
   at: Endpoint,
   key: Buffer,
   timeoutMs: number,
   onListening: (address: Endpoint) => void,
+  options: AcceptOptions = {},
 ): Promise<Incoming> {
-  let listener: SecureListener | undefined;
-  try {
-    const socket = await new Promise<TLSSocket>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new ChannelError(`${at.host}:${at.port}`, "TIMEOUT", `no migration arrived within ${timeoutMs / 1000} s`)), timeoutMs);
-      listenSecure(
-        at,
-        key,
-        (s) => {
-          clearTimeout(timer);
-          resolve(s);
-        },
-        (err) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      ).then(
-        (l) => {
-          listener = l;
-          onListening(l.address);
+  const greetingMs = options.greetingTimeoutMs ?? GREETING_TIMEOUT_MS;
+  /** Connections between handshake and VM_CONFIG, and how to cut each (why). */
+  const greeting = new Map<TLSSocket, (code: string, reason: string) => void>();
+  let dropped = 0;
+  let last: RejectedPeer | undefined;
+  const rejected = (r: RejectedPeer) => {
+    dropped++;
+    last = r;
+    options.onRejected?.(r);
+  };
+  return new Promise<Incoming>((resolve, reject) => {
+    let listener: SecureListener | undefined;
+    let settled = false;
+    const settle = (outcome: { incoming: Incoming } | { error: unknown }, others: [code: string, reason: string]) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      // Stop accepting; close() resolves only when the accepted connection ends, so do not wait.
+      void listener?.close();
+      for (const cut of greeting.values()) cut(...others);
+      if ("incoming" in outcome) resolve(outcome.incoming);
+      else reject(outcome.error);
+    };
+    const timer = setTimeout(() => {
+      const bad = last ? ` (${dropped} connection${dropped === 1 ? "" : "s"} dropped, the last: ${describeRejected(last)})` : "";
+      settle({ error: new ChannelError(formatEndpoint(at), "TIMEOUT", `no migration arrived within ${timeoutMs / 1000} s${bad}`) }, ["TIMEOUT", "the wait for a migration ended"]);
+    }, timeoutMs);
+
+    const greet = (socket: TLSSocket) => {
+      const peer = remotePeer(socket);
+      if (settled) {
+        socket.destroy(); // its handshake ended after the migration was accepted
+        return;
+      }
+      const reader = new StreamReader(socket);
+      let cut: RejectedPeer | undefined;
+      const stop = (code: string, reason: string) => {
+        cut ??= { peer, code, reason };
+        socket.destroy();
+      };
+      greeting.set(socket, stop);
+      const deadline = setTimeout(() => stop("TIMEOUT", `no VM_CONFIG within ${greetingMs} ms of the handshake (${reader.offset} octets read)`), greetingMs);
+      readConfig(reader, "migration").then(
+        ({ config, source }) => {
+          clearTimeout(deadline);
+          greeting.delete(socket);
+          if (cut || settled) {
+            rejected(cut ?? { peer, code: "SUPERSEDED", reason: "another source's migration was accepted first" });
+            if (!cut) refuse(socket, "another migration was accepted first");
+            return;
+          }
+          const answer = (a: MigrationAnswer) =>
+            new Promise<void>((done) => {
+              if (socket.destroyed) return done();
+              socket.write(JSON.stringify(a) + "\n", () => done());
+            });
+          settle({ incoming: { socket, reader, config, source, peer, answer } }, ["SUPERSEDED", "another source's migration was accepted first"]);
         },
         (err: unknown) => {
-          clearTimeout(timer);
-          reject(err);
+          clearTimeout(deadline);
+          greeting.delete(socket);
+          const r = cut ?? rejectionOf(peer, err);
+          rejected(r);
+          if (!cut) refuse(socket, r.reason);
         },
       );
-    });
-    const peer = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
-    const reader = new StreamReader(socket);
-    try {
-      const { config, source } = await readConfig(reader, `migration from ${peer}`);
-      const answer = (a: MigrationAnswer) =>
-        new Promise<void>((resolve) => {
-          if (socket.destroyed) return resolve();
-          socket.write(JSON.stringify(a) + "\n", () => resolve());
-        });
-      return { socket, reader, config, source, peer, answer };
-    } catch (err) {
-      socket.write(JSON.stringify({ ok: false, error: (err as Error).message }) + "\n");
-      socket.end();
-      throw err;
-    }
-  } finally {
-    // Stop accepting; close() resolves only when the accepted connection ends, so do not wait.
-    void listener?.close();
-  }
+    };
+
+    listenSecure(at, key, greet, (err) => rejected({ peer: err.peer, code: err.code, reason: err.reason }), { handshakeTimeoutMs: greetingMs }).then(
+      (l) => {
+        listener = l;
+        if (settled) void l.close();
+        else onListening(l.address);
+      },
+      (err: unknown) => settle({ error: err }, ["LISTEN", "the listener failed"]),
+    );
+  });
 }

@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:fs";
+import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ChannelError, connectSecure, listenSecure, parseEndpoint } from "./secure-channel.js";
@@ -32,6 +33,38 @@ test("secure channel: same key connects and carries bytes; another key is refuse
     await listener.close();
   }
   await assert.rejects(connectSecure(listener.address, key, 2000), (e: unknown) => e instanceof ChannelError && e.code === "REFUSED");
+});
+
+test("listener: a peer that is not TLS, or silent, is rejected naming it and what was wrong, and disconnected", { timeout: 10_000 }, async () => {
+  const key = randomBytes(32);
+  const rejected: ChannelError[] = [];
+  const listener = await listenSecure({ host: "127.0.0.1", port: 0 }, key, (s) => s.destroy(), (e) => rejected.push(e), { handshakeTimeoutMs: 300 });
+  try {
+    /** A TCP peer sending `bytes` (and not closing): resolves with its port once the listener has closed the connection. */
+    const peer = (bytes: Buffer | undefined) =>
+      new Promise<number | undefined>((resolve, reject) => {
+        const s = netConnect(listener.address.port, listener.address.host);
+        let port: number | undefined;
+        s.once("connect", () => {
+          port = s.localPort;
+          if (bytes) s.write(bytes);
+        });
+        s.on("error", reject);
+        s.resume();
+        s.on("close", () => resolve(port));
+      });
+    const http = await peer(Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const silent = await peer(undefined);
+    assert.equal(rejected.length, 2);
+    assert.equal(rejected[0]?.code, "IO");
+    assert.equal(rejected[0]?.peer, `127.0.0.1:${http}`);
+    assert.match(rejected[0]?.reason ?? "", /^TLS handshake failed: [a-z ]+ \(not a colo peer\?\)$/, "OpenSSL's reason, not its error queue");
+    assert.equal(rejected[0]?.message, `connection from 127.0.0.1:${http} rejected: ${rejected[0]?.reason}`);
+    assert.equal(rejected[1]?.code, "TIMEOUT");
+    assert.equal(rejected[1]?.message, `connection from 127.0.0.1:${silent} rejected: no TLS handshake within 300 ms`);
+  } finally {
+    await listener.close();
+  }
 });
 
 test("endpoints parse HOST[:PORT] and reject bad ports", () => {
