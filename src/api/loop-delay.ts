@@ -6,6 +6,7 @@
  * `colo status` shows it (`eventLoopDelay`), bench results record it.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from "node:perf_hooks";
+import { monotonicMs } from "../sys/clock.js";
 
 /** Sampling period of the monitor (ms): lateness shorter than this is not seen. */
 export const LOOP_DELAY_RESOLUTION_MS = 10;
@@ -20,11 +21,27 @@ export interface LoopDelaySnapshot {
   resolutionMs: number;
 }
 
+/** A stall at least this long is logged (a quarter of the default peer timeout). */
+export const LOOP_STALL_LOG_MS = 250;
+
 export class LoopDelay {
   private readonly h: IntervalHistogram = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+  private readonly watch: NodeJS.Timeout | undefined;
 
-  constructor() {
+  /** With `onStall`, each stretch of at least `stallMs` the loop did not turn is reported when it ends (to log it). */
+  constructor(onStall?: (lateMs: number) => void, stallMs = LOOP_STALL_LOG_MS) {
     this.h.enable();
+    if (onStall) {
+      const period = 50;
+      let last = monotonicMs();
+      this.watch = setInterval(() => {
+        const now = monotonicMs();
+        const late = now - last - period;
+        last = now;
+        if (late >= stallMs) onStall(Math.round(late));
+      }, period);
+      this.watch.unref();
+    }
   }
 
   snapshot(): LoopDelaySnapshot {
@@ -42,5 +59,6 @@ export class LoopDelay {
 
   stop(): void {
     this.h.disable();
+    if (this.watch) clearInterval(this.watch);
   }
 }

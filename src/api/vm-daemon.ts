@@ -41,8 +41,8 @@ export class VmDaemon implements ControlHandler {
   private primary: PrimaryReplicator | undefined;
   private secondary: SecondaryReplicator | undefined;
   private readonly consoles = new Set<Socket>();
-  /** The event loop's lateness since the daemon started (status `eventLoopDelay`). */
-  private readonly loopDelay = new LoopDelay();
+  /** The event loop's lateness since the daemon started (status `eventLoopDelay`); long stalls are logged. */
+  private readonly loopDelay = new LoopDelay((lateMs) => this.log.warn({ lateMs }, "the event loop stalled: timers (heartbeats, lease renewals, watchdogs) ran late"));
   /** Ends when the running exclusive operation (save, migrate, ...) does. */
   private busyDone: Promise<unknown> | undefined;
   private readonly parts: DaemonParts;

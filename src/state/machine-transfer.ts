@@ -130,9 +130,13 @@ export async function sendMachine(engine: Engine, writer: StreamWriter, opts: Se
   const result: SendResult = { rounds: 0, pages: 0, zeroPages: 0, bytes: 0, totalMs: 0, pausedAt: 0, finalPages: 0, stateBytes: 0 };
   await writer.writeMemoryStream();
 
-  // Round 0 sends every page; the dirty log restarts now so that pages the
-  // guest writes while they are being sent go again in the next round.
-  engine.takeDirtyPages();
+  // Round 0 sends every page, and each batch's pagesCopied() restarts the
+  // dirty log for its pages: a page the guest writes after its batch was
+  // copied goes again in the next round. No takeDirtyPages() first: on a
+  // shadow tracker that compares and copies every page that changed since
+  // boot in one turn of the event loop (measured: 410 ms for 15 817 pages of
+  // a 160 MiB emu guest, heartbeats and lease renewals waiting behind it),
+  // for nothing round 0 does not do anyway.
   let pfns: Iterable<number> = allPfns(engine.pageCount);
   let count = engine.pageCount;
   let previous = Number.POSITIVE_INFINITY;

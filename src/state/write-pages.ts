@@ -60,6 +60,10 @@ export async function writePages(
     stats.records++;
     batch = new Uint32Array(MAX_PAGES_PER_RECORD);
     fill = 0;
+    // A turn of the event loop per batch: a sink that does not push back (zero pages make small records) would
+    // otherwise let a whole round run in one turn -- measured: 500-900 ms for a 160 MiB guest's checkpoint 0,
+    // with the timers that carry heartbeats and lease renewals waiting behind it.
+    await new Promise<void>((resolve) => setImmediate(resolve));
   };
   for (const pfn of pfns) {
     if (!Number.isInteger(pfn) || pfn < 0 || pfn >= machine.pageCount) {

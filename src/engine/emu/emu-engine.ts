@@ -179,6 +179,9 @@ export class EmuEngine implements Engine {
 
     const emulator = new V86(options);
     this.emulator = emulator;
+    // The dirty tracker's shadow is mapped lazily: without this, the first takeDirtyPages() (protection start)
+    // pays a page fault per page of RAM in one go (measured: 750 ms for 160 MiB, the event loop blocked).
+    void this.tracker.prefault();
     await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
     this.inner = internals(emulator);
     this.ramOffset = this.inner.v86.cpu.mem8.byteOffset;
