@@ -7,7 +7,7 @@
  * order with next().
  */
 import type { Readable } from "node:stream";
-import { StreamReader, type CheckpointRequest, type StreamRecord } from "../state/index.js";
+import { StreamReader, unionSortedPfns, type CheckpointRequest, type StreamRecord } from "../state/index.js";
 
 export class BackChannel {
   private readonly reader: StreamReader;
@@ -67,5 +67,17 @@ export class BackChannel {
   async expectState(control: string): Promise<void> {
     const r = await this.next();
     if (r.kind !== "checkpoint-state" || r.control !== control) throw new Error(`expected ${control} from the secondary, got ${r.kind}${r.kind === "checkpoint-state" ? ` ${r.control}` : ""}`);
+  }
+
+  /** After SVM_SUSPENDED: the SVM's dirty pages (its DIRTY_PFN_LISTs, merged), up to the CHECKPOINT that closes them. */
+  async svmDirtyList(): Promise<Uint32Array> {
+    let svmDirty: Uint32Array = new Uint32Array(0);
+    for (;;) {
+      const r = await this.next();
+      if (r.kind === "memory-stream") continue;
+      if (r.kind === "dirty-pfn-list") svmDirty = unionSortedPfns(svmDirty, r.pfns);
+      else if (r.kind === "checkpoint") return svmDirty;
+      else throw new Error(`unexpected ${r.kind} in the secondary's dirty list`);
+    }
   }
 }

@@ -322,14 +322,7 @@ export class PrimaryReplicator {
       const pvmDirty = engine.takeDirtyPages();
       lap("pvmDirty");
       await this.back.expectState("SVM_SUSPENDED");
-      let svmDirty: Uint32Array = new Uint32Array(0);
-      for (;;) {
-        const r = await this.back.next();
-        if (r.kind === "memory-stream") continue;
-        if (r.kind === "dirty-pfn-list") svmDirty = unionSortedPfns(svmDirty, r.pfns);
-        else if (r.kind === "checkpoint") break;
-        else throw new Error(`unexpected ${r.kind} in the secondary's dirty list`);
-      }
+      const svmDirty = await this.back.svmDirtyList();
       lap("svmSuspended");
       const pfns = unionSortedPfns(pvmDirty, svmDirty);
       const before = this.writer.bytesWritten;

@@ -152,15 +152,7 @@ export class FakePrimary {
   async begin(): Promise<number[]> {
     await this.writer.writeCheckpointState("NEW");
     await this.back.expectState("SVM_SUSPENDED");
-    let svmDirty: Uint32Array = new Uint32Array(0);
-    for (;;) {
-      const r = await this.back.next();
-      if (r.kind === "memory-stream") continue;
-      if (r.kind === "dirty-pfn-list") svmDirty = unionSortedPfns(svmDirty, r.pfns);
-      else if (r.kind === "checkpoint") break;
-      else throw new Error(`unexpected ${r.kind} in the secondary's dirty list`);
-    }
-    return Array.from(svmDirty);
+    return Array.from(await this.back.svmDirtyList());
   }
 
   /** MEMORY_STREAM and the PVM's pages `pfns` (ascending), each first filled with `fill`. */
