@@ -50,6 +50,8 @@ interface ColoResult {
 }
 interface FaultsResult {
   date: string;
+  /** Absent in results written before the qemu engine: those ran on emu. */
+  engine?: string;
   figures: SuiteSummary;
 }
 interface MemtestResult {
@@ -117,6 +119,7 @@ function coloTables(r: { file: string; data: ColoResult }): string[] {
 function faultsTable(all: { file: string; data: FaultsResult }[]): string[] {
   const kinds: Record<string, number> = {};
   const gaps: number[] = [];
+  const byKind: Record<string, number[]> = {};
   let runs = 0;
   let acked = 0;
   let lost = 0;
@@ -138,7 +141,8 @@ function faultsTable(all: { file: string; data: FaultsResult }[]): string[] {
       if (why.length > 0) failed.push(`- \`${file}\` run ${d.run} (${d.fault}): ${why.join("; ")}`);
     }
     for (const [k, v] of Object.entries(f.faultsByKind)) kinds[k] = (kinds[k] ?? 0) + v;
-    for (const d of f.details) if (d.failoverMs > 0 && ["kill-primary", "kill-primary-mid-checkpoint", "link-down", "link-flap"].includes(d.fault)) gaps.push(d.failoverMs);
+    for (const d of f.details) if (d.failoverMs > 0 && ["kill-primary", "kill-primary-mid-checkpoint", "kill-primary-engine", "stall-primary", "link-down", "link-flap"].includes(d.fault)) gaps.push(d.failoverMs);
+    for (const d of f.details) if (d.failoverMs > 0) (byKind[`${d.fault} | ${data.engine ?? "emu"}`] ??= []).push(d.failoverMs);
   }
   gaps.sort((a, b) => a - b);
   const pct = (p: number) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))] ?? 0;
@@ -151,8 +155,20 @@ function faultsTable(all: { file: string; data: FaultsResult }[]): string[] {
     "",
     ...(failed.length > 0 ? ["Failed runs:", "", ...failed, ""] : []),
     gaps.length > 0
-      ? `Failover as the client saw it (longest gap between acknowledgements, detection included) for primary loss and link cuts: min ${gaps[0]} ms, median ${pct(0.5)} ms, max ${gaps[gaps.length - 1]} ms (${gaps.length} runs).`
+      ? `Failover as the client saw it (longest gap between acknowledgements, detection included) for primary loss, primary stalls and link cuts: min ${gaps[0]} ms, median ${pct(0.5)} ms, max ${gaps[gaps.length - 1]} ms (${gaps.length} runs).`
       : "No primary-loss run recorded yet.",
+    "",
+    "The client's longest gap by fault kind (all recorded runs):",
+    "",
+    "| fault | engine | runs | min | median | p99 | max |",
+    "|---|---|---|---|---|---|---|",
+    ...Object.entries(byKind)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => {
+        const g = [...v].sort((a, b) => a - b);
+        const at = (p: number) => g[Math.min(g.length - 1, Math.floor(g.length * p))] ?? 0;
+        return `| ${k} | ${g.length} | ${g[0] ?? 0} ms | ${at(0.5)} ms | ${at(0.99)} ms | ${g[g.length - 1] ?? 0} ms |`;
+      }),
   ];
 }
 

@@ -67,3 +67,11 @@ test("runFailures: the wire judges split brain; the daemons' overlapping word al
   assert.deepEqual(runFailures(unread), ["the wire was not read"]);
   assert.deepEqual(runFailures({ ...unread, error: "setup: boom" }), ["setup: boom"], "a run that failed before the watch says why, once");
 });
+
+test("runFailures: a record from before the wire watch is judged by its own rules", () => {
+  const old = { ...passing(), connectionResets: 2 } as Partial<RunResult> & RunResult;
+  delete old.wire;
+  delete (old as Partial<RunResult>).statusOverlapPolls;
+  assert.deepEqual(runFailures(old), [], "resets were for the record then; no wire was read");
+  assert.deepEqual(runFailures({ ...old, splitBrain: true }), ["split brain: both sides live at one poll (status)"]);
+});

@@ -60,6 +60,12 @@ export function runFailures(r: RunResult): string[] {
   if (r.incrViolations !== 0) out.push(`${r.incrViolations} INCR violations`);
   if (r.ackedBeforeFault === 0) out.push("no acknowledged write before the fault");
   if (r.ackedAfterFault === 0) out.push("no acknowledged write after the fault");
+  // Records written before the wire watch (no statusOverlapPolls) are judged by their own rules: split brain by
+  // status, resets and the wire not judged (bench/report.ts re-reads old results).
+  if (r.statusOverlapPolls === undefined) {
+    if (r.splitBrain) out.push("split brain: both sides live at one poll (status)");
+    return out;
+  }
   if (r.connectionResets !== 0) out.push(`${r.connectionResets} connection resets`);
   if (r.survivor === "none") out.push("no side serves the guest after the fault (status)");
   if (r.survivor === "both") out.push("both sides say they are live at the run's end (status)");
