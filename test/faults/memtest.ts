@@ -68,7 +68,8 @@ export async function runMemtest(lab: LabTopology, work: string, keyFile: string
         }
         return checkpoints >= opts.checkpoints;
       },
-      Math.max(600_000, opts.checkpoints * opts.intervalMs * 10),
+      // A checkpoint takes its interval plus its pause: ~0.1 s on emu, ~1 s on qemu (each load waits for a standby QEMU).
+      Math.max(600_000, opts.checkpoints * Math.max(opts.intervalMs * 10, 2000)),
     );
     const primaryText = await console(pair.h1);
     found.push(...failures(primaryText).map((f) => `primary: ${f}`));
