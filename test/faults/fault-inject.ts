@@ -63,9 +63,11 @@ async function ip(ns: string, args: string[]): Promise<void> {
   if (r.code !== 0) throw new Error(`ip -n ${ns} ${args.join(" ")}: ${r.stderr}`);
 }
 
-async function nft(ns: string, args: string[]): Promise<void> {
+/** `nft ARGS` inside namespace `ns`; its stdout, or an error naming the command, the namespace and nft's message. */
+export async function nft(ns: string, args: string[]): Promise<string> {
   const r = await runIn(ns, "nft", args, { timeoutMs: 10_000 });
-  if (r.code !== 0) throw new Error(`nft ${args.join(" ")}: ${r.stderr}`);
+  if (r.code !== 0) throw new Error(`nft ${args.join(" ")} in ${ns}: ${r.stderr.trim()}`);
+  return r.stdout;
 }
 
 const LOSS_TABLE = "colofault";

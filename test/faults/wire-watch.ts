@@ -11,7 +11,7 @@
  * what the daemons say about themselves.
  */
 import type { LabTopology } from "../../src/lab/topology.js";
-import { runIn } from "../tools/run.js";
+import { nft } from "./fault-inject.js";
 
 const TABLE = "colo_wire";
 
@@ -50,10 +50,10 @@ export class WireWatch {
     await this.nft(["delete", "table", "bridge", TABLE]).catch(() => undefined);
   }
 
-  private async nft(args: string[]): Promise<string> {
-    const r = await runIn(this.lab.namespaces.lan, "nft", args, { timeoutMs: 10_000 });
-    if (r.code !== 0) throw new Error(`wire watch: nft ${args.join(" ")} in ${this.lab.namespaces.lan}: ${r.stderr.trim()}`);
-    return r.stdout;
+  private nft(args: string[]): Promise<string> {
+    return nft(this.lab.namespaces.lan, args).catch((err: unknown) => {
+      throw new Error(`wire watch: ${(err as Error).message}`);
+    });
   }
 }
 

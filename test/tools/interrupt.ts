@@ -6,11 +6,10 @@
  * end it without running any hook, leaving VM daemons, lab namespaces and
  * files behind. Each cleanup runs once, whichever comes first.
  */
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { after } from "node:test";
-import { isDaemonAlive } from "../../src/api/registry.js";
-import { readRecord } from "../../src/api/vm-record.js";
+import { isDaemonAlive, liveVms } from "../../src/api/registry.js";
 
 type Cleanup = () => Promise<void> | void;
 
@@ -28,6 +27,11 @@ const SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
 
 async function onInterrupt(signal: NodeJS.Signals): Promise<void> {
+  // The test runner may be gone already (it got the signal too): writing to its pipes then fails (EPIPE), and an
+  // unhandled write error, or an error of the test still running meanwhile, must not end the cleanup half-way.
+  for (const s of [process.stdout, process.stderr]) s.on("error", () => undefined);
+  process.on("uncaughtException", () => undefined);
+  process.on("unhandledRejection", () => undefined);
   process.stderr.write(`test: ${signal}: cleaning up (${cleanups.length} cleanup(s)) before exiting\n`);
   for (const fn of [...cleanups].reverse()) {
     try {
@@ -61,25 +65,15 @@ export function cleanupAlways(fn: Cleanup): void {
 }
 
 /**
- * Ends every VM daemon that has a record under `runRoot` (any host's
- * subfolder): SIGTERM (the daemon removes its TAP and files), then SIGKILL
+ * Ends every VM daemon that has a record in `runRoot` or a lab host's
+ * subfolder of it: SIGTERM (the daemon removes its TAP and files), then SIGKILL
  * after `graceMs`. For cleanups that cannot rely on `colo destroy`.
  * Returns the pids signalled.
  */
 export async function stopDaemonsUnder(runRoot: string, graceMs = 10_000): Promise<number[]> {
-  const pids: number[] = [];
-  const walk = (dir: string): void => {
-    if (!existsSync(dir)) return;
-    for (const e of readdirSync(dir)) {
-      const p = join(dir, e);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (e.endsWith(".json")) {
-        const r = readRecord(p);
-        if (r && isDaemonAlive(r.pid)) pids.push(r.pid);
-      }
-    }
-  };
-  walk(runRoot);
+  // The run directory and each lab host's subfolder (src/api/paths.ts runDir): the registry's view of each.
+  const dirs = [runRoot, ...(existsSync(join(runRoot, "netns")) ? readdirSync(join(runRoot, "netns")).map((h) => join(runRoot, "netns", h)) : [])];
+  const pids = dirs.flatMap((d) => liveVms(d).map((r) => r.pid));
   for (const pid of pids) process.kill(pid, "SIGTERM");
   const deadline = performance.now() + graceMs;
   while (pids.some((p) => isDaemonAlive(p)) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 100));
