@@ -12,6 +12,7 @@ import { SysError, sysErrorNow } from "./errors.js";
 import { ReadableWatcher } from "./fdpoll.js";
 import { ifreqFlags, ifreqName, makeIfreq, setIfreqFlags, validateInterfaceName } from "./ifreq.js";
 import { O_CLOEXEC, O_NONBLOCK, O_RDWR, close, errno, errnoValue, ioctlPtr, open, read, write } from "./libc.js";
+import { elapsedMs, monotonicMs } from "./clock.js";
 import { withNetns } from "./netns.js";
 
 /** The clone device (Documentation/networking/tuntap.rst). */
@@ -31,6 +32,10 @@ export const IFF_VNET_HDR = 0x4000;
 const READ_BUFFER_BYTES = 65536 + 14;
 /** Frames delivered per wakeup before yielding to the event loop. */
 export const READ_BATCH = 256;
+
+/** After POLLERR, how long read() may go on answering EAGAIN before the poll error is reported. */
+const POLLERR_CAUSE_WAIT_MS = 1000;
+const POLLERR_RETRY_MS = 5;
 
 const EAGAIN = errnoValue("EAGAIN");
 const EINTR = errnoValue("EINTR");
@@ -240,8 +245,15 @@ class Tap implements TapDevice {
         const e = errno();
         if (e === EINTR) continue;
         if (e === EAGAIN && status >= 0) return;
-        // status < 0: libuv saw POLLERR and stopped the watcher; read() names the cause (EBADFD: device deleted).
-        this.fail(e === EAGAIN ? new SysError("poll", -status, this.object) : new SysError("read", e, this.object));
+        if (e === EAGAIN) {
+          // status < 0: libuv saw POLLERR and stopped the watcher. tun_chr_poll
+          // reports EPOLLERR as soon as the netdev leaves NETREG_REGISTERED,
+          // while read() still finds the queue attached (EAGAIN) until the
+          // detach a moment later gives EBADFD: ask read() again for the cause.
+          this.awaitCause(status, monotonicMs());
+          return;
+        }
+        this.fail(new SysError("read", e, this.object));
         return;
       }
       const frame = this.buf.slice(0, n);
@@ -249,6 +261,31 @@ class Tap implements TapDevice {
       this.counters.rxBytes += n;
       for (const l of this.frameListeners) l(frame);
     }
+  }
+
+  /**
+   * After POLLERR with read() still EAGAIN: retry read() every
+   * POLLERR_RETRY_MS until it names the cause, for at most
+   * POLLERR_CAUSE_WAIT_MS (monotonic); then the poll error itself is reported.
+   */
+  private awaitCause(status: number, since: number): void {
+    const timer = setTimeout(() => {
+      if (!this.wantsFrames) return;
+      const n = read(this.fd, this.buf, this.buf.byteLength);
+      if (n >= 0) {
+        const frame = this.buf.slice(0, n);
+        this.counters.rxFrames++;
+        this.counters.rxBytes += n;
+        for (const l of this.frameListeners) l(frame);
+        this.awaitCause(status, since);
+        return;
+      }
+      const e = errno();
+      if (e !== EAGAIN && e !== EINTR) this.fail(new SysError("read", e, this.object));
+      else if (elapsedMs(since) < POLLERR_CAUSE_WAIT_MS) this.awaitCause(status, since);
+      else this.fail(new SysError("poll", -status, this.object));
+    }, POLLERR_RETRY_MS);
+    timer.unref();
   }
 
   private fail(err: SysError): void {
