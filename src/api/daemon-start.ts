@@ -16,7 +16,8 @@ import { GUEST_FAILED_MARKER, GUEST_READY_MARKER, type Vm } from "../vm/vm.js";
 import { reportToParent as report } from "./daemon-ipc.js";
 import { newSecondary, type SecondaryDaemon, type SecondarySettings } from "./daemon-replication.js";
 import { openSaveFile, readConfig, readMachine, type ConfigSource } from "./image-io.js";
-import { acceptIncoming, describeRejected, type AcceptOptions, type Incoming } from "./migration.js";
+import { commitIn, decideAt } from "./handover.js";
+import { acceptIncoming, STREAM_IDLE_TIMEOUT_MS, describeRejected, type AcceptOptions, type Incoming } from "./migration.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 /** How the daemon gets its VM. */
@@ -95,13 +96,26 @@ export async function incoming(daemon: StartDaemon, listen: Endpoint, keyFile: s
   try {
     const vm = await daemon.register(inc.config, inc.source);
     let loadedAt = 0;
+    // The copy stays paused until the source's go (handover.ts): before it, any failure leaves the source the one copy.
+    inc.socket.setTimeout(STREAM_IDLE_TIMEOUT_MS, () => inc.socket.destroy(new Error(`the source sent nothing for ${STREAM_IDLE_TIMEOUT_MS / 1000} s`)));
     await vm.start({
+      stayPaused: true,
       incoming: async (engine) => {
         const r = await readMachine(engine, inc.reader, (p) => report({ type: "progress", progress: p }));
+        inc.socket.setTimeout(0);
         loadedAt = monotonicMs();
         daemon.log.info({ rounds: r.rounds, pages: r.pages, zeroPages: r.zeroPages, finalPhaseMs: r.finalPhaseMs }, "machine received");
       },
     });
+    const holder = `destination@${listen.host}:${listen.port}`;
+    const verdict = await commitIn(inc.lines, elapsedMs(loadedAt), {
+      decide: (req) => decideAt(req.arbiter, key, req.key, holder),
+      onStep: (step) => daemon.log.info({ step }, "handover"),
+    });
+    if (verdict.kind === "abort") throw new Error(`the migration was not committed: ${verdict.reason}`);
+    daemon.log.info({ how: verdict.how }, "handover: resuming here");
+    await vm.unpause();
+    vm.announce();
     await inc.answer({ ok: true, resumeMs: elapsedMs(loadedAt) });
   } catch (err) {
     await inc.answer({ ok: false, error: (err as Error).message });

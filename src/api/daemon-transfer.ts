@@ -9,7 +9,10 @@ import { loadKey } from "../channel/key.js";
 import type { Vm } from "../vm/vm.js";
 import { saveToFile, type ConfigSource } from "./image-io.js";
 import type { Logger } from "./log.js";
-import { migrateOut } from "./migration.js";
+import { parseEndpoint } from "../channel/secure-channel.js";
+import { ArbiterClient, DEFAULT_ARBITER_PORT } from "./arbiter.js";
+import { handoverKey, type SourceCommitOptions } from "./handover.js";
+import { migrateOut, type MigrateOutcome } from "./migration.js";
 import { openStreamCapture } from "./stream-capture.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
@@ -19,6 +22,8 @@ export interface TransferDaemon {
   requireVm(): Vm;
   requireSource(): ConfigSource;
   shutdown(code: number, reason: string): Promise<void>;
+  /** A migration left the VM paused here with nobody able to say where it runs (status `handover`; unpause needs --force). */
+  setHandover(h: { state: "indeterminate"; to: string; reason: string }): void;
 }
 
 export async function saveVm(daemon: TransferDaemon, path: string, keepRunning: boolean): Promise<unknown> {
@@ -42,48 +47,70 @@ export async function saveVm(daemon: TransferDaemon, path: string, keepRunning: 
   }
 }
 
+/** A migration whose handover nobody can settle: the VM stays paused here (handover.ts). */
+export class IndeterminateMigration extends Error {
+  override readonly name = "IndeterminateMigration";
+}
+
 export async function migrateVm(
   daemon: TransferDaemon,
-  host: string,
-  port: number,
-  keyFile: string,
-  configPath: string | undefined,
+  request: { host: string; port: number; keyFile: string; configPath?: string; arbiter?: string },
   emit: (event: unknown) => void,
 ): Promise<unknown> {
+  const { host, port } = request;
   const vm = daemon.requireVm();
   if (vm.state !== "running") throw new Error(`${vm.name} is ${vm.state}: only a running VM migrates live`);
-  const key = loadKey(keyFile);
+  const key = loadKey(request.keyFile);
   let source = daemon.requireSource();
-  if (configPath) source = { path: configPath, text: await readFile(configPath, "utf8") };
-  daemon.log.info({ to: `${host}:${port}` }, "migrating out");
+  if (request.configPath) source = { path: request.configPath, text: await readFile(request.configPath, "utf8") };
+  const to = `${host}:${port}`;
+  daemon.log.info({ to, arbiter: request.arbiter }, "migrating out");
+  let arbiter: ArbiterClient | undefined;
+  let decider: SourceCommitOptions["decider"];
+  if (request.arbiter) {
+    arbiter = new ArbiterClient(parseEndpoint(request.arbiter, DEFAULT_ARBITER_PORT), key);
+    decider = { arbiter, key: handoverKey(vm.name), holder: `source@${vm.name}`, endpoint: request.arbiter };
+  }
+  let outcome: MigrateOutcome;
   try {
-    const outcome = await migrateOut(
-      vm.machine,
-      source,
-      { host, port },
-      key,
-      () => vm.pause(),
-      (p) => emit({ progress: p }),
-      () => openStreamCapture(vm.name, "migration", daemon.log),
-    );
-    if (!outcome.answer.ok) throw new Error(`the destination refused the migration: ${outcome.answer.error}`);
-    const result = {
-      to: `${host}:${port}`,
-      rounds: outcome.send.rounds,
-      pages: outcome.send.pages,
-      zeroPages: outcome.send.zeroPages,
-      bytes: outcome.send.bytes,
-      totalMs: outcome.send.totalMs,
-      downtimeMs: outcome.downtimeMs,
-      finalPages: outcome.send.finalPages,
-    };
-    daemon.log.info(result, "migrated; the destination runs the VM");
-    setImmediate(() => void daemon.shutdown(0, `migrated to ${host}:${port}`));
-    return result;
+    outcome = await migrateOut(vm.machine, source, { host, port }, key, () => vm.pause(), (p) => emit({ progress: p }), {
+      openCapture: () => openStreamCapture(vm.name, "migration", daemon.log),
+      commit: { ...(decider ? { decider } : {}), onStep: (step) => daemon.log.info({ step }, "handover") },
+    });
   } catch (err) {
+    // Before the go: the destination never runs its copy.
     daemon.log.warn({ err }, "migration failed; resuming here");
     const state: string = vm.state; // changed by the pause inside migrateOut
     if (state === "paused") await vm.unpause();
     throw err;
+  } finally {
+    arbiter?.close();
   }
+  const o = outcome.outcome;
+  if (o.kind === "stayed") {
+    daemon.log.warn({ reason: o.reason }, "migration not committed; resuming here");
+    await vm.unpause();
+    throw new Error(o.reason);
+  }
+  if (o.kind === "indeterminate") {
+    daemon.setHandover({ state: "indeterminate", to, reason: o.reason });
+    daemon.log.error({ reason: o.reason }, "migration indeterminate: the VM stays paused here");
+    throw new IndeterminateMigration(
+      `${o.reason}. ${vm.name} stays paused here: if the destination does not run it, \`colo unpause --force ${vm.name}\`; if it does, \`colo destroy ${vm.name}\``,
+    );
+  }
+  const result = {
+    to,
+    rounds: outcome.send.rounds,
+    pages: outcome.send.pages,
+    zeroPages: outcome.send.zeroPages,
+    bytes: outcome.send.bytes,
+    totalMs: outcome.send.totalMs,
+    downtimeMs: outcome.downtimeMs,
+    finalPages: outcome.send.finalPages,
+    committed: o.how,
+  };
+  daemon.log.info(result, "migrated; the destination runs the VM");
+  setImmediate(() => void daemon.shutdown(0, `migrated to ${to}`));
+  return result;
 }

@@ -1,13 +1,12 @@
 /**
  * Live migration between two colo hosts (docs/migration.md): the source
  * connects over an authenticated channel (TLS-PSK), sends VM_CONFIG,
- * ENGINE_COMPAT and the machine with pre-copy rounds, then waits for the
- * destination's one-line answer (which comes early, and stops the sending,
- * when the destination refuses the stream, e.g. an incompatible engine).
- * The source VM is destroyed only after the destination says its copy
- * runs; on any failure the source resumes its guest. The destination
- * drops a connection that does not start a valid migration and waits on
- * for a good one (acceptIncoming).
+ * ENGINE_COMPAT and the machine with pre-copy rounds; the destination
+ * refuses at once (and the sending stops) when it cannot load the stream,
+ * e.g. an incompatible engine. After the stream the two commit the
+ * handover as xl does (handover.ts: ready, go, done), so that no failure
+ * leaves two running copies. The destination drops a connection that does
+ * not start a valid migration and waits on for a good one (acceptIncoming).
  */
 import type { TLSSocket } from "node:tls";
 import { ChannelError, connectSecure, formatEndpoint, listenSecure, remotePeer, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
@@ -18,70 +17,42 @@ import { readConfig, writeImage, type ConfigSource } from "./image-io.js";
 import type { StreamCapture } from "./stream-capture.js";
 import { ConfigError, type VmConfig } from "../config/index.js";
 import { elapsedMs } from "../sys/clock.js";
+import { AnswerLines, commitOut, type DestinationLines, type SourceCommitOptions, type SourceOutcome } from "./handover.js";
 
 /** Default TCP port of `colo migrate-receive`. */
 export const DEFAULT_MIGRATION_PORT = 8002;
 
-/** How long the source waits for the destination's answer after the stream (loading state + resuming). */
-const ANSWER_TIMEOUT_MS = 60_000;
+/**
+ * A migration connection that moves no octet this long while the stream is
+ * sent is cut (each side): a silently cut link ends the migration instead
+ * of holding a paused guest on the source, or a partial copy on the
+ * destination, for good. The handover after the stream has its own bounds.
+ */
+export const STREAM_IDLE_TIMEOUT_MS = 15_000;
 
-/** The destination's answer after the stream's END: one JSON line. */
+/** The destination's answer line (a refusal, or the commit's "done"): docs/migration.md, handover.ts. */
 export type MigrationAnswer = { ok: true; resumeMs: number } | { ok: false; error: string };
-
-function parseAnswer(line: string): MigrationAnswer {
-  let v: unknown;
-  try {
-    v = JSON.parse(line);
-  } catch {
-    throw new Error(`the destination answered something that is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
-  }
-  const a = v as { ok?: unknown; error?: unknown; resumeMs?: unknown };
-  if (a.ok === true && typeof a.resumeMs === "number") return { ok: true, resumeMs: a.resumeMs };
-  if (a.ok === false && typeof a.error === "string") return { ok: false, error: a.error };
-  throw new Error("the destination's answer has neither ok:true nor ok:false with an error");
-}
-
-/** The destination's answer line; the caller bounds the wait (the stream may take long before it). */
-function readAnswer(socket: TLSSocket): Promise<MigrationAnswer> {
-  return new Promise((resolve, reject) => {
-    let buffered = "";
-    const done = (err?: Error, answer?: MigrationAnswer) => {
-      socket.off("data", onData);
-      socket.off("close", onClose);
-      socket.off("error", onError);
-      if (err) reject(err);
-      else if (answer) resolve(answer);
-    };
-    const onData = (chunk: Buffer) => {
-      buffered += chunk.toString("utf8");
-      const nl = buffered.indexOf("\n");
-      if (nl >= 0) {
-        try {
-          done(undefined, parseAnswer(buffered.slice(0, nl)));
-        } catch (err) {
-          done(err as Error);
-        }
-      } else if (buffered.length > 65536) done(new Error("the destination's answer is too long"));
-    };
-    const onClose = () => done(new Error("the destination closed the connection without answering"));
-    const onError = (err: Error) => done(new Error(`connection to the destination failed: ${err.message}`));
-    socket.on("data", onData);
-    socket.once("close", onClose);
-    socket.once("error", onError);
-  });
-}
 
 export interface MigrateOutcome {
   send: SendResult;
-  answer: MigrationAnswer;
-  /** Source pause to destination answer: an upper bound of the guest's downtime. */
+  /** How the handover ended (handover.ts): the caller ends, resumes, or stays paused. */
+  outcome: SourceOutcome;
+  /** Source pause to the destination's answer: an upper bound of the guest's downtime. */
   downtimeMs: number;
 }
 
+export interface MigrateOutOptions {
+  /** COLO_CAPTURE_DIR: a plaintext copy of the stream, opened once connected (openStreamCapture()). */
+  openCapture?: () => StreamCapture | undefined;
+  /** The handover's options (an arbiter to decide a lost answer; the test seam). */
+  commit?: SourceCommitOptions;
+}
+
 /**
- * Sends the VM to `to`. Throws ChannelError (cannot connect, wrong key) or
- * StreamError/Error (transfer failed) or resolves with the answer; the
- * caller resumes its guest unless `answer.ok`.
+ * Sends the VM to `to` and commits the handover (handover.ts). Throws
+ * ChannelError (cannot connect, wrong key) or StreamError/Error (the
+ * transfer failed before the go: the destination never runs it; the caller
+ * resumes), or resolves with the handover's outcome.
  */
 export async function migrateOut(
   engine: Engine,
@@ -90,38 +61,35 @@ export async function migrateOut(
   key: Buffer,
   pause: () => Promise<void>,
   onProgress: (p: TransferProgress) => void,
-  /** COLO_CAPTURE_DIR: a plaintext copy of the stream, opened once connected (openStreamCapture()). */
-  openCapture?: () => StreamCapture | undefined,
+  options: MigrateOutOptions = {},
 ): Promise<MigrateOutcome> {
   const socket = await connectSecure(to, key);
-  const capture = openCapture?.();
+  const capture = options.openCapture?.();
   try {
     const wire = writableSink(socket);
     const writer = new StreamWriter(capture ? teeSink(wire, capture.sink) : wire, { machine: machineHeader(engine.id, engine.memoryBytes) });
-    const answer = readAnswer(socket);
-    answer.catch(() => undefined); // observed below; a failure while sending surfaces there
     // A destination that refuses the stream early (e.g. its engine cannot load this one's state:
     // ENGINE_COMPAT, the first record after VM_CONFIG) answers at once: stop sending, the catch below says why.
-    answer.then(
-      (a) => {
-        if (!a.ok) socket.destroy();
-      },
-      () => undefined,
-    );
+    let refusal: string | undefined;
+    const lines = new AnswerLines(socket, (error) => {
+      refusal ??= error;
+      socket.destroy();
+    });
     let send: SendResult;
+    // A link cut silently (no FIN, no RST) would block the sending for good, with the guest paused in the final phase.
+    socket.setTimeout(STREAM_IDLE_TIMEOUT_MS, () => socket.destroy(new Error(`the connection made no progress for ${STREAM_IDLE_TIMEOUT_MS / 1000} s`)));
     try {
       send = await writeImage(engine, writer, config, { live: true, pause, onProgress });
+      socket.setTimeout(0);
     } catch (err) {
       // A destination that refuses the stream says why before it hangs up.
-      const early = await Promise.race([answer.catch(() => undefined), new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())]);
-      if (early && !early.ok) throw new Error(`the destination refused the migration: ${early.error}`);
+      if (refusal === undefined) await lines.next(1000);
+      if (refusal !== undefined) throw new Error(`the destination refused the migration: ${refusal}`);
       throw err;
     }
-    const result = await Promise.race([
-      answer,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer from the destination within ${ANSWER_TIMEOUT_MS / 1000} s`)), ANSWER_TIMEOUT_MS).unref()),
-    ]);
-    return { send, answer: result, downtimeMs: elapsedMs(send.pausedAt) };
+    lines.onRefusal = undefined;
+    const outcome = await commitOut(socket, lines, options.commit);
+    return { send, outcome, downtimeMs: elapsedMs(send.pausedAt) };
   } finally {
     socket.destroy();
     await capture?.close();
@@ -135,6 +103,8 @@ export interface Incoming {
   source: ConfigSource;
   peer: string;
   answer(a: MigrationAnswer): Promise<void>;
+  /** The handover's lines after the stream's END (handover.ts commitIn). */
+  lines: DestinationLines;
 }
 
 /**
@@ -259,12 +229,18 @@ export function acceptIncoming(
             if (!cut) refuse(socket, "another migration was accepted first");
             return;
           }
-          const answer = (a: MigrationAnswer) =>
+          const writeLine = (line: string) =>
             new Promise<void>((done) => {
               if (socket.destroyed) return done();
-              socket.write(JSON.stringify(a) + "\n", () => done());
+              socket.write(line + "\n", () => done());
             });
-          settle({ incoming: { socket, reader, config, source, peer, answer } }, ["SUPERSEDED", "another source's migration was accepted first"]);
+          const answer = (a: MigrationAnswer) => writeLine(JSON.stringify(a));
+          const lines: DestinationLines = {
+            read: (maxBytes) => reader.readLineAfterEnd(maxBytes),
+            write: writeLine,
+            cut: () => socket.destroy(),
+          };
+          settle({ incoming: { socket, reader, config, source, peer, answer, lines } }, ["SUPERSEDED", "another source's migration was accepted first"]);
         },
         (err: unknown) => {
           clearTimeout(deadline);

@@ -9,14 +9,15 @@
 export type ControlRequest =
   | { op: "status" }
   | { op: "pause" }
-  | { op: "unpause" }
+  /** `force`: also a VM a migration left paused with its handover undecided (docs/migration.md). */
+  | { op: "unpause"; force?: boolean }
   | { op: "destroy" }
   | { op: "console"; replay?: boolean }
   | { op: "console-tail"; bytes?: number }
   /** Save to `path` (absolute, on the daemon's host); the VM is destroyed afterwards unless `keepRunning`. */
   | { op: "save"; path: string; keepRunning?: boolean }
   /** Live-migrate to `host:port`; progress arrives as events; the VM is destroyed once the destination runs it. */
-  | { op: "migrate"; host: string; port: number; keyFile: string; configPath?: string }
+  | { op: "migrate"; host: string; port: number; keyFile: string; configPath?: string; arbiter?: string }
   /** Start replication to a secondary: Remus mode (`colo remus`) or COLO compare mode (`colo migrate --colo`). */
   | {
       op: "remus";
@@ -121,9 +122,13 @@ export function parseRequest(line: string): ControlRequest {
     }
     case "status":
     case "pause":
-    case "unpause":
     case "destroy":
       return { op };
+    case "unpause": {
+      const force = (value as { force?: unknown }).force;
+      if (force !== undefined && typeof force !== "boolean") throw new Error('unpause: "force" must be a boolean');
+      return force === undefined ? { op } : { op, force };
+    }
     case "console": {
       const replay = (value as { replay?: unknown }).replay;
       if (replay !== undefined && typeof replay !== "boolean") throw new Error('console: "replay" must be a boolean');
@@ -136,14 +141,24 @@ export function parseRequest(line: string): ControlRequest {
       return { op, path: v.path, ...(v.keepRunning !== undefined ? { keepRunning: v.keepRunning } : {}) };
     }
     case "migrate": {
-      const v = value as { host?: unknown; port?: unknown; keyFile?: unknown; configPath?: unknown };
+      const v = value as { host?: unknown; port?: unknown; keyFile?: unknown; configPath?: unknown; arbiter?: unknown };
       if (typeof v.host !== "string" || v.host.length === 0 || v.host.length > 255) throw new Error('migrate: "host" must be a host name or address');
       if (typeof v.port !== "number" || !Number.isInteger(v.port) || v.port < 1 || v.port > 65535) throw new Error('migrate: "port" must be 1..65535');
       if (typeof v.keyFile !== "string" || !v.keyFile.startsWith("/")) throw new Error('migrate: "keyFile" must be an absolute path');
       if (v.configPath !== undefined && (typeof v.configPath !== "string" || !v.configPath.startsWith("/"))) {
         throw new Error('migrate: "configPath" must be an absolute path');
       }
-      return { op, host: v.host, port: v.port, keyFile: v.keyFile, ...(v.configPath !== undefined ? { configPath: v.configPath } : {}) };
+      if (v.arbiter !== undefined && (typeof v.arbiter !== "string" || v.arbiter.length === 0 || v.arbiter.length > 300)) {
+        throw new Error('migrate: "arbiter" must be HOST[:PORT]');
+      }
+      return {
+        op,
+        host: v.host,
+        port: v.port,
+        keyFile: v.keyFile,
+        ...(v.configPath !== undefined ? { configPath: v.configPath } : {}),
+        ...(v.arbiter !== undefined ? { arbiter: v.arbiter } : {}),
+      };
     }
     case "console-tail": {
       const bytes = (value as { bytes?: unknown }).bytes;

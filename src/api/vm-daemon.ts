@@ -38,6 +38,8 @@ export class VmDaemon implements ControlHandler {
   private server: ControlServer | undefined;
   private exiting = false;
   private busy: string | undefined;
+  /** A migration left the VM paused with its handover undecided (daemon-transfer.ts). */
+  private handover: { state: "indeterminate"; to: string; reason: string } | undefined;
   private primary: PrimaryReplicator | undefined;
   private secondary: SecondaryReplicator | undefined;
   private readonly consoles = new Set<Socket>();
@@ -54,6 +56,7 @@ export class VmDaemon implements ControlHandler {
       register: (config, source, vmOptions) => this.register(config, source, vmOptions),
       requireVm: () => this.requireVm(),
       requireSource: () => this.requireSource(),
+      setHandover: (h) => (this.handover = h),
       vm: () => this.vm,
       exiting: () => this.exiting,
       busyDone: () => this.busyDone,
@@ -129,6 +132,7 @@ export class VmDaemon implements ControlHandler {
           pid: process.pid,
           eventLoopDelay: this.loopDelay.snapshot(),
           ...(this.busy ? { busy: this.busy } : {}),
+          ...(this.handover ? { handover: this.handover } : {}),
           ...(replication ? { replication } : {}),
           ...(output ? { heldOutput: output } : {}),
           ...(details ? { proxy: details } : {}),
@@ -157,8 +161,13 @@ export class VmDaemon implements ControlHandler {
         this.log.info("paused");
         return { state: vm.state };
       case "unpause":
+        if (this.handover && request.force !== true) {
+          throw new Error(`${vm.name} stays paused: its migration to ${this.handover.to} is undecided (${this.handover.reason}); unpause with --force only if the destination does not run it`);
+        }
         await vm.unpause();
-        this.log.info("unpaused");
+        if (this.handover) this.log.warn({ handover: this.handover }, "unpaused by force after an undecided migration");
+        else this.log.info("unpaused");
+        this.handover = undefined;
         return { state: vm.state };
       case "destroy":
         // Answer first, then go away.
@@ -169,7 +178,7 @@ export class VmDaemon implements ControlHandler {
       case "save":
         return this.exclusive("saving", () => saveVm(this.parts, request.path, request.keepRunning === true));
       case "migrate":
-        return this.exclusive("migrating", () => migrateVm(this.parts, request.host, request.port, request.keyFile, request.configPath, emit));
+        return this.exclusive("migrating", () => migrateVm(this.parts, request, emit));
     }
   }
 

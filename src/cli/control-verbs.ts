@@ -15,9 +15,9 @@ export async function pauseVm(name: string): Promise<void> {
   await request(vmRunFiles(name).socket, { op: "pause" });
 }
 
-export async function unpauseVm(name: string): Promise<void> {
+export async function unpauseVm(name: string, force = false): Promise<void> {
   requireVm(name);
-  await request(vmRunFiles(name).socket, { op: "unpause" });
+  await request(vmRunFiles(name).socket, force ? { op: "unpause", force } : { op: "unpause" });
 }
 
 /** Asks the daemon to destroy its VM; if it does not go within 15 s, SIGKILL by pid. */

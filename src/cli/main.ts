@@ -64,7 +64,11 @@ export function program(): Command {
     .action(async (name: string, o: { replay: boolean }) => attachConsole(name, o));
 
   p.command("pause").description("pause a VM's vCPU").argument("<name>").action(async (name: string) => pauseVm(name));
-  p.command("unpause").description("resume a paused VM").argument("<name>").action(async (name: string) => unpauseVm(name));
+  p.command("unpause")
+    .description("resume a paused VM")
+    .argument("<name>")
+    .option("--force", "also a VM a migration left paused with its handover undecided (only if the destination does not run it)")
+    .action(async (name: string, o: { force?: boolean }) => unpauseVm(name, o.force === true));
   p.command("destroy")
     .description("stop a VM and release its TAP, disks and daemon")
     .argument("<name>")
@@ -102,7 +106,10 @@ export function program(): Command {
     .option("--checkpoint-max-interval <ms>", "with --colo: a checkpoint at least this often", positiveInt, DEFAULT_MAX_CHECKPOINT_INTERVAL_MS)
     .option("--peer-timeout <ms>", "with --colo: silence from the secondary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "with --colo: heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
-    .option("--arbiter <addr[:port]>", `with --colo: hold this arbiter's lease; run alone after losing the secondary only with it (default port ${DEFAULT_ARBITER_PORT})`)
+    .option(
+      "--arbiter <addr[:port]>",
+      `with --colo: hold this arbiter's lease; run alone after losing the secondary only with it. Without --colo: settle a handover whose answer is lost through it (docs/migration.md; default port ${DEFAULT_ARBITER_PORT})`,
+    )
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
     .action(
       async (
@@ -123,7 +130,7 @@ export function program(): Command {
       ) => {
         if (!o.colo) {
           // Replication options on a plain migration are a mistake, not something to ignore.
-          const stray = ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "peerTimeout", "heartbeat", "arbiter", "lease"].filter(
+          const stray = ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "peerTimeout", "heartbeat", "lease"].filter(
             (k) => migrate.getOptionValueSource(k) === "cli",
           );
           if (stray.length > 0) throw new CliError(`${stray.map((k) => "--" + k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())).join(", ")} only with --colo`, 2);

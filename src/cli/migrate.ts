@@ -1,9 +1,9 @@
-import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { resolve } from "node:path";
 import { request } from "../api/control-client.js";
 import { vmRunFiles } from "../api/paths.js";
 import { findVm } from "../api/registry.js";
+import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE, generateKeyFile, loadKey } from "../channel/key.js";
 import { formatEndpoint, parseEndpoint } from "../channel/secure-channel.js";
@@ -47,14 +47,21 @@ export async function restoreVm(file: string, o: { timeout: number }): Promise<v
 }
 
 /** `colo migrate NAME HOST[:PORT]`: live migration with pre-copy; progress per round. */
-export async function migrateVm(name: string, dest: string, o: { keyFile: string; config?: string }): Promise<void> {
+export async function migrateVm(name: string, dest: string, o: { keyFile: string; config?: string; arbiter?: string }): Promise<void> {
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
   const to = parseEndpoint(dest, DEFAULT_MIGRATION_PORT);
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile); // a bad key file is this command's error, before anything moves
   const result = (await request(
     vmRunFiles(name).socket,
-    { op: "migrate", host: to.host, port: to.port, keyFile, ...(o.config ? { configPath: resolve(o.config) } : {}) },
+    {
+      op: "migrate",
+      host: to.host,
+      port: to.port,
+      keyFile,
+      ...(o.config ? { configPath: resolve(o.config) } : {}),
+      ...(o.arbiter ? { arbiter: formatEndpoint(parseEndpoint(o.arbiter, DEFAULT_ARBITER_PORT)) } : {}),
+    },
     120_000,
     (event) => {
       const p = (event as { progress?: unknown }).progress;

@@ -100,6 +100,32 @@ export class ByteSourceReader {
     }
   }
 
+  /**
+   * The next line (without its LF), UTF-8, at most `maxBytes` octets before
+   * the LF; undefined when the source ends before any octet of it. A line
+   * longer than that, or cut by the end of the source, is BAD_LENGTH or
+   * TRUNCATED at `where`.
+   */
+  async readLine(maxBytes: number, where: StreamLocation): Promise<string | undefined> {
+    const parts: Uint8Array[] = [];
+    let length = 0;
+    for (;;) {
+      if (!(await this.fill())) {
+        if (length === 0) return undefined;
+        throw new StreamError("TRUNCATED", where, `the connection ended inside a line (${length} octets, no LF)`);
+      }
+      const rest = this.chunk.subarray(this.position);
+      const lf = rest.indexOf(0x0a);
+      const take = lf >= 0 ? lf : rest.length;
+      if (length + take > maxBytes) throw new StreamError("BAD_LENGTH", where, `a line longer than ${maxBytes} octets`);
+      parts.push(rest.slice(0, take));
+      length += take;
+      this.position += take + (lf >= 0 ? 1 : 0);
+      this.consumed += take + (lf >= 0 ? 1 : 0);
+      if (lf >= 0) return Buffer.concat(parts).toString("utf8");
+    }
+  }
+
   /** Octets already pulled from the source but not consumed (for a transport that reuses the connection). */
   takeBuffered(): Uint8Array {
     const rest = this.chunk.slice(this.position);

@@ -104,6 +104,16 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
     }
   }
 
+  /**
+   * A line the peer sent on the same connection after the stream's END (the
+   * migration handover's messages, docs/migration.md); undefined when the
+   * connection ended. Only after END.
+   */
+  async readLineAfterEnd(maxBytes: number): Promise<string | undefined> {
+    if (!this.finished) throw new StreamError("INTERNAL", undefined, "StreamReader.readLineAfterEnd() before the stream's END");
+    return this.source.readLine(maxBytes, { offset: this.source.offset, what: "a line after END" });
+  }
+
   /** Octets pulled from the source after the stream's END but not consumed. */
   takeBuffered(): Uint8Array {
     return this.source.takeBuffered();
