@@ -67,10 +67,11 @@ export async function migrateVm(name: string, dest: string, o: { keyFile: string
       const p = (event as { progress?: unknown }).progress;
       if (isProgress(p)) process.stdout.write(progressLine(`${name} -> ${formatEndpoint(to)}`, p));
     },
-  )) as { rounds: number; pages: number; bytes: number; totalMs: number; downtimeMs: number };
+  )) as { rounds: number; pages: number; bytes: number; totalMs: number; downtimeMs: number; committed?: string };
   process.stdout.write(
     `${name}: migrated to ${formatEndpoint(to)} in ${result.totalMs} ms (${result.rounds} rounds, ${result.pages} pages, ${(result.bytes / 2 ** 20).toFixed(1)} MiB); downtime ${result.downtimeMs} ms\n`,
   );
+  if (result.committed) process.stdout.write(`${name}: handover: ${result.committed}\n`);
 }
 
 /** `colo migrate-receive`: waits for one incoming migration; returns when the VM runs here. */

@@ -4,7 +4,8 @@
  * equal) and h2 -> h1 under redis-benchmark load with an INCR client on one
  * open connection (no client error, no lost or repeated write, the
  * connection survives), and refusals (wrong key, memory mismatch) that
- * leave the source running.
+ * leave the source running; with --arbiter, the handover key taken by the
+ * destination before it resumes.
  *
  * Needs root and the guest image. Generous timeouts: emulated guests on 2 cores.
  */
@@ -213,4 +214,28 @@ itest("live migration under redis-benchmark load: no client error, one connectio
   assert.equal(await redisAfterMove(to, "GET", "colo:incr"), String(s.last), "the last acknowledged write is the dataset's value");
   assert.equal((await vmsOn(to))[0]?.state, "running");
   assert.deepEqual(await vmsOn(from), []);
+});
+
+itest("live migration with --arbiter: the destination resumes only once it holds the handover key; the source ends", { timeout: 300_000 }, async () => {
+  const { from, to, toIp } = await placement();
+  const digest = await redis("DEBUG", "DIGEST");
+  const arbiter = spawn("ip", ["netns", "exec", LAB.namespaces.lan, COLO_BIN, "arbiter", "--listen", LAB.arbiterIp, "--key-file", key], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let arbiterOut = "";
+  arbiter.stdout.on("data", (c: Buffer) => (arbiterOut += c.toString()));
+  arbiter.stderr.on("data", (c: Buffer) => (arbiterOut += c.toString()));
+  try {
+    await waitFor("the arbiter listens", () => Promise.resolve(arbiterOut.includes("arbiter listening")), 30_000);
+    const recv = await receiveOn(to, toIp);
+    const r = await colo(from, ["migrate", "mig", toIp, "--key-file", key, "--arbiter", LAB.arbiterIp]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /handover: the destination said it runs/);
+    assert.equal((await recv.done).code, 0);
+    // The destination took the migration's key, solo, before it resumed.
+    await waitFor("the arbiter logged the handover", () => Promise.resolve(/lease of mig@handover:[0-9a-f]{16}: destination@\S+ runs alone/.test(arbiterOut)), 10_000);
+    assert.deepEqual(await vmsOn(from), []);
+    assert.equal((await vmsOn(to))[0]?.state, "running");
+    assert.equal(await redisAfterMove(to, "DEBUG", "DIGEST"), digest);
+  } finally {
+    arbiter.kill("SIGTERM");
+  }
 });
