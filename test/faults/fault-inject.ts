@@ -12,6 +12,7 @@ export const FAULT_KINDS = [
   "kill-primary",
   "kill-secondary",
   "kill-primary-mid-checkpoint",
+  "kill-secondary-initial-sync",
   "link-down",
   "link-flap",
   "packet-loss",

@@ -27,7 +27,12 @@
  * docs/replication.md); the link flapping (down/up below and above the
  * peer timeout); 20% packet loss on the link for 5 s (nftables); the
  * primary's or the secondary's host frozen (SIGSTOP of its daemon and
- * engine for twice the peer timeout, then SIGCONT). test/faults/fault-inject.ts.
+ * engine for twice the peer timeout, then SIGCONT); the secondary killed
+ * during the protection's start (the load runs, `colo migrate --colo`
+ * starts, the secondary is SIGKILLed once it holds the VM and before
+ * checkpoint 0: the start must fail and the primary run on, nothing lost;
+ * a kill that came after checkpoint 0 is "missed", a failure).
+ * test/faults/fault-inject.ts.
  *
  * Every run is on its own: its own lab (namespaces made anew), arbiter,
  * key, run directory and images, all removed at its end; a run that fails
@@ -44,7 +49,7 @@ import { generateKeyFile } from "../../src/channel/key.js";
 import { labDown, labUp } from "../../src/lab/lab.js";
 import { seededRandom } from "../../src/state/testing.js";
 import type { LabTopology } from "../../src/lab/topology.js";
-import { REPO_ROOT } from "../tools/run.js";
+import { REPO_ROOT, type RunResult as CommandResult } from "../tools/run.js";
 import { TEST_ENGINE, writeGuestConfig } from "../tools/guest-fixture.js";
 import { Pair, type VmStatusJson } from "../tools/pair-fixture.js";
 import { faultKindsFor, linkDown, linkFlap, packetLoss, restoreLinks, sleep, stall, STALL_MS, type FaultKind } from "./fault-inject.js";
@@ -68,6 +73,16 @@ async function until(fn: () => boolean, timeoutMs: number): Promise<boolean> {
   return true;
 }
 
+/** `until` for a condition that must be asked for (a status request). */
+async function untilAsync(fn: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = now() + timeoutMs;
+  while (!(await fn())) {
+    if (now() >= deadline) return false;
+    await sleep(50);
+  }
+  return true;
+}
+
 /** A side releases output to the LAN: a running primary, or a side running alone. */
 function live(s: VmStatusJson | undefined): boolean {
   if (!s || s.state !== "running") return false;
@@ -79,6 +94,8 @@ export class FaultSuite {
   /** The run in progress's pair (each run has its own). */
   private pair: Pair | undefined;
   private work = "";
+  /** abort() was called: no run starts after it, and the one it cut short is not counted. */
+  private stopping = false;
 
   /** `work`: a folder for the runs (one subfolder each). The lab's namespaces are made anew for every run. */
   constructor(
@@ -140,6 +157,7 @@ export class FaultSuite {
 
   /** Ends the run in progress, if any (an interrupted suite): its daemons, arbiter, links and lab. */
   async abort(): Promise<void> {
+    this.stopping = true;
     const pair = this.pair;
     this.pair = undefined;
     await pair?.destroyAll();
@@ -151,11 +169,15 @@ export class FaultSuite {
   async runAll(runs: number, seed: number, kinds: readonly FaultKind[] = faultKindsFor(TEST_ENGINE)): Promise<SuiteSummary> {
     const random = seededRandom(seed); // the suite is reproducible from its seed
     const details: RunResult[] = [];
-    for (let i = 0; i < runs; i++) {
+    for (let i = 0; i < runs && !this.stopping; i++) {
       const fault = kinds[Math.floor(random() * kinds.length)] ?? "kill-primary";
       const delayMs = 2000 + Math.floor(random() * 4000);
       this.log(`faults: run ${i + 1}/${runs}: ${fault} after ${delayMs} ms of load`);
       const r = await this.isolated(i + 1, fault, delayMs);
+      if (this.stopping) {
+        this.log(`faults: run ${i + 1} was cut short by the interruption: not counted`);
+        break;
+      }
       this.log(`faults: run ${i + 1}: ${JSON.stringify(r)}`);
       details.push(r);
     }
@@ -163,8 +185,10 @@ export class FaultSuite {
     const pct = (p: number) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))] ?? 0;
     const faultsByKind: Record<string, number> = {};
     for (const d of details) faultsByKind[d.fault] = (faultsByKind[d.fault] ?? 0) + 1;
+    const p99 = gaps.length > 0 ? pct(0.99) : 0;
     return {
-      runs,
+      runs: details.length,
+      ...(details.length < runs ? { requestedRuns: runs, interrupted: true } : {}),
       seed,
       faultsByKind,
       acknowledgedWrites: details.reduce((a, d) => a + d.acknowledged, 0),
@@ -173,7 +197,7 @@ export class FaultSuite {
       connectionResets: details.reduce((a, d) => a + d.connectionResets, 0),
       splitBrains: details.filter((d) => d.splitBrain).length,
       failedRuns: details.filter((d) => runFailures(d).length > 0).length,
-      failoverMs: gaps.length > 0 ? { min: gaps[0] ?? 0, p50: pct(0.5), p90: pct(0.9), max: gaps[gaps.length - 1] ?? 0 } : undefined,
+      failoverMs: gaps.length > 0 ? { min: gaps[0] ?? 0, p50: pct(0.5), p90: pct(0.9), p99, max: gaps[gaps.length - 1] ?? 0 } : undefined,
       loopDelayMaxMs: Math.max(-1, ...details.flatMap((d) => [d.loopDelayMaxMs.h1, d.loopDelayMaxMs.h2])),
       details,
     };
@@ -235,8 +259,11 @@ export class FaultSuite {
     let wireAtFault: WireCounts | undefined;
     let wireAfter: WireCounts | undefined;
     const progress = new AckProgress();
+    const initialSync = fault === "kill-secondary-initial-sync";
     try {
-      await pair.protect(pCfg, ["migrate", "--colo"], { secondaryConfig: sCfg, ...(midCheckpoint ? { extraEnv: { COLO_TEST_CHECKPOINT_DELAY_MS: "700" } } : {}) });
+      // Protected before the load, except when the fault strikes the protection's start.
+      if (initialSync) await pair.createPrimary(pCfg);
+      else await pair.protect(pCfg, ["migrate", "--colo"], { secondaryConfig: sCfg, ...(midCheckpoint ? { extraEnv: { COLO_TEST_CHECKPOINT_DELAY_MS: "700" } } : {}) });
       wire = await WireWatch.start(this.lab, mac);
       // The verifying client: two connections, verification after stdin closes.
       const c = spawn(
@@ -262,10 +289,19 @@ export class FaultSuite {
       // The load first: the delay counts from the client's first acknowledged write.
       if (!(await until(() => progress.latest() > 0, 60_000))) throw new Error(`the verifying client acknowledged no write within 60 s: ${progress.tail()}`);
       await sleep(delayMs);
+      let protecting: Promise<CommandResult> | undefined;
+      if (initialSync) {
+        // The protection starts under load; the secondary is killed once it holds the VM and before checkpoint 0.
+        protecting = pair.startProtection(["migrate", "--colo"], { secondaryConfig: sCfg });
+        if (!(await untilAsync(async () => (await this.tryStatus(pair.h2)) !== undefined, 120_000))) throw new Error("the secondary never held the VM");
+        await sleep(delayMs % 500);
+      }
       const primary = await this.tryStatus(pair.h1);
       const secondary = await this.tryStatus(pair.h2);
       if (!primary || !secondary) throw new Error("the pair is not up");
-      if (primary.replication?.mode !== "primary" || secondary.replication?.mode !== "secondary") {
+      if (initialSync) {
+        if (primary.busy === undefined) throw new Error(`missed: the primary had finished its start (mode ${primary.replication?.mode ?? "-"}) before the kill`);
+      } else if (primary.replication?.mode !== "primary" || secondary.replication?.mode !== "secondary") {
         throw new Error(`the pair is not replicating at the fault: h1 ${primary.replication?.mode ?? "-"}, h2 ${secondary.replication?.mode ?? "-"}`);
       }
       result.ackedBeforeFault = progress.latest();
@@ -273,6 +309,12 @@ export class FaultSuite {
       wireAtFault = await wire.read();
       let midCheckpointKill: { pausedSeen: boolean; checkpointRequests: number } | undefined;
       switch (fault) {
+        case "kill-secondary-initial-sync": {
+          process.kill(secondary.pid, "SIGKILL");
+          const started = await protecting;
+          if (started?.code === 0) addError(result, "missed: the protection succeeded although its secondary was killed during the initial sync");
+          break;
+        }
         case "kill-primary":
           process.kill(primary.pid, "SIGKILL");
           break;

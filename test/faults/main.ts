@@ -82,21 +82,23 @@ async function main(argv: string[]): Promise<number> {
     }
     process.stderr.write(`faults: seed ${seed} (replay with --seed ${seed})\n`);
     const suite = new FaultSuite(lab, work);
-    // Interrupted (Ctrl-C, SIGTERM): the run in progress's daemons, arbiter and lab go, then the folder.
+    // Interrupted (Ctrl-C, SIGTERM): the run in progress's daemons, arbiter and lab go, no run starts after it,
+    // and the runs done so far are written (marked interrupted). A second signal exits at once.
+    let interrupted = false;
     for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-      process.once(sig, () => {
-        process.stderr.write(`faults: ${sig}: removing the run in progress\n`);
-        void suite
-          .abort()
-          .catch((err: unknown) => process.stderr.write(`faults: cleanup: ${(err as Error).message}\n`))
-          .finally(() => {
-            rmSync(work, { recursive: true, force: true });
-            process.exit(130);
-          });
+      process.on(sig, () => {
+        if (interrupted) {
+          rmSync(work, { recursive: true, force: true });
+          process.exit(130);
+        }
+        interrupted = true;
+        process.stderr.write(`faults: ${sig}: removing the run in progress; the runs done are written (again to exit at once)\n`);
+        void suite.abort().catch((err: unknown) => process.stderr.write(`faults: cleanup: ${(err as Error).message}\n`));
       });
     }
     const summary = await suite.runAll(runs, seed, kinds);
-    writeResult("faults", { figures: summary });
+    if (summary.runs > 0) writeResult("faults", { figures: summary });
+    if (interrupted) return 130;
     const bad = summary.lostWrites > 0 || summary.incrViolations > 0 || summary.splitBrains > 0 || summary.failedRuns > 0;
     return bad ? 1 : 0;
   } finally {

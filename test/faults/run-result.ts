@@ -68,7 +68,11 @@ export interface MidCheckpoint {
 }
 
 export interface SuiteSummary {
+  /** Runs done and counted. */
   runs: number;
+  /** Set when the suite was interrupted (SIGINT/SIGTERM) before all the runs asked for: how many were asked. */
+  requestedRuns?: number;
+  interrupted?: boolean;
   seed: number;
   faultsByKind: Record<string, number>;
   acknowledgedWrites: number;
@@ -78,7 +82,7 @@ export interface SuiteSummary {
   splitBrains: number;
   /** Runs with any failure (test/faults/run-checks.ts runFailures). */
   failedRuns: number;
-  failoverMs: { min: number; p50: number; p90: number; max: number } | undefined;
+  failoverMs: { min: number; p50: number; p90: number; p99?: number; max: number } | undefined;
   /** The longest any daemon's event loop ran late before a fault, over all runs (ms; -1: none reported). */
   loopDelayMaxMs: number;
   details: RunResult[];

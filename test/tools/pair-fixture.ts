@@ -28,6 +28,8 @@ export interface VmStatusJson {
   /** How late the daemon's event loop has run since it started (src/api/loop-delay.ts). */
   eventLoopDelay?: { maxMs: number; p99Ms: number; meanMs: number; samples: number };
   state: string;
+  /** The exclusive operation in progress ("starting replication", "migrating", ...). */
+  busy?: string;
   replication?: ReplicationStatus;
   proxy?: Record<string, unknown>;
   /** Remus: the output buffer; compare mode: the comparator's counters. */
@@ -173,16 +175,26 @@ export class Pair {
    * or ["migrate", "--colo"].
    */
   async protect(cfg: string, verb: string[], opts: { extraEnv?: NodeJS.ProcessEnv; secondaryConfig?: string } = {}): Promise<RunResult> {
-    await this.destroyAll();
-    const created = await this.colo(this.h1, ["create", cfg], opts.extraEnv);
-    assert.equal(created.code, 0, created.stderr);
-    await this.listenSecondary();
-    const [cmd, ...rest] = verb;
-    const args = [cmd ?? "remus", this.name, this.lab.replIps[1], "--key-file", this.keyFile, ...rest, ...(opts.secondaryConfig ? ["-C", opts.secondaryConfig] : []), ...this.arbiterArgs()];
-    const r = await this.colo(this.h1, args, opts.extraEnv);
+    await this.createPrimary(cfg, opts.extraEnv);
+    const r = await this.startProtection(verb, opts);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await this.status(this.h2)).replication?.mode, "secondary");
     return r;
+  }
+
+  /** The VM on h1 from `cfg`, unprotected (whatever the pair ran before is destroyed first). */
+  async createPrimary(cfg: string, extraEnv?: NodeJS.ProcessEnv): Promise<void> {
+    await this.destroyAll();
+    const created = await this.colo(this.h1, ["create", cfg], extraEnv);
+    assert.equal(created.code, 0, created.stderr);
+  }
+
+  /** A secondary waiting on h2, and the protecting command on h1 (`verb`: e.g. ["migrate", "--colo"]); resolves when that command ends. */
+  async startProtection(verb: string[], opts: { extraEnv?: NodeJS.ProcessEnv; secondaryConfig?: string } = {}): Promise<RunResult> {
+    await this.listenSecondary();
+    const [cmd, ...rest] = verb;
+    const args = [cmd ?? "remus", this.name, this.lab.replIps[1], "--key-file", this.keyFile, ...rest, ...(opts.secondaryConfig ? ["-C", opts.secondaryConfig] : []), ...this.arbiterArgs()];
+    return this.colo(this.h1, args, opts.extraEnv);
   }
 
   /** The INCR client (test/tools/incr-client.ts) on one connection from the client namespace. */
