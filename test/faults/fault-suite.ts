@@ -51,6 +51,7 @@ import { seededRandom } from "../../src/state/testing.js";
 import type { LabTopology } from "../../src/lab/topology.js";
 import { REPO_ROOT, type RunResult as CommandResult } from "../tools/run.js";
 import { TEST_ENGINE, writeGuestConfig } from "../tools/guest-fixture.js";
+import { stopDaemonsUnder } from "../tools/interrupt.js";
 import { Pair, type VmStatusJson } from "../tools/pair-fixture.js";
 import { faultKindsFor, linkDown, linkFlap, packetLoss, restoreLinks, sleep, stall, STALL_MS, type FaultKind } from "./fault-inject.js";
 import { AckProgress, runFailures } from "./run-checks.js";
@@ -158,8 +159,7 @@ export class FaultSuite {
   /** Ends the run in progress, if any (an interrupted suite): its daemons, arbiter, links and lab. */
   async abort(): Promise<void> {
     this.stopping = true;
-    const pair = this.pair;
-    this.pair = undefined;
+    const pair = this.pair; // the run's own teardown (isolated) runs too: both are idempotent
     await pair?.destroyAll();
     await pair?.stopArbiter();
     await restoreLinks(this.lab);
@@ -215,20 +215,25 @@ export class FaultSuite {
     mkdirSync(this.work, { recursive: true });
     const key = join(this.work, "colo.key");
     const result = blankResult(n, fault);
+    let pair: Pair | undefined;
     try {
       await labDown({ prefix: this.lab.prefix });
       await labUp({ prefix: this.lab.prefix });
       generateKeyFile(key);
-      this.pair = new Pair(this.lab, "flt", join(this.work, "run"), key);
-      await this.pair.startArbiter();
-      await this.one(this.pair, result, delayMs);
+      pair = new Pair(this.lab, "flt", join(this.work, "run"), key);
+      this.pair = pair;
+      if (this.stopping) throw new Error("interrupted");
+      await pair.startArbiter();
+      if (this.stopping) throw new Error("interrupted");
+      await this.one(pair, result, delayMs);
     } catch (err) {
       addError(result, `setup: ${(err as Error).message}`);
     } finally {
-      const pair = this.pair;
       this.pair = undefined;
       try {
         await pair?.destroyAll();
+        // A daemon the interruption caught mid-create (its CLI gone before it answered) is found by its run files.
+        await stopDaemonsUnder(join(this.work, "run"));
         await restoreLinks(this.lab);
         await pair?.stopArbiter();
         await labDown({ prefix: this.lab.prefix });
