@@ -59,6 +59,8 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
   if (vm.state !== "running") throw new Error(`${vm.name} is ${vm.state}: only a running VM can be protected`);
   const current = daemon.primary();
   if (current && current.stats.mode === "primary") throw new Error(`${vm.name} is already replicating to ${current.stats.peer}`);
+  const secondary = daemon.secondary();
+  if (secondary && !secondary.done) throw new Error(`${vm.name} is the secondary of a replication session here: protect it from its primary`);
   const key = loadKey(r.keyFile);
   let source = daemon.requireSource();
   if (r.configPath) source = { path: r.configPath, text: await readFile(r.configPath, "utf8") };
@@ -111,7 +113,7 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
     throw err;
   }
   daemon.log.info({ peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs }, "replication running");
-  return { peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs, checkpoint0Pages: primary.stats.lastPages, disks: primary.diskCount };
+  return { peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs, checkpoint0Pages: primary.stats.lastPages, disks: primary.diskCount, ...(primary.started ? { start: primary.started } : {}) };
 }
 
 /**
@@ -136,6 +138,7 @@ export function newSecondary(
       resume: () => vm.unpause(),
       setOutputFilter: (f) => vm.setOutputFilter(f),
       setInputFilter: (f) => vm.setInputFilter(f),
+      setLinkTranslation: (t) => vm.setLinkTranslation(t),
       deliverInput: (f) => vm.deliverInput(f),
       sendOutput: (f) => vm.sendOutput(f),
       takeOver: async () => {

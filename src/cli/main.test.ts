@@ -15,10 +15,19 @@ function run(args: string[]): { code: number | null; stderr: string } {
   return { code: r.status, stderr: r.stderr };
 }
 
-test("cli: replication options on a plain migration are refused, naming them", () => {
-  const r = run(["migrate", "vm", "10.0.0.1", "--arbiter", "10.0.0.9", "--compare-timeout", "5"]);
+test("cli: replication options on a plain migration are refused, naming them (--arbiter is the handover's there)", () => {
+  const r = run(["migrate", "vm", "10.0.0.1", "--arbiter", "10.0.0.9", "--compare-timeout", "5", "--lease", "900"]);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /--compare-timeout, --arbiter only with --colo/);
+  assert.match(r.stderr, /--compare-timeout, --lease only with --colo/);
+});
+
+test("cli: protect refuses options of the other mode, naming them", () => {
+  const r = run(["protect", "vm", "10.0.0.1", "--remus", "--compare-timeout", "5"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--compare-timeout not with --remus/);
+  const i = run(["protect", "vm", "10.0.0.1", "--interval", "50"]);
+  assert.equal(i.code, 2);
+  assert.match(i.stderr, /--interval only with --remus/);
 });
 
 test("cli: bad numbers are refused before anything runs", () => {

@@ -1,4 +1,4 @@
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import { DEFAULT_DEMO_ENGINE } from "../demo/demo-guest.js";
 import { ENGINE_NAMES, type EngineName } from "../config/engines.js";
 import { ConfigError } from "../config/errors.js";
@@ -23,18 +23,8 @@ import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE } from "../channel/key.js";
 import { parseEndpoint } from "../channel/secure-channel.js";
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive whole number, got "${value}"`);
-  return n;
-}
-
-function nonNegativeInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number >= 0, got "${value}"`);
-  return n;
-}
+import { nonNegativeInt, positiveInt } from "./arg-types.js";
+import { addProtectCommand } from "./protect.js";
 
 /**
  * `colo`: xl-like verbs over per-VM daemons (docs/cli.md). Commander parses
@@ -162,6 +152,8 @@ export function program(): Command {
     .option("--arbiter <addr[:port]>", `with --colo: take over only with this arbiter's lease (colo arbiter; default port ${DEFAULT_ARBITER_PORT})`)
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
     .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number; heartbeat: number; arbiter?: string; lease: number }) => migrateReceive(o));
+
+  addProtectCommand(p);
 
   p.command("remus")
     .description("protect a VM with checkpointed replication to a secondary (Remus mode: output held until its checkpoint is acknowledged)")

@@ -16,6 +16,24 @@ function arbiterFields(o: { arbiter?: string; lease?: number }): { arbiter?: str
   return { arbiter: formatEndpoint(at), leaseMs: o.lease ?? DEFAULT_LEASE_TTL_MS };
 }
 
+interface StartAnswer {
+  checkpoint0Pages: number;
+  disks: number;
+  start?: { totalMs: number; pauseMs: number; pages: number; bytes: number; disk: { chunksCopied: number; bytesCopied: number; ms: number } };
+}
+
+const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+
+/** The start's figures, one line: what re-protection costs (docs/operations.md "Re-protection"). */
+function printStart(name: string, r: StartAnswer): void {
+  const s = r.start;
+  if (!s) return;
+  process.stdout.write(
+    `${name}: start ${s.totalMs} ms; checkpoint 0 paused the guest ${s.pauseMs} ms (${s.pages} pages, ${mib(s.bytes)} MiB); ` +
+      `disks: ${s.disk.chunksCopied} chunks (${mib(s.disk.bytesCopied)} MiB) copied, the ones that differed, in ${s.disk.ms} ms\n`,
+  );
+}
+
 /** `colo remus NAME HOST[:PORT]`: starts Remus-mode replication; returns once the secondary holds checkpoint 0. */
 export async function remusVm(name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease?: number }): Promise<void> {
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
@@ -26,10 +44,11 @@ export async function remusVm(name: string, dest: string, o: { interval: number;
     vmRunFiles(name).socket,
     { op: "remus", host: to.host, port: to.port, keyFile, intervalMs: o.interval, timeoutMs: o.peerTimeout, heartbeatMs: o.heartbeat, ...arbiterFields(o) },
     600_000,
-  )) as { checkpoint0Pages: number };
+  )) as StartAnswer;
   process.stdout.write(
     `${name}: protected by ${formatEndpoint(to)} (Remus mode, checkpoint every ${o.interval} ms; checkpoint 0: ${r.checkpoint0Pages} pages); see colo status ${name}\n`,
   );
+  printStart(name, r);
 }
 
 /** `colo migrate --colo NAME HOST[:PORT]`: starts COLO compare mode; returns once the secondary runs from checkpoint 0. */
@@ -60,11 +79,12 @@ export async function coloVm(
       ...arbiterFields(o),
     },
     600_000,
-  )) as { checkpoint0Pages: number; disks: number };
+  )) as StartAnswer;
   process.stdout.write(
     `${name}: protected by ${formatEndpoint(to)} (COLO compare mode; compare timeout ${o.compareTimeout} ms, checkpoint at least every ${o.maxInterval} ms; ` +
       `checkpoint 0: ${r.checkpoint0Pages} pages, ${r.disks} replicated disk(s)); see colo status ${name}\n`,
   );
+  printStart(name, r);
 }
 
 /** `colo checkpoint NAME [--verify-disks]`: an operator checkpoint on a primary; prints its figures as JSON. */

@@ -102,6 +102,16 @@ export const DEFAULT_DISK_BACKLOG_BYTES = 64 * 2 ** 20;
 /** How often compare mode looks for held frames past their timeout. */
 const EXPIRY_POLL_MS = 50;
 
+/** The start of a session, up to checkpoint 0: its pause, the memory sent, the disk chunks copied (what differed). */
+export interface StartFigures {
+  totalMs: number;
+  /** The guest's pause for checkpoint 0. */
+  pauseMs: number;
+  pages: number;
+  bytes: number;
+  disk: { chunksCopied: number; bytesCopied: number; ms: number };
+}
+
 export class PrimaryReplicator {
   readonly stats: ReplicationStats;
   readonly output: OutputCommit;
@@ -116,6 +126,8 @@ export class PrimaryReplicator {
   private readonly lock = new WriteLock();
   private heartbeat: HeartbeatSender | undefined;
   private synced = false;
+  /** What the start (the initial sync up to checkpoint 0) took, once done. */
+  started: StartFigures | undefined;
   private checkpointing = false;
   /** Mirror input to the secondary (compare mode, outside the checkpoint window). */
   private mirroring = false;
@@ -212,6 +224,7 @@ export class PrimaryReplicator {
     this.stats.recordCheckpoint(elapsedMs(sent.pausedAt), sent.pages, sent.bytes);
     this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: elapsedMs(t0), pages: sent.pages });
     this.synced = true;
+    this.started = { totalMs: elapsedMs(t0), pauseMs: elapsedMs(sent.pausedAt), pages: sent.pages, bytes: sent.bytes, disk: { chunksCopied: diskSync.chunksCopied, bytesCopied: diskSync.bytesCopied, ms: diskSync.ms } };
     this.watchdog.heard();
     this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => this.synced && !this.stopped, (err) =>
       this.fail(`heartbeat: ${err.message}`),

@@ -97,12 +97,11 @@ export class SecondaryFailover {
     stats.failover("secondary", reason);
     const disks = this.session.failoverDisks();
     this.session.log("primary lost; taking over", { reason, ...this.session.where(), discarded: stats.discardedCheckpoints, disks });
-    // Connections opened since the last checkpoint keep the SVM's sequence numbers: rewrite both ways, for good.
-    vm.setOutputFilter((frame) => {
-      vm.sendOutput(rewriter.fromSecondaryVm(frame));
-      return false;
-    });
-    vm.setInputFilter((frame) => rewriter.toSecondaryVm(frame));
+    // Connections opened since the last checkpoint keep the SVM's sequence numbers: rewrite both ways, for good,
+    // at the TAP (outermost: a later session that protects this VM again works beneath it).
+    vm.setOutputFilter(undefined);
+    vm.setInputFilter(undefined);
+    vm.setLinkTranslation({ toGuest: (frame) => rewriter.toSecondaryVm(frame), toLan: (frame) => rewriter.fromSecondaryVm(frame) });
     await this.session.loadDeferred();
     await vm.takeOver();
   }

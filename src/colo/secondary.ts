@@ -55,6 +55,8 @@ export interface SecondaryVm {
   /** Compare mode: the SVM's output frames (false: keep them off the TAP). */
   setOutputFilter(filter: ((frame: Uint8Array) => boolean) | undefined): void;
   setInputFilter(filter: ((frame: Uint8Array) => Uint8Array | undefined) | undefined): void;
+  /** After a takeover: the TCP rewriter at the TAP, outermost and for good (it stays under a later session as its primary). */
+  setLinkTranslation(t: { toGuest(frame: Uint8Array): Uint8Array; toLan(frame: Uint8Array): Uint8Array } | undefined): void;
   deliverInput(frame: Uint8Array): void;
   sendOutput(frame: Uint8Array): void;
   /** Failover: join the LAN, run, announce. */

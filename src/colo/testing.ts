@@ -27,6 +27,7 @@ export function fakeSecondaryVm(engine: Engine, disks: readonly SecondaryDiskSlo
     resume: noop,
     setOutputFilter: () => undefined,
     setInputFilter: () => undefined,
+    setLinkTranslation: () => undefined,
     deliverInput: () => undefined,
     sendOutput: () => undefined,
     takeOver: noop,

@@ -4,6 +4,12 @@ import { addToBridge, setLinkUp } from "../sys/netif.js";
 import { openTap, type TapDevice } from "../sys/tap.js";
 import { tapNameFor } from "./tap-name.js";
 
+/** A rewriting of every frame between the guest's view and the LAN's (NicBackend.translation). */
+export interface LinkTranslation {
+  toGuest(frame: Uint8Array): Uint8Array;
+  toLan(frame: Uint8Array): Uint8Array;
+}
+
 /**
  * The VM's NIC on the host: a TAP device, joined to the vif's bridge, with
  * frames copied both ways between the TAP and the engine's NIC. Layers above
@@ -21,6 +27,14 @@ export class NicBackend {
    * deliver (possibly rewritten), or undefined to drop it.
    */
   receiveFilter: ((frame: Uint8Array) => Uint8Array | undefined) | undefined;
+  /**
+   * The outermost layer, at the TAP: frames from the LAN pass `toGuest`
+   * before the receive filter, and every frame to the LAN (the guest's, a
+   * released one, an announcement) passes `toLan` last. A survivor of a
+   * failover keeps its TCP rewriter here, so that a new replication session
+   * (re-protection) works in the guest's own sequence space beneath it.
+   */
+  translation: LinkTranslation | undefined;
 
   private constructor(
     private readonly tap: TapDevice,
@@ -29,15 +43,11 @@ export class NicBackend {
     engine.onTransmit((frame) => {
       this.txFrames++;
       if (this.transmitFilter && !this.transmitFilter(frame)) return;
-      if (this.tap.closed || this.lastError) return;
-      try {
-        this.tap.write(frame);
-      } catch (err) {
-        this.lastError = err as Error;
-      }
+      this.sendToHost(frame);
     });
-    tap.onFrame((frame) => {
+    tap.onFrame((lanFrame) => {
       this.rxFrames++;
+      const frame = this.translation ? this.translation.toGuest(lanFrame) : lanFrame;
       const deliver = this.receiveFilter ? this.receiveFilter(frame) : frame;
       if (deliver) this.engine.deliver(deliver);
     });
@@ -68,11 +78,11 @@ export class NicBackend {
     return this.tap.name;
   }
 
-  /** Writes a frame to the host side (e.g. a gratuitous ARP after a move). */
+  /** Writes a frame to the host side (e.g. a gratuitous ARP after a move, released output), through the translation. */
   sendToHost(frame: Uint8Array): void {
     if (this.tap.closed || this.lastError) return;
     try {
-      this.tap.write(frame);
+      this.tap.write(this.translation ? this.translation.toLan(frame) : frame);
     } catch (err) {
       this.lastError = err as Error;
     }

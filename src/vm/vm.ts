@@ -6,7 +6,7 @@ import { engineFactory, type EngineFactory } from "./engine-factory.js";
 import { guestStopOf, type GuestStop } from "./guest-stop.js";
 import { ConsoleBuffer } from "./console-buffer.js";
 import { VmError } from "./errors.js";
-import { NicBackend } from "./nic-backend.js";
+import { NicBackend, type LinkTranslation } from "./nic-backend.js";
 import { RawDiskBackend } from "./raw-disk.js";
 import { DiskSlot } from "./disk-slot.js";
 import { ANNOUNCE_INITIAL_MS, ANNOUNCE_ROUNDS, ANNOUNCE_STEP_MS, announceFrames } from "./announce.js";
@@ -297,6 +297,11 @@ export class Vm {
    */
   setInputFilter(filter: ((frame: Uint8Array) => Uint8Array | undefined) | undefined): void {
     if (this.nic) this.nic.receiveFilter = filter;
+  }
+
+  /** The outermost rewriting at the TAP, kept across replication sessions (NicBackend.translation). */
+  setLinkTranslation(t: LinkTranslation | undefined): void {
+    if (this.nic) this.nic.translation = t;
   }
 
   /** Delivers a frame to the guest that did not come from its TAP (COLO: mirrored input on the secondary). */

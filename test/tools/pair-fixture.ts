@@ -150,13 +150,16 @@ export class Pair {
     await closed;
   }
 
-  private arbiterArgs(): string[] {
+  /** `--arbiter ADDR` when the pair runs one. */
+  arbiterArgs(): string[] {
     return this.arbiter ? ["--arbiter", this.lab.arbiterIp] : [];
   }
 
   /** `colo migrate-receive --colo --detach` on h2; resolves once it listens. */
-  async listenSecondary(): Promise<void> {
-    const recv = spawn("ip", ["netns", "exec", this.h2, COLO_BIN, "migrate-receive", "--colo", "--listen", this.lab.replIps[1], "--key-file", this.keyFile, "--timeout", "120", "--detach", ...this.arbiterArgs()], {
+  /** `colo migrate-receive --colo --detach` on h2 (or, to protect a survivor on h2 again, on h1); resolves once it listens. */
+  async listenSecondary(on: "h1" | "h2" = "h2"): Promise<void> {
+    const [host, ip] = on === "h2" ? [this.h2, this.lab.replIps[1]] : [this.h1, this.lab.replIps[0]];
+    const recv = spawn("ip", ["netns", "exec", host, COLO_BIN, "migrate-receive", "--colo", "--listen", ip, "--key-file", this.keyFile, "--timeout", "120", "--detach", ...this.arbiterArgs()], {
       env: this.env(),
       stdio: ["ignore", "pipe", "pipe"],
     });
