@@ -82,8 +82,8 @@ test("metrics: a compare-mode primary's checkpoints, pauses, phases, pages, held
   assert.equal(s.get('colo_checkpoint_pause_seconds_bucket{le="0.1"}'), 2);
   assert.equal(s.get('colo_checkpoint_phase_seconds_count{phase="svmReady"}'), 2);
   assert.ok(Math.abs((s.get('colo_checkpoint_phase_seconds_sum{phase="pages"}') ?? 0) - 0.05) < 1e-9);
-  assert.equal(s.get('colo_checkpoint_pages_bucket{le="64"}'), 1);
-  assert.equal(s.get('colo_checkpoint_pages_bucket{le="+Inf"}'), 2);
+  assert.equal(s.get('colo_checkpoint_dirty_pages_bucket{le="64"}'), 1);
+  assert.equal(s.get('colo_checkpoint_dirty_pages_bucket{le="+Inf"}'), 2);
   assert.equal(s.get("colo_checkpoint_bytes_total"), 1_430_000);
   assert.equal(s.get('colo_replication_mode{mode="primary"}'), 1);
   assert.equal(s.get('colo_replication_mode{mode="unprotected"}'), 0);
@@ -158,7 +158,7 @@ test("metrics: a secondary's applied checkpoints and disks; its takeover is a fa
   assert.equal(s.get("colo_checkpoints_applied_total"), 2);
   assert.equal(s.get('colo_checkpoints_total{reason="payload"}'), 0, "a secondary counts no reasons");
   assert.equal(s.get("colo_checkpoint_pause_seconds_count"), 0);
-  assert.equal(s.get("colo_checkpoint_pages_count"), 2);
+  assert.equal(s.get("colo_checkpoint_dirty_pages_count"), 2);
   assert.equal(s.get('colo_checkpoint_phase_seconds_count{phase="loadState"}'), 2);
   assert.equal(s.get('colo_disk_channel_bytes_total{direction="received",disk="0"}'), 12_288);
   assert.equal(s.get('colo_disk_pending_bytes{disk="0"}'), 4096);

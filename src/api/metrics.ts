@@ -104,7 +104,7 @@ export class DaemonMetrics {
       buckets: PHASE_BUCKETS,
       registers: [this.registry],
     }),
-    pages: new Histogram({ name: "colo_checkpoint_pages", help: "Dirty pages per checkpoint (primary: sent, the union of both VMs' dirty pages; secondary: applied), after checkpoint 0", buckets: PAGE_BUCKETS, registers: [this.registry] }),
+    pages: new Histogram({ name: "colo_checkpoint_dirty_pages", help: "Dirty pages per checkpoint (primary: sent, the union of both VMs' dirty pages; secondary: applied), after checkpoint 0", buckets: PAGE_BUCKETS, registers: [this.registry] }),
   };
 
   private readonly g = {

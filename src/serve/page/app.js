@@ -60,18 +60,19 @@ function lastMinute(history) {
 function chart(history) {
   const bins = CHART_SECONDS / BIN_SECONDS;
   const counts = new Array(bins).fill(0);
-  const pauses = new Array(bins).fill(0);
+  const pauses = new Array(bins).fill(undefined);
   let shown = 0;
   for (const p of history) {
     if (p.secondsAgo > CHART_SECONDS) continue;
     const i = Math.min(bins - 1, bins - 1 - Math.floor(p.secondsAgo / BIN_SECONDS));
     counts[i]++;
-    pauses[i] = Math.max(pauses[i], p.pauseMs);
+    // Checkpoint 0 is the live migration's last round, not a pause like the others (as in the metrics).
+    if (p.reason !== "initial") pauses[i] = Math.max(pauses[i] ?? 0, p.pauseMs);
     shown++;
   }
   const W = 600, H = 110, top = 14, bottom = 16, plot = H - top - bottom, bw = W / bins;
   const maxRate = Math.max(...counts) / BIN_SECONDS;
-  const maxPause = Math.max(...pauses);
+  const maxPause = Math.max(0, ...pauses.filter((p) => p !== undefined));
   const s = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "data-field": "chart", "data-value": shown, role: "img" });
   s.append(svg("line", { class: "axis", x1: 0, y1: top + plot, x2: W, y2: top + plot }));
   counts.forEach((c, i) => {
@@ -80,8 +81,10 @@ function chart(history) {
     s.append(svg("rect", { class: "bar", x: i * bw + 1, y: top + plot - h, width: bw - 2, height: h }));
   });
   if (maxPause > 0) {
-    const pts = pauses.map((p, i) => `${i * bw + bw / 2},${top + plot - (p / maxPause) * plot}`).join(" ");
-    s.append(svg("polyline", { class: "pause", points: pts }));
+    // The max pause of each bin that had a checkpoint, joined.
+    const at = pauses.flatMap((p, i) => (p === undefined ? [] : [[i * bw + bw / 2, top + plot - (p / maxPause) * plot]]));
+    s.append(svg("polyline", { class: "pause", points: at.map(([x, y]) => `${x},${y}`).join(" ") }));
+    for (const [x, y] of at) s.append(svg("circle", { class: "pause-dot", cx: x, cy: y, r: 2.5 }));
   }
   const label = (x, y, text, anchor) => {
     const t = svg("text", { x, y, "text-anchor": anchor || "start" });
