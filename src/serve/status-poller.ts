@@ -93,6 +93,7 @@ export class StatusPoller {
     if (!this.last) await this.poll();
     const now = this.clock();
     return {
+      // Wall clock (only when no poll has ended): an instant for the reader.
       at: this.last?.at ?? new Date().toISOString(),
       periodMs: this.periodMs,
       windowSeconds: this.windowMs / 1000,
