@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 #   qemu-utils     qemu-img / qemu-io / qemu-nbd: real NBD clients for the NBD server's tests
 #   xz-utils       xz: unpacks the amd64 kernel's payload into the vmlinux QEMU boots (PVH)
 #   nftables       packet loss on the replication link (fault-injection suite)
+#   chromium       headless browser for the test of colo serve's status page (test/tools/browser.ts)
 #   dpkg, apt      apt-get download + dpkg-deb -x for the guest image (i386)
-HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio qemu-system-x86 qemu-utils xz-utils)
+HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio qemu-system-x86 qemu-utils xz-utils chromium)
 
 need_update=0
 if ! dpkg --print-foreign-architectures | grep -qx i386; then

@@ -4,6 +4,7 @@ import { parseRequest, parseResponse } from "./protocol.js";
 
 test("protocol: valid requests parse to typed values", () => {
   assert.deepEqual(parseRequest('{"op":"status"}'), { op: "status" });
+  assert.deepEqual(parseRequest('{"op":"metrics"}'), { op: "metrics" });
   assert.deepEqual(parseRequest('{"op":"console","replay":false}'), { op: "console", replay: false });
   assert.deepEqual(parseRequest('{"op":"console-tail","bytes":100}'), { op: "console-tail", bytes: 100 });
   assert.deepEqual(parseRequest('{"op":"destroy","extra":1}'), { op: "destroy" });

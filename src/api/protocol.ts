@@ -41,9 +41,11 @@ export type ControlRequest =
   /** Primary: take a checkpoint now (reason "operator"); with verifyDisks, hash the disk images while the PVM is paused in it. */
   | { op: "checkpoint"; verifyDisks?: boolean }
   /** SHA-256 of each replicated disk image as this side holds it (secondary: the PVM's disk as of the last checkpoint). */
-  | { op: "disk-hashes" };
+  | { op: "disk-hashes" }
+  /** The daemon's Prometheus metrics, as prom-client's getMetricsAsJSON() (src/api/metrics.ts; `colo serve` merges them). */
+  | { op: "metrics" };
 
-export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail", "save", "migrate", "remus", "failover", "checkpoint", "disk-hashes"] as const;
+export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail", "save", "migrate", "remus", "failover", "checkpoint", "disk-hashes", "metrics"] as const;
 
 /**
  * Long requests (save, migrate) may send event lines before their response:
@@ -69,6 +71,7 @@ export function parseRequest(line: string): ControlRequest {
   switch (op) {
     case "failover":
     case "disk-hashes":
+    case "metrics":
       return { op };
     case "checkpoint": {
       const verify = (value as { verifyDisks?: unknown }).verifyDisks;

@@ -14,6 +14,7 @@ import { migrateVm, saveVm, type TransferDaemon } from "./daemon-transfer.js";
 import type { ConfigSource } from "./image-io.js";
 import { daemonLogger, type Logger } from "./log.js";
 import { LoopDelay } from "./loop-delay.js";
+import { DaemonMetrics } from "./metrics.js";
 import { runDir, vmRunFiles } from "./paths.js";
 import { isDaemonAlive, removeStale } from "./registry.js";
 import { readRecord, writeRecord } from "./vm-record.js";
@@ -45,6 +46,8 @@ export class VmDaemon implements ControlHandler {
   private readonly consoles = new Set<Socket>();
   /** The event loop's lateness since the daemon started (status `eventLoopDelay`); long stalls are logged. */
   private readonly loopDelay = new LoopDelay((lateMs) => this.log.warn({ lateMs }, "the event loop stalled: timers (heartbeats, lease renewals, watchdogs) ran late"));
+  /** Prometheus metrics (the `metrics` request; `colo serve`): sessions watched as they are set, the rest read from the status at each scrape. */
+  private readonly metrics = new DaemonMetrics();
   /** Ends when the running exclusive operation (save, migrate, ...) does. */
   private busyDone: Promise<unknown> | undefined;
   private readonly parts: DaemonParts;
@@ -64,15 +67,18 @@ export class VmDaemon implements ControlHandler {
       secondary: () => this.secondary,
       setPrimary: (primary) => {
         this.primary = primary;
+        this.metrics.watch(primary.stats);
       },
       setSecondary: (secondary) => {
         this.secondary = secondary;
+        this.metrics.watch(secondary.stats);
       },
       exclusive: <T>(what: string, fn: () => Promise<T>): Promise<T> => this.exclusive(what, fn),
       actOnStopLeftByReplica: () => this.stops.actOnStopLeftByReplica(),
       shutdown: (code: number, reason: string, opts?: { handOver?: boolean }) => this.shutdown(code, reason, opts),
     };
     this.stops = new GuestStopHandler(this.parts);
+    this.metrics.setSource(() => ({ session: this.primary?.stats ?? this.secondary?.stats, status: this.vm ? this.status(this.vm) : {} }));
   }
 
   /** Claims the VM's name on this host: run files, control socket. */
@@ -86,6 +92,7 @@ export class VmDaemon implements ControlHandler {
       throw new Error(`a VM named ${config.name} is already running on this host (pid ${existing.pid})`);
     }
     removeStale(config.name, dir);
+    this.metrics.setVm(config.name);
     this.vm = new Vm(config, vmOptions);
     this.vm.onGuestStop((stop) => this.stops.guestStopped(stop));
     this.server = await ControlServer.listen(files.socket, this);
@@ -118,26 +125,14 @@ export class VmDaemon implements ControlHandler {
 
   async handle(request: Exclude<ControlRequest, { op: "console" }>, emit: (event: unknown) => void): Promise<unknown> {
     const vm = this.requireVm();
-    if (this.busy && request.op !== "status" && request.op !== "console-tail") {
+    if (this.busy && request.op !== "status" && request.op !== "console-tail" && request.op !== "metrics") {
       throw new Error(`${vm.name} is busy (${this.busy}); try again when it is done`);
     }
     switch (request.op) {
-      case "status": {
-        const replication = this.primary?.stats.snapshot() ?? this.secondary?.stats.snapshot();
-        const active = this.primary && this.primary.stats.mode === "primary" ? this.primary : undefined;
-        const output = active?.output.stats();
-        const details = active?.details() ?? (this.secondary && !this.secondary.done ? this.secondary.details() : undefined);
-        return {
-          ...vm.status(),
-          pid: process.pid,
-          eventLoopDelay: this.loopDelay.snapshot(),
-          ...(this.busy ? { busy: this.busy } : {}),
-          ...(this.handover ? { handover: this.handover } : {}),
-          ...(replication ? { replication } : {}),
-          ...(output ? { heldOutput: output } : {}),
-          ...(details ? { proxy: details } : {}),
-        };
-      }
+      case "status":
+        return this.status(vm);
+      case "metrics":
+        return this.metrics.json();
       case "failover":
         return this.failover();
       case "checkpoint": {
@@ -180,6 +175,24 @@ export class VmDaemon implements ControlHandler {
       case "migrate":
         return this.exclusive("migrating", () => migrateVm(this.parts, request, emit));
     }
+  }
+
+  /** What `colo status` shows (docs/control-socket.md, docs/replication.md "Status"); the metrics read it too. */
+  private status(vm: Vm): Record<string, unknown> {
+    const replication = this.primary?.stats.snapshot() ?? this.secondary?.stats.snapshot();
+    const active = this.primary && this.primary.stats.mode === "primary" ? this.primary : undefined;
+    const output = active?.output.stats();
+    const details = active?.details() ?? (this.secondary && !this.secondary.done ? this.secondary.details() : undefined);
+    return {
+      ...vm.status(),
+      pid: process.pid,
+      eventLoopDelay: this.loopDelay.snapshot(),
+      ...(this.busy ? { busy: this.busy } : {}),
+      ...(this.handover ? { handover: this.handover } : {}),
+      ...(replication ? { replication } : {}),
+      ...(output ? { heldOutput: output } : {}),
+      ...(details ? { proxy: details } : {}),
+    };
   }
 
   private async exclusive<T>(what: string, fn: () => Promise<T>): Promise<T> {

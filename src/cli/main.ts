@@ -19,6 +19,7 @@ import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
 import { runArbiter } from "./arbiter.js";
+import { DEFAULT_SERVE_HOST, DEFAULT_SERVE_PORT } from "../serve/address.js";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/heartbeat.js";
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE } from "../channel/key.js";
@@ -183,6 +184,14 @@ export function program(): Command {
     .option("--listen <addr[:port]>", "address to listen on", `0.0.0.0:${DEFAULT_ARBITER_PORT}`)
     .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
     .action(async (o: { listen: string; keyFile: string }) => runArbiter(o));
+
+  p.command("serve")
+    .description("serve this host's VMs: Prometheus metrics at /metrics, a live status page at / (foreground; Ctrl-C ends it)")
+    .option("--listen <addr[:port]>", `address to listen on (default port ${DEFAULT_SERVE_PORT})`, `${DEFAULT_SERVE_HOST}:${DEFAULT_SERVE_PORT}`)
+    .action(async (o: { listen: string }) => {
+      const { serveVerb } = await import("./serve.js");
+      await serveVerb(o);
+    });
 
   p.command("failover")
     .description("operator takeover: a secondary takes over now; a primary stops replicating and runs unprotected")

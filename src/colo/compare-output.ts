@@ -7,7 +7,6 @@
  * data is dropped (the SVM now holds the PVM's state).
  */
 import { Comparator, type ComparatorOptions, type Divergence } from "./net/comparator.js";
-import type { CheckpointReason } from "./checkpoint-policy.js";
 import { monotonicMs, type Clock } from "../sys/clock.js";
 
 export interface OutputCommit {
@@ -30,7 +29,8 @@ export class CompareOutput implements OutputCommit {
   constructor(
     options: ComparatorOptions,
     private readonly send: (frame: Uint8Array) => void,
-    private readonly diverged: (reason: CheckpointReason, detail: string) => void,
+    /** Asks for a checkpoint (its reason is the divergence's). */
+    private readonly diverged: (divergence: Divergence) => void,
     /** The comparator's time (its compare timeout): the monotonic clock. */
     private readonly now: Clock = monotonicMs,
   ) {
@@ -76,6 +76,6 @@ export class CompareOutput implements OutputCommit {
   private divergence(d: Divergence): void {
     // Wall clock: an instant shown in `colo status`, never compared with another.
     this.lastDivergence = { ...d, at: new Date().toISOString() };
-    this.diverged(d.reason, d.detail);
+    this.diverged(d);
   }
 }

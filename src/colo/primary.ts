@@ -40,7 +40,7 @@ import { BackChannel } from "./back-channel.js";
 import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js";
 import { CompareOutput, type OutputCommit } from "./compare-output.js";
 import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
-import type { ComparatorOptions } from "./net/comparator.js";
+import type { ComparatorOptions, Divergence } from "./net/comparator.js";
 import { RemusOutput } from "./remus-output.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
@@ -137,6 +137,8 @@ export class PrimaryReplicator {
   private readonly failover: PrimaryFailover;
   private readonly watchdog: SilenceWatchdog;
   private operatorWaiters: { verify: boolean; resolve: (r: OperatorCheckpoint) => void; reject: (e: Error) => void }[] = [];
+  /** The divergence behind the pending checkpoint reason, if the comparator asked (status `recentCheckpoints`). */
+  private pendingDivergence: Divergence | undefined;
 
   constructor(
     private readonly vm: PrimaryVm,
@@ -151,7 +153,7 @@ export class PrimaryReplicator {
     if (opts.mode === "compare") {
       const c = opts.compare;
       if (!c) throw new Error("compare mode needs comparator options");
-      this.compare = new CompareOutput(c, (f) => this.vm.sendOutput(f), (reason) => this.request(reason));
+      this.compare = new CompareOutput(c, (f) => this.vm.sendOutput(f), (d) => this.request(d.reason, d));
       this.output = this.compare;
       this.policy = new CheckpointPolicy({ minGapMs: c.minGapMs, maxIntervalMs: c.maxIntervalMs }, monotonicMs());
     } else {
@@ -221,7 +223,7 @@ export class PrimaryReplicator {
     for (const f of this.output.committed()) this.vm.sendOutput(f);
     await this.vm.resume();
     this.policy.restart(monotonicMs());
-    this.stats.recordCheckpoint(elapsedMs(sent.pausedAt), sent.pages, sent.bytes);
+    this.stats.recordCheckpoint({ pauseMs: elapsedMs(sent.pausedAt), pages: sent.pages, bytes: sent.bytes, reason: "initial" });
     this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: elapsedMs(t0), pages: sent.pages });
     this.synced = true;
     this.started = { totalMs: elapsedMs(t0), pauseMs: elapsedMs(sent.pausedAt), pages: sent.pages, bytes: sent.bytes, disk: { chunksCopied: diskSync.chunksCopied, bytesCopied: diskSync.bytesCopied, ms: diskSync.ms } };
@@ -274,8 +276,10 @@ export class PrimaryReplicator {
   }
 
   /** A reason to checkpoint (divergence, backlog, operator): the scheduler decides when. */
-  request(reason: CheckpointReason): void {
+  request(reason: CheckpointReason, divergence?: Divergence): void {
     if (this.stopped) return;
+    // The first reason since the last checkpoint is the one counted: so is its divergence.
+    if (this.policy.requested === undefined) this.pendingDivergence = divergence;
     this.policy.request(reason);
     if (this.synced && !this.checkpointing) this.schedule();
   }
@@ -317,6 +321,8 @@ export class PrimaryReplicator {
     };
     const waiters = this.operatorWaiters;
     this.operatorWaiters = [];
+    const divergence = this.pendingDivergence;
+    this.pendingDivergence = undefined;
     const diskHashes = waiters.some((w) => w.verify)
       ? this.vm.disks.map((d) => ({ disk: d.index, sha256: hashBackendSync(d.local).sha256 }))
       : undefined;
@@ -366,10 +372,16 @@ export class PrimaryReplicator {
       for (const f of this.output.committed()) this.vm.sendOutput(f);
       await this.vm.resume().catch((err: unknown) => this.resumeFailedAfterCheckpoint(err));
       lap("resume");
-      this.stats.lastBreakdownMs = marks;
       const now = monotonicMs();
       this.policy.done(reason, now);
-      this.stats.recordCheckpoint(Math.round(now - pausedAt), pages.pages, this.writer.bytesWritten - before);
+      this.stats.recordCheckpoint({
+        pauseMs: Math.round(now - pausedAt),
+        pages: pages.pages,
+        bytes: this.writer.bytesWritten - before,
+        reason,
+        phasesMs: marks,
+        ...(divergence ? { divergence } : {}),
+      });
       this.heartbeat?.wrote();
       await this.back.expectState("SVM_RESUMED");
     })().catch(failed);

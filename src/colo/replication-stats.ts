@@ -1,5 +1,6 @@
-/** What `colo status` shows of a replication session (issue 4, part 5). */
+/** What `colo status` shows of a replication session (issue 4, part 5), and what it tells observers (the daemon's metrics). */
 import { monotonicMs } from "../sys/clock.js";
+import type { Divergence } from "./net/comparator.js";
 
 /**
  * unprotected: running alone (after a failover, or a session's end);
@@ -17,6 +18,43 @@ export interface FailoverEvent {
   role: "primary" | "secondary";
   reason: string;
 }
+
+/** A completed checkpoint, as `recentCheckpoints` shows it. */
+export interface CheckpointRecord {
+  /** Its number: 0 is the initial sync (a primary's; a secondary's first applied is 1). */
+  checkpoint: number;
+  /** Primary: why it was taken (checkpoint-policy.ts; "initial" for checkpoint 0). A secondary is not told. */
+  reason?: string;
+  pauseMs: number;
+  pages: number;
+  bytes: number;
+  /** When it completed: an instant for the operator (wall clock, ISO 8601). */
+  at: string;
+  /** The divergence that asked for it (compare mode: payload, length, timeout, overflow, secondary-extra): flow and place. */
+  divergence?: Divergence;
+}
+
+/** What a checkpoint's recorder gives (primary.ts, secondary.ts). */
+export interface CheckpointDone {
+  /** Its number, when the recorder's count differs from this one's (a secondary's starts after checkpoint 0). */
+  checkpoint?: number;
+  pauseMs: number;
+  pages: number;
+  bytes: number;
+  reason?: string;
+  /** Where the pause went, ms by phase (`lastPauseBreakdownMs`). */
+  phasesMs?: Record<string, number>;
+  divergence?: Divergence;
+}
+
+/** Told as things happen (the daemon's metrics, src/api/metrics.ts). */
+export interface ReplicationObserver {
+  checkpoint?(record: CheckpointRecord, phasesMs: Record<string, number> | undefined): void;
+  failover?(event: FailoverEvent, mode: ReplicationMode): void;
+}
+
+/** Checkpoints kept for `recentCheckpoints`. */
+export const RECENT_CHECKPOINTS = 20;
 
 export class ReplicationStats {
   mode: ReplicationMode;
@@ -47,13 +85,38 @@ export class ReplicationStats {
     this.peer = peer;
   }
 
-  recordCheckpoint(pauseMs: number, pages: number, bytes: number): void {
+  /** The last checkpoints, oldest first; `completedAt` on the monotonic clock (shown as `msAgo`). */
+  private readonly recent: { record: CheckpointRecord; completedAt: number }[] = [];
+  private readonly observers = new Set<ReplicationObserver>();
+
+  /** `observer` is told of each checkpoint and failover from now on; returns its unsubscribe. */
+  observe(observer: ReplicationObserver): () => void {
+    this.observers.add(observer);
+    return () => this.observers.delete(observer);
+  }
+
+  recordCheckpoint(done: CheckpointDone): void {
+    const { pauseMs, pages, bytes } = done;
+    const record: CheckpointRecord = {
+      checkpoint: done.checkpoint ?? this.checkpoints,
+      ...(done.reason !== undefined ? { reason: done.reason } : {}),
+      pauseMs,
+      pages,
+      bytes,
+      // Wall clock: an instant the operator reads, never compared with another.
+      at: new Date().toISOString(),
+      ...(done.divergence ? { divergence: done.divergence } : {}),
+    };
     this.checkpoints++;
     this.lastPauseMs = pauseMs;
     this.lastPages = pages;
     this.lastBytes = bytes;
+    if (done.phasesMs) this.lastBreakdownMs = done.phasesMs;
     this.pauses.push(pauseMs);
     if (this.pauses.length > 1000) this.pauses.shift();
+    this.recent.push({ record, completedAt: monotonicMs() });
+    if (this.recent.length > RECENT_CHECKPOINTS) this.recent.shift();
+    for (const o of this.observers) o.checkpoint?.(record, done.phasesMs);
   }
 
   heard(): void {
@@ -68,8 +131,10 @@ export class ReplicationStats {
 
   failover(role: "primary" | "secondary", reason: string, mode: ReplicationMode = "unprotected"): void {
     // Wall clock: an instant the operator reads in `colo status`, never compared with another.
-    this.failovers.push({ at: new Date().toISOString(), role, reason });
+    const event: FailoverEvent = { at: new Date().toISOString(), role, reason };
+    this.failovers.push(event);
     this.mode = mode;
+    for (const o of this.observers) o.failover?.(event, mode);
   }
 
   /** Arbiter lease state, when an arbiter is configured. */
@@ -89,6 +154,12 @@ export class ReplicationStats {
     else this.resumeFailed = { at, after, error };
   }
 
+  /** The last RECENT_CHECKPOINTS checkpoints, oldest first, each with how long ago it completed. */
+  recentCheckpoints(): (CheckpointRecord & { msAgo: number })[] {
+    const now = monotonicMs();
+    return this.recent.map((r) => ({ ...r.record, msAgo: Math.round(now - r.completedAt) }));
+  }
+
   snapshot(): Record<string, unknown> {
     return {
       mode: this.mode,
@@ -105,6 +176,7 @@ export class ReplicationStats {
       ...(this.reasons ? { checkpointReasons: { ...this.reasons } } : {}),
       ...(this.lease ? { lease: this.lease() } : {}),
       ...(this.lastBreakdownMs ? { lastPauseBreakdownMs: this.lastBreakdownMs } : {}),
+      recentCheckpoints: this.recentCheckpoints(),
       ...(this.fenceFailed ? { fenceFailed: this.fenceFailed } : {}),
       ...(this.resumeFailed ? { resumeFailed: this.resumeFailed } : {}),
     };

@@ -334,13 +334,13 @@ export class SecondaryReplicator {
           const loaded = state;
           if (this.mode === "compare") await this.watchdog.excusing(() => engine.loadState(loaded, { changedPages: changed }));
           else this.defer(loaded, changed);
-          this.stats.lastBreakdownMs = { applyPages: Math.round((t1 - t0) * 10) / 10, loadState: Math.round((monotonicMs() - t1) * 10) / 10 };
+          const phasesMs = { applyPages: Math.round((t1 - t0) * 10) / 10, loadState: Math.round((monotonicMs() - t1) * 10) / 10 };
           this.pending.clear();
           this.rewriter.reset();
           inCheckpoint = false;
           this.midCheckpoint = false;
           this.applied++;
-          this.stats.recordCheckpoint(0, pages, diskBytes);
+          this.stats.recordCheckpoint({ checkpoint: n, pauseMs: 0, pages, bytes: diskBytes, phasesMs });
           await this.lock.run(async () => {
             await this.writer.writeCheckpointState("SVM_READY");
             // The SVM's own writes count from here: reset the tracker (a compare of all RAM on emu)

@@ -147,6 +147,10 @@ test("comparator: differing payload is a 'payload' divergence naming the flow an
   const r = c.secondary(bad, 5);
   assert.equal(r.divergence?.reason, "payload");
   assert.match(r.divergence?.detail ?? "", /^tcp 10\.77\.0\.10:6379>10\.77\.0\.2:41000 at seq 1000043: PVM 0x[0-9a-f]{2}, SVM 0x[0-9a-f]{2}$/);
+  // The flow and the place, for status and the metrics page: no ISN seen, so the sequence number.
+  assert.equal(r.divergence?.flow, "tcp 10.77.0.10:6379>10.77.0.2:41000");
+  assert.equal(r.divergence?.seq, 1000043);
+  assert.equal(r.divergence?.offset, undefined);
   assert.deepEqual(r.release, []);
   // Diverged: nothing leaves, no second report, SVM frames dropped.
   const b = pvm(100, 200);
@@ -198,6 +202,7 @@ test("comparator: a missing SVM frame is a 'timeout' from expired()", () => {
   const d = c.expired(4001);
   assert.equal(d?.reason, "timeout");
   assert.match(d?.detail ?? "", /^tcp 10\.77\.0\.10:6379>10\.77\.0\.2:41000 at seq 1000001: SVM has not sent 100 units/);
+  assert.deepEqual({ flow: d?.flow, seq: d?.seq }, { flow: "tcp 10.77.0.10:6379>10.77.0.2:41000", seq: 1000001 });
   assert.equal(c.expired(5000), undefined);
   assert.equal(c.stats().divergences.timeout, 1);
   assert.deepEqual(c.checkpointed(), [a]);
@@ -391,6 +396,10 @@ test("comparator: sequence numbers wrapping past 2^32", () => {
   const r = c.primary(pvm(400, 500, { isn }), 0);
   assert.equal(r.divergence?.reason, "payload");
   assert.match(r.divergence?.detail ?? "", / at seq\+40[1-9]:/);
+  // With the ISN known, the offset from it, as the detail's seq+N.
+  assert.equal(r.divergence?.flow, "tcp 10.77.0.10:6379>10.77.0.2:41000");
+  assert.equal(r.divergence?.offset, Number(/seq\+(\d+):/.exec(r.divergence?.detail ?? "")?.[1]));
+  assert.equal(r.divergence?.seq, undefined);
 });
 
 test("comparator: a PVM RST waits for an SVM RST", () => {
@@ -421,7 +430,11 @@ test("comparator: UDP in order by payload; length and payload differences", () =
   assert.match(rl.divergence?.detail ?? "", /^udp 10\.77\.0\.10:5353>10\.77\.0\.2:53: PVM sent 3 octets, SVM 4/);
   const p = small();
   released(p.secondary(udpFrame({ payload: "abc" }), 0));
-  assert.equal(p.primary(udpFrame({ payload: "abd" }), 0).divergence?.reason, "payload");
+  const rp = p.primary(udpFrame({ payload: "abd" }), 0).divergence;
+  assert.equal(rp?.reason, "payload");
+  // A datagram's place is the first octet that differs.
+  assert.deepEqual({ flow: rp?.flow, offset: rp?.offset }, { flow: "udp 10.77.0.10:5353>10.77.0.2:53", offset: 2 });
+  assert.equal(rl.divergence?.flow, "udp 10.77.0.10:5353>10.77.0.2:53");
   // Flows are independent: another port's datagram is not matched against this one.
   const f = small();
   const x = udpFrame({ payload: "x", sport: 1 });

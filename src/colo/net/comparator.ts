@@ -76,7 +76,16 @@ export interface Divergence {
   reason: DivergenceReason;
   /** Names the flow and the place, e.g. "tcp 10.77.0.10:6379>10.77.0.2:41000 at seq+1234: ...". */
   detail: string;
+  /** The flow, as the detail names it ("tcp 10.77.0.10:6379>10.77.0.2:41000": protocol, addresses, ports); absent for a frame held for a checkpoint. */
+  flow?: string;
+  /** Where in the flow: TCP, sequence units from the PVM's ISN (the detail's "seq+N"); a datagram, the first octet that differs. */
+  offset?: number;
+  /** TCP whose ISN the comparator has not seen: the sequence number instead (the detail's "at seq N"). */
+  seq?: number;
 }
+
+/** Where a divergence happened, beside its detail text. */
+type Place = Pick<Divergence, "flow" | "offset" | "seq">;
 
 export interface CompareResult {
   /** PVM frames that may now go to the LAN, in release order. */
@@ -557,11 +566,11 @@ function datagramContent(p: Exclude<IpPacket, { kind: "tcp" }>): Uint8Array {
   }
 }
 
-function compareDatagrams(pvm: Uint8Array, svm: Uint8Array): { reason: "length" | "payload"; detail: string } | undefined {
+function compareDatagrams(pvm: Uint8Array, svm: Uint8Array): { reason: "length" | "payload"; detail: string; offset?: number } | undefined {
   if (pvm.length !== svm.length) return { reason: "length", detail: `PVM sent ${pvm.length} octets, SVM ${svm.length}` };
   for (let i = 0; i < pvm.length; i++) {
     if (pvm[i] !== svm[i]) {
-      return { reason: "payload", detail: `octet ${i} differs: PVM 0x${(pvm[i] ?? 0).toString(16)}, SVM 0x${(svm[i] ?? 0).toString(16)}` };
+      return { reason: "payload", offset: i, detail: `octet ${i} differs: PVM 0x${(pvm[i] ?? 0).toString(16)}, SVM 0x${(svm[i] ?? 0).toString(16)}` };
     }
   }
   return undefined;
@@ -616,13 +625,13 @@ export class Comparator {
     }
     const { maxHeldFrames, maxHeldBytes } = this.options;
     if (this.held.size + 1 > maxHeldFrames || this.heldBytes + frame.length > maxHeldBytes) {
-      const divergence = this.diverge("overflow", `${flowLabel(p)}: ${this.held.size + 1} frames / ${this.heldBytes + frame.length} octets held exceed ${maxHeldFrames} / ${maxHeldBytes}`);
+      const divergence = this.diverge("overflow", `${flowLabel(p)}: ${this.held.size + 1} frames / ${this.heldBytes + frame.length} octets held exceed ${maxHeldFrames} / ${maxHeldBytes}`, { flow: flowLabel(p) });
       this.holdUntilCheckpoint(frame, nowMs);
       return { release: [], divergence };
     }
     const flow = this.flowFor(p);
     if (!flow) {
-      const divergence = this.diverge("overflow", `${flowLabel(p)}: flow table full (${this.flows.size} busy flows)`);
+      const divergence = this.diverge("overflow", `${flowLabel(p)}: flow table full (${this.flows.size} busy flows)`, { flow: flowLabel(p) });
       this.holdUntilCheckpoint(frame, nowMs);
       return { release: [], divergence };
     }
@@ -645,7 +654,7 @@ export class Comparator {
     const flow = this.flowFor(p);
     if (!flow) {
       this.counters.droppedSecondary++;
-      return { release: [], divergence: this.diverge("overflow", `${flowLabel(p)}: flow table full (${this.flows.size} busy flows)`) };
+      return { release: [], divergence: this.diverge("overflow", `${flowLabel(p)}: flow table full (${this.flows.size} busy flows)`, { flow: flowLabel(p) }) };
     }
     const divergence = flow.kind === "tcp" && p.kind === "tcp" ? this.secondaryTcp(flow, p.tcp, nowMs) : this.secondaryDatagram(flow, p, nowMs);
     if (divergence) return { release: [], divergence };
@@ -658,12 +667,13 @@ export class Comparator {
     const timeout = this.options.compareTimeoutMs;
     const oldest = this.held.values().next();
     if (!oldest.done && nowMs - oldest.value.at > timeout) {
-      return this.diverge("timeout", `${this.describeWait(oldest.value)}, held ${nowMs - oldest.value.at} ms`);
+      const wait = this.describeWait(oldest.value);
+      return this.diverge("timeout", `${wait.text}, held ${nowMs - oldest.value.at} ms`, wait.place);
     }
     for (const flow of this.flows.values()) {
       const extra = this.oldestSecondary(flow);
       if (extra && nowMs - extra.at > timeout) {
-        return this.diverge("secondary-extra", `${extra.detail}, unmatched for ${nowMs - extra.at} ms`);
+        return this.diverge("secondary-extra", `${extra.detail}, unmatched for ${nowMs - extra.at} ms`, extra.place);
       }
     }
     return undefined;
@@ -706,8 +716,8 @@ export class Comparator {
     return out;
   }
 
-  private diverge(reason: DivergenceReason, detail: string): Divergence {
-    const divergence = { reason, detail };
+  private diverge(reason: DivergenceReason, detail: string, place: Place = {}): Divergence {
+    const divergence = { reason, detail, ...place };
     this.diverged = divergence;
     this.divergences[reason]++;
     return divergence;
@@ -804,9 +814,14 @@ export class Comparator {
   // TCP.
 
   private where(flow: TcpFlow, position: number): string {
+    const p = this.place(flow, position);
+    return p.offset !== undefined ? `${flow.label} at seq+${p.offset}` : `${flow.label} at seq ${p.seq ?? "?"}`;
+  }
+
+  private place(flow: TcpFlow, position: number): Place {
     const s = flow.stream;
-    if (s.pvmIsn !== undefined) return `${flow.label} at seq+${position - s.position(s.pvmIsn)}`;
-    return `${flow.label} at seq ${s.sequenceAt(position)}`;
+    if (s.pvmIsn !== undefined) return { flow: flow.label, offset: position - s.position(s.pvmIsn) };
+    return { flow: flow.label, seq: s.sequenceAt(position) };
   }
 
   private ingestResult(flow: TcpFlow, result: IngestResult): Divergence | undefined {
@@ -815,11 +830,11 @@ export class Comparator {
         return undefined;
       case "overflow":
         this.counters.droppedSecondary++;
-        return this.diverge("overflow", `${flow.label}: SVM data unmatched past ${this.options.maxSecondaryBytes} octets`);
+        return this.diverge("overflow", `${flow.label}: SVM data unmatched past ${this.options.maxSecondaryBytes} octets`, { flow: flow.label });
       case "mismatch": {
         const { position, pvm, svm } = result.mismatch;
         const flagInvolved = pvm > 0xff || svm > 0xff;
-        return this.diverge(flagInvolved ? "length" : "payload", `${this.where(flow, position)}: PVM ${describeUnit(pvm)}, SVM ${describeUnit(svm)}`);
+        return this.diverge(flagInvolved ? "length" : "payload", `${this.where(flow, position)}: PVM ${describeUnit(pvm)}, SVM ${describeUnit(svm)}`, this.place(flow, position));
       }
     }
   }
@@ -874,7 +889,7 @@ export class Comparator {
       const n = unitCount(units);
       if (!this.accountSecondary(n)) {
         this.counters.droppedSecondary++;
-        return this.diverge("overflow", `${flow.label}: SVM data unmatched past ${this.options.maxSecondaryBytes} octets`);
+        return this.diverge("overflow", `${flow.label}: SVM data unmatched past ${this.options.maxSecondaryBytes} octets`, { flow: flow.label });
       }
       s.deferredSyns.push({ seq, ack, units: { ...units, data: units.data.slice() }, at: nowMs });
       return undefined;
@@ -924,7 +939,7 @@ export class Comparator {
     if (waiting) return this.matchDatagram(flow, waiting, content);
     if (!this.accountSecondary(content.length)) {
       this.counters.droppedSecondary++;
-      return this.diverge("overflow", `${flow.label}: SVM data unmatched past ${this.options.maxSecondaryBytes} octets`);
+      return this.diverge("overflow", `${flow.label}: SVM data unmatched past ${this.options.maxSecondaryBytes} octets`, { flow: flow.label });
     }
     flow.svmQueue.push({ content: content.slice(), at: nowMs });
     flow.svmQueuedBytes += content.length;
@@ -934,7 +949,7 @@ export class Comparator {
   private matchDatagram(flow: DatagramFlow, h: HeldFrame, svm: Uint8Array): Divergence | undefined {
     if (h.wait.kind !== "datagram") return undefined;
     const difference = compareDatagrams(h.wait.content, svm);
-    if (difference) return this.diverge(difference.reason, `${flow.label}: ${difference.detail}`);
+    if (difference) return this.diverge(difference.reason, `${flow.label}: ${difference.detail}`, { flow: flow.label, ...(difference.offset !== undefined ? { offset: difference.offset } : {}) });
     h.wait.matched = true;
     return undefined;
   }
@@ -942,37 +957,38 @@ export class Comparator {
   // -------------------------------------------------------------------------
   // Diagnostics.
 
-  private describeWait(h: HeldFrame): string {
+  private describeWait(h: HeldFrame): { text: string; place: Place } {
     const flow = h.flow;
     const wait = h.wait;
-    if (!flow) return "frame held for a checkpoint";
-    if (wait.kind === "blocked") return `${flow.label}: ${wait.why}`;
-    if (wait.kind === "datagram") return `${flow.label}: the SVM sent no matching datagram`;
-    if (wait.kind !== "tcp" || flow.kind !== "tcp") return flow.label;
+    if (!flow) return { text: "frame held for a checkpoint", place: {} };
+    const on = (text: string) => ({ text: `${flow.label}: ${text}`, place: { flow: flow.label } });
+    if (wait.kind === "blocked") return on(wait.why);
+    if (wait.kind === "datagram") return on("the SVM sent no matching datagram");
+    if (wait.kind !== "tcp" || flow.kind !== "tcp") return { text: flow.label, place: { flow: flow.label } };
     const s = flow.stream;
     if (!s.settled(wait.start, wait.end)) {
       const gap = s.compared.gaps(Math.max(wait.start, s.matched), wait.end)[0] ?? [wait.start, wait.end];
-      return `${this.where(flow, gap[0])}: SVM has not sent ${gap[1] - gap[0]} units up to seq ${s.sequenceAt(gap[1])}`;
+      return { text: `${this.where(flow, gap[0])}: SVM has not sent ${gap[1] - gap[0]} units up to seq ${s.sequenceAt(gap[1])}`, place: this.place(flow, gap[0]) };
     }
-    if (wait.rst && !s.svmRst) return `${flow.label}: PVM sent RST, SVM did not`;
+    if (wait.rst && !s.svmRst) return on("PVM sent RST, SVM did not");
     if (wait.ack !== undefined) {
       const svmAck = s.svmMaxAck === undefined ? "none" : String(s.svmMaxAck);
-      return `${flow.label}: PVM acknowledged up to ${wait.ack}, SVM only to ${svmAck}`;
+      return on(`PVM acknowledged up to ${wait.ack}, SVM only to ${svmAck}`);
     }
-    return flow.label;
+    return { text: flow.label, place: { flow: flow.label } };
   }
 
-  private oldestSecondary(flow: Flow): { at: number; detail: string } | undefined {
+  private oldestSecondary(flow: Flow): { at: number; detail: string; place: Place } | undefined {
     if (flow.kind === "datagram") {
       const q = flow.svmQueue[0];
-      return q ? { at: q.at, detail: `${flow.label}: SVM sent a datagram the PVM did not` } : undefined;
+      return q ? { at: q.at, detail: `${flow.label}: SVM sent a datagram the PVM did not`, place: { flow: flow.label } } : undefined;
     }
     const s = flow.stream;
-    let oldest: { at: number; detail: string } | undefined;
+    let oldest: { at: number; detail: string; place: Place } | undefined;
     const piece = s.svmPending.oldest();
-    if (piece) oldest = { at: piece.at, detail: `${this.where(flow, piece.start)}: SVM sent ${unitCount(piece.units)} units the PVM did not` };
+    if (piece) oldest = { at: piece.at, detail: `${this.where(flow, piece.start)}: SVM sent ${unitCount(piece.units)} units the PVM did not`, place: this.place(flow, piece.start) };
     for (const d of s.deferredSyns) {
-      if (!oldest || d.at < oldest.at) oldest = { at: d.at, detail: `${flow.label}: SVM sent a SYN (seq ${d.seq}) the PVM did not` };
+      if (!oldest || d.at < oldest.at) oldest = { at: d.at, detail: `${flow.label}: SVM sent a SYN (seq ${d.seq}) the PVM did not`, place: { flow: flow.label, seq: d.seq } };
     }
     return oldest;
   }
