@@ -8,20 +8,26 @@
  * one connection saw no gap, no reset and no lost write across the
  * failover and the re-protection. Bad input: `protect` on a VM already
  * protected, and toward a host that is not listening, fail in one line and
- * leave the pair as it was.
+ * leave the pair as it was. While the pair replicates again, `colo serve`'s
+ * live page, loaded in headless Chromium, shows what `colo status` says
+ * (mode, state, peer, checkpoints), /metrics has the pair's series, and a
+ * screenshot goes to .cache/test-screenshots/.
  *
  * Needs root and the guest image. Generous timeouts: two guests and a
  * client on 2 cores.
  */
 import { before } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { copyFileSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labTopology, labUp } from "../../src/lab/lab.js";
 import { generateKeyFile } from "../../src/channel/key.js";
 import { createDataDisk } from "../../guest/mkdisk.js";
+import { browserSkipReason, CHROMIUM, HeadlessBrowser } from "../tools/browser.js";
 import { writeGuestConfig } from "../tools/guest-fixture.js";
+import { COLO_BIN, REPO_ROOT } from "../tools/run.js";
 import { integrationSkip, preconditionTest } from "../tools/lab-fixture.js";
 import { Pair, waitFor } from "../tools/pair-fixture.js";
 import { cleanupAlways, stopDaemonsUnder } from "../tools/interrupt.js";
@@ -61,6 +67,45 @@ cleanupAlways(async () => {
   await labDown({ prefix: LAB.prefix });
   rmSync(work, { recursive: true, force: true });
 });
+
+/** `colo serve` in h2's namespace, the page read by Chromium run in the same namespace; its numbers against `colo status`. */
+async function checkPageAgainstStatus(): Promise<void> {
+  const browserSkip = browserSkipReason();
+  if (browserSkip) {
+    process.stdout.write(`# the page check skipped: ${browserSkip}\n`);
+    return;
+  }
+  const port = 19464;
+  const serve = spawn("ip", ["netns", "exec", pair.h2, COLO_BIN, "serve", "--listen", `127.0.0.1:${port}`], { env: pair.env(), stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  serve.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  serve.stderr.on("data", (c: Buffer) => (out += c.toString()));
+  const wrapper = join(work, "chromium-in-h2");
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${pair.h2} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+  const browser = await HeadlessBrowser.launch({ executablePath: wrapper });
+  try {
+    await waitFor(() => `colo serve listens: ${out}`, () => Promise.resolve(out.includes("colo serve: http://")), 30_000);
+    const page = await browser.open(`http://127.0.0.1:${port}/`);
+    await page.waitFor(`document.querySelector('section[data-vm="rep"] [data-field="mode"]')?.dataset.value === "primary"`, 30_000);
+    const status = await pair.status(pair.h2);
+    const read = (field: string) => page.evaluate(`document.querySelector('section[data-vm="rep"] [data-field="${field}"]')?.dataset.value ?? null`);
+    assert.equal(await read("mode"), status.replication?.mode);
+    assert.equal(await read("state"), status.state);
+    assert.equal(await read("peer"), status.replication?.peer);
+    // Checkpoints go on while the page is read: the page's count is within the status read before and after it.
+    const shown = Number(await read("checkpoints"));
+    const after = await pair.status(pair.h2);
+    assert.ok(shown >= (status.replication?.checkpoints ?? 0) - 1 && shown <= (after.replication?.checkpoints ?? 0), `page ${shown}, status ${status.replication?.checkpoints}..${after.replication?.checkpoints}`);
+    const metrics = String(await page.evaluate(`fetch("/metrics").then((r) => r.text())`));
+    assert.match(metrics, /colo_replication_mode\{[^}]*mode="primary"[^}]*vm="rep"[^}]*\} 1|colo_replication_mode\{[^}]*vm="rep"[^}]*mode="primary"[^}]*\} 1/);
+    assert.match(metrics, /colo_checkpoint_pause_seconds_bucket\{/);
+    await page.screenshot(join(REPO_ROOT, ".cache", "test-screenshots", "status-page-reprotected-pair.png"));
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await browser.close();
+    serve.kill("SIGTERM");
+  }
+}
 
 itest("re-protection: after a failover the survivor protects itself again with the dead host's old image; only what differs is copied", { timeout: 900_000 }, async () => {
   await pair.protect(primaryCfg, ["migrate", "--colo"], { secondaryConfig: secondaryCfg });
@@ -105,6 +150,9 @@ itest("re-protection: after a failover the survivor protects itself again with t
   const secondary = JSON.parse(sec.stdout) as { role: string; disks: { disk: number; sha256: string }[] };
   assert.equal(secondary.role, "secondary");
   assert.deepEqual(secondary.disks, primary.diskHashes);
+
+  // The live page and /metrics of `colo serve` on h2 (the new primary), in a real browser in h2's namespace.
+  await checkPageAgainstStatus();
 
   const s = await incr.result();
   assert.deepEqual(s.errors, []);

@@ -14,6 +14,8 @@ import { redisFrom } from "./lab-fixture.js";
 
 export interface ReplicationStatus {
   mode: string;
+  /** HOST:PORT of the other side. */
+  peer?: string;
   replication: string;
   checkpoints: number;
   discardedCheckpoints: number;
