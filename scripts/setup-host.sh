@@ -15,8 +15,9 @@ cd "$(dirname "$0")/.."
 #   xz-utils       xz: unpacks the amd64 kernel's payload into the vmlinux QEMU boots (PVH)
 #   nftables       packet loss on the replication link (fault-injection suite)
 #   chromium       headless browser for the test of colo serve's status page (test/tools/browser.ts)
+#   curl           the README's look at colo serve's /metrics
 #   dpkg, apt      apt-get download + dpkg-deb -x for the guest image (i386)
-HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio qemu-system-x86 qemu-utils xz-utils chromium)
+HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio qemu-system-x86 qemu-utils xz-utils chromium curl)
 
 need_update=0
 if ! dpkg --print-foreign-architectures | grep -qx i386; then
