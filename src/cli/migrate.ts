@@ -1,3 +1,4 @@
+import { formatArbiterAddress, parseArbiterAddress } from "../api/arbiter-address.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { resolve } from "node:path";
 import { request } from "../api/control-client.js";
@@ -90,7 +91,7 @@ export async function migrateReceive(o: {
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile);
   if (o.arbiter && !o.colo) fail("--arbiter needs --colo");
-  const arbiter = o.arbiter ? ["--colo-arbiter", formatEndpoint(parseEndpoint(o.arbiter, DEFAULT_ARBITER_PORT)), "--colo-lease", String(o.lease ?? DEFAULT_LEASE_TTL_MS)] : [];
+  const arbiter = o.arbiter ? ["--colo-arbiter", formatArbiterAddress(parseArbiterAddress(o.arbiter)), "--colo-lease", String(o.lease ?? DEFAULT_LEASE_TTL_MS)] : [];
   const colo = o.colo ? ["--colo-peer-timeout", String(o.peerTimeout ?? 1000), "--colo-heartbeat", String(o.heartbeat ?? 200), ...arbiter] : [];
   const { pid, report } = await spawnDaemon(["--incoming", formatEndpoint(at), "--key-file", keyFile, "--accept-timeout", String(o.timeout), ...colo], {
     what: `migrate-receive on ${formatEndpoint(at)}`,
