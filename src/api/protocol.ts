@@ -151,8 +151,8 @@ export function parseRequest(line: string): ControlRequest {
       if (v.configPath !== undefined && (typeof v.configPath !== "string" || !v.configPath.startsWith("/"))) {
         throw new Error('migrate: "configPath" must be an absolute path');
       }
-      if (v.arbiter !== undefined && (typeof v.arbiter !== "string" || v.arbiter.length === 0 || v.arbiter.length > 300)) {
-        throw new Error('migrate: "arbiter" must be HOST[:PORT]');
+      if (v.arbiter !== undefined && (typeof v.arbiter !== "string" || v.arbiter.length === 0 || v.arbiter.length > 1024)) {
+        throw new Error('migrate: "arbiter" must be HOST[:PORT] or etcd://HOST:PORT[,HOST:PORT...]');
       }
       return {
         op,

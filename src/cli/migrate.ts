@@ -4,7 +4,6 @@ import { resolve } from "node:path";
 import { request } from "../api/control-client.js";
 import { vmRunFiles } from "../api/paths.js";
 import { findVm } from "../api/registry.js";
-import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE, generateKeyFile, loadKey } from "../channel/key.js";
 import { formatEndpoint, parseEndpoint } from "../channel/secure-channel.js";
@@ -61,7 +60,7 @@ export async function migrateVm(name: string, dest: string, o: { keyFile: string
       port: to.port,
       keyFile,
       ...(o.config ? { configPath: resolve(o.config) } : {}),
-      ...(o.arbiter ? { arbiter: formatEndpoint(parseEndpoint(o.arbiter, DEFAULT_ARBITER_PORT)) } : {}),
+      ...(o.arbiter ? { arbiter: formatArbiterAddress(parseArbiterAddress(o.arbiter)) } : {}),
     },
     120_000,
     (event) => {
