@@ -179,6 +179,18 @@ describe("etcd as the lease holder", { skip }, () => {
     await c.release("foreign", "p");
   });
 
+  test("a live migration's handover decided through etcd (handover.ts decideAt): one side wins the key, the other loses, for good", async () => {
+    const decide = (holder: string) => cluster.driver.request("decide-at", { address: cluster.address(), key: "vm@handover:test", holder });
+    const [a, b] = await Promise.all([decide("source@vm"), decide("destination@vm")]);
+    assert.deepEqual([a.verdict, b.verdict].sort(), ["lost", "won"], `${a.detail} / ${b.detail}`);
+    const winner = a.verdict === "won" ? "source@vm" : "destination@vm";
+    const loser = winner === "source@vm" ? "destination@vm" : "source@vm";
+    assert.equal((await decide(winner)).verdict, "won", "the winner asking again still wins");
+    assert.equal((await decide(loser)).verdict, "lost", "the loser never gets it");
+    const bad = await cluster.driver.request("decide-at", { address: "etcd://:1", key: "k", holder: "h" });
+    assert.equal(bad.verdict, "unknown", "a bad address decides nothing");
+  });
+
   test("one member killed (a follower, then the leader): grants go on; the other holder is never granted meanwhile", async () => {
     const p = await open();
     const s = await open();

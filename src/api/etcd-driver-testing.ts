@@ -24,6 +24,7 @@ import { acquireForTakeover, LeaseKeeper, type Arbiter, type LeaseAnswer } from 
 import { monotonicMs } from "../sys/clock.js";
 import { arbiterLoaded, newArbiterClient, parseArbiterAddress } from "./arbiter-address.js";
 import { EtcdArbiter, EtcdArbiterError } from "./etcd-arbiter.js";
+import { decideAt } from "./handover.js";
 
 const SELF = fileURLToPath(import.meta.url);
 /** The test waits this long for any answer of the driver: past it, the driver (or a call in it) hangs. */
@@ -132,6 +133,8 @@ async function driverMain(): Promise<void> {
           return { leader: false };
         }
       }
+      case "decide-at": // a live migration's handover decision (handover.ts), as either side asks it
+        return await decideAt(str(v, "address"), Buffer.alloc(32), str(v, "key"), str(v, "holder"));
       case "put-raw": {
         // Another writer's value on a key (as if someone else used colo's prefix).
         const a = parseArbiterAddress(str(v, "address"));
