@@ -16,8 +16,11 @@ cd "$(dirname "$0")/.."
 #   nftables       packet loss on the replication link (fault-injection suite)
 #   chromium       headless browser for the test of colo serve's status page (test/tools/browser.ts)
 #   curl           the README's look at colo serve's /metrics
+#   etcd-server    etcd 3.4: the tests of --arbiter etcd:// run a 3-member cluster of their own
+#                  in a network namespace (src/api/etcd-arbiter.test.ts); the package's own
+#                  service (started under systemd, on localhost:2379) is not used
 #   dpkg, apt      apt-get download + dpkg-deb -x for the guest image (i386)
-HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio qemu-system-x86 qemu-utils xz-utils chromium curl)
+HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio qemu-system-x86 qemu-utils xz-utils chromium curl etcd-server)
 
 need_update=0
 if ! dpkg --print-foreign-architectures | grep -qx i386; then

@@ -6,6 +6,7 @@ import type { TLSSocket } from "node:tls";
 import { connectSecure, type Endpoint } from "../channel/secure-channel.js";
 import { monotonicMs } from "../sys/clock.js";
 import { steppedWallClock } from "../sys/clock-testing.js";
+import { checkLeaseRule, checkOneWinner, fakeClockHarness } from "../colo/lease-rule-testing.js";
 import { ArbiterClient, ArbiterServer } from "./arbiter.js";
 
 test("arbiter over TLS-PSK: leases granted, refused, solo, released; bad requests answered with an error", async () => {
@@ -185,6 +186,26 @@ test("arbiter: bad peers are dropped and logged, one line each; a good holder's 
     holder.close();
     other.close();
     for (const s of opened) s.destroy();
+    await server.close();
+  }
+});
+
+test("arbiter: the lease rule's table (lease-rule-testing.ts) over TLS-PSK, one client per holder, on the arbiter's clock", async () => {
+  let now = 10_000;
+  const key = randomBytes(32);
+  const server = await ArbiterServer.listen({ host: "127.0.0.1", port: 0 }, key, () => {}, {}, () => now);
+  const clients = new Map<string, ArbiterClient>();
+  const client = (holder: string) => {
+    let c = clients.get(holder);
+    if (!c) clients.set(holder, (c = new ArbiterClient(server.address, key)));
+    return c;
+  };
+  try {
+    const h = fakeClockHarness(client, 1000, () => now, (ms) => (now += ms));
+    await checkLeaseRule(h);
+    await checkOneWinner(h, "race", ["a", "b", "c", "d", "e"]);
+  } finally {
+    for (const c of clients.values()) c.close();
     await server.close();
   }
 });

@@ -8,7 +8,7 @@ import { mkdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { loadKey } from "../channel/key.js";
-import { connectSecure, parseEndpoint, type Endpoint } from "../channel/secure-channel.js";
+import { connectSecure } from "../channel/secure-channel.js";
 import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
 import type { ForwardedDisk } from "../colo/disk-forwarder.js";
 import { DEFAULT_LEASE_TTL_MS, type ArbiterOptions } from "../colo/lease.js";
@@ -17,7 +17,7 @@ import { PrimaryReplicator } from "../colo/primary.js";
 import { SecondaryReplicator, type SecondaryDiskSlot } from "../colo/secondary.js";
 import type { BlockBackend, Engine } from "../engine/engine.js";
 import type { Vm } from "../vm/vm.js";
-import { ArbiterClient, DEFAULT_ARBITER_PORT } from "./arbiter.js";
+import { arbiterLoaded, newArbiterClient, parseArbiterAddress, type ArbiterAddress } from "./arbiter-address.js";
 import type { ConfigSource } from "./image-io.js";
 import type { Logger } from "./log.js";
 import type { Incoming } from "./migration.js";
@@ -48,7 +48,7 @@ export interface SecondaryDaemon {
 export interface SecondarySettings {
   timeoutMs: number;
   heartbeatMs: number;
-  arbiter?: Endpoint;
+  arbiter?: ArbiterAddress;
   leaseMs?: number;
 }
 
@@ -64,7 +64,13 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
   const key = loadKey(r.keyFile);
   let source = daemon.requireSource();
   if (r.configPath) source = { path: r.configPath, text: await readFile(r.configPath, "utf8") };
-  const socket = await connectSecure({ host: r.host, port: r.port }, key);
+  const arbiter = r.arbiter ? arbiterFor(parseArbiterAddress(r.arbiter), key, vm.name, r.leaseMs) : undefined;
+  // The primary asks for its lease as it starts: etcd's client loads first, so its load does not shorten the first lease.
+  if (arbiter) await arbiterLoaded(arbiter.arbiter);
+  const socket = await connectSecure({ host: r.host, port: r.port }, key).catch((err: unknown) => {
+    arbiter?.arbiter.close();
+    throw err;
+  });
   // The previous session's (or the takeover's) lease keeper hands over to this session's.
   await daemon.primary()?.stopLease();
   await daemon.secondary()?.stopLease();
@@ -100,7 +106,7 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
       heartbeatMs: r.heartbeatMs,
       log: (msg, fields) => daemon.log.warn(fields ?? {}, msg),
       ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}),
-      ...(r.arbiter ? { arbiter: arbiterFor(parseEndpoint(r.arbiter, DEFAULT_ARBITER_PORT), key, vm.name, r.leaseMs) } : {}),
+      ...(arbiter ? { arbiter } : {}),
       ...(capture ? { capture: capture.sink } : {}),
     },
   );
@@ -173,10 +179,10 @@ function endSide(daemon: { readonly log: Logger; shutdown(code: number, reason: 
   return daemon.shutdown(1, reason);
 }
 
-/** The lease this side holds with the arbiter: one holder name per daemon. */
-function arbiterFor(at: Endpoint, key: Buffer, vmName: string, leaseMs: number | undefined): ArbiterOptions {
+/** The lease this side holds with the arbiter (built-in or etcd): one holder name per daemon. */
+function arbiterFor(at: ArbiterAddress, key: Buffer, vmName: string, leaseMs: number | undefined): ArbiterOptions {
   return {
-    arbiter: new ArbiterClient(at, key),
+    arbiter: newArbiterClient(at, key),
     vm: vmName,
     // One holder per daemon, whatever its role: a survivor that is protected again keeps its own lease.
     holder: `${currentNetnsName() ?? "host"}:${process.pid}`,

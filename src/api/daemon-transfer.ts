@@ -9,8 +9,8 @@ import { loadKey } from "../channel/key.js";
 import type { Vm } from "../vm/vm.js";
 import { saveToFile, type ConfigSource } from "./image-io.js";
 import type { Logger } from "./log.js";
-import { parseEndpoint } from "../channel/secure-channel.js";
-import { ArbiterClient, DEFAULT_ARBITER_PORT } from "./arbiter.js";
+import type { Arbiter } from "../colo/lease.js";
+import { newArbiterClient, parseArbiterAddress } from "./arbiter-address.js";
 import { handoverKey, type SourceCommitOptions } from "./handover.js";
 import { migrateOut, type MigrateOutcome } from "./migration.js";
 import { openStreamCapture } from "./stream-capture.js";
@@ -65,10 +65,10 @@ export async function migrateVm(
   if (request.configPath) source = { path: request.configPath, text: await readFile(request.configPath, "utf8") };
   const to = `${host}:${port}`;
   daemon.log.info({ to, arbiter: request.arbiter }, "migrating out");
-  let arbiter: ArbiterClient | undefined;
+  let arbiter: Arbiter | undefined;
   let decider: SourceCommitOptions["decider"];
   if (request.arbiter) {
-    arbiter = new ArbiterClient(parseEndpoint(request.arbiter, DEFAULT_ARBITER_PORT), key);
+    arbiter = newArbiterClient(parseArbiterAddress(request.arbiter), key);
     decider = { arbiter, key: handoverKey(vm.name), holder: `source@${vm.name}`, endpoint: request.arbiter };
   }
   let outcome: MigrateOutcome;

@@ -33,9 +33,8 @@
  */
 import { randomBytes } from "node:crypto";
 import type { TLSSocket } from "node:tls";
-import { parseEndpoint } from "../channel/secure-channel.js";
 import type { Arbiter } from "../colo/lease.js";
-import { ArbiterClient, DEFAULT_ARBITER_PORT } from "./arbiter.js";
+import { newArbiterClient, parseArbiterAddress } from "./arbiter-address.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 /** How long the source waits for "ready" after the stream's END (the destination loads the machine first). */
@@ -65,7 +64,7 @@ export type HandoverStep =
 
 /** What the go carries when an arbiter decides a lost answer. */
 export interface DecideRequest {
-  /** The arbiter, HOST:PORT (the destination reaches it with the migration's key). */
+  /** The arbiter as `--arbiter` names it: `colo arbiter`'s HOST:PORT (reached with the migration's key) or etcd://... */
   arbiter: string;
   /** The handover key: `<vm>@handover:<random>` (one per migration). */
   key: string;
@@ -99,13 +98,14 @@ export async function decide(d: HandoverDecider): Promise<{ verdict: "won" | "lo
 }
 
 /**
- * The verdict of the arbiter at `endpoint` (HOST[:PORT], the key's PSK) for
- * `holder`; its connection is closed after. A bad endpoint decides nothing.
+ * The verdict of the arbiter at `endpoint` (an `--arbiter` value: HOST[:PORT]
+ * with the key's PSK, or etcd://...) for `holder`; its client is closed
+ * after. A bad endpoint decides nothing.
  */
 export async function decideAt(endpoint: string, psk: Buffer, key: string, holder: string, timeoutMs?: number): Promise<{ verdict: "won" | "lost" | "unknown"; detail: string }> {
-  let arbiter: ArbiterClient;
+  let arbiter: Arbiter;
   try {
-    arbiter = new ArbiterClient(parseEndpoint(endpoint, DEFAULT_ARBITER_PORT), psk);
+    arbiter = newArbiterClient(parseArbiterAddress(endpoint), psk);
   } catch (err) {
     return { verdict: "unknown", detail: `the arbiter ${JSON.stringify(endpoint)} is not an address: ${(err as Error).message}` };
   }
@@ -273,7 +273,7 @@ export interface DestinationLines {
 function parseDecide(v: unknown): DecideRequest | undefined {
   if (typeof v !== "object" || v === null) return undefined;
   const d = v as { arbiter?: unknown; key?: unknown };
-  if (typeof d.arbiter !== "string" || d.arbiter.length === 0 || d.arbiter.length > 300) return undefined;
+  if (typeof d.arbiter !== "string" || d.arbiter.length === 0 || d.arbiter.length > 1024) return undefined;
   if (typeof d.key !== "string" || d.key.length === 0 || d.key.length > 256) return undefined;
   return { arbiter: d.arbiter, key: d.key };
 }

@@ -30,3 +30,11 @@ test("protocol: responses", () => {
   assert.throws(() => parseResponse('{"ok":false}'), /neither/);
   assert.throws(() => parseResponse("garbage"), /not JSON/);
 });
+
+test("protocol: remus carries the arbiter as given: colo arbiter's host:port or an etcd:// list", () => {
+  const base = { op: "remus", host: "10.77.1.2", port: 8002, keyFile: "/k", intervalMs: 100, timeoutMs: 1000, heartbeatMs: 200, leaseMs: 1000 };
+  for (const arbiter of ["10.77.0.1:8003", "etcd://10.79.0.1:2379,10.79.0.2:2379,10.79.0.3:2379"]) {
+    assert.deepEqual(parseRequest(JSON.stringify({ ...base, arbiter })), { ...base, arbiter });
+  }
+  assert.throws(() => parseRequest(JSON.stringify({ ...base, arbiter: `etcd://${"h".repeat(1020)}` })), /"arbiter" must be "host:port" or "etcd:\/\/host:port\[,host:port\.\.\.\]"/);
+});

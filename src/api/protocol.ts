@@ -32,7 +32,7 @@ export type ControlRequest =
       minGapMs?: number;
       maxIntervalMs?: number;
       configPath?: string;
-      /** "host:port" of the arbiter (lease.ts) and the lease's ttl. */
+      /** The arbiter (lease.ts): "host:port" of `colo arbiter` or "etcd://host:port,..." (src/api/arbiter-address.ts), and the lease's ttl. */
       arbiter?: string;
       leaseMs?: number;
     }
@@ -102,7 +102,7 @@ export function parseRequest(line: string): ControlRequest {
       }
       if (v.mode !== undefined && v.mode !== "remus" && v.mode !== "compare") throw new Error('remus: "mode" must be "remus" or "compare"');
       const optional: Record<string, number> = {};
-      if (v.arbiter !== undefined && (typeof v.arbiter !== "string" || v.arbiter.length === 0 || v.arbiter.length > 300)) throw new Error('remus: "arbiter" must be "host:port"');
+      if (v.arbiter !== undefined && (typeof v.arbiter !== "string" || v.arbiter.length === 0 || v.arbiter.length > 1024)) throw new Error('remus: "arbiter" must be "host:port" or "etcd://host:port[,host:port...]"');
       for (const [k, x, min, max] of [["compareTimeoutMs", v.compareTimeoutMs, 1, 3_600_000], ["minGapMs", v.minGapMs, 0, 3_600_000], ["maxIntervalMs", v.maxIntervalMs, 1, 86_400_000], ["leaseMs", v.leaseMs, 10, 600_000]] as const) {
         if (x === undefined) continue;
         if (typeof x !== "number" || !Number.isInteger(x) || x < min || x > max) throw new Error(`remus: "${k}" must be an integer ${min}..${max}`);
@@ -151,8 +151,8 @@ export function parseRequest(line: string): ControlRequest {
       if (v.configPath !== undefined && (typeof v.configPath !== "string" || !v.configPath.startsWith("/"))) {
         throw new Error('migrate: "configPath" must be an absolute path');
       }
-      if (v.arbiter !== undefined && (typeof v.arbiter !== "string" || v.arbiter.length === 0 || v.arbiter.length > 300)) {
-        throw new Error('migrate: "arbiter" must be HOST[:PORT]');
+      if (v.arbiter !== undefined && (typeof v.arbiter !== "string" || v.arbiter.length === 0 || v.arbiter.length > 1024)) {
+        throw new Error('migrate: "arbiter" must be HOST[:PORT] or etcd://HOST:PORT[,HOST:PORT...]');
       }
       return {
         op,

@@ -1,5 +1,6 @@
 /** Commander argument parsers shared by the verbs (one place, so every verb says the same about a bad number). */
 import { InvalidArgumentError } from "commander";
+import { ArbiterAddressError, formatArbiterAddress, parseArbiterAddress } from "../api/arbiter-address.js";
 
 export function positiveInt(value: string): number {
   const n = Number(value);
@@ -11,4 +12,13 @@ export function nonNegativeInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number >= 0, got "${value}"`);
   return n;
+}
+
+/** `--arbiter`: the built-in arbiter's HOST[:PORT] or etcd://HOST:PORT[,HOST:PORT...], in its canonical form. */
+export function arbiterAddress(value: string): string {
+  try {
+    return formatArbiterAddress(parseArbiterAddress(value));
+  } catch (err) {
+    throw new InvalidArgumentError(err instanceof ArbiterAddressError ? err.reason : (err as Error).message);
+  }
 }

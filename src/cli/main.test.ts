@@ -38,3 +38,15 @@ test("cli: bad numbers are refused before anything runs", () => {
   assert.equal(l.code, 2);
   assert.match(l.stderr, /expected a positive whole number, got "0"/);
 });
+
+test("cli: a bad --arbiter is refused on one line naming the option and the value; etcd:// lists are accepted", () => {
+  for (const args of [["migrate-receive", "--colo"], ["remus", "vm", "10.0.0.1"], ["migrate", "--colo", "vm", "10.0.0.1"]]) {
+    const r = run([...args, "--arbiter", "etcd://10.79.0.1:2379,:2379"]);
+    assert.equal(r.code, 2, args.join(" "));
+    assert.match(r.stderr, /^error: option '--arbiter <[^>]+>' argument 'etcd:\/\/10\.79\.0\.1:2379,:2379' is invalid\. etcd endpoint 2 \(":2379"\) has an empty host$/m);
+  }
+  // A good list gets past the option check (to the next one: no such VM here).
+  const ok = run(["remus", "vm", "10.0.0.1", "--arbiter", "etcd://10.79.0.1:2379,10.79.0.2"]);
+  assert.equal(ok.code, 1);
+  assert.match(ok.stderr, /no VM named vm is running/);
+});

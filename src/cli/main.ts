@@ -18,13 +18,14 @@ import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } fro
 import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
+import { parseArbiterAddress } from "../api/arbiter-address.js";
 import { runArbiter } from "./arbiter.js";
 import { DEFAULT_SERVE_HOST, DEFAULT_SERVE_PORT } from "../serve/address.js";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/heartbeat.js";
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE } from "../channel/key.js";
 import { parseEndpoint } from "../channel/secure-channel.js";
-import { nonNegativeInt, positiveInt } from "./arg-types.js";
+import { arbiterAddress, nonNegativeInt, positiveInt } from "./arg-types.js";
 import { addProtectCommand } from "./protect.js";
 
 /**
@@ -98,8 +99,9 @@ export function program(): Command {
     .option("--peer-timeout <ms>", "with --colo: silence from the secondary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "with --colo: heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
     .option(
-      "--arbiter <addr[:port]>",
-      `with --colo: hold this arbiter's lease; run alone after losing the secondary only with it. Without --colo: settle a handover whose answer is lost through it (docs/migration.md; default port ${DEFAULT_ARBITER_PORT})`,
+      "--arbiter <addr[:port]|etcd://host:port,...>",
+      `with --colo: hold this arbiter's lease; run alone after losing the secondary only with it. Without --colo: settle a handover whose answer is lost through it (docs/migration.md). colo arbiter (default port ${DEFAULT_ARBITER_PORT}) or an etcd cluster`,
+      arbiterAddress,
     )
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
     .action(
@@ -150,7 +152,7 @@ export function program(): Command {
     .option("--colo", "become the secondary of a replication session (colo remus, or colo migrate --colo) instead of receiving a migration")
     .option("--peer-timeout <ms>", "with --colo: silence from the primary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "with --colo: heartbeat interval toward the primary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
-    .option("--arbiter <addr[:port]>", `with --colo: take over only with this arbiter's lease (colo arbiter; default port ${DEFAULT_ARBITER_PORT})`)
+    .option("--arbiter <addr[:port]|etcd://host:port,...>", `with --colo: take over only with this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster)`, arbiterAddress)
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
     .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number; heartbeat: number; arbiter?: string; lease: number }) => migrateReceive(o));
 
@@ -164,7 +166,7 @@ export function program(): Command {
     .option("--peer-timeout <ms>", "silence from the secondary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
     .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
-    .option("--arbiter <addr[:port]>", `hold this arbiter's lease; run alone after losing the secondary only with it (default port ${DEFAULT_ARBITER_PORT})`)
+    .option("--arbiter <addr[:port]|etcd://host:port,...>", `hold this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster); run alone after losing the secondary only with it`, arbiterAddress)
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
     .action(async (name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease: number }) => remusVm(name, dest, o));
 
@@ -270,7 +272,7 @@ export function program(): Command {
                 colo: {
                   timeoutMs: Number(o.coloPeerTimeout),
                   heartbeatMs: Number(o.coloHeartbeat ?? DEFAULT_HEARTBEAT_INTERVAL_MS),
-                  ...(o.coloArbiter ? { arbiter: parseEndpoint(o.coloArbiter, DEFAULT_ARBITER_PORT), leaseMs: Number(o.coloLease ?? DEFAULT_LEASE_TTL_MS) } : {}),
+                  ...(o.coloArbiter ? { arbiter: parseArbiterAddress(o.coloArbiter), leaseMs: Number(o.coloLease ?? DEFAULT_LEASE_TTL_MS) } : {}),
                 },
               }
             : {}),

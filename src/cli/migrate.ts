@@ -1,9 +1,9 @@
+import { formatArbiterAddress, parseArbiterAddress } from "../api/arbiter-address.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { resolve } from "node:path";
 import { request } from "../api/control-client.js";
 import { vmRunFiles } from "../api/paths.js";
 import { findVm } from "../api/registry.js";
-import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE, generateKeyFile, loadKey } from "../channel/key.js";
 import { formatEndpoint, parseEndpoint } from "../channel/secure-channel.js";
@@ -60,7 +60,7 @@ export async function migrateVm(name: string, dest: string, o: { keyFile: string
       port: to.port,
       keyFile,
       ...(o.config ? { configPath: resolve(o.config) } : {}),
-      ...(o.arbiter ? { arbiter: formatEndpoint(parseEndpoint(o.arbiter, DEFAULT_ARBITER_PORT)) } : {}),
+      ...(o.arbiter ? { arbiter: formatArbiterAddress(parseArbiterAddress(o.arbiter)) } : {}),
     },
     120_000,
     (event) => {
@@ -90,7 +90,7 @@ export async function migrateReceive(o: {
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile);
   if (o.arbiter && !o.colo) fail("--arbiter needs --colo");
-  const arbiter = o.arbiter ? ["--colo-arbiter", formatEndpoint(parseEndpoint(o.arbiter, DEFAULT_ARBITER_PORT)), "--colo-lease", String(o.lease ?? DEFAULT_LEASE_TTL_MS)] : [];
+  const arbiter = o.arbiter ? ["--colo-arbiter", formatArbiterAddress(parseArbiterAddress(o.arbiter)), "--colo-lease", String(o.lease ?? DEFAULT_LEASE_TTL_MS)] : [];
   const colo = o.colo ? ["--colo-peer-timeout", String(o.peerTimeout ?? 1000), "--colo-heartbeat", String(o.heartbeat ?? 200), ...arbiter] : [];
   const { pid, report } = await spawnDaemon(["--incoming", formatEndpoint(at), "--key-file", keyFile, "--accept-timeout", String(o.timeout), ...colo], {
     what: `migrate-receive on ${formatEndpoint(at)}`,

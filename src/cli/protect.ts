@@ -15,7 +15,7 @@ import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } fro
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/heartbeat.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
-import { nonNegativeInt, positiveInt } from "./arg-types.js";
+import { arbiterAddress, nonNegativeInt, positiveInt } from "./arg-types.js";
 import { CliError } from "./output.js";
 import { coloVm, remusVm } from "./replication.js";
 
@@ -48,7 +48,7 @@ export function addProtectCommand(p: Command): void {
     .option("--checkpoint-max-interval <ms>", "compare mode: a checkpoint at least this often", positiveInt, DEFAULT_MAX_CHECKPOINT_INTERVAL_MS)
     .option("--peer-timeout <ms>", "silence from the secondary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
-    .option("--arbiter <addr[:port]>", `hold this arbiter's lease; run alone after losing the secondary only with it (default port ${DEFAULT_ARBITER_PORT})`)
+    .option("--arbiter <addr[:port]|etcd://host:port,...>", `hold this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster); run alone after losing the secondary only with it`, arbiterAddress)
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
     .action(async (name: string, dest: string, o: ProtectOptions) => {
       const given = (k: string) => protect.getOptionValueSource(k) === "cli";

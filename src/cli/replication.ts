@@ -6,14 +6,13 @@ import { findVm } from "../api/registry.js";
 import { loadKey } from "../channel/key.js";
 import { formatEndpoint, parseEndpoint } from "../channel/secure-channel.js";
 import { fail } from "./output.js";
-import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
+import { formatArbiterAddress, parseArbiterAddress } from "../api/arbiter-address.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 
 /** The arbiter's address as the daemon wants it (checked here: a bad address is this command's error). */
 function arbiterFields(o: { arbiter?: string; lease?: number }): { arbiter?: string; leaseMs?: number } {
   if (!o.arbiter) return {};
-  const at = parseEndpoint(o.arbiter, DEFAULT_ARBITER_PORT);
-  return { arbiter: formatEndpoint(at), leaseMs: o.lease ?? DEFAULT_LEASE_TTL_MS };
+  return { arbiter: formatArbiterAddress(parseArbiterAddress(o.arbiter)), leaseMs: o.lease ?? DEFAULT_LEASE_TTL_MS };
 }
 
 interface StartAnswer {

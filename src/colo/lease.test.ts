@@ -3,6 +3,7 @@ import { test } from "node:test";
 import { monotonicMs, type Clock } from "../sys/clock.js";
 import { steppedWallClock } from "../sys/clock-testing.js";
 import { acquireForTakeover, LEASE_SAFETY_MARGIN_MS, LeaseKeeper, LeaseTable, type Arbiter, type LeaseAnswer } from "./lease.js";
+import { checkLeaseRule, checkOneWinner, leaseTableHarness } from "./lease-rule-testing.js";
 
 test("lease table: one holder at a time; expiry frees it; a solo lease is never handed over", () => {
   const t = new LeaseTable();
@@ -23,6 +24,12 @@ test("lease table: one holder at a time; expiry frees it; a solo lease is never 
   t.release("vm", "s");
   assert.equal(t.acquire("vm", "p", 1000, 99_999).granted, true);
   assert.equal(t.acquire("other", "x", 10, 0).granted, true, "leases are per VM");
+});
+
+test("lease rule table (lease-rule-testing.ts, also run on the network arbiter and etcd): LeaseTable through the Arbiter interface", async () => {
+  const h = leaseTableHarness(1000);
+  await checkLeaseRule(h);
+  assert.equal(await checkOneWinner(h, "race", ["a", "b", "c", "d"]), "a", "the first request wins");
 });
 
 /** An arbiter over a LeaseTable on a monotonic clock (the real one unless a test gives its own), which can be cut off. */
