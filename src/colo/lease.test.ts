@@ -163,3 +163,29 @@ test("a wall-clock step neither ends a lease early nor stretches it: holder and 
   await primary.stop(false);
   await secondary.stop(false);
 });
+
+test("lease keeper: a renewal that fires while markSolo() waits for its answer carries the mark (it must not clear it on the arbiter)", async () => {
+  const table = new LeaseTable();
+  const sent: boolean[] = [];
+  let release: (() => void) | undefined;
+  const arbiter: Arbiter = {
+    acquire: async (vm, holder, ttlMs, solo) => {
+      sent.push(solo);
+      // The solo request's answer is held back until the renewal has been sent (and answered) after it.
+      if (solo && release === undefined) await new Promise<void>((r) => (release = r));
+      return table.acquire(vm, holder, ttlMs, monotonicMs(), solo);
+    },
+    release: async () => undefined,
+    close: () => undefined,
+  };
+  const keeper = new LeaseKeeper(arbiter, "web", "primary@h1", 1000, () => undefined);
+  assert.equal(await keeper.tryAcquire(false), true);
+  const marking = keeper.markSolo();
+  const renewal = keeper.tryAcquire(); // what the renewal timer does meanwhile
+  assert.equal(await renewal, true);
+  release?.();
+  assert.equal(await marking, true);
+  assert.deepEqual(sent, [false, true, true]);
+  assert.equal(table.isSolo("web", "primary@h1"), true, "the arbiter still holds the mark");
+  assert.equal(keeper.status().solo, true);
+});

@@ -116,6 +116,8 @@ export class LeaseKeeper {
   private failures = 0;
   private lastError: string | undefined;
   private solo = false;
+  /** markSolo() was called: this side runs alone, and every later request carries the mark. */
+  private wantSolo = false;
   /** The last refusal was a solo lease: never ours. */
   refusedSolo = false;
   /** The last refusal's remaining time on the arbiter (ms), and when it came (this keeper's clock). */
@@ -136,8 +138,8 @@ export class LeaseKeeper {
     return this.now() < this.validUntil;
   }
 
-  /** One attempt (renewals keep the solo mark); true when granted. */
-  async tryAcquire(solo = this.solo): Promise<boolean> {
+  /** One attempt (renewals keep the solo mark, also one still being asked for); true when granted. */
+  async tryAcquire(solo = this.solo || this.wantSolo): Promise<boolean> {
     if (this.stopped) return false;
     const sentAt = this.now();
     try {
@@ -191,6 +193,9 @@ export class LeaseKeeper {
 
   /** Mark the lease solo (this side runs alone); true when the arbiter agreed. */
   markSolo(): Promise<boolean> {
+    // From now on every request asks for the mark: a renewal that fires while this one is on its way must not
+    // reach the arbiter after it without the mark (the arbiter takes the holder's latest word).
+    this.wantSolo = true;
     return this.tryAcquire(true);
   }
 
