@@ -97,7 +97,11 @@ test("disk forwarding: initial sync, writes racing the copy and the memory part,
   const spill = makeSpillDir();
   const disk = new SecondaryDisk(secondaryImage, { spillDir: spill.dir });
   let checkpointSeq = -1;
+  let announced = false;
   for (const r of await readAll(sink.bytes())) {
+    if (r.kind === "disk-info") announced = true;
+    // The secondary refuses a write for a disk no DISK_INFO announced (secondary-disks.ts): the write made while the image was hashed follows it.
+    if (r.kind === "disk-write") assert.ok(announced, `DISK_WRITE seq ${r.write.seq} before the disk's DISK_INFO`);
     if (r.kind === "disk-write") {
       if (r.write.seq === 0) disk.syncWrite(r.write.offset, r.write.data);
       else disk.primaryWrite(r.write.seq, r.write.offset, r.write.data);

@@ -7,7 +7,7 @@
  * checkpoint records the last write it covers (DISK_CHECKPOINT).
  *
  * Initial sync: forwarding starts first, then DISK_INFO (per-chunk SHA-256
- * of the image); the secondary answers DISK_WANT with the chunks that
+ * of the image; the writes made meanwhile follow it); the secondary answers DISK_WANT with the chunks that
  * differ on its image, and those are copied as seq-0 writes read from the
  * local image at the time of sending. A write racing a copy is forwarded
  * after it on the same stream, so the secondary ends up with the newer data
@@ -35,6 +35,14 @@ export interface ForwardedDisk {
 
 interface DiskState {
   readonly disk: ForwardedDisk;
+  /**
+   * Writes made after forwarding started and before this disk's DISK_INFO
+   * is on the stream (the guest writes while its image is hashed): sent
+   * right after the DISK_INFO. A write racing the hash is then either in
+   * the hash (its chunk differs and is copied, read at sending) or after
+   * it (the write itself follows): the secondary ends up with it either way.
+   */
+  early?: { disk: number; seq: number; offset: number; data: Uint8Array }[];
   lastSeq: number;
   writes: number;
   bytes: number;
@@ -71,18 +79,24 @@ export class DiskForwarder {
     const t0 = monotonicMs();
     const result: DiskSyncResult = { disks: this.states.length, chunksCopied: 0, bytesCopied: 0, ms: 0 };
     if (this.states.length === 0) return result;
-    for (const s of this.states) s.disk.setWriteHook((offset, data) => this.forward(s, offset, data));
+    for (const s of this.states) {
+      s.early = [];
+      s.disk.setWriteHook((offset, data) => this.forward(s, offset, data));
+    }
     const chunkSize = DEFAULT_HASH_CHUNK_BYTES;
     for (const s of this.states) {
       const hashes = await hashBackend(s.disk.local, { chunkBytes: chunkSize });
-      await this.lock.run(() =>
-        this.writer.writeDiskInfo({
+      await this.lock.run(async () => {
+        await this.writer.writeDiskInfo({
           disk: s.disk.index,
           chunkSize,
           size: s.disk.local.byteLength,
           chunkHashes: hashes.chunks.map((h) => Uint8Array.from(Buffer.from(h, "hex"))),
-        }),
-      );
+        });
+        // The writes made before DISK_INFO follow it, in order (the secondary knows no disk before its DISK_INFO).
+        for (let w = s.early?.shift(); w; w = s.early?.shift()) await this.writeChunked(w);
+        s.early = undefined;
+      });
     }
     for (let n = 0; n < this.states.length; n++) {
       const r = await back.next();
@@ -129,7 +143,9 @@ export class DiskForwarder {
     s.bytes += copy.length;
     this.sinceCheckpoint += copy.length;
     const write = { disk: s.disk.index, seq, offset, data: copy };
-    if (this.held) {
+    if (s.early) {
+      s.early.push(write);
+    } else if (this.held) {
       this.held.push({ index: s.disk.index, seq, offset, data: copy });
       this.heldBytes += copy.length;
       if (this.heldBytes > MAX_HELD_BYTES) this.failure ??= new Error(`more than ${MAX_HELD_BYTES} bytes written during the initial memory transfer`);
