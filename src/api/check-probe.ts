@@ -96,10 +96,11 @@ export async function serveProbe(socket: TLSSocket, opts: ProbeOptions): Promise
     const reason = cutReason ?? (err instanceof Error ? err.message : String(err));
     if (socket.writable && !cutReason) socket.end(JSON.stringify({ ok: false, error: reason }) + "\n");
     setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
-    return { ok: false, code: err instanceof WireError ? err.code : "PROBE", reason: `probe: ${reason}` };
+    return { ok: false, code: cutReason ? "TIMEOUT" : err instanceof WireError ? err.code : "PROBE", reason: `probe: ${reason}` };
   } finally {
     clearTimeout(cut);
   }
+  if (cutReason) return { ok: false, code: "TIMEOUT", reason: `probe: ${cutReason}` };
   socket.end();
   setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
   const sunk = sink ? `, ${mib(sink.bytes)} MiB in ${sink.ms.toFixed(0)} ms` : "";

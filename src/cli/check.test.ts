@@ -89,6 +89,12 @@ test("cli check: bad input is one line naming the thing, before any host is aske
   }
   const usage = await colo(["check", "guest"]);
   assert.equal(usage.code, 2);
+  const sample = await colo(["check", "guest", "127.0.0.1", "--key-file", key, "--sample", "50"]);
+  assert.equal(sample.code, 2);
+  assert.match(sample.stderr, /^colo: --sample 50: expected 100\.\.10000 ms\n$/);
+  const etcd = await colo(["check", "guest", "127.0.0.1", "--key-file", key, "--arbiter", "etcd://"]);
+  assert.equal(etcd.code, 2);
+  assert.match(etcd.stderr, /--arbiter/);
 });
 
 /** A stand-in VM daemon: a process whose command line says __vm-daemon, answering `check` on the VM's control socket. */

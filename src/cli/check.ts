@@ -25,6 +25,10 @@ import { parseVmConfig } from "../config/index.js";
 import { arbiterAddress, positiveInt } from "./arg-types.js";
 import { CliError, fail } from "./output.js";
 
+/** The dirty-rate sample's window, as the control request takes it (protocol.ts). */
+const MIN_SAMPLE_MS = 100;
+const MAX_SAMPLE_MS = 10_000;
+
 export interface CheckOptions {
   keyFile: string;
   config?: string;
@@ -62,6 +66,8 @@ function print(report: CheckReport, json: boolean): void {
 /** `colo check`: exit 0 when nothing failed (warnings allowed). */
 export async function checkVm(name: string, dest: string, o: CheckOptions): Promise<void> {
   const to = parseEndpoint(dest, DEFAULT_MIGRATION_PORT);
+  const sampleMs = o.sample ?? DEFAULT_DIRTY_SAMPLE_MS;
+  if (sampleMs < MIN_SAMPLE_MS || sampleMs > MAX_SAMPLE_MS) throw new CliError(`--sample ${sampleMs}: expected ${MIN_SAMPLE_MS}..${MAX_SAMPLE_MS} ms`, 2);
   const arbiter = o.arbiter ? { at: parseArbiterAddress(o.arbiter), leaseMs: o.lease ?? DEFAULT_LEASE_TTL_MS } : undefined;
   const keyPath = resolve(o.keyFile);
   const key = loadKey(keyPath);
@@ -70,7 +76,6 @@ export async function checkVm(name: string, dest: string, o: CheckOptions): Prom
   const given = o.config ? readConfigFile(resolve(o.config)) : undefined;
   const givenConfig = given ? parseVmConfig(given.text, given.path) : undefined;
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
-  const sampleMs = o.sample ?? DEFAULT_DIRTY_SAMPLE_MS;
   const vm = await request(vmRunFiles(name).socket, { op: "check", sampleMs }, sampleMs + 30_000);
   if (!isVmFacts(vm)) fail(`the daemon of ${name} gave no check facts (an older colo daemon? restart the VM with this colo)`);
   const source = given ?? vm.config;
