@@ -79,22 +79,31 @@ export function median(xs: readonly number[]): number {
 
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
-/** Writes `total` octets in chunks, with backpressure, until done or `stop()` says so. */
-async function pour(socket: TLSSocket, total: number, stop: () => boolean): Promise<void> {
+/**
+ * Writes `total` octets in chunks, with backpressure, until done or `answered`
+ * settles: the receiver answers once its time is up and reads no more, so a
+ * wait for "drain" must end with the answer too.
+ */
+async function pour(socket: TLSSocket, total: number, answered: Promise<unknown>): Promise<void> {
+  let done = false;
+  const over = answered.then(
+    () => (done = true),
+    () => (done = true),
+  );
   const chunk = Buffer.alloc(CHUNK, 0xa5);
-  for (let sent = 0; sent < total && !stop() && !socket.destroyed; ) {
+  for (let sent = 0; sent < total && !done && !socket.destroyed; ) {
     const n = Math.min(CHUNK, total - sent);
     sent += n;
     if (!socket.write(n === CHUNK ? chunk : chunk.subarray(0, n))) {
-      await new Promise<void>((resolve) => {
-        const go = () => {
-          socket.off("drain", go);
-          socket.off("close", go);
-          resolve();
-        };
-        socket.on("drain", go);
-        socket.on("close", go);
+      let go = () => {};
+      const drained = new Promise<void>((resolve) => {
+        go = () => resolve();
+        socket.once("drain", go);
+        socket.once("close", go);
       });
+      await Promise.race([drained, over]);
+      socket.off("drain", go);
+      socket.off("close", go);
     }
   }
 }
@@ -134,10 +143,9 @@ export async function probeReceiver(to: Endpoint, key: Buffer, config: ConfigSou
     }
     const maxBytes = Math.min(MAX_SINK_BYTES, Math.max(1, opts.sinkBytes ?? MAX_SINK_BYTES));
     socket.write(JSON.stringify({ op: "sink", maxBytes }) + "\n");
-    let answered = false;
-    const answer = ask("the sink's answer", MAX_PROBE_LINE_BYTES, parseSinkAnswer, SINK_MAX_MS + PROBE_LINE_TIMEOUT_MS).finally(() => (answered = true));
+    const answer = ask("the sink's answer", MAX_PROBE_LINE_BYTES, parseSinkAnswer, SINK_MAX_MS + PROBE_LINE_TIMEOUT_MS);
     answer.catch(() => undefined); // awaited below, after the pouring
-    await pour(socket, maxBytes, () => answered);
+    await pour(socket, maxBytes, answer);
     const sink = await answer;
     return {
       peer,

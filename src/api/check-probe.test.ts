@@ -70,7 +70,7 @@ interface Receiver {
   seen(n: number): Promise<void>;
 }
 
-async function receiver(opts: { probe?: boolean; lineTimeoutMs?: number; greetingTimeoutMs?: number } = {}): Promise<Receiver> {
+async function receiver(opts: { probe?: boolean; lineTimeoutMs?: number; greetingTimeoutMs?: number; sinkMaxMs?: number } = {}): Promise<Receiver> {
   const rejected: RejectedPeer[] = [];
   const probes: string[] = [];
   const waiters: (() => void)[] = [];
@@ -88,7 +88,8 @@ async function receiver(opts: { probe?: boolean; lineTimeoutMs?: number; greetin
     ...(opts.probe === false
       ? {}
       : {
-          probe: (socket: TLSSocket) => serveProbe(socket, { receiver: ROLE, ...(opts.lineTimeoutMs ? { lineTimeoutMs: opts.lineTimeoutMs } : {}) }),
+          probe: (socket: TLSSocket) =>
+            serveProbe(socket, { receiver: ROLE, ...(opts.lineTimeoutMs ? { lineTimeoutMs: opts.lineTimeoutMs } : {}), ...(opts.sinkMaxMs ? { sinkMaxMs: opts.sinkMaxMs } : {}) }),
           onProbe: (_peer: string, summary: string) => {
             probes.push(summary);
             wake();
@@ -317,4 +318,17 @@ test("probe: with probes on, a connection that is not one is greeted as before (
   assert.equal(inc.config.name, "guest");
   assert.equal(r.probes.length, 0);
   inc.socket.destroy();
+});
+
+test("probe: a link slower than the sink: the receiver answers at its time limit and the primary stops sending at once", async () => {
+  const r = await receiver({ sinkMaxMs: 20 });
+  const t0 = monotonicMs();
+  const p = await probeReceiver(r.address, KEY, { path: join(dir, "guest.cfg"), text: configText() }, { echoes: 1 });
+  const took = monotonicMs() - t0;
+  assert.equal(p.bandwidth.timeLimited, true);
+  assert.ok(p.bandwidth.bytes > 0 && p.bandwidth.bytes < 32 * 2 ** 20 && p.bandwidth.ms <= 20 + 50, JSON.stringify(p.bandwidth));
+  // Well under the receiver's 1 s linger: the pouring ends with the answer (also when waiting for "drain" on a full link).
+  assert.ok(took < 900, `the probe took ${took.toFixed(0)} ms`);
+  await r.seen(1);
+  await migrationArrives(r);
 });

@@ -37,6 +37,8 @@ export interface ProbeOptions {
   lineTimeoutMs?: number;
   /** Default PROBE_MAX_MS. */
   maxMs?: number;
+  /** Default SINK_MAX_MS (tests: a link slower than the sink's size). */
+  sinkMaxMs?: number;
 }
 
 /** How a probe that broke the protocol was told (then it is cut). */
@@ -87,7 +89,7 @@ export async function serveProbe(socket: TLSSocket, opts: ProbeOptions): Promise
         continue;
       }
       if (sink) throw new Error("a second sink");
-      const got = await wire.drain(step.maxBytes, SINK_MAX_MS);
+      const got = await wire.drain(step.maxBytes, opts.sinkMaxMs ?? SINK_MAX_MS);
       sink = { bytes: got.bytes, ms: Math.round(got.ms * 1000) / 1000 };
       await write(socket, { sink });
       break; // the sink is the last step; what the primary still sends is not read
