@@ -16,6 +16,7 @@ import { DEFAULT_COMPARATOR_OPTIONS, DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/
 import { PrimaryReplicator } from "../colo/primary.js";
 import { SecondaryReplicator, type SecondaryDiskSlot } from "../colo/secondary.js";
 import type { BlockBackend, Engine } from "../engine/engine.js";
+import type { VmConfig } from "../config/index.js";
 import type { Vm } from "../vm/vm.js";
 import { arbiterLoaded, newArbiterClient, parseArbiterAddress, type ArbiterAddress } from "./arbiter-address.js";
 import type { ConfigSource } from "./image-io.js";
@@ -179,13 +180,18 @@ function endSide(daemon: { readonly log: Logger; shutdown(code: number, reason: 
   return daemon.shutdown(1, reason);
 }
 
+/** This daemon's name as a lease holder (`colo check` looks for it in the arbiter's list). */
+export function leaseHolderName(): string {
+  // One holder per daemon, whatever its role: a survivor that is protected again keeps its own lease.
+  return `${currentNetnsName() ?? "host"}:${process.pid}`;
+}
+
 /** The lease this side holds with the arbiter (built-in or etcd): one holder name per daemon. */
 function arbiterFor(at: ArbiterAddress, key: Buffer, vmName: string, leaseMs: number | undefined): ArbiterOptions {
   return {
     arbiter: newArbiterClient(at, key),
     vm: vmName,
-    // One holder per daemon, whatever its role: a survivor that is protected again keeps its own lease.
-    holder: `${currentNetnsName() ?? "host"}:${process.pid}`,
+    holder: leaseHolderName(),
     ttlMs: leaseMs ?? DEFAULT_LEASE_TTL_MS,
   };
 }
@@ -208,13 +214,19 @@ function primaryDisks(vm: Vm): ForwardedDisk[] {
   });
 }
 
-/** The secondary's writable disks, with where their overlays spill (active-disk's folder, else the run dir). */
+/** Where a secondary's replicated disk `index` spills its overlays: active-disk's folder, else NAME.diskN in the run dir (`colo check` asks the same). */
+export function spillDirOf(config: VmConfig, index: number): string {
+  const d = config.disks[index];
+  return d?.colo ? dirname(d.colo.activeDisk) : join(runDir(), `${config.name}.disk${index}`);
+}
+
+/** The secondary's writable disks, with where their overlays spill (spillDirOf). */
 function secondaryDiskSlots(vm: Vm): SecondaryDiskSlot[] {
   const slots = vm.diskSlots();
   return vm.config.disks.flatMap((d, index) => {
     const slot = slots[index];
     if (!slot || d.access !== "rw") return [];
-    const spillDir = d.colo ? dirname(d.colo.activeDisk) : join(runDir(), `${vm.name}.disk${index}`);
+    const spillDir = spillDirOf(vm.config, index);
     mkdirSync(spillDir, { recursive: true, mode: 0o700 });
     return [{ index, raw: slot.raw, spillDir, interpose: (layer: BlockBackend) => slot.interpose(layer) }];
   });

@@ -9,6 +9,8 @@ import { readFile } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { loadKey } from "../channel/key.js";
 import type { Endpoint } from "../channel/secure-channel.js";
+import { formatArbiterAddress } from "./arbiter-address.js";
+import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import type { SecondaryReplicator } from "../colo/secondary.js";
 import { parseVmConfig, type VmConfig } from "../config/index.js";
 import type { StreamReader } from "../state/index.js";
@@ -19,6 +21,8 @@ import { openSaveFile, readConfig, readMachine, type ConfigSource } from "./imag
 import { commitIn, decideAt } from "./handover.js";
 import { acceptIncoming, STREAM_IDLE_TIMEOUT_MS, describeRejected, type AcceptOptions, type Incoming } from "./migration.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
+import { serveProbe } from "./check-probe.js";
+import type { ReceiverRole } from "./check-protocol.js";
 
 /** How the daemon gets its VM. */
 export type DaemonMode =
@@ -33,9 +37,17 @@ export interface StartDaemon extends SecondaryDaemon {
   setSecondary(secondary: SecondaryReplicator): void;
 }
 
-/** A connection that did not start a migration: one log line (peer, what was wrong, where in the stream); the wait goes on. */
-function logRejected(daemon: StartDaemon): AcceptOptions {
-  return { onRejected: (r) => daemon.log.warn({ peer: r.peer, code: r.code, ...(r.offset === undefined ? {} : { offset: r.offset }) }, describeRejected(r)) };
+/**
+ * A connection that did not start a migration: one log line (peer, what was
+ * wrong, where in the stream); the wait goes on. A `colo check` probe is
+ * answered (check-probe.ts) and logged in one line too.
+ */
+function acceptOptions(daemon: StartDaemon, receiver: ReceiverRole): AcceptOptions {
+  return {
+    onRejected: (r) => daemon.log.warn({ peer: r.peer, code: r.code, ...(r.offset === undefined ? {} : { offset: r.offset }) }, describeRejected(r)),
+    probe: (socket) => serveProbe(socket, { receiver }),
+    onProbe: (peer, summary) => daemon.log.info({ peer }, `${summary} from ${peer}`),
+  };
 }
 
 export async function boot(daemon: StartDaemon, configPath: string): Promise<void> {
@@ -90,7 +102,7 @@ export async function incoming(daemon: StartDaemon, listen: Endpoint, keyFile: s
   const inc: Incoming = await acceptIncoming(listen, key, timeoutMs, (address) => {
     daemon.log.info({ address }, "waiting for a migration");
     report({ type: "listening", host: address.host, port: address.port });
-  }, logRejected(daemon));
+  }, acceptOptions(daemon, { colo: false }));
   daemon.log.info({ from: inc.peer, vm: inc.config.name }, "incoming migration");
   const t0 = monotonicMs();
   try {
@@ -138,7 +150,7 @@ export async function incomingSecondary(
   const inc: Incoming = await acceptIncoming(listen, key, acceptTimeoutMs, (address) => {
     daemon.log.info({ address }, "waiting for a primary");
     report({ type: "listening", host: address.host, port: address.port });
-  }, logRejected(daemon));
+  }, acceptOptions(daemon, { colo: true, ...(colo.arbiter ? { arbiter: formatArbiterAddress(colo.arbiter), leaseMs: colo.leaseMs ?? DEFAULT_LEASE_TTL_MS } : {}) }));
   daemon.log.info({ from: inc.peer, vm: inc.config.name }, "replication from a primary");
   const t0 = monotonicMs();
   const vm = await daemon.register(inc.config, inc.source, { deferBridge: true });

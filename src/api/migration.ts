@@ -18,6 +18,8 @@ import type { StreamCapture } from "./stream-capture.js";
 import { ConfigError, type VmConfig } from "../config/index.js";
 import { elapsedMs } from "../sys/clock.js";
 import { AnswerLines, commitOut, type DestinationLines, type SourceCommitOptions, type SourceOutcome } from "./handover.js";
+import type { ProbeOutcome } from "./check-probe.js";
+import { PROBE_FIRST_OCTET } from "./check-protocol.js";
 
 /** Default TCP port of `colo migrate-receive`. */
 export const DEFAULT_MIGRATION_PORT = 8002;
@@ -145,12 +147,41 @@ export interface AcceptOptions {
   onRejected?: (r: RejectedPeer) => void;
   /** Default GREETING_TIMEOUT_MS. */
   greetingTimeoutMs?: number;
+  /**
+   * Serves a `colo check` probe (check-probe.ts): a connection whose first
+   * octet is `{` is handed over and counts neither as the migration nor as
+   * dropped, unless the probe breaks its protocol. Without it, such a
+   * connection is a bad stream like any other.
+   */
+  probe?: (socket: TLSSocket) => Promise<ProbeOutcome>;
+  /** Each probe served (one log line). */
+  onProbe?: (peer: string, summary: string) => void;
 }
 
 function rejectionOf(peer: string, err: unknown): RejectedPeer {
   if (err instanceof StreamError) return { peer, code: err.code, reason: err.message, ...(err.offset === undefined ? {} : { offset: err.offset }) };
   if (err instanceof ConfigError) return { peer, code: "CONFIG", reason: `invalid VM_CONFIG: ${err.message}` };
   return { peer, code: "IO", reason: err instanceof Error ? err.message : String(err) };
+}
+
+/** The first octet a connection sends, left unread for whoever reads it next; undefined if it ends first. */
+function firstOctet(socket: TLSSocket): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const done = (octet: number | undefined) => {
+      socket.off("readable", readable);
+      socket.off("close", closed);
+      resolve(octet);
+    };
+    const readable = () => {
+      const chunk = socket.read() as Buffer | null;
+      if (chunk === null || chunk.length === 0) return;
+      socket.unshift(chunk);
+      done(chunk[0]);
+    };
+    const closed = () => done(undefined);
+    socket.on("readable", readable);
+    socket.once("close", closed);
+  });
 }
 
 /** Tells a source that authenticated but sent a bad start why, then hangs up. */
@@ -220,8 +251,24 @@ export function acceptIncoming(
       };
       greeting.set(socket, stop);
       const deadline = setTimeout(() => stop("TIMEOUT", `no VM_CONFIG within ${greetingMs} ms of the handshake (${reader.offset} octets read)`), greetingMs);
-      readConfig(reader, "migration").then(
-        ({ config, source }) => {
+      const probe = options.probe;
+      const start = probe ? firstOctet(socket) : Promise.resolve(undefined);
+      start.then((octet) => {
+        if (probe === undefined || octet !== PROBE_FIRST_OCTET || cut) return readConfig(reader, "migration");
+        clearTimeout(deadline);
+        greeting.delete(socket);
+        probe(socket).then(
+          (o) => (o.ok ? options.onProbe?.(peer, o.summary) : rejected({ peer, code: o.code, reason: o.reason })),
+          (err: unknown) => {
+            socket.destroy();
+            rejected({ peer, code: "PROBE", reason: `probe: ${err instanceof Error ? err.message : String(err)}` });
+          },
+        );
+        return undefined;
+      }).then(
+        (got) => {
+          if (got === undefined) return;
+          const { config, source } = got;
           clearTimeout(deadline);
           greeting.delete(socket);
           if (cut || settled) {

@@ -43,9 +43,11 @@ export type ControlRequest =
   /** SHA-256 of each replicated disk image as this side holds it (secondary: the PVM's disk as of the last checkpoint). */
   | { op: "disk-hashes" }
   /** The daemon's Prometheus metrics, as prom-client's getMetricsAsJSON() (src/api/metrics.ts; `colo serve` merges them). */
-  | { op: "metrics" };
+  | { op: "metrics" }
+  /** `colo check`: the VM's facts and its guest's dirty rate over `sampleMs` (the guest runs on; daemon-check.ts). */
+  | { op: "check"; sampleMs?: number };
 
-export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail", "save", "migrate", "remus", "failover", "checkpoint", "disk-hashes", "metrics"] as const;
+export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail", "save", "migrate", "remus", "failover", "checkpoint", "disk-hashes", "metrics", "check"] as const;
 
 /**
  * Long requests (save, migrate) may send event lines before their response:
@@ -73,6 +75,11 @@ export function parseRequest(line: string): ControlRequest {
     case "disk-hashes":
     case "metrics":
       return { op };
+    case "check": {
+      const ms = (value as { sampleMs?: unknown }).sampleMs;
+      if (ms !== undefined && (typeof ms !== "number" || !Number.isInteger(ms) || ms < 100 || ms > 10_000)) throw new Error('check: "sampleMs" must be an integer 100..10000');
+      return ms === undefined ? { op } : { op, sampleMs: ms };
+    }
     case "checkpoint": {
       const verify = (value as { verifyDisks?: unknown }).verifyDisks;
       if (verify !== undefined && typeof verify !== "boolean") throw new Error('checkpoint: "verifyDisks" must be a boolean');

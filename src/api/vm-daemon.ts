@@ -9,6 +9,7 @@ import { ControlServer, type ControlHandler } from "./control-server.js";
 import { reportToParent as report } from "./daemon-ipc.js";
 import { GuestStopHandler, type GuestStopDaemon } from "./daemon-guest-stop.js";
 import { startReplication, type ReplicationDaemon } from "./daemon-replication.js";
+import { DEFAULT_DIRTY_SAMPLE_MS, vmCheckFacts } from "./daemon-check.js";
 import { boot, incoming, incomingSecondary, restore, type DaemonMode, type StartDaemon } from "./daemon-start.js";
 import { migrateVm, saveVm, type TransferDaemon } from "./daemon-transfer.js";
 import type { ConfigSource } from "./image-io.js";
@@ -148,6 +149,11 @@ export class VmDaemon implements ControlHandler {
           ...(paused ? {} : { note: "the VM runs: its disks may change while they are hashed" }),
           disks: vm.diskSlots().map((slot, disk) => ({ disk, sha256: hashBackendSync(slot.raw).sha256 })),
         };
+      }
+      case "check": {
+        const active = this.primary && this.primary.stats.mode === "primary" ? this.primary : undefined;
+        const role = active ? { role: "primary" as const, peer: active.stats.peer } : this.secondary && !this.secondary.done ? { role: "secondary" as const } : { role: "unprotected" as const };
+        return vmCheckFacts(vm, this.requireSource(), role, request.sampleMs ?? DEFAULT_DIRTY_SAMPLE_MS);
       }
       case "remus":
         return this.exclusive("starting replication", () => startReplication(this.parts, request));

@@ -21,6 +21,7 @@ import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
 import { parseArbiterAddress } from "../api/arbiter-address.js";
 import { runArbiter } from "./arbiter.js";
 import { DEFAULT_SERVE_HOST, DEFAULT_SERVE_PORT } from "../serve/address.js";
+import { addCheckCommand } from "./check.js";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/heartbeat.js";
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE } from "../channel/key.js";
@@ -157,6 +158,7 @@ export function program(): Command {
     .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number; heartbeat: number; arbiter?: string; lease: number }) => migrateReceive(o));
 
   addProtectCommand(p);
+  addCheckCommand(p);
 
   p.command("remus")
     .description("protect a VM with checkpointed replication to a secondary (Remus mode: output held until its checkpoint is acknowledged)")

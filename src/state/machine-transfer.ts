@@ -5,7 +5,7 @@
  * interface and a StreamWriter/StreamReader: it knows neither files nor
  * sockets, nor which VM layer drives the engine.
  */
-import type { Engine } from "../engine/engine.js";
+import type { Engine, EngineId } from "../engine/engine.js";
 import { PAGE_SIZE } from "../engine/engine.js";
 import type { EngineCompat } from "./engine-compat-record.js";
 import { StreamError, type StreamLocation } from "./errors.js";
@@ -78,6 +78,25 @@ export async function writeEngineCompat(engine: Engine, writer: StreamWriter): P
   await writer.writeEngineCompat({ engineId: engine.id, descriptor });
 }
 
+/** The engine a receiver has (or would start): its id and its Engine.compatibility. */
+export interface EngineIdentity {
+  engineId: EngineId;
+  descriptor: string;
+}
+
+/**
+ * Why a source's ENGINE_COMPAT cannot load on `mine` (undefined: it can),
+ * in the words a receiver refuses it with. Pure: `colo check` asks it of
+ * the engine a secondary host would start, before any stream.
+ */
+export function engineCompatMismatch(source: EngineIdentity, mine: EngineIdentity): string | undefined {
+  if (source.engineId !== mine.engineId) {
+    return `the source runs engine ${source.engineId} (${source.descriptor}), this host engine ${mine.engineId} (${mine.descriptor}): the state of one engine cannot be loaded by the other`;
+  }
+  if (source.descriptor !== mine.descriptor) return `the source runs ${source.descriptor}, this host ${mine.descriptor}: a device state from one cannot be loaded by the other`;
+  return undefined;
+}
+
 /**
  * The receiver's check of an ENGINE_COMPAT (spec §3.14) against its own
  * engine, which must be started: throws StreamError MISMATCH naming the
@@ -90,16 +109,18 @@ export function checkEngineCompat(engine: Engine, compat: EngineCompat, offset: 
   if (mine === undefined) {
     throw new StreamError("INTERNAL", where, `this host's ${engine.id} engine is not started: its compatibility is not known yet, the source's cannot be checked`);
   }
-  if (compat.engineId !== engine.id) {
-    throw new StreamError(
-      "MISMATCH",
-      where,
-      `the source runs engine ${compat.engineId} (${compat.descriptor}), this host engine ${engine.id} (${mine}): the state of one engine cannot be loaded by the other`,
-    );
-  }
-  if (compat.descriptor !== mine) {
-    throw new StreamError("MISMATCH", where, `the source runs ${compat.descriptor}, this host ${mine}: a device state from one cannot be loaded by the other`);
-  }
+  const mismatch = engineCompatMismatch(compat, { engineId: engine.id, descriptor: mine });
+  if (mismatch !== undefined) throw new StreamError("MISMATCH", where, mismatch);
+}
+
+/**
+ * Why a machine of the source's engine and memory cannot be received by
+ * one of `mine` (undefined: it can), as checkMachine() refuses it. Pure.
+ */
+export function machineMismatch(source: { engineId: EngineId; memoryBytes: number }, mine: { engineId: EngineId; memoryBytes: number }): string | undefined {
+  if (source.engineId !== mine.engineId) return `the source runs engine ${source.engineId}, this VM engine ${mine.engineId}: the state of one engine cannot be loaded by the other`;
+  if (source.memoryBytes !== mine.memoryBytes) return `the stream's machine has ${source.memoryBytes / 2 ** 20} MiB of memory, this VM ${mine.memoryBytes / 2 ** 20} MiB`;
+  return undefined;
 }
 
 /**
@@ -109,12 +130,8 @@ export function checkEngineCompat(engine: Engine, compat: EngineCompat, offset: 
  */
 export function checkMachine(engine: Engine, machine: MachineHeader, headersOffset: number): void {
   const where: StreamLocation = { offset: headersOffset + memoryImageHeaderLayout.size, what: "machine header" };
-  if (machine.engineId !== engine.id) {
-    throw new StreamError("MISMATCH", where, `the source runs engine ${machine.engineId}, this VM engine ${engine.id}: the state of one engine cannot be loaded by the other`);
-  }
-  if (machine.memoryBytes !== engine.memoryBytes) {
-    throw new StreamError("MISMATCH", where, `the stream's machine has ${machine.memoryBytes / 2 ** 20} MiB of memory, this VM ${engine.memoryBytes / 2 ** 20} MiB`);
-  }
+  const mismatch = machineMismatch(machine, { engineId: engine.id, memoryBytes: engine.memoryBytes });
+  if (mismatch !== undefined) throw new StreamError("MISMATCH", where, mismatch);
 }
 
 /**

@@ -67,6 +67,12 @@ function v86Version(): string {
 /** Engine.compatibility of every emu engine of this process: v86's version and the state format. */
 let emuCompatibility: string | undefined;
 
+/** What an emu engine of this process says as its Engine.compatibility, without building one ("v86 0.5.462+g5f9a90f state 2"). */
+export function emuCompatibilityDescriptor(): string {
+  emuCompatibility ??= `v86 ${v86Version()} state ${EMU_STATE_FORMAT_VERSION}`;
+  return emuCompatibility;
+}
+
 function exactArrayBuffer(bytes: Uint8Array): ArrayBuffer {
   const copy = new Uint8Array(bytes.length);
   copy.set(bytes);
@@ -131,8 +137,7 @@ export class EmuEngine implements Engine {
     this.memoryBytes = spec.memoryBytes;
     this.pageCount = spec.memoryBytes / PAGE_SIZE;
     this.tracker = new ShadowDirtyTracker(spec.memoryBytes);
-    emuCompatibility ??= `v86 ${v86Version()} state ${EMU_STATE_FORMAT_VERSION}`;
-    this.compatibility = emuCompatibility;
+    this.compatibility = emuCompatibilityDescriptor();
   }
 
   get running(): boolean {

@@ -33,6 +33,7 @@ import { macText } from "./machine-options.js";
 import { NbdServer } from "./nbd-server.js";
 import { onQmpEvent } from "./qmp-events.js";
 import { decodeQemuState, encodeQemuState, QEMU_STATE_FORMAT_VERSION, type QemuStateHeader } from "./qemu-state.js";
+import { QEMU_MACHINE_TYPE as MACHINE_TYPE, qemuCompatibility } from "./qemu-version.js";
 
 /** Inbound frames held while paused or before QEMU's NIC socket is connected. */
 const MAX_PENDING_RX_FRAMES = 1024;
@@ -41,7 +42,6 @@ const LOAD_TIMEOUT_MS = 30_000;
 /** Standby spawn attempts before loadState() gives up. */
 const STANDBY_ATTEMPTS = 3;
 const EXPORT_NAME = "disk";
-const MACHINE_TYPE = "pc";
 
 export interface QemuEngineOptions {
   /** The VM's name, for QEMU's process title, errors and logs. */
@@ -156,7 +156,7 @@ export class QemuEngine implements Engine {
    * spawned QEMU.
    */
   get compatibility(): string | undefined {
-    return this.qemuVersion === "" ? undefined : `qemu ${this.qemuVersion} ${MACHINE_TYPE}`;
+    return this.qemuVersion === "" ? undefined : qemuCompatibility(this.qemuVersion);
   }
 
   private fail(code: "NOT_STARTED" | "NOT_PAUSED" | "BAD_STATE" | "DESTROYED" | "FAULT", message: string): EngineError {
