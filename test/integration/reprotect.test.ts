@@ -6,7 +6,9 @@
  * disk chunks that differ (fewer than the image holds), the pair replicates
  * again (modes, disk hashes equal inside a checkpoint), and the client's
  * one connection saw no gap, no reset and no lost write across the
- * failover and the re-protection. Bad input: `protect` on a VM already
+ * failover and the re-protection; `colo check --json` against the waiting
+ * secondary passes before it (key, peer, engine, memory, disks, bandwidth,
+ * arbiter among its checks). Bad input: `protect` on a VM already
  * protected, and toward a host that is not listening, fail in one line and
  * leave the pair as it was. While the pair replicates again, `colo serve`'s
  * live page, loaded in headless Chromium, shows what `colo status` says
@@ -126,6 +128,15 @@ itest("re-protection: after a failover the survivor protects itself again with t
 
   // The dead host comes back as the new secondary, with its old image (the primary's as of the crash).
   await pair.listenSecondary("h1");
+  // Before protecting: colo check against the waiting secondary passes every check (warnings allowed).
+  const checked = await pair.colo(pair.h2, ["check", "rep", LAB.replIps[0], "--key-file", pair.keyFile, "-C", primaryCfg, "--json", ...pair.arbiterArgs()]);
+  const report = JSON.parse(checked.stdout) as { ok: boolean; results: { name: string; status: string; detail: string }[] };
+  const failed = report.results.filter((c) => c.status === "fail" || c.status === "FAIL");
+  assert.equal(checked.code, 0, `colo check: ${JSON.stringify(failed)} ${checked.stderr}`);
+  assert.equal(report.ok, true);
+  for (const name of ["key", "peer", "engine", "memory", "disks", "bandwidth", "arbiter"]) {
+    assert.ok(report.results.some((c) => c.name === name && c.status !== "skip"), `check ${name} ran: ${JSON.stringify(report.results.map((c) => [c.name, c.status]))}`);
+  }
   const r = await pair.colo(pair.h2, ["protect", "rep", LAB.replIps[0], "--key-file", pair.keyFile, "-C", primaryCfg, ...pair.arbiterArgs()]);
   assert.equal(r.code, 0, r.stderr);
   const m = /checkpoint 0 paused the guest (\d+) ms .*disks: (\d+) chunks \(([\d.]+) MiB\) copied/.exec(r.stdout);
