@@ -28,10 +28,10 @@ const EXPIRY_SLACK_MS = 2000;
 const ANSWER_SLACK_MS = 300;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, boundMs: number): Promise<number> {
+async function until(what: string | (() => string), cond: () => boolean | Promise<boolean>, boundMs: number): Promise<number> {
   const t0 = monotonicMs();
   while (!(await cond())) {
-    if (monotonicMs() - t0 > boundMs) assert.fail(`${what}: not within ${boundMs} ms`);
+    if (monotonicMs() - t0 > boundMs) assert.fail(`${typeof what === "string" ? what : what()}: not within ${boundMs} ms`);
     await sleep(10);
   }
   return monotonicMs() - t0;
@@ -247,9 +247,11 @@ describe("etcd as the lease holder", { skip }, () => {
     keeper.keep();
     await until("a renewal", () => keeper.status().renewals >= 3, 10_000);
     const t0 = monotonicMs();
+    // A renewal may have come late before the kill on a loaded machine (an expiry, then renewed again): count from here.
+    const expiredBefore = expired;
     await cluster.kill(1);
     await cluster.kill(2);
-    const lapse = await until("the holder's lease expired", () => expired === 1, TTL_MS + 5000);
+    const lapse = await until(() => `the holder's lease expired (expiries before the kill ${expiredBefore}, now ${expired}; ${JSON.stringify(keeper.status())})`, () => expired > expiredBefore, TTL_MS + 5000);
     console.log(`# etcd: 2 of 3 members killed: the holder's lease ran out ${Math.round(lapse)} ms later (ttl ${TTL_MS} ms)`);
     assert.equal(keeper.held(), false);
     for (const [who, c, solo] of [["holder", p, false], ["holder, solo", p, true], ["other", s, false], ["other, takeover", s, true]] as const) {
@@ -263,7 +265,7 @@ describe("etcd as the lease holder", { skip }, () => {
     assert.equal(takeover.taken, false, "no takeover without a quorum");
     assert.ok(takeover.ms < 3000 + ETCD_OPERATION_TIMEOUT_MS + ANSWER_SLACK_MS, `it gave up at its bound (${takeover.ms} ms)`);
     await cluster.driver.request("keeper-stop", { keeper: "job" });
-    assert.equal(expired, 1, "expiry fires once");
+    assert.equal(expired, expiredBefore + 1, "expiry fires once");
     await cluster.restart(1);
     await cluster.restart(2);
     const back = await until("the holder's renewals granted again", () => keeper.held(), 30_000);
