@@ -6,7 +6,7 @@
  * end it without running any hook, leaving VM daemons, lab namespaces and
  * files behind. Each cleanup runs once, whichever comes first.
  */
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after } from "node:test";
 import { isDaemonAlive, liveVms } from "../../src/api/registry.js";
@@ -64,16 +64,34 @@ export function cleanupAlways(fn: Cleanup): void {
   }
 }
 
+/** PIDs of VM daemons (`__vm-daemon`) started with COLO_RUN_DIR = `runRoot` (read from /proc: root sees every process). */
+export function daemonsOfRunDir(runRoot: string): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (!readFileSync(`/proc/${e}/cmdline`, "utf8").includes("__vm-daemon")) continue;
+      if (readFileSync(`/proc/${e}/environ`, "utf8").split("\0").includes(`COLO_RUN_DIR=${runRoot}`)) out.push(Number(e));
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return out;
+}
+
 /**
- * Ends every VM daemon that has a record in `runRoot` or a lab host's
- * subfolder of it: SIGTERM (the daemon removes its TAP and files), then SIGKILL
- * after `graceMs`. For cleanups that cannot rely on `colo destroy`.
- * Returns the pids signalled.
+ * Ends every VM daemon of `runRoot`: those with a record in it or a lab
+ * host's subfolder of it, and those started with it as COLO_RUN_DIR that
+ * have none yet (waiting for a migration, or mid-create): SIGTERM (the
+ * daemon removes its TAP and files), then SIGKILL after `graceMs`. For
+ * cleanups that cannot rely on `colo destroy`. Returns the pids signalled.
  */
 export async function stopDaemonsUnder(runRoot: string, graceMs = 10_000): Promise<number[]> {
   // The run directory and each lab host's subfolder (src/api/paths.ts runDir): the registry's view of each.
   const dirs = [runRoot, ...(existsSync(join(runRoot, "netns")) ? readdirSync(join(runRoot, "netns")).map((h) => join(runRoot, "netns", h)) : [])];
-  const pids = dirs.flatMap((d) => liveVms(d).map((r) => r.pid));
+  // The registry's daemons, and those it cannot know yet: one waiting for its migration (no VM, no record) or
+  // caught mid-create, found by the run directory in their environment.
+  const pids = [...new Set([...dirs.flatMap((d) => liveVms(d).map((r) => r.pid)), ...daemonsOfRunDir(runRoot)])];
   for (const pid of pids) process.kill(pid, "SIGTERM");
   const deadline = performance.now() + graceMs;
   while (pids.some((p) => isDaemonAlive(p)) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 100));
