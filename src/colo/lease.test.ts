@@ -50,17 +50,18 @@ class TableArbiter implements Arbiter {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-test("lease keeper: renews while the arbiter answers; expires (once) when it does not", async () => {
+test("lease keeper: renews while the arbiter answers; expires (once) when it does not", async (t) => {
   const arbiter = new TableArbiter();
   let expired = 0;
   const k = new LeaseKeeper(arbiter, "vm", "p", 300, () => expired++);
+  t.after(() => k.stop(false)); // a failed assertion must not leave it renewing (the file would never end)
   assert.equal(await k.tryAcquire(), true);
   k.keep();
   await sleep(700);
   assert.equal(k.held(), true, "renewed past its first ttl");
   assert.equal(expired, 0);
   arbiter.reachable = false;
-  // Waited for, not slept: on a loaded machine the expiry timer may run late (a CI run saw it 300 ms late).
+  // Waited for, not slept: the expiry timer may run late on a loaded machine.
   const deadline = monotonicMs() + 10_000;
   while (expired === 0 && monotonicMs() < deadline) await sleep(20);
   assert.equal(k.held(), false);
@@ -192,4 +193,23 @@ test("lease keeper: a renewal that fires while markSolo() waits for its answer c
   assert.deepEqual(sent, [false, true, true]);
   assert.equal(table.isSolo("web", "primary@h1"), true, "the arbiter still holds the mark");
   assert.equal(keeper.status().solo, true);
+});
+
+test("lease keeper: an expiry timer that fires a moment early (libuv's whole milliseconds) checks again and still expires", async (t) => {
+  let now = 1_000;
+  const clock = () => now;
+  const arbiter = new TableArbiter(clock);
+  let expired = 0;
+  const k = new LeaseKeeper(arbiter, "vm", "p", 300, () => expired++, clock);
+  t.after(() => k.stop(false));
+  assert.equal(await k.tryAcquire(), true);
+  // The timer is due in 201 ms; when it fires, the keeper's clock has not reached the end yet.
+  now += 300 - LEASE_SAFETY_MARGIN_MS - 0.5;
+  await sleep(260);
+  assert.equal(expired, 0, "not expired while held");
+  assert.equal(k.held(), true);
+  now += 1;
+  await sleep(30); // the re-armed check (1 ms) has run
+  assert.equal(k.held(), false);
+  assert.equal(expired, 1, "the expiry comes once the lease really ended");
 });

@@ -177,9 +177,15 @@ export class LeaseKeeper {
 
   private armExpiry(): void {
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    if (this.stopped) return;
     this.expiryTimer = setTimeout(() => {
       this.expiryTimer = undefined;
-      if (!this.stopped && !this.held()) this.onExpired();
+      if (this.stopped) return;
+      // A timer may fire a fraction of a millisecond before its time on the monotonic clock (libuv counts whole
+      // milliseconds of its cached loop time): then the lease still holds, and the check is made again when it ends.
+      // Not re-arming here left onExpired unfired for good, and a solo side unfenced.
+      if (this.held()) this.armExpiry();
+      else this.onExpired();
     }, Math.max(0, this.validUntil - this.now()) + 1);
   }
 
