@@ -32,14 +32,15 @@ export class PrimaryFailover {
 
   /**
    * The secondary is lost (or replication stopped): run on unprotected if
-   * this side may act alone, else fence. `synced`: checkpoint 0 was taken
-   * (before it the secondary holds nothing it could take over with, so
-   * going alone is safe; the solo mark is asked for, best effort).
+   * this side may act alone, else fence. `secondaryMayHoldCopy`: checkpoint
+   * 0's end was sent (before it the secondary holds nothing it could take
+   * over with, so going alone is safe; the solo mark is asked for, best
+   * effort).
    */
-  async goAlone(reason: string, synced: boolean): Promise<void> {
+  async goAlone(reason: string, secondaryMayHoldCopy: boolean): Promise<void> {
     const { vm, stats, output, lease } = this.side;
     const marked = lease ? await lease.markSolo() : true;
-    if (!marked && synced) {
+    if (!marked && secondaryMayHoldCopy) {
       this.fence(reason, `the arbiter did not let this side run alone: ${lease?.status().lastError ?? "?"}`);
       return;
     }

@@ -126,6 +126,8 @@ export class PrimaryReplicator {
   private readonly lock = new WriteLock();
   private heartbeat: HeartbeatSender | undefined;
   private synced = false;
+  /** CHECKPOINT_END of checkpoint 0 is (being) sent: the secondary may hold a copy it can take over with. */
+  private secondaryMayHoldCopy = false;
   /** What the start (the initial sync up to checkpoint 0) took, once done. */
   started: StartFigures | undefined;
   private checkpointing = false;
@@ -225,6 +227,9 @@ export class PrimaryReplicator {
       },
     });
     await this.disks.writeCheckpoint();
+    // From the first octet of CHECKPOINT_END on, the secondary may hold checkpoint 0 and take over with it: losing
+    // it now is a loss like any later one (the arbiter's solo mark or a fence), not a failed start.
+    this.secondaryMayHoldCopy = true;
     await this.writer.writeCheckpointEnd();
     this.output.seal();
     this.resendQueuedInput();
@@ -407,7 +412,7 @@ export class PrimaryReplicator {
     if (!this.end(`replication stopped: ${reason}`)) return;
     this.socket.destroy();
     // Until decided, the guest's output stays held (the filter is still ours).
-    void this.failover.goAlone(reason, this.synced).finally(() => this.lost?.(reason));
+    void this.failover.goAlone(reason, this.synced || this.secondaryMayHoldCopy).finally(() => this.lost?.(reason));
   }
 
   /**
