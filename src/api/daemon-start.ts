@@ -35,6 +35,8 @@ export interface StartDaemon extends SecondaryDaemon {
   /** Takes `source` as the VM's configuration, claims the VM's name on this host (run files, control socket); the VM, not started. */
   register(config: VmConfig, source: ConfigSource, vmOptions?: { deferBridge?: boolean }): Promise<Vm>;
   setSecondary(secondary: SecondaryReplicator): void;
+  /** While a migration comes in (load, then the handover): requests other than status are refused, so no operator unpauses the copy before the source's go. */
+  setBusy(what: string | undefined): void;
 }
 
 /**
@@ -105,8 +107,10 @@ export async function incoming(daemon: StartDaemon, listen: Endpoint, keyFile: s
   }, acceptOptions(daemon, { colo: false }));
   daemon.log.info({ from: inc.peer, vm: inc.config.name }, "incoming migration");
   const t0 = monotonicMs();
+  let vm: Vm | undefined;
   try {
-    const vm = await daemon.register(inc.config, inc.source);
+    vm = await daemon.register(inc.config, inc.source);
+    daemon.setBusy("receiving a migration");
     let loadedAt = 0;
     // The copy stays paused until the source's go (handover.ts): before it, any failure leaves the source the one copy.
     inc.socket.setTimeout(STREAM_IDLE_TIMEOUT_MS, () => inc.socket.destroy(new Error(`the source sent nothing for ${STREAM_IDLE_TIMEOUT_MS / 1000} s`)));
@@ -128,8 +132,11 @@ export async function incoming(daemon: StartDaemon, listen: Endpoint, keyFile: s
     daemon.log.info({ how: verdict.how }, "handover: resuming here");
     await vm.unpause();
     vm.announce();
+    daemon.setBusy(undefined);
     await inc.answer({ ok: true, resumeMs: elapsedMs(loadedAt) });
   } catch (err) {
+    // "Not committed" tells the source to resume: this copy goes first (a resume that failed may still have run it).
+    await vm?.destroy().catch(() => undefined);
     await inc.answer({ ok: false, error: (err as Error).message });
     inc.socket.end();
     throw err;

@@ -301,7 +301,8 @@ export async function commitIn(lines: DestinationLines, loadMs: number, o: Desti
   } finally {
     clearTimeout(timer);
   }
-  if (line === undefined) return { kind: "abort", reason: timedOut ? `no go from the source within ${goMs / 1000} s` : "the source closed the connection before its go" };
+  // A go read in the turn the timer cut the connection came too late: the source will find its answer lost.
+  if (line === undefined || timedOut) return { kind: "abort", reason: timedOut ? `no go from the source within ${goMs / 1000} s` : "the source closed the connection before its go" };
   const v = parseLine(line);
   if (!v || v.go !== true) return { kind: "abort", reason: "the source sent something other than its go" };
   await o.onStep?.("destination:go-received");

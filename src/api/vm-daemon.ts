@@ -70,6 +70,7 @@ export class VmDaemon implements ControlHandler {
         this.primary = primary;
         this.metrics.watch(primary.stats);
       },
+      setBusy: (what) => (this.busy = what),
       setSecondary: (secondary) => {
         this.secondary = secondary;
         this.metrics.watch(secondary.stats);

@@ -21,7 +21,7 @@ import { chunkRange, DEFAULT_HASH_CHUNK_BYTES, hashBackend } from "./disk/image-
 import type { WriteLock } from "./heartbeat.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
-/** Writes held during the initial memory transfer, at most: past it, replication start fails (and can be retried). */
+/** Writes held while the images are hashed, and again during the initial memory transfer, at most: past it, replication start fails (and can be retried). */
 export const MAX_HELD_BYTES = 256 * 2 ** 20;
 
 export interface ForwardedDisk {
@@ -60,6 +60,8 @@ export class DiskForwarder {
   /** While the memory part of the initial sync is open, writes wait here (a toolstack record cannot go inside it). */
   private held: { index: number; seq: number; offset: number; data: Uint8Array }[] | undefined;
   private heldBytes = 0;
+  /** Bytes queued in the disks' `early` lists (bounded like the held writes: past it the start fails). */
+  private earlyBytes = 0;
   private sinceCheckpoint = 0;
   private stopped = false;
   private failure: Error | undefined;
@@ -97,6 +99,7 @@ export class DiskForwarder {
         for (let w = s.early?.shift(); w; w = s.early?.shift()) await this.writeChunked(w);
         s.early = undefined;
       });
+      this.throwIfFailed();
     }
     for (let n = 0; n < this.states.length; n++) {
       const r = await back.next();
@@ -145,6 +148,8 @@ export class DiskForwarder {
     const write = { disk: s.disk.index, seq, offset, data: copy };
     if (s.early) {
       s.early.push(write);
+      this.earlyBytes += copy.length;
+      if (this.earlyBytes > MAX_HELD_BYTES) this.failure ??= new Error(`more than ${MAX_HELD_BYTES} bytes written while the disk images were hashed`);
     } else if (this.held) {
       this.held.push({ index: s.disk.index, seq, offset, data: copy });
       this.heldBytes += copy.length;
