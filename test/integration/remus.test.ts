@@ -143,7 +143,14 @@ itest("Remus: heartbeats keep a session with checkpoints rarer than the peer tim
   const f = await colo(H1, ["failover", "rem"]);
   assert.equal(f.code, 0, f.stderr);
   assert.match(f.stdout, /replication stopped in order/);
-  await waitFor("the secondary goes away", async () => JSON.parse((await colo(H2, ["list", "--json"])).stdout).length === 0, 30_000);
+  // A failure here says why from both daemons' logs (a CI run once saw the secondary stay).
+  let seen = "";
+  await pair.explained(() =>
+    waitFor(() => `the secondary goes away (h2 lists: ${seen})`, async () => {
+      seen = (await colo(H2, ["list", "--json"])).stdout.trim();
+      return (JSON.parse(seen) as unknown[]).length === 0;
+    }, 30_000),
+  );
   assert.equal((await status(H1)).replication?.mode, "unprotected");
   assert.equal(await redis("PING"), "PONG");
 });
