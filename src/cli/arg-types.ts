@@ -22,3 +22,8 @@ export function arbiterAddress(value: string): string {
     throw new InvalidArgumentError(err instanceof ArbiterAddressError ? err.reason : (err as Error).message);
   }
 }
+
+/** The options of `keys` given on the command line, as their flags (`checkpointMinGap` → `--checkpoint-min-gap`), for "not with ..." errors. */
+export function givenFlags(cmd: { getOptionValueSource(key: string): string | undefined }, keys: readonly string[]): string[] {
+  return keys.filter((k) => cmd.getOptionValueSource(k) === "cli").map((k) => "--" + k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase()));
+}

@@ -26,7 +26,7 @@ import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/
 import { DEFAULT_MIGRATION_PORT } from "../api/migration.js";
 import { DEFAULT_KEY_FILE } from "../channel/key.js";
 import { parseEndpoint } from "../channel/secure-channel.js";
-import { arbiterAddress, nonNegativeInt, positiveInt } from "./arg-types.js";
+import { arbiterAddress, givenFlags, nonNegativeInt, positiveInt } from "./arg-types.js";
 import { addProtectCommand } from "./protect.js";
 
 /**
@@ -124,10 +124,8 @@ export function program(): Command {
       ) => {
         if (!o.colo) {
           // Replication options on a plain migration are a mistake, not something to ignore.
-          const stray = ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "peerTimeout", "heartbeat", "lease"].filter(
-            (k) => migrate.getOptionValueSource(k) === "cli",
-          );
-          if (stray.length > 0) throw new CliError(`${stray.map((k) => "--" + k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())).join(", ")} only with --colo`, 2);
+          const stray = givenFlags(migrate, ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "peerTimeout", "heartbeat", "lease"]);
+          if (stray.length > 0) throw new CliError(`${stray.join(", ")} only with --colo`, 2);
         }
         return o.colo
           ? coloVm(name, dest, {

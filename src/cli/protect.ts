@@ -15,7 +15,7 @@ import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } fro
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PEER_TIMEOUT_MS } from "../colo/heartbeat.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
-import { arbiterAddress, nonNegativeInt, positiveInt } from "./arg-types.js";
+import { arbiterAddress, givenFlags, nonNegativeInt, positiveInt } from "./arg-types.js";
 import { CliError } from "./output.js";
 import { coloVm, remusVm } from "./replication.js";
 
@@ -51,14 +51,13 @@ export function addProtectCommand(p: Command): void {
     .option("--arbiter <addr[:port]|etcd://host:port,...>", `hold this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster); run alone after losing the secondary only with it`, arbiterAddress)
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
     .action(async (name: string, dest: string, o: ProtectOptions) => {
-      const given = (k: string) => protect.getOptionValueSource(k) === "cli";
       const arbiter = o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {};
       if (o.remus) {
-        const stray = ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "config"].filter(given);
-        if (stray.length > 0) throw new CliError(`${stray.map((k) => "--" + k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())).join(", ")} not with --remus (Remus mode: the secondary runs the VM's own config)`, 2);
+        const stray = givenFlags(protect, ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "config"]);
+        if (stray.length > 0) throw new CliError(`${stray.join(", ")} not with --remus (Remus mode: the secondary runs the VM's own config)`, 2);
         return remusVm(name, dest, { interval: o.interval, peerTimeout: o.peerTimeout, heartbeat: o.heartbeat, keyFile: o.keyFile, ...arbiter });
       }
-      if (given("interval")) throw new CliError("--interval only with --remus (compare mode checkpoints when outputs differ)", 2);
+      if (givenFlags(protect, ["interval"]).length > 0) throw new CliError("--interval only with --remus (compare mode checkpoints when outputs differ)", 2);
       return coloVm(name, dest, {
         keyFile: o.keyFile,
         ...(o.config ? { config: o.config } : {}),
