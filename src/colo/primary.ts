@@ -41,6 +41,7 @@ import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js"
 import { CompareOutput, type OutputCommit } from "./compare-output.js";
 import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import type { ComparatorOptions, Divergence } from "./net/comparator.js";
+import type { RewriterEntry } from "./net/tcp-rewriter.js";
 import { RemusOutput } from "./remus-output.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
@@ -67,6 +68,8 @@ export interface PrimaryVm {
   sendOutput(frame: Uint8Array): void;
   /** The writable disks to replicate (empty: none). */
   readonly disks: readonly ForwardedDisk[];
+  /** The translations at the VM's link, outermost first, if it survived failovers (sent as LINK_TRANSLATION). */
+  linkTranslation?(): readonly (readonly RewriterEntry[])[] | undefined;
   /** This side cannot go on (a fence could not pause the VM, or a resume failed): the daemon destroys the VM and exits with 1. */
   end(reason: string): Promise<void>;
 }
@@ -214,6 +217,12 @@ export class PrimaryReplicator {
     // Before the mode and the disks: a secondary whose engine cannot load this one's state refuses here.
     await writeEngineCompat(this.vm.engine, this.writer);
     await this.writer.writeReplicationMode({ mode: this.opts.mode, disks: this.vm.disks.length > 0 });
+    const layers = this.vm.linkTranslation?.();
+    if (layers !== undefined && layers.length > 0) {
+      // A survivor's translations: a secondary that takes over keeps them above its own rewriter.
+      await this.writer.writeLinkTranslation(layers);
+      this.opts.log("link translations sent", { layers: layers.length, connections: layers.reduce((n, l) => n + l.length, 0) });
+    }
     const t0 = monotonicMs();
     const diskSync = await this.disks.initialSync(this.back);
     if (diskSync.disks > 0) this.opts.log("disk images in sync", { ...diskSync });

@@ -20,6 +20,7 @@
 import type { FailoverResult } from "./disk/secondary-disk.js";
 import { acquireForTakeover, LeaseKeeper, type ArbiterOptions } from "./lease.js";
 import { messageOf, type LocalFailure } from "./local-failure.js";
+import { TranslationChain } from "./net/link-translation.js";
 import type { TcpRewriter } from "./net/tcp-rewriter.js";
 import type { ReplicationStats } from "./replication-stats.js";
 import type { SecondaryVm } from "./secondary.js";
@@ -38,6 +39,8 @@ export interface EndingSession {
   readonly vm: SecondaryVm;
   readonly stats: ReplicationStats;
   readonly rewriter: TcpRewriter;
+  /** The primary's own link translations (LINK_TRANSLATION), outermost first; empty when it never took over. */
+  inheritedLayers(): readonly TcpRewriter[];
   readonly arbiter: ArbiterOptions | undefined;
   log(msg: string, fields?: Record<string, unknown>): void;
   /** Takeover: every disk commits the SVM's writes and drops the PVM's not yet covered. */
@@ -98,10 +101,11 @@ export class SecondaryFailover {
     const disks = this.session.failoverDisks();
     this.session.log("primary lost; taking over", { reason, ...this.session.where(), discarded: stats.discardedCheckpoints, disks });
     // Connections opened since the last checkpoint keep the SVM's sequence numbers: rewrite both ways, for good,
-    // at the TAP (outermost: a later session that protects this VM again works beneath it).
+    // at the TAP (outermost: a later session that protects this VM again works beneath it). Beneath the primary's
+    // own translations, if it was itself a survivor: the clients of its connections know their numbers.
     vm.setOutputFilter(undefined);
     vm.setInputFilter(undefined);
-    vm.setLinkTranslation({ toGuest: (frame) => rewriter.toSecondaryVm(frame), toLan: (frame) => rewriter.fromSecondaryVm(frame) });
+    vm.setLinkTranslation(TranslationChain.of(this.session.inheritedLayers(), rewriter));
     await this.session.loadDeferred();
     await vm.takeOver();
   }

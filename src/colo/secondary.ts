@@ -37,6 +37,7 @@ import type { Engine } from "../engine/engine.js";
 import { machineHeader, PageBuffer, StreamWriter, writableSink, type ReplicationModeName, type StreamReader, type StreamRecord } from "../state/index.js";
 import { checkEngineCompat, receiveMachine } from "../state/machine-transfer.js";
 import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
+import { TranslationChain } from "./net/link-translation.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { monotonicMs } from "../sys/clock.js";
@@ -100,6 +101,8 @@ export class SecondaryReplicator {
   mode: ReplicationModeName = "remus";
   private readonly disks: SecondaryDisks;
   readonly rewriter = new TcpRewriter();
+  /** The primary's link translations (it survived a failover; LINK_TRANSLATION), outermost first: a takeover keeps them above its own. */
+  private inheritedLayers: TcpRewriter[] = [];
   /** Frames: mirrored in, SVM output sent to the primary. */
   private framesIn = 0;
   private framesOut = 0;
@@ -142,6 +145,7 @@ export class SecondaryReplicator {
       vm,
       stats: this.stats,
       rewriter: this.rewriter,
+      inheritedLayers: () => this.inheritedLayers,
       arbiter: opts.arbiter,
       log: (msg, fields) => opts.log(msg, fields),
       failoverDisks: () => this.disks.failover(),
@@ -176,6 +180,8 @@ export class SecondaryReplicator {
       else if (r.kind === "replication-mode") {
         this.mode = r.mode.mode;
         this.stats.replication = this.mode;
+      } else if (r.kind === "link-translation") {
+        this.inheritedLayers = TranslationChain.restoreLayers(r.layers);
       } else if (r.kind === "disk-info") await this.answerDiskInfo(r);
       else if (r.kind === "disk-write") this.diskWrite(r);
       else if (r.kind !== "heartbeat" && r.kind !== "skipped") throw new Error(`unexpected ${r.kind} before the memory image`);

@@ -15,6 +15,7 @@ import { BackChannel } from "./back-channel.js";
 import { hashBackend } from "./disk/image-hash.js";
 import { makeSpillDir, MemoryDisk } from "./disk/testing.js";
 import type { Arbiter, LeaseAnswer } from "./lease.js";
+import type { RewriterEntry } from "./net/tcp-rewriter.js";
 import { SecondaryReplicator, type SecondaryDiskSlot, type SecondaryVm } from "./secondary.js";
 
 /** A SecondaryVm over `engine` and `disks`; pause, resume, takeOver... do nothing unless `overrides` gives them. */
@@ -131,11 +132,12 @@ export class FakePrimary {
   }
 
   /** ENGINE_COMPAT, REPLICATION_MODE (none: `undefined`), DISK_INFO (and its DISK_WANT), checkpoint 0 up to CHECKPOINT_END. */
-  async start(mode: ReplicationModeName | undefined, image: MemoryDisk): Promise<void> {
+  async start(mode: ReplicationModeName | undefined, image: MemoryDisk, linkLayers?: readonly (readonly RewriterEntry[])[]): Promise<void> {
     await this.engine.start({ paused: true });
     for (let pfn = 0; pfn < FAKE_PAGES; pfn++) page(this.engine.ram(), pfn).fill(0xa0 + pfn);
     await writeEngineCompat(this.engine, this.writer);
     if (mode !== undefined) await this.writer.writeReplicationMode({ mode, disks: true });
+    if (linkLayers !== undefined) await this.writer.writeLinkTranslation(linkLayers);
     await writeDiskInfoOf(this.writer, 0, image);
     const want = await this.back.next();
     if (want.kind !== "disk-want") throw new Error(`expected DISK_WANT from the secondary, got ${want.kind}`);
@@ -222,7 +224,7 @@ export interface SecondarySession {
 export async function secondarySession(
   t: TestContext,
   mode: ReplicationModeName | undefined,
-  opts: { discardable?: boolean; arbiter?: Arbiter; leaseMs?: number; vm?: Partial<Omit<SecondaryVm, "engine" | "disks" | "takeOver" | "discard">> } = {},
+  opts: { discardable?: boolean; arbiter?: Arbiter; leaseMs?: number; linkLayers?: readonly (readonly RewriterEntry[])[]; vm?: Partial<Omit<SecondaryVm, "engine" | "disks" | "takeOver" | "discard">> } = {},
 ): Promise<SecondarySession> {
   const spill = makeSpillDir();
   t.after(() => spill.remove());
@@ -257,7 +259,7 @@ export async function secondarySession(
     link.secondary.destroy();
     await secondary.releaseLease();
   });
-  await Promise.all([secondary.receiveInitial(), primary.start(mode, new MemoryDisk(64 * KiB))]);
+  await Promise.all([secondary.receiveInitial(), primary.start(mode, new MemoryDisk(64 * KiB), opts.linkLayers)]);
   if (secondary.mode !== (mode ?? "remus")) throw new Error(`the secondary runs in ${secondary.mode} mode, not ${mode ?? "remus"}`);
   const run = secondary.run();
   await primary.ready();

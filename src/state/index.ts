@@ -15,6 +15,7 @@ export { writePages, allPfns, guestBytes, type PageWriteStats } from "./write-pa
 export { unionSortedPfns } from "./pfn-list.js";
 export { EMU_STATE_FORMAT, QEMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
 export type { EngineCompat } from "./engine-compat-record.js";
+export type { LinkTranslationLayers, TranslationEntry } from "./link-translation-record.js";
 export { EMULATOR_ID, type EmulatorContext } from "./emulator-context.js";
 export { CHECKPOINT_CONTROL_ID, type CheckpointControl } from "./checkpoint-records.js";
 export type { PrecopyRound } from "./precopy-round.js";

@@ -9,6 +9,7 @@ import { ByteSourceReader, type ByteSource } from "./byte-source.js";
 import { decodeCheckpointState, decodeDirtyPfnList } from "./checkpoint-records.js";
 import { decodeEmulatorContext } from "./emulator-context.js";
 import { decodeEngineCompat } from "./engine-compat-record.js";
+import { decodeLinkTranslation } from "./link-translation-record.js";
 import { decodeEmuState, decodeQemuState } from "./engine-state.js";
 import { hex32, StreamError, type StreamLocation } from "./errors.js";
 import { isOptionalType, MAX_RECORD_BODY, OPTIONAL_RECORD_BIT, paddingLength, RECORD_HEADER_SIZE, recordHeaderLayout } from "./framing.js";
@@ -263,6 +264,10 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
         case TOOLSTACK_RECORD.CHECKPOINT_REQUEST: {
           const request = decodeCheckpointRequest(body, where);
           return [{ kind: "checkpoint-request", offset, request }, { kind: "checkpoint-request" }];
+        }
+        case TOOLSTACK_RECORD.LINK_TRANSLATION: {
+          const layers = decodeLinkTranslation(body, where);
+          return [{ kind: "link-translation", offset, layers }, { kind: "link-translation" }];
         }
         case TOOLSTACK_RECORD.VM_CONFIG: {
           const config = decodeVmConfig(body, where);

@@ -21,6 +21,7 @@ import {
   REPLICATION_MODE_BODY,
   SHA256_OCTETS,
 } from "./colo-records.js";
+import { MAX_LINK_TRANSLATION_BODY, MIN_LINK_TRANSLATION_BODY } from "./link-translation-record.js";
 
 export type Layer = "toolstack" | "memory";
 
@@ -42,6 +43,8 @@ export const TOOLSTACK_RECORD = {
   DISK_INFO: 0x0000_0105,
   DISK_WANT: 0x0000_0106,
   CHECKPOINT_REQUEST: 0x0000_0107,
+  /** Optional: a survivor's link translations, carried to its new secondary (spec §3.15); its shadow 0x108 is never assigned. */
+  LINK_TRANSLATION: 0x8000_0108,
   /** First of the toolstack metadata range 0x200-0x2FF (spec §3.2, §3.6). */
   VM_CONFIG: 0x0000_0200,
   /** Optional: the sending engine and what a receiving engine must match (spec §3.14); its shadow 0x201 is never assigned. */
@@ -136,6 +139,7 @@ const TOOLSTACK_TYPES: readonly RecordTypeInfo[] = [
   info("toolstack", TOOLSTACK_RECORD.DISK_INFO, "DISK_INFO", DISK_INFO_SUBHEADER + SHA256_OCTETS, DISK_INFO_SUBHEADER + MAX_DISK_CHUNKS * SHA256_OCTETS),
   info("toolstack", TOOLSTACK_RECORD.DISK_WANT, "DISK_WANT", DISK_WANT_SUBHEADER, DISK_WANT_SUBHEADER + 4 * MAX_DISK_CHUNKS),
   info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_REQUEST, "CHECKPOINT_REQUEST", CHECKPOINT_REQUEST_BODY, CHECKPOINT_REQUEST_BODY),
+  info("toolstack", TOOLSTACK_RECORD.LINK_TRANSLATION, "LINK_TRANSLATION", MIN_LINK_TRANSLATION_BODY, MAX_LINK_TRANSLATION_BODY),
   info("toolstack", TOOLSTACK_RECORD.VM_CONFIG, "VM_CONFIG", VM_CONFIG_SUBHEADER_SIZE + 2, VM_CONFIG_SUBHEADER_SIZE + MAX_VM_CONFIG_PATH + MAX_VM_CONFIG_TEXT),
   info("toolstack", TOOLSTACK_RECORD.ENGINE_COMPAT, "ENGINE_COMPAT", ENGINE_COMPAT_SUBHEADER_SIZE + 1, ENGINE_COMPAT_SUBHEADER_SIZE + MAX_ENGINE_COMPAT_DESCRIPTOR),
 ];

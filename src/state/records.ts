@@ -10,6 +10,7 @@ import type { MachineHeader } from "./memory-header.js";
 import type { PageData } from "./page-data.js";
 import type { PrecopyRound } from "./precopy-round.js";
 import type { Heartbeat } from "./heartbeat-record.js";
+import type { TranslationEntry } from "./link-translation-record.js";
 import type { Layer } from "./record-types.js";
 import type { VmConfigRecord } from "./vm-config-record.js";
 import type { CheckpointRequest, DiskCheckpoint, DiskInfo, DiskWant, DiskWrite, NetFrame, ReplicationMode } from "./colo-records.js";
@@ -48,6 +49,8 @@ export type StreamRecord =
   | { kind: "disk-info"; offset: number; info: DiskInfo }
   | { kind: "disk-want"; offset: number; want: DiskWant }
   | { kind: "checkpoint-request"; offset: number; request: CheckpointRequest }
+  /** A survivor's link translations, outermost layer first (spec §3.15). */
+  | { kind: "link-translation"; offset: number; layers: TranslationEntry[][] }
   /** Toolstack END: the stream is complete; the reader reads no further. */
   | { kind: "end"; offset: number }
   /** An optional record this reader does not know, skipped without reading its body into memory. */

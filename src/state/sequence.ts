@@ -39,6 +39,7 @@ export type SequenceEvent =
   | { kind: "disk-info" }
   | { kind: "disk-want" }
   | { kind: "checkpoint-request" }
+  | { kind: "link-translation" }
   | { kind: "end" }
   /** An optional record this side does not know (skipped). */
   | { kind: "unknown-optional" };
@@ -72,6 +73,7 @@ export class StreamSequence {
   /** The engine ENGINE_COMPAT named (undefined: none yet); the machine header must name the same. */
   private compatEngine: EngineId | undefined;
   private replicationModeSeen = false;
+  private linkTranslationSeen = false;
   /** Sequence of the stream's last HEARTBEAT (-1: none yet). */
   private lastHeartbeat = -1;
 
@@ -247,6 +249,12 @@ export class StreamSequence {
         if (this.partsOpened > 0) fail("REPLICATION_MODE after the first MEMORY_STREAM");
         if (this.replicationModeSeen) fail("a second REPLICATION_MODE");
         this.replicationModeSeen = true;
+        return;
+      case "link-translation":
+        if (!image) fail("LINK_TRANSLATION on the back channel");
+        if (this.partsOpened > 0) fail("LINK_TRANSLATION after the first MEMORY_STREAM");
+        if (this.linkTranslationSeen) fail("a second LINK_TRANSLATION");
+        this.linkTranslationSeen = true;
         return;
       case "disk-info":
         if (!image) fail("DISK_INFO on the back channel");

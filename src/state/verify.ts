@@ -113,6 +113,7 @@ const RECORD_NAMES: Record<NamedKind, readonly [Layer, string]> = {
   "disk-info": ["toolstack", "DISK_INFO"],
   "disk-want": ["toolstack", "DISK_WANT"],
   "checkpoint-request": ["toolstack", "CHECKPOINT_REQUEST"],
+  "link-translation": ["toolstack", "LINK_TRANSLATION"],
   end: ["toolstack", "END"],
   "page-data": ["memory", "PAGE_DATA"],
   "precopy-round": ["memory", "PRECOPY_ROUND"],
@@ -139,6 +140,7 @@ const RECORD_SECTIONS: Record<Layer, Readonly<Record<string, string>>> = {
     DISK_WANT: "§3.12",
     CHECKPOINT_REQUEST: "§3.13",
     ENGINE_COMPAT: "§3.14",
+    LINK_TRANSLATION: "§3.15",
   },
   memory: {
     END: "§4.3",

@@ -15,6 +15,7 @@ import { encodeEngineStateHead, engineStateProblem, engineStateRecordType, type 
 import { StreamError, type StreamErrorCode, type StreamLocation } from "./errors.js";
 import { encodeRecordHeader, paddingFor, RECORD_HEADER_SIZE } from "./framing.js";
 import { encodeHeartbeat, heartbeatProblem, type Heartbeat } from "./heartbeat-record.js";
+import { encodeLinkTranslation, linkTranslationProblem, type LinkTranslationLayers } from "./link-translation-record.js";
 import { encodeMemoryHeaders, type MachineHeader } from "./memory-header.js";
 import { encodePageDataHead, pageDataProblem, type PageData } from "./page-data.js";
 import { encodePrecopyRound, precopyRoundProblem, type PrecopyRound } from "./precopy-round.js";
@@ -211,6 +212,14 @@ export class StreamWriter {
   /** REPLICATION_MODE (spec §3.8): forward stream, before the first MEMORY_STREAM, once. */
   writeReplicationMode(mode: ReplicationMode): Promise<void> {
     return this.enqueue(() => this.record("toolstack", TOOLSTACK_RECORD.REPLICATION_MODE, { kind: "replication-mode" }, [encodeReplicationMode(mode)]));
+  }
+
+  /** LINK_TRANSLATION (spec §3.15): a survivor's link translations, before the first MEMORY_STREAM. */
+  writeLinkTranslation(layers: LinkTranslationLayers): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.LINK_TRANSLATION, linkTranslationProblem(layers));
+      return this.record("toolstack", TOOLSTACK_RECORD.LINK_TRANSLATION, { kind: "link-translation" }, [encodeLinkTranslation(layers)]);
+    });
   }
 
   /** NET_FRAME (spec §3.9): mirrored input on the forward stream, the SVM's output on the back channel. */

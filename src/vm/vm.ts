@@ -299,6 +299,11 @@ export class Vm {
     if (this.nic) this.nic.receiveFilter = filter;
   }
 
+  /** The rewriting at the TAP (undefined: none; a survivor of a failover has one). */
+  get linkTranslation(): LinkTranslation | undefined {
+    return this.nic?.translation;
+  }
+
   /** The outermost rewriting at the TAP, kept across replication sessions (NicBackend.translation). */
   setLinkTranslation(t: LinkTranslation | undefined): void {
     if (this.nic) this.nic.translation = t;

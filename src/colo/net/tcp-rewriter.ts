@@ -57,7 +57,31 @@ export interface TcpRewriterStats {
   evicted: number;
 }
 
+/**
+ * One connection's state as snapshot() gives it and restored() takes it
+ * (the stream's LINK_TRANSLATION entry, docs/specs/stream.md §3.15);
+ * undefined: not learned yet.
+ */
+export interface RewriterEntry {
+  readonly guestIp: number;
+  readonly guestPort: number;
+  readonly peerIp: number;
+  readonly peerPort: number;
+  readonly svmIsn: number;
+  readonly svmSynTsval: number | undefined;
+  readonly offset: number | undefined;
+  readonly tsOffset: number | undefined;
+  readonly guestFinEnd: number | undefined;
+  readonly peerFinEnd: number | undefined;
+  readonly guestFinAcked: boolean;
+  readonly peerFinAcked: boolean;
+}
+
 interface Connection {
+  readonly guestIp: number;
+  readonly guestPort: number;
+  readonly peerIp: number;
+  readonly peerPort: number;
   /** The SVM's ISN, from its SYN or SYN-ACK. */
   svmIsn: number;
   svmSynTsval: number | undefined;
@@ -97,6 +121,10 @@ export class TcpRewriter {
     if (tcp.flags.syn && (!conn || conn.svmIsn !== tcp.seq)) {
       // A SYN with a new ISN opens a (new) connection; a retransmitted SYN keeps the entry.
       const fresh: Connection = {
+        guestIp: p.ip.src,
+        guestPort: tcp.srcPort,
+        peerIp: p.ip.dst,
+        peerPort: tcp.dstPort,
         svmIsn: tcp.seq,
         svmSynTsval: tcp.timestamps?.tsval,
         offset: undefined,
@@ -161,6 +189,21 @@ export class TcpRewriter {
   /** A checkpoint made the SVM's TCP state the PVM's: all offsets are 0 again. */
   reset(): void {
     this.connections = new Map();
+  }
+
+  /**
+   * Every connection's state, least recently used first: what a survivor
+   * carries to its next secondary (LINK_TRANSLATION, spec §3.15).
+   */
+  snapshot(): RewriterEntry[] {
+    return [...this.connections.values()].map((c) => ({ ...c }));
+  }
+
+  /** A rewriter that goes on from `entries` (a snapshot(), possibly another process's). */
+  static restored(entries: readonly RewriterEntry[], opts: TcpRewriterOptions = {}): TcpRewriter {
+    const r = new TcpRewriter(opts);
+    for (const e of entries) r.insert(connectionKey(e.guestIp, e.guestPort, e.peerIp, e.peerPort), { ...e });
+    return r;
   }
 
   stats(): TcpRewriterStats {

@@ -1,0 +1,110 @@
+/**
+ * A secondary whose primary survived an earlier failover: the primary's
+ * LINK_TRANSLATION is kept, and a takeover puts its own rewriter beneath
+ * those layers at the link (docs/operations.md "Re-protection"). First with
+ * a scripted primary, then through the real PrimaryReplicator (the record
+ * written from PrimaryVm.linkTranslation) over an in-memory connection.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { TranslationChain } from "./net/link-translation.js";
+import { parseFrame } from "./net/packet.js";
+import { TcpRewriter } from "./net/tcp-rewriter.js";
+import { tcpFrame, toGuest, type TcpSpec } from "./net/testing.js";
+import { PrimaryReplicator, type PrimaryVm } from "./primary.js";
+import { SecondaryReplicator } from "./secondary.js";
+import { StreamReader } from "../state/index.js";
+import { connection, fakeEngine, fakeSecondaryVm, secondarySession } from "./testing.js";
+
+const PVM1_ISN = 1_000_000;
+const S1_ISN = 0x9abcdef0;
+const PEER_ISN = 5_000;
+
+/** The first failover's survivor had learned one connection (client numbers PVM1_ISN, its guest's S1_ISN). */
+function firstSurvivorLayers(): TcpRewriter[] {
+  const r = new TcpRewriter();
+  r.toSecondaryVm(tcpFrame(toGuest<TcpSpec>({ seq: PEER_ISN, flags: "S" })));
+  r.fromSecondaryVm(tcpFrame({ seq: S1_ISN, ack: PEER_ISN + 1, flags: "SA" }));
+  r.toSecondaryVm(tcpFrame(toGuest<TcpSpec>({ seq: PEER_ISN + 1, ack: PVM1_ISN + 1, flags: "A" })));
+  return [r];
+}
+
+function seqOf(frame: Uint8Array): number {
+  const p = parseFrame(frame);
+  if (p.kind !== "tcp") throw new Error(`not TCP: ${p.kind}`);
+  return p.tcp.seq;
+}
+
+for (const carried of [true, false]) {
+  test(`secondary (compare): a takeover's link translation ${carried ? "keeps the primary's LINK_TRANSLATION above its own rewriter" : "is its own rewriter alone without a LINK_TRANSLATION"}`, async (t) => {
+    const links: Array<{ toGuest(f: Uint8Array): Uint8Array; toLan(f: Uint8Array): Uint8Array } | undefined> = [];
+    const layers = firstSurvivorLayers().map((l) => l.snapshot());
+    const s = await secondarySession(t, "compare", {
+      discardable: true,
+      ...(carried ? { linkLayers: layers } : {}),
+      vm: { setLinkTranslation: (tr) => links.push(tr) },
+    });
+    await s.primary.checkpoint([1], 0x11, new TextEncoder().encode("state 1"));
+    s.primary.vanish();
+    await s.run;
+    assert.equal(s.takeOvers.length, 1, "it took over");
+    const link = links.at(-1);
+    assert.ok(link instanceof TranslationChain, "the link translation is a chain");
+    assert.equal(link.depth, carried ? 2 : 1);
+    // The guest (a copy of the first survivor's) answers on the carried connection: the LAN sees the client's numbers.
+    const out = link.toLan(tcpFrame({ seq: S1_ISN + 1, ack: PEER_ISN + 1, flags: "PA", payload: "+OK\r\n" }));
+    assert.equal(seqOf(out), carried ? PVM1_ISN + 1 : S1_ISN + 1);
+    assert.equal(link.connections(), carried ? 1 : 0);
+  });
+}
+
+test("primary to secondary: the survivor's translations go in LINK_TRANSLATION; the next takeover keeps them", async (t) => {
+  const pvm = fakeEngine();
+  await pvm.start();
+  const survivorLink = TranslationChain.of([], firstSurvivorLayers()[0] as TcpRewriter);
+  const logs: string[] = [];
+  const vm: PrimaryVm = {
+    engine: pvm,
+    pause: () => pvm.pause(),
+    resume: () => pvm.resume(),
+    setOutputFilter: () => undefined,
+    setInputFilter: () => undefined,
+    sendOutput: () => undefined,
+    disks: [],
+    linkTranslation: () => survivorLink.snapshot(),
+    end: () => Promise.resolve(),
+  };
+  const link = connection();
+  const primary = new PrimaryReplicator(vm, link.primary, "secondary", { mode: "remus", intervalMs: 60_000, timeoutMs: 30_000, heartbeatMs: 50, log: (m) => logs.push(m) });
+  const svm = fakeEngine();
+  await svm.start({ paused: true });
+  const links: Array<{ toGuest(f: Uint8Array): Uint8Array; toLan(f: Uint8Array): Uint8Array } | undefined> = [];
+  let takeOvers = 0;
+  const secondaryVm = fakeSecondaryVm(svm, [], {
+    setLinkTranslation: (tr) => links.push(tr),
+    takeOver: () => {
+      takeOvers++;
+      return Promise.resolve();
+    },
+  });
+  const reader = new StreamReader(link.secondary);
+  const secondary = new SecondaryReplicator(secondaryVm, link.secondary, reader, "primary", { timeoutMs: 30_000, heartbeatMs: 50, log: () => undefined });
+  t.after(async () => {
+    link.secondary.destroy();
+    link.primary.destroy();
+    await primary.releaseLease();
+  });
+  const started = primary.start({ path: "/etc/colo/guest.cfg", text: 'name = "guest"\n' });
+  assert.equal((await reader.next())?.kind, "vm-config");
+  await secondary.receiveInitial();
+  const run = secondary.run();
+  await started;
+  assert.ok(logs.includes("link translations sent"), logs.join("; "));
+  link.primary.destroy(); // the primary host dies
+  await run;
+  assert.equal(takeOvers, 1);
+  const chain = links.at(-1);
+  assert.ok(chain instanceof TranslationChain);
+  assert.equal(chain.depth, 2);
+  assert.equal(seqOf(chain.toLan(tcpFrame({ seq: S1_ISN + 1, ack: PEER_ISN + 1, flags: "PA", payload: "+OK\r\n" }))), PVM1_ISN + 1);
+});
