@@ -37,6 +37,13 @@ test("cli: bad numbers are refused before anything runs", () => {
   const l = run(["migrate-receive", "--colo", "--lease", "0"]);
   assert.equal(l.code, 2);
   assert.match(l.stderr, /expected a positive whole number, got "0"/);
+  // The error and a pointer to --help, not the whole usage.
+  const i = run(["protect", "vm", "10.0.0.1", "--interval", "abc"]);
+  assert.equal(i.code, 2);
+  assert.deepEqual(i.stderr.trim().split("\n"), [
+    `error: option '--interval <ms>' argument 'abc' is invalid. expected a positive whole number, got "abc"`,
+    "(add --help for the command's options)",
+  ]);
 });
 
 test("cli: a bad --arbiter is refused on one line naming the option and the value; etcd:// lists are accepted", () => {

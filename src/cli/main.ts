@@ -36,7 +36,8 @@ import { addProtectCommand } from "./protect.js";
 export function program(): Command {
   const p = new Command("colo")
     .description("non-stop virtual machines by COLO (coarse-grained lock-stepping)")
-    .showHelpAfterError()
+    // One line and a pointer, not the whole help: the error is what the user has to read.
+    .showHelpAfterError("(add --help for the command's options)")
     .exitOverride();
 
   p.command("create")
