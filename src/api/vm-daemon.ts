@@ -3,6 +3,7 @@ import type { Socket } from "node:net";
 import type { PrimaryReplicator } from "../colo/primary.js";
 import type { SecondaryReplicator } from "../colo/secondary.js";
 import { hashBackendSync } from "../colo/disk/image-hash.js";
+import { TranslationChain } from "../colo/net/link-translation.js";
 import type { VmConfig } from "../config/index.js";
 import { Vm } from "../vm/vm.js";
 import { ControlServer, type ControlHandler } from "./control-server.js";
@@ -190,10 +191,12 @@ export class VmDaemon implements ControlHandler {
     const active = this.primary && this.primary.stats.mode === "primary" ? this.primary : undefined;
     const output = active?.output.stats();
     const details = active?.details() ?? (this.secondary && !this.secondary.done ? this.secondary.details() : undefined);
+    const link = vm.linkTranslation;
     return {
       ...vm.status(),
       pid: process.pid,
       eventLoopDelay: this.loopDelay.snapshot(),
+      ...(link instanceof TranslationChain ? { linkTranslation: { layers: link.depth, connections: link.connections() } } : {}),
       ...(this.busy ? { busy: this.busy } : {}),
       ...(this.handover ? { handover: this.handover } : {}),
       ...(replication ? { replication } : {}),
