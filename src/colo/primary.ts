@@ -102,6 +102,8 @@ export interface PrimaryOptions {
 
 /** Default disk backlog before a checkpoint is forced: 64 MiB of forwarded writes. */
 export const DEFAULT_DISK_BACKLOG_BYTES = 64 * 2 ** 20;
+/** How long an operator stop waits to write END behind a checkpoint in flight. */
+export const STOP_END_TIMEOUT_MS = 20_000;
 /** How often compare mode looks for held frames past their timeout. */
 const EXPIRY_POLL_MS = 50;
 
@@ -123,6 +125,8 @@ export class PrimaryReplicator {
   private writer: StreamWriter;
   private back: BackChannel;
   private stopped = false;
+  /** stop() began: no checkpoint starts any more (the END waits for the one in flight). */
+  private stopping: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
   private lost: ((reason: string) => void) | undefined;
@@ -134,6 +138,8 @@ export class PrimaryReplicator {
   /** What the start (the initial sync up to checkpoint 0) took, once done. */
   started: StartFigures | undefined;
   private checkpointing = false;
+  /** The checkpoint running now, settled when it is over (its failure is handled where it starts). */
+  private inFlight: Promise<void> | undefined;
   /** Mirror input to the secondary (compare mode, outside the checkpoint window). */
   private mirroring = false;
   private readonly disks: DiskForwarder;
@@ -308,13 +314,13 @@ export class PrimaryReplicator {
   }
 
   private schedule(): void {
-    if (this.stopped || this.checkpointing) return;
+    if (this.stopped || this.stopping !== undefined || this.checkpointing) return;
     if (this.timer) clearTimeout(this.timer);
     const d = this.policy.decide(monotonicMs());
     if ("checkpoint" in d) {
       this.timer = undefined;
       this.checkpointing = true;
-      this.checkpoint(d.checkpoint).then(
+      this.inFlight = this.checkpoint(d.checkpoint).then(
         () => {
           this.checkpointing = false;
           this.schedule();
@@ -477,20 +483,32 @@ export class PrimaryReplicator {
    * Operator stop: end the stream in order (the secondary discards its copy
    * instead of taking over), then run on unprotected.
    */
-  async stop(reason: string): Promise<void> {
-    if (this.stopped) return;
+  stop(reason: string): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    this.stopping ??= this.endInOrder(reason);
+    return this.stopping;
+  }
+
+  private async endInOrder(reason: string): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
-    try {
-      await Promise.race([
-        this.lock.run(async () => {
+    // The END goes after the checkpoint in flight, if one is: cutting the connection before it would make the
+    // secondary take over (the primary "lost") while this side runs on: two copies. A checkpoint that never ends
+    // is the peer's loss (the watchdog ends the session); the bound is for a writer that never drains.
+    let timer: NodeJS.Timeout | undefined;
+    const written = await Promise.race([
+      (this.inFlight ?? Promise.resolve())
+        .catch(() => undefined)
+        .then(() => this.lock.run(async () => {
+          if (this.stopped) return false;
           await this.writer.writeEnd();
           await this.writer.flush();
-        }),
-        new Promise((r) => setTimeout(r, 2000)),
-      ]);
-    } catch {
-      // the connection is gone already: same outcome
-    }
+          return true;
+        }))
+        .catch(() => false),
+      new Promise<false>((r) => (timer = setTimeout(() => r(false), STOP_END_TIMEOUT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (!written && !this.stopped) this.opts.log("the end of replication could not be written: the secondary may take over", { reason, waitedMs: STOP_END_TIMEOUT_MS });
     this.fail(reason);
   }
 
