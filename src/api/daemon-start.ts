@@ -11,6 +11,7 @@ import { loadKey } from "../channel/key.js";
 import type { Endpoint } from "../channel/secure-channel.js";
 import { formatArbiterAddress } from "./arbiter-address.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
+import { TranslationChain } from "../colo/net/link-translation.js";
 import type { SecondaryReplicator } from "../colo/secondary.js";
 import { parseVmConfig, type VmConfig } from "../config/index.js";
 import type { StreamReader } from "../state/index.js";
@@ -119,6 +120,8 @@ export async function incoming(daemon: StartDaemon, listen: Endpoint, keyFile: s
       incoming: async (engine) => {
         const r = await readMachine(engine, inc.reader, (p) => report({ type: "progress", progress: p }));
         inc.socket.setTimeout(0);
+        // A survivor's connections keep the numbers their clients know here too (before the guest runs).
+        if (r.linkLayers && r.linkLayers.length > 0) vm?.setLinkTranslation(TranslationChain.restore(r.linkLayers));
         loadedAt = monotonicMs();
         daemon.log.info({ rounds: r.rounds, pages: r.pages, zeroPages: r.zeroPages, finalPhaseMs: r.finalPhaseMs }, "machine received");
       },

@@ -15,6 +15,14 @@ import { handoverKey, type SourceCommitOptions } from "./handover.js";
 import { migrateOut, type MigrateOutcome } from "./migration.js";
 import { openStreamCapture } from "./stream-capture.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
+import { linkLayersOf } from "../colo/net/link-translation.js";
+import type { LinkTranslationLayers } from "../state/index.js";
+
+/** A survivor's link translations for the migration stream (LINK_TRANSLATION), if it has any. */
+function withLinkLayers(vm: Vm): { linkLayers?: LinkTranslationLayers } {
+  const layers = linkLayersOf(vm.linkTranslation);
+  return layers ? { linkLayers: layers } : {};
+}
 
 /** What a save or a migration needs of the daemon. */
 export interface TransferDaemon {
@@ -75,6 +83,7 @@ export async function migrateVm(
   try {
     outcome = await migrateOut(vm.machine, source, { host, port }, key, () => vm.pause(), (p) => emit({ progress: p }), {
       openCapture: () => openStreamCapture(vm.name, "migration", daemon.log),
+      ...withLinkLayers(vm),
       commit: { ...(decider ? { decider } : {}), onStep: (step) => daemon.log.info({ step }, "handover") },
     });
   } catch (err) {

@@ -80,3 +80,22 @@ test("the destination refuses a source of another QEMU at ENGINE_COMPAT, in one 
   await restoreInto(bytes, same);
   assert.equal(same.ram()[3 * PAGE_SIZE], 0x42);
 });
+
+test("writeImage with a survivor's link translations: LINK_TRANSLATION after ENGINE_COMPAT; readMachine returns its layers", async () => {
+  const source = await started("emu", "v86 test state 1");
+  const layers = [
+    [{ guestIp: 1, guestPort: 2, peerIp: 3, peerPort: 4, svmIsn: 5, svmSynTsval: undefined, offset: 6, tsOffset: undefined, guestFinEnd: undefined, peerFinEnd: undefined, guestFinAcked: false, peerFinAcked: false }],
+  ];
+  const sink = new MemorySink();
+  const writer = new StreamWriter(sink, { machine: machineHeader(source.id, source.memoryBytes) });
+  await writeImage(source, writer, SAMPLE_VM_CONFIG, { live: false, pause: async () => {} }, layers);
+  const records = await readAll(sink.bytes(), { requireEndOfSource: true });
+  assert.deepEqual(records.slice(0, 3).map((r) => r.kind), ["vm-config", "engine-compat", "link-translation"]);
+  const reader = new StreamReader(sink.bytes(), { requireEndOfSource: true });
+  await readConfig(reader, "test image");
+  const r = await readMachine(await started("emu", "v86 test state 1"), reader);
+  assert.deepEqual(r.linkLayers, layers);
+  // Without translations none is written, and none is read.
+  const plain = await readAll(await imageOf(source), { requireEndOfSource: true });
+  assert.ok(!plain.some((x) => x.kind === "link-translation"));
+});

@@ -6,7 +6,7 @@ import { createReadStream, createWriteStream, renameSync, rmSync } from "node:fs
 import type { Readable } from "node:stream";
 import { parseVmConfig, type VmConfig } from "../config/index.js";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, StreamReader, StreamWriter, writableSink, StreamError } from "../state/index.js";
+import { machineHeader, StreamReader, StreamWriter, writableSink, StreamError, type LinkTranslationLayers } from "../state/index.js";
 import { receiveMachine, sendMachine, writeEngineCompat, type ReceiveResult, type SendOptions, type SendResult, type TransferProgress } from "../state/machine-transfer.js";
 
 /** The configuration a VM was created from, as carried in VM_CONFIG records. */
@@ -18,11 +18,14 @@ export interface ConfigSource {
 /**
  * Writes VM_CONFIG, ENGINE_COMPAT (what the receiver's engine must match:
  * it refuses before any page if it cannot load this engine's state), the
+ * link translations of a VM that survived a failover (LINK_TRANSLATION,
+ * migrations: its connections keep their numbers at the destination), the
  * machine, and END.
  */
-export async function writeImage(engine: Engine, writer: StreamWriter, config: ConfigSource, opts: SendOptions): Promise<SendResult> {
+export async function writeImage(engine: Engine, writer: StreamWriter, config: ConfigSource, opts: SendOptions, linkLayers?: LinkTranslationLayers): Promise<SendResult> {
   await writer.writeVmConfig(config);
   await writeEngineCompat(engine, writer);
+  if (linkLayers !== undefined && linkLayers.length > 0) await writer.writeLinkTranslation(linkLayers);
   const result = await sendMachine(engine, writer, opts);
   await writer.writeEnd();
   await writer.flush();

@@ -11,7 +11,7 @@
 import type { TLSSocket } from "node:tls";
 import { ChannelError, connectSecure, formatEndpoint, listenSecure, remotePeer, type Endpoint, type SecureListener } from "../channel/secure-channel.js";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, StreamError, StreamReader, StreamWriter, teeSink, writableSink } from "../state/index.js";
+import { machineHeader, StreamError, StreamReader, StreamWriter, teeSink, writableSink, type LinkTranslationLayers } from "../state/index.js";
 import type { SendResult, TransferProgress } from "../state/machine-transfer.js";
 import { readConfig, writeImage, type ConfigSource } from "./image-io.js";
 import type { StreamCapture } from "./stream-capture.js";
@@ -48,6 +48,8 @@ export interface MigrateOutOptions {
   openCapture?: () => StreamCapture | undefined;
   /** The handover's options (an arbiter to decide a lost answer; the test seam). */
   commit?: SourceCommitOptions;
+  /** The VM's link translations, if it survived a failover (LINK_TRANSLATION): the destination keeps them. */
+  linkLayers?: LinkTranslationLayers;
 }
 
 /**
@@ -81,7 +83,7 @@ export async function migrateOut(
     // A link cut silently (no FIN, no RST) would block the sending for good, with the guest paused in the final phase.
     socket.setTimeout(STREAM_IDLE_TIMEOUT_MS, () => socket.destroy(new Error(`the connection made no progress for ${STREAM_IDLE_TIMEOUT_MS / 1000} s`)));
     try {
-      send = await writeImage(engine, writer, config, { live: true, pause, onProgress });
+      send = await writeImage(engine, writer, config, { live: true, pause, onProgress }, options.linkLayers);
       socket.setTimeout(0);
     } catch (err) {
       // A destination that refuses the stream says why before it hangs up.

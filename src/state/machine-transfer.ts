@@ -8,6 +8,7 @@
 import type { Engine, EngineId } from "../engine/engine.js";
 import { PAGE_SIZE } from "../engine/engine.js";
 import type { EngineCompat } from "./engine-compat-record.js";
+import type { TranslationEntry } from "./link-translation-record.js";
 import { StreamError, type StreamLocation } from "./errors.js";
 import { memoryImageHeaderLayout, type MachineHeader } from "./memory-header.js";
 import { applyPageData } from "./page-data.js";
@@ -231,6 +232,8 @@ export interface ReceiveResult {
   totalMs: number;
   /** Time from the final round's first record to the engine state loaded. */
   finalPhaseMs: number;
+  /** The source's link translations (LINK_TRANSLATION, §3.15: it survived a failover), outermost first. */
+  linkLayers?: TranslationEntry[][];
 }
 
 /**
@@ -268,6 +271,9 @@ export async function receiveMachine(engine: Engine, reader: StreamReader, onPro
     switch (record.kind) {
       case "engine-compat":
         checkEngineCompat(engine, record.compat, record.offset);
+        break;
+      case "link-translation":
+        result.linkLayers = record.layers;
         break;
       case "memory-stream":
         break;

@@ -6,7 +6,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { TranslationChain } from "./link-translation.js";
+import { linkLayersOf, TranslationChain } from "./link-translation.js";
 import { TcpRewriter } from "./tcp-rewriter.js";
 import { checkChecksums, parseFrame, seqAdd } from "./packet.js";
 import { type TcpSpec, tcpFrame, toGuest } from "./testing.js";
@@ -100,4 +100,16 @@ test("chain: a carried entry of a closed connection does not touch a new connect
   assert.equal(seqOf(link.toLan(fromGuest({ seq: NEW_ISN, ack: 78, flags: "SA" }))).seq, NEW_ISN);
   link.toGuest(fromPeer({ seq: 78, ack: NEW_ISN + 1, flags: "A" }));
   assert.equal(seqOf(link.toLan(fromGuest({ seq: NEW_ISN + 1, ack: 78, flags: "PA", payload: "y" }))).seq, NEW_ISN + 1);
+});
+
+test("chain: a migration's destination restores the whole chain; linkLayersOf reads only chains", () => {
+  const t1 = firstSecondary();
+  const moved = TranslationChain.restore([t1.snapshot()]);
+  assert.equal(moved.depth, 1);
+  const out = fromGuest({ seq: S1_ISN + 1, ack: PEER_ISN + 10, flags: "PA", payload: "+OK\r\n" });
+  assert.equal(seqOf(moved.toLan(out)).seq, PVM1_ISN + 1);
+  assert.throws(() => TranslationChain.restore([]), /at least one layer/);
+  assert.deepEqual(linkLayersOf(moved), [t1.snapshot()]);
+  assert.equal(linkLayersOf(undefined), undefined);
+  assert.equal(linkLayersOf({ toGuest: (f: Uint8Array) => f, toLan: (f: Uint8Array) => f }), undefined);
 });

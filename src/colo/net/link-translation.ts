@@ -25,6 +25,12 @@ export class TranslationChain {
     return snapshots.map((entries) => TcpRewriter.restored(entries, opts));
   }
 
+  /** The chain of snapshots (a LINK_TRANSLATION received in a migration), at least one layer. */
+  static restore(snapshots: readonly (readonly RewriterEntry[])[], opts: TcpRewriterOptions = {}): TranslationChain {
+    if (snapshots.length === 0) throw new Error("a translation chain needs at least one layer");
+    return new TranslationChain(TranslationChain.restoreLayers(snapshots, opts));
+  }
+
   get depth(): number {
     return this.layers.length;
   }
@@ -50,4 +56,9 @@ export class TranslationChain {
   connections(): number {
     return this.layers.reduce((n, l) => n + l.stats().connections, 0);
   }
+}
+
+/** The layers of a link's translation to carry on (LINK_TRANSLATION), or undefined when it is none of ours. */
+export function linkLayersOf(translation: unknown): RewriterEntry[][] | undefined {
+  return translation instanceof TranslationChain ? translation.snapshot() : undefined;
 }
