@@ -13,7 +13,7 @@ import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } fro
 import type { ForwardedDisk } from "../colo/disk-forwarder.js";
 import { DEFAULT_LEASE_TTL_MS, type ArbiterOptions } from "../colo/lease.js";
 import { DEFAULT_COMPARATOR_OPTIONS, DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
-import { linkLayersOf } from "../colo/net/link-translation.js";
+import { carriedOf } from "../colo/net/link-translation.js";
 import { PrimaryReplicator } from "../colo/primary.js";
 import { SecondaryReplicator, type SecondaryDiskSlot } from "../colo/secondary.js";
 import type { BlockBackend, Engine } from "../engine/engine.js";
@@ -87,7 +87,7 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
       setInputFilter: (f) => vm.setInputFilter(f),
       sendOutput: (f) => vm.sendOutput(f),
       disks: primaryDisks(vm),
-      linkTranslation: () => linkLayersOf(vm.linkTranslation),
+      linkTranslation: () => carriedOf(vm.linkTranslation),
       end: (reason) => endSide(daemon, reason),
     },
     socket,

@@ -41,7 +41,7 @@ import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js"
 import { CompareOutput, type OutputCommit } from "./compare-output.js";
 import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import type { ComparatorOptions, Divergence } from "./net/comparator.js";
-import type { RewriterEntry } from "./net/tcp-rewriter.js";
+import type { CarriedTranslation } from "./net/link-translation.js";
 import { RemusOutput } from "./remus-output.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
@@ -68,8 +68,8 @@ export interface PrimaryVm {
   sendOutput(frame: Uint8Array): void;
   /** The writable disks to replicate (empty: none). */
   readonly disks: readonly ForwardedDisk[];
-  /** The translations at the VM's link, outermost first, if it survived failovers (sent as LINK_TRANSLATION). */
-  linkTranslation?(): readonly (readonly RewriterEntry[])[] | undefined;
+  /** The translations at the VM's link, if it survived failovers (sent as LINK_TRANSLATION, refreshed per checkpoint). */
+  linkTranslation?(): CarriedTranslation | undefined;
   /** This side cannot go on (a fence could not pause the VM, or a resume failed): the daemon destroys the VM and exits with 1. */
   end(reason: string): Promise<void>;
 }
@@ -102,8 +102,8 @@ export interface PrimaryOptions {
 
 /** Default disk backlog before a checkpoint is forced: 64 MiB of forwarded writes. */
 export const DEFAULT_DISK_BACKLOG_BYTES = 64 * 2 ** 20;
-/** How long an operator stop waits to write END behind a checkpoint in flight. */
-export const STOP_END_TIMEOUT_MS = 20_000;
+/** How long an operator stop waits to write END behind a checkpoint in flight (under the CLI's 15 s before it kills a daemon). */
+export const STOP_END_TIMEOUT_MS = 10_000;
 /** How often compare mode looks for held frames past their timeout. */
 const EXPIRY_POLL_MS = 50;
 
@@ -138,6 +138,8 @@ export class PrimaryReplicator {
   /** What the start (the initial sync up to checkpoint 0) took, once done. */
   started: StartFigures | undefined;
   private checkpointing = false;
+  /** The link translation last sent (LINK_TRANSLATION): its version and contents. */
+  private linkSent: { version: number; json: string } | undefined;
   /** The checkpoint running now, settled when it is over (its failure is handled where it starts). */
   private inFlight: Promise<void> | undefined;
   /** Mirror input to the secondary (compare mode, outside the checkpoint window). */
@@ -223,12 +225,8 @@ export class PrimaryReplicator {
     // Before the mode and the disks: a secondary whose engine cannot load this one's state refuses here.
     await writeEngineCompat(this.vm.engine, this.writer);
     await this.writer.writeReplicationMode({ mode: this.opts.mode, disks: this.vm.disks.length > 0 });
-    const layers = this.vm.linkTranslation?.();
-    if (layers !== undefined && layers.length > 0) {
-      // A survivor's translations: a secondary that takes over keeps them above its own rewriter.
-      await this.writer.writeLinkTranslation(layers);
-      this.opts.log("link translations sent", { layers: layers.length, connections: layers.reduce((n, l) => n + l.length, 0) });
-    }
+    // A survivor's translations: a secondary that takes over keeps them above its own rewriter.
+    await this.sendLinkTranslation(true);
     const t0 = monotonicMs();
     const diskSync = await this.disks.initialSync(this.back);
     if (diskSync.disks > 0) this.opts.log("disk images in sync", { ...diskSync });
@@ -249,6 +247,8 @@ export class PrimaryReplicator {
     this.output.seal();
     this.resendQueuedInput();
     await this.back.expectState("SVM_READY");
+    // Ended meanwhile (a stop, the link lost): what happens to the VM is the end's (goAlone), not the start's.
+    if (this.stopped) throw new Error("replication ended during its start");
     for (const f of this.output.committed()) this.vm.sendOutput(f);
     await this.vm.resume();
     this.policy.restart(monotonicMs());
@@ -279,7 +279,10 @@ export class PrimaryReplicator {
 
   private mirror(frame: Uint8Array): void {
     this.mirroredFrames++;
-    this.lock.run(() => this.writer.writeNetFrame({ direction: "mirrored-input", frame })).catch((err: unknown) => this.fail(`mirroring input: ${(err as Error).message}`));
+    this.lock
+      .run(() => this.writer.writeNetFrame({ direction: "mirrored-input", frame }))
+      // Once a stop began, a frame queued behind its END is refused: the stop says why the session ends.
+      .catch((err: unknown) => (this.stopping ? undefined : this.fail(`mirroring input: ${(err as Error).message}`)));
   }
 
   /**
@@ -294,6 +297,24 @@ export class PrimaryReplicator {
       void this.writer.writeNetFrame({ direction: "mirrored-input", frame }).catch(() => undefined);
     }
     if (!this.mirroring) this.installMirror();
+  }
+
+  /**
+   * LINK_TRANSLATION: at the start (`first`) when the link translates any
+   * connection, then inside a checkpoint whenever that changed since the
+   * last one sent (a connection closed, another learned): the secondary
+   * replaces its copy with the checkpoint. An empty layer clears it.
+   */
+  private async sendLinkTranslation(first: boolean): Promise<void> {
+    const t = this.vm.linkTranslation?.();
+    if (!t || t.version === this.linkSent?.version) return;
+    const layers = t.snapshot();
+    const json = JSON.stringify(layers);
+    const changed = json !== (this.linkSent?.json ?? "[]");
+    this.linkSent = { version: t.version, json };
+    if (!changed) return;
+    await this.writer.writeLinkTranslation(layers.length > 0 ? layers : [[]]);
+    if (first) this.opts.log("link translations sent", { layers: layers.length, connections: layers.reduce((n, l) => n + l.length, 0) });
   }
 
   /** Operator: a checkpoint now (within the minimum gap); resolves when it is complete. */
@@ -383,6 +404,7 @@ export class PrimaryReplicator {
       await this.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
       await this.writer.writeCheckpoint();
       await this.disks.writeCheckpoint();
+      await this.sendLinkTranslation(false);
       const end = this.writer.writeCheckpointEnd();
       this.resendQueuedInput();
       this.mirroring = this.opts.mode === "compare";
@@ -508,7 +530,7 @@ export class PrimaryReplicator {
       new Promise<false>((r) => (timer = setTimeout(() => r(false), STOP_END_TIMEOUT_MS))),
     ]);
     clearTimeout(timer);
-    if (!written && !this.stopped) this.opts.log("the end of replication could not be written: the secondary may take over", { reason, waitedMs: STOP_END_TIMEOUT_MS });
+    if (!written && !this.stopped && (this.synced || this.secondaryMayHoldCopy)) this.opts.log("the end of replication could not be written: the secondary may take over", { reason, waitedMs: STOP_END_TIMEOUT_MS });
     this.fail(reason);
   }
 

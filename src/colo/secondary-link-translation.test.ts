@@ -14,7 +14,7 @@ import { tcpFrame, toGuest, type TcpSpec } from "./net/testing.js";
 import { PrimaryReplicator, type PrimaryVm } from "./primary.js";
 import { SecondaryReplicator } from "./secondary.js";
 import { StreamReader } from "../state/index.js";
-import { connection, fakeEngine, fakeSecondaryVm, secondarySession } from "./testing.js";
+import { connection, fakeEngine, fakeSecondaryVm, secondarySession, within } from "./testing.js";
 
 const PVM1_ISN = 1_000_000;
 const S1_ISN = 0x9abcdef0;
@@ -58,7 +58,8 @@ for (const carried of [true, false]) {
   });
 }
 
-test("primary to secondary: the survivor's translations go in LINK_TRANSLATION; the next takeover keeps them", async (t) => {
+for (const closed of [false, true]) {
+test(`primary to secondary: the survivor's translations go in LINK_TRANSLATION; ${closed ? "a connection closed before a checkpoint is gone from the secondary's copy after it" : "the next takeover keeps them"}`, async (t) => {
   const pvm = fakeEngine();
   await pvm.start();
   const survivorLink = TranslationChain.of([], firstSurvivorLayers()[0] as TcpRewriter);
@@ -71,7 +72,7 @@ test("primary to secondary: the survivor's translations go in LINK_TRANSLATION; 
     setInputFilter: () => undefined,
     sendOutput: () => undefined,
     disks: [],
-    linkTranslation: () => survivorLink.snapshot(),
+    linkTranslation: () => survivorLink,
     end: () => Promise.resolve(),
   };
   const link = connection();
@@ -100,11 +101,19 @@ test("primary to secondary: the survivor's translations go in LINK_TRANSLATION; 
   const run = secondary.run();
   await started;
   assert.ok(logs.includes("link translations sent"), logs.join("; "));
+  if (closed) {
+    // The client resets the carried connection at the survivor's link; the next checkpoint carries the change.
+    survivorLink.toGuest(tcpFrame(toGuest<TcpSpec>({ seq: PEER_ISN + 1, ack: PVM1_ISN + 1, flags: "RA" })));
+    assert.equal(survivorLink.connections(), 0);
+    await within(primary.checkpointNow(false), 10_000, "a checkpoint");
+  }
   link.primary.destroy(); // the primary host dies
   await run;
   assert.equal(takeOvers, 1);
   const chain = links.at(-1);
   assert.ok(chain instanceof TranslationChain);
-  assert.equal(chain.depth, 2);
-  assert.equal(seqOf(chain.toLan(tcpFrame({ seq: S1_ISN + 1, ack: PEER_ISN + 1, flags: "PA", payload: "+OK\r\n" }))), PVM1_ISN + 1);
+  assert.equal(chain.depth, closed ? 1 : 2);
+  const out = seqOf(chain.toLan(tcpFrame({ seq: S1_ISN + 1, ack: PEER_ISN + 1, flags: "PA", payload: "+OK\r\n" })));
+  assert.equal(out, closed ? S1_ISN + 1 : PVM1_ISN + 1);
 });
+}

@@ -34,7 +34,7 @@
  */
 import type { Duplex } from "node:stream";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, PageBuffer, StreamWriter, writableSink, type ReplicationModeName, type StreamReader, type StreamRecord } from "../state/index.js";
+import { machineHeader, PageBuffer, StreamWriter, writableSink, type ReplicationModeName, type StreamReader, type StreamRecord, type TranslationEntry } from "../state/index.js";
 import { checkEngineCompat, receiveMachine } from "../state/machine-transfer.js";
 import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import { TranslationChain } from "./net/link-translation.js";
@@ -181,7 +181,7 @@ export class SecondaryReplicator {
         this.mode = r.mode.mode;
         this.stats.replication = this.mode;
       } else if (r.kind === "link-translation") {
-        this.inheritedLayers = TranslationChain.restoreLayers(r.layers);
+        this.inheritedLayers = TranslationChain.restoreLayers(r.layers.filter((l) => l.length > 0));
       } else if (r.kind === "disk-info") await this.answerDiskInfo(r);
       else if (r.kind === "disk-write") this.diskWrite(r);
       else if (r.kind !== "heartbeat" && r.kind !== "skipped") throw new Error(`unexpected ${r.kind} before the memory image`);
@@ -209,13 +209,17 @@ export class SecondaryReplicator {
   /** After a memory CHECKPOINT: disk records, then CHECKPOINT_END; applies the disks' part. */
   private async finishCheckpoint(what: string): Promise<{ diskBytes: number }> {
     const covers = new Map<number, number>();
+    let layers: TranslationEntry[][] | undefined;
     for (;;) {
       const r = await this.nextRecord(`inside ${what}`);
       if (r.kind === "disk-write") this.diskWrite(r);
       else if (r.kind === "disk-checkpoint") covers.set(r.checkpoint.disk, r.checkpoint.uptoSeq);
       else if (r.kind === "checkpoint-end") break;
+      else if (r.kind === "link-translation") layers = r.layers;
       else if (r.kind !== "skipped" && r.kind !== "emulator-context") throw new Error(`unexpected ${r.kind} inside ${what}`);
     }
+    // The primary's refreshed translations, applied with the checkpoint (an empty layer: none left).
+    if (layers) this.inheritedLayers = TranslationChain.restoreLayers(layers.filter((l) => l.length > 0));
     return { diskBytes: this.disks.checkpoint(covers, what) };
   }
 

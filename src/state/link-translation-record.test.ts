@@ -100,3 +100,20 @@ test("LINK_TRANSLATION: the reader rejects bad counts, reserved fields, flags an
   await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 0, 0, 0, 0, 0))), "BAD_LENGTH", {}, /8 octets after the last layer/);
   await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 0))), "BAD_LENGTH", {}, /LINK_TRANSLATION/);
 });
+
+test("LINK_TRANSLATION: once inside each checkpoint too (its refresh), not twice in one", async () => {
+  const sink = new MemorySink();
+  const w = new StreamWriter(sink, { machine: emuMachine(PAGES) });
+  await w.writeLinkTranslation([[LEARNED]]);
+  await w.writeMemoryStream();
+  await writePages(w, new Uint8Array(PAGES * PAGE_SIZE), allPfns(PAGES));
+  await w.writeEngineState(emuState(new Uint8Array(3)));
+  await w.writeCheckpoint();
+  await w.writeLinkTranslation([[]]);
+  await assert.rejects(w.writeLinkTranslation([[]]), /a second LINK_TRANSLATION in one checkpoint/);
+  await w.writeCheckpointEnd();
+  await assert.rejects(w.writeLinkTranslation([[]]), /outside a checkpoint/);
+  await w.writeEnd();
+  const records = await readAll(sink.bytes());
+  assert.deepEqual(records.filter((r) => r.kind === "link-translation").map((r) => (r.kind === "link-translation" ? r.layers.length : -1)), [1, 1]);
+});

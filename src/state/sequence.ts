@@ -179,6 +179,7 @@ export class StreamSequence {
           this.snapshotOpen = true;
           this.emulatorsInSnapshot.clear();
           this.checkpointOpen = event.kind === "checkpoint";
+          this.linkTranslationSeen = false;
         }
         return;
       default:
@@ -251,9 +252,10 @@ export class StreamSequence {
         this.replicationModeSeen = true;
         return;
       case "link-translation":
+        // Once before the memory, and once per checkpoint (its refresh, applied with the checkpoint).
         if (!image) fail("LINK_TRANSLATION on the back channel");
-        if (this.partsOpened > 0) fail("LINK_TRANSLATION after the first MEMORY_STREAM");
-        if (this.linkTranslationSeen) fail("a second LINK_TRANSLATION");
+        if (this.partsOpened > 0 && !this.checkpointOpen) fail("LINK_TRANSLATION after the first MEMORY_STREAM, outside a checkpoint");
+        if (this.linkTranslationSeen) fail(this.partsOpened > 0 ? "a second LINK_TRANSLATION in one checkpoint" : "a second LINK_TRANSLATION");
         this.linkTranslationSeen = true;
         return;
       case "disk-info":

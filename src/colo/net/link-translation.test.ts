@@ -113,3 +113,28 @@ test("chain: a migration's destination restores the whole chain; linkLayersOf re
   assert.equal(linkLayersOf(undefined), undefined);
   assert.equal(linkLayersOf({ toGuest: (f: Uint8Array) => f, toLan: (f: Uint8Array) => f }), undefined);
 });
+
+test("rewriter: a snapshot leaves out what changes nothing (offset 0) and what is not learned yet; version moves with changes only", () => {
+  const r = firstSecondary(); // one learned, non-zero offset
+  const v0 = r.version;
+  // Offset 0: a connection opened with this side's own numbers (the peer acks its own ISN).
+  r.fromSecondaryVm(fromGuest({ sport: 7000, seq: 100, ack: 9, flags: "SA" }));
+  r.toSecondaryVm(fromPeer({ dport: 7000, seq: 9, ack: 101, flags: "A" }));
+  // Not learned: a SYN-ACK whose handshake ACK has not come.
+  r.fromSecondaryVm(fromGuest({ sport: 7001, seq: 200, ack: 9, flags: "SA" }));
+  assert.equal(r.stats().connections, 3);
+  assert.deepEqual(r.snapshot().map((e) => e.guestPort), [6379]);
+  assert.ok(r.version > v0);
+  const v1 = r.version;
+  r.fromSecondaryVm(fromGuest({ seq: S1_ISN + 1, ack: PEER_ISN + 1, flags: "PA", payload: "x" })); // a lookup and a rewrite
+  assert.equal(r.version, v1, "rewriting a frame is no change of the table");
+  r.toSecondaryVm(fromPeer({ seq: PEER_ISN + 1, ack: PVM1_ISN + 2, flags: "RA" }));
+  assert.ok(r.version > v1, "a connection gone is a change");
+  assert.deepEqual(r.snapshot(), []);
+  // A chain drops layers left empty, and keeps the 16 innermost.
+  const empty = new TcpRewriter();
+  const chain = TranslationChain.of([firstSecondary(), empty], new TcpRewriter());
+  assert.equal(chain.snapshot().length, 1);
+  const deep = TranslationChain.of(Array.from({ length: 17 }, () => firstSecondary()), new TcpRewriter());
+  assert.equal(deep.snapshot().length, 16);
+});

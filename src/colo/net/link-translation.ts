@@ -12,7 +12,17 @@
  */
 import { TcpRewriter, type RewriterEntry, type TcpRewriterOptions } from "./tcp-rewriter.js";
 
-export class TranslationChain {
+/** Layers a LINK_TRANSLATION carries at most (docs/specs/stream.md §3.15): the innermost are kept. */
+export const MAX_CARRIED_LAYERS = 16;
+
+/** What a primary reads of its link's translation: a snapshot to carry, and whether it changed since the last. */
+export interface CarriedTranslation {
+  /** Increases with every change of any layer's table. */
+  readonly version: number;
+  snapshot(): RewriterEntry[][];
+}
+
+export class TranslationChain implements CarriedTranslation {
   private constructor(private readonly layers: readonly TcpRewriter[]) {}
 
   /** The chain of `outer` (a predecessor's layers, possibly none) with `inner` beneath. */
@@ -47,9 +57,22 @@ export class TranslationChain {
     return f;
   }
 
-  /** Every layer's state, outermost first: what a LINK_TRANSLATION carries. */
+  get version(): number {
+    return this.layers.reduce((n, l) => n + l.version, 0);
+  }
+
+  /**
+   * What a LINK_TRANSLATION carries, outermost first: each layer's
+   * connections that it changes (TcpRewriter.snapshot), layers left empty
+   * dropped (a layer that changes nothing may go), and at most
+   * MAX_CARRIED_LAYERS, the innermost (the outermost translate the oldest
+   * connections, of failovers that many takeovers ago).
+   */
   snapshot(): RewriterEntry[][] {
-    return this.layers.map((l) => l.snapshot());
+    return this.layers
+      .map((l) => l.snapshot())
+      .filter((entries) => entries.length > 0)
+      .slice(-MAX_CARRIED_LAYERS);
   }
 
   /** Connections remembered, over all layers. */
@@ -60,5 +83,12 @@ export class TranslationChain {
 
 /** The layers of a link's translation to carry on (LINK_TRANSLATION), or undefined when it is none of ours. */
 export function linkLayersOf(translation: unknown): RewriterEntry[][] | undefined {
-  return translation instanceof TranslationChain ? translation.snapshot() : undefined;
+  if (!(translation instanceof TranslationChain)) return undefined;
+  const layers = translation.snapshot();
+  return layers.length > 0 ? layers : undefined;
+}
+
+/** The carried translation of a link, if it is ours (a chain). */
+export function carriedOf(translation: unknown): CarriedTranslation | undefined {
+  return translation instanceof TranslationChain ? translation : undefined;
 }

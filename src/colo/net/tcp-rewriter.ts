@@ -106,6 +106,8 @@ export class TcpRewriter {
   /** Least recently used first. */
   private connections = new Map<string, Connection>();
   private counters = { rewrittenOut: 0, rewrittenIn: 0, learned: 0, evicted: 0 };
+  /** Bumped by every change of the table's contents (not by a lookup): what a carried copy must follow. */
+  private changes = 0;
 
   constructor(opts: TcpRewriterOptions = {}) {
     this.maxConnections = Math.max(1, opts.maxConnections ?? DEFAULT_MAX_REWRITER_CONNECTIONS);
@@ -166,6 +168,7 @@ export class TcpRewriter {
       conn.offset = seqAdd(tcp.ack, -seqAdd(conn.svmIsn, 1));
       if (tcp.timestamps && conn.svmSynTsval !== undefined) conn.tsOffset = seqAdd(tcp.timestamps.tsecr, -conn.svmSynTsval);
       this.counters.learned++;
+      this.changes++;
     }
     let out = frame;
     // Without ACK the ack field, SACK blocks and TSecr carry no meaning (RFC 793, RFC 7323 §3.2).
@@ -192,11 +195,25 @@ export class TcpRewriter {
   }
 
   /**
-   * Every connection's state, least recently used first: what a survivor
-   * carries to its next secondary (LINK_TRANSLATION, spec §3.15).
+   * The connections whose numbers it changes, least recently used first:
+   * what a survivor carries to its next secondary or a migration's
+   * destination (LINK_TRANSLATION, spec §3.15). Left out, as a missing
+   * entry passes frames unchanged too: connections with offset 0 (opened
+   * with this side's own numbers) and those whose offset is not learned yet
+   * (a copy would learn a wrong one from a later ack).
    */
   snapshot(): RewriterEntry[] {
-    return [...this.connections.values()].map((c) => ({ ...c }));
+    const out: RewriterEntry[] = [];
+    for (const c of this.connections.values()) {
+      if (c.offset === undefined || (c.offset === 0 && (c.tsOffset ?? 0) === 0)) continue;
+      out.push({ ...c });
+    }
+    return out;
+  }
+
+  /** Changes of the table so far (increasing): a carried copy is stale when this moved since it was taken. */
+  get version(): number {
+    return this.changes;
   }
 
   /** A rewriter that goes on from `entries` (a snapshot(), possibly another process's). */
@@ -222,6 +239,7 @@ export class TcpRewriter {
   }
 
   private insert(key: string, conn: Connection): void {
+    this.changes++;
     this.connections.delete(key);
     while (this.connections.size >= this.maxConnections) {
       const oldest = this.connections.keys().next();
@@ -241,9 +259,11 @@ export class TcpRewriter {
   private track(key: string, conn: Connection, tcp: TcpSegment, seq: number, from: "guest" | "peer"): void {
     if (tcp.flags.rst) {
       this.connections.delete(key);
+      this.changes++;
       return;
     }
     const finEnd = tcp.flags.fin ? seqAdd(seq, segmentLength(tcp)) : undefined;
+    const before = `${conn.guestFinEnd}/${conn.peerFinEnd}/${conn.guestFinAcked}/${conn.peerFinAcked}`;
     if (from === "guest") {
       if (finEnd !== undefined) conn.guestFinEnd = finEnd;
       if (tcp.flags.ack && conn.peerFinEnd !== undefined && seqGte(tcp.ack, conn.peerFinEnd)) conn.peerFinAcked = true;
@@ -251,6 +271,7 @@ export class TcpRewriter {
       if (finEnd !== undefined) conn.peerFinEnd = finEnd;
       if (tcp.flags.ack && conn.guestFinEnd !== undefined && seqGte(tcp.ack, conn.guestFinEnd)) conn.guestFinAcked = true;
     }
+    if (`${conn.guestFinEnd}/${conn.peerFinEnd}/${conn.guestFinAcked}/${conn.peerFinAcked}` !== before) this.changes++;
     if (conn.guestFinAcked && conn.peerFinAcked) this.connections.delete(key);
   }
 }
