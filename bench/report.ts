@@ -158,6 +158,17 @@ function faultsTable(all: { file: string; data: FaultsResult }[]): string[] {
       ? `Failover as the client saw it (longest gap between acknowledgements, detection included) for primary loss, primary stalls and link cuts: min ${gaps[0]} ms, median ${pct(0.5)} ms, max ${gaps[gaps.length - 1]} ms (${gaps.length} runs).`
       : "No primary-loss run recorded yet.",
     "",
+    "Each suite on its own (a suite passes only if every run of it passed):",
+    "",
+    "| suite | engine | seed | runs | acknowledged writes | lost | connection resets | split brains | failed runs |",
+    "|---|---|---|---|---|---|---|---|---|",
+    ...all.map(({ file, data }) => {
+      const f = data.figures;
+      const bad = f.details.filter((d) => runFailures(d).length > 0).length;
+      const partial = f.interrupted === true ? ` (interrupted: ${f.runs} of ${f.requestedRuns ?? "?"})` : "";
+      return `| \`${file}\`${partial} | ${data.engine ?? "emu"} | ${f.seed ?? "—"} | ${f.runs} | ${f.acknowledgedWrites} | ${f.lostWrites} | ${f.connectionResets} | ${f.splitBrains} | ${bad > 0 ? `**${bad}**` : "0"} |`;
+    }),
+    "",
     "The client's longest gap by fault kind (all recorded runs):",
     "",
     "| fault | engine | runs | min | median | p99 | max |",
