@@ -10,11 +10,9 @@
  */
 import assert from "node:assert/strict";
 import { test, type TestContext } from "node:test";
-import { StreamReader } from "../state/index.js";
 import type { Arbiter } from "./lease.js";
-import { PrimaryReplicator, type PrimaryVm } from "./primary.js";
-import { SecondaryReplicator } from "./secondary.js";
-import { connection, FakeArbiter, fakeEngine, fakeSecondaryVm, within } from "./testing.js";
+import type { PrimaryReplicator, PrimaryVm } from "./primary.js";
+import { FakeArbiter, replicationPair, within } from "./testing.js";
 
 interface Pair {
   primary: PrimaryReplicator;
@@ -36,64 +34,28 @@ interface Pair {
 
 /** A primary replicating to a real secondary (Remus mode, no disks), past checkpoint 0. */
 async function pair(t: TestContext, arbiter?: Arbiter): Promise<Pair> {
-  const pvm = fakeEngine();
-  await pvm.start();
   const lan: Uint8Array[] = [];
   const ends: string[] = [];
   const fail = { pause: false, resume: false };
   let filter: ((frame: Uint8Array) => boolean) | undefined;
   let resolveEnded: (reason: string) => void = () => undefined;
   const ended = new Promise<string>((resolve) => (resolveEnded = resolve));
-  const vm: PrimaryVm = {
-    engine: pvm,
-    pause: () => (fail.pause ? Promise.reject(new Error("the engine does not answer")) : pvm.pause()),
-    resume: () => (fail.resume ? Promise.reject(new Error("the engine does not answer")) : pvm.resume()),
-    setOutputFilter: (f) => (filter = f),
-    setInputFilter: () => undefined,
-    sendOutput: (frame) => lan.push(frame),
-    disks: [],
-    end: (reason) => {
-      ends.push(reason);
-      resolveEnded(reason);
-      return Promise.resolve();
-    },
-  };
-  const link = connection();
-  const primary = new PrimaryReplicator(vm, link.primary, "secondary", {
-    mode: "remus",
-    intervalMs: 60_000, // only the test's checkpoints
-    timeoutMs: 30_000,
-    heartbeatMs: 50,
-    log: () => undefined,
-    ...(arbiter ? { arbiter: { arbiter, vm: "guest", holder: "h1:1", ttlMs: 60_000 } } : {}),
+  const r = await replicationPair(t, {
+    primary: arbiter ? { arbiter: { arbiter, vm: "guest", holder: "h1:1", ttlMs: 60_000 } } : {},
+    vm: (pvm): Partial<PrimaryVm> => ({
+      pause: () => (fail.pause ? Promise.reject(new Error("the engine does not answer")) : pvm.pause()),
+      resume: () => (fail.resume ? Promise.reject(new Error("the engine does not answer")) : pvm.resume()),
+      setOutputFilter: (f) => (filter = f),
+      sendOutput: (frame) => lan.push(frame),
+      end: (reason) => {
+        ends.push(reason);
+        resolveEnded(reason);
+        return Promise.resolve();
+      },
+    }),
   });
-  const svm = fakeEngine();
-  await svm.start({ paused: true });
-  let takeOvers = 0;
-  const secondaryVm = fakeSecondaryVm(svm, [], {
-    takeOver: () => {
-      takeOvers++;
-      return Promise.resolve();
-    },
-  });
-  const reader = new StreamReader(link.secondary);
-  const secondary = new SecondaryReplicator(secondaryVm, link.secondary, reader, "primary", { timeoutMs: 30_000, heartbeatMs: 50, log: () => undefined });
-  const cut = () => {
-    link.secondary.destroy();
-    link.primary.destroy();
-  };
-  t.after(async () => {
-    cut();
-    await primary.releaseLease();
-  });
-  const started = primary.start({ path: "/etc/colo/guest.cfg", text: 'name = "guest"\n' });
-  const config = await reader.next(); // the daemon reads VM_CONFIG before it builds the secondary
-  assert.equal(config?.kind, "vm-config");
-  await secondary.receiveInitial();
-  const secondaryRun = secondary.run();
-  await started;
-  const p: Pair = {
-    primary,
+  return {
+    primary: r.primary,
     guestSends: (frame) => {
       if (!filter || filter(frame)) lan.push(frame);
     },
@@ -101,13 +63,15 @@ async function pair(t: TestContext, arbiter?: Arbiter): Promise<Pair> {
     fail,
     ends,
     ended,
-    secondaryRun,
+    secondaryRun: r.run,
     get takeOvers() {
-      return takeOvers;
+      return r.takeOvers;
     },
-    cut,
+    cut: () => {
+      r.link.secondary.destroy();
+      r.link.primary.destroy();
+    },
   };
-  return p;
 }
 
 function frame(n: number): Uint8Array {

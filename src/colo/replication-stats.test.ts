@@ -7,14 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { test, type TestContext } from "node:test";
-import { StreamReader } from "../state/index.js";
 import { CompareOutput } from "./compare-output.js";
 import { DEFAULT_COMPARATOR_OPTIONS, type Divergence } from "./net/comparator.js";
 import { udpFrame } from "./net/testing.js";
-import { PrimaryReplicator } from "./primary.js";
+import type { PrimaryReplicator } from "./primary.js";
 import { RECENT_CHECKPOINTS, ReplicationStats, type CheckpointRecord, type FailoverEvent, type ReplicationMode } from "./replication-stats.js";
-import { SecondaryReplicator } from "./secondary.js";
-import { connection, fakeEngine, fakeSecondaryVm } from "./testing.js";
+import { replicationPair } from "./testing.js";
 
 test("replication stats: checkpoints numbered and kept (the last RECENT_CHECKPOINTS), observers told of each checkpoint and failover", () => {
   const stats = new ReplicationStats("primary", "h2:8002", "compare");
@@ -76,38 +74,7 @@ test("compare output: the divergence that asks for a checkpoint reaches the prim
 
 /** A Remus-mode primary replicating to a real secondary, past checkpoint 0. */
 async function remusPair(t: TestContext): Promise<PrimaryReplicator> {
-  const pvm = fakeEngine();
-  await pvm.start();
-  const link = connection();
-  const primary = new PrimaryReplicator(
-    {
-      engine: pvm,
-      pause: () => pvm.pause(),
-      resume: () => pvm.resume(),
-      setOutputFilter: () => undefined,
-      setInputFilter: () => undefined,
-      sendOutput: () => undefined,
-      disks: [],
-      end: () => Promise.resolve(),
-    },
-    link.primary,
-    "secondary",
-    { mode: "remus", intervalMs: 60_000, timeoutMs: 30_000, heartbeatMs: 50, log: () => undefined },
-  );
-  const svm = fakeEngine();
-  await svm.start({ paused: true });
-  const reader = new StreamReader(link.secondary);
-  const secondary = new SecondaryReplicator(fakeSecondaryVm(svm, []), link.secondary, reader, "primary", { timeoutMs: 30_000, heartbeatMs: 50, log: () => undefined });
-  t.after(() => {
-    link.secondary.destroy();
-    link.primary.destroy();
-  });
-  const started = primary.start({ path: "/etc/colo/guest.cfg", text: 'name = "guest"\n' });
-  assert.equal((await reader.next())?.kind, "vm-config");
-  await secondary.receiveInitial();
-  void secondary.run();
-  await started;
-  return primary;
+  return (await replicationPair(t)).primary;
 }
 
 test("primary: each checkpoint is recorded with the reason the policy counted, the divergence behind it and its phases", async (t) => {

@@ -11,10 +11,7 @@ import { TranslationChain } from "./net/link-translation.js";
 import { parseFrame } from "./net/packet.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { tcpFrame, toGuest, type TcpSpec } from "./net/testing.js";
-import { PrimaryReplicator, type PrimaryVm } from "./primary.js";
-import { SecondaryReplicator } from "./secondary.js";
-import { StreamReader } from "../state/index.js";
-import { connection, fakeEngine, fakeSecondaryVm, secondarySession, within } from "./testing.js";
+import { replicationPair, secondarySession, within } from "./testing.js";
 
 const PVM1_ISN = 1_000_000;
 const S1_ISN = 0x9abcdef0;
@@ -59,61 +56,23 @@ for (const carried of [true, false]) {
 }
 
 for (const closed of [false, true]) {
-test(`primary to secondary: the survivor's translations go in LINK_TRANSLATION; ${closed ? "a connection closed before a checkpoint is gone from the secondary's copy after it" : "the next takeover keeps them"}`, async (t) => {
-  const pvm = fakeEngine();
-  await pvm.start();
-  const survivorLink = TranslationChain.of([], firstSurvivorLayers()[0] as TcpRewriter);
-  const logs: string[] = [];
-  const vm: PrimaryVm = {
-    engine: pvm,
-    pause: () => pvm.pause(),
-    resume: () => pvm.resume(),
-    setOutputFilter: () => undefined,
-    setInputFilter: () => undefined,
-    sendOutput: () => undefined,
-    disks: [],
-    linkTranslation: () => survivorLink,
-    end: () => Promise.resolve(),
-  };
-  const link = connection();
-  const primary = new PrimaryReplicator(vm, link.primary, "secondary", { mode: "remus", intervalMs: 60_000, timeoutMs: 30_000, heartbeatMs: 50, log: (m) => logs.push(m) });
-  const svm = fakeEngine();
-  await svm.start({ paused: true });
-  const links: Array<{ toGuest(f: Uint8Array): Uint8Array; toLan(f: Uint8Array): Uint8Array } | undefined> = [];
-  let takeOvers = 0;
-  const secondaryVm = fakeSecondaryVm(svm, [], {
-    setLinkTranslation: (tr) => links.push(tr),
-    takeOver: () => {
-      takeOvers++;
-      return Promise.resolve();
-    },
+  test(`primary to secondary: the survivor's translations go in LINK_TRANSLATION; ${closed ? "a connection closed before a checkpoint is gone from the secondary's copy after it" : "the next takeover keeps them"}`, async (t) => {
+    const survivorLink = TranslationChain.of([], firstSurvivorLayers()[0] as TcpRewriter);
+    const p = await replicationPair(t, { vm: () => ({ linkTranslation: () => survivorLink }) });
+    assert.ok(p.logs.includes("link translations sent"), p.logs.join("; "));
+    if (closed) {
+      // The client resets the carried connection at the survivor's link; the next checkpoint carries the change.
+      survivorLink.toGuest(tcpFrame(toGuest<TcpSpec>({ seq: PEER_ISN + 1, ack: PVM1_ISN + 1, flags: "RA" })));
+      assert.equal(survivorLink.connections(), 0);
+      await within(p.primary.checkpointNow(false), 10_000, "a checkpoint");
+    }
+    p.link.primary.destroy(); // the primary host dies
+    await p.run;
+    assert.equal(p.takeOvers, 1);
+    const chain = p.links.at(-1);
+    assert.ok(chain instanceof TranslationChain);
+    assert.equal(chain.depth, closed ? 1 : 2);
+    const out = seqOf(chain.toLan(tcpFrame({ seq: S1_ISN + 1, ack: PEER_ISN + 1, flags: "PA", payload: "+OK\r\n" })));
+    assert.equal(out, closed ? S1_ISN + 1 : PVM1_ISN + 1);
   });
-  const reader = new StreamReader(link.secondary);
-  const secondary = new SecondaryReplicator(secondaryVm, link.secondary, reader, "primary", { timeoutMs: 30_000, heartbeatMs: 50, log: () => undefined });
-  t.after(async () => {
-    link.secondary.destroy();
-    link.primary.destroy();
-    await primary.releaseLease();
-  });
-  const started = primary.start({ path: "/etc/colo/guest.cfg", text: 'name = "guest"\n' });
-  assert.equal((await reader.next())?.kind, "vm-config");
-  await secondary.receiveInitial();
-  const run = secondary.run();
-  await started;
-  assert.ok(logs.includes("link translations sent"), logs.join("; "));
-  if (closed) {
-    // The client resets the carried connection at the survivor's link; the next checkpoint carries the change.
-    survivorLink.toGuest(tcpFrame(toGuest<TcpSpec>({ seq: PEER_ISN + 1, ack: PVM1_ISN + 1, flags: "RA" })));
-    assert.equal(survivorLink.connections(), 0);
-    await within(primary.checkpointNow(false), 10_000, "a checkpoint");
-  }
-  link.primary.destroy(); // the primary host dies
-  await run;
-  assert.equal(takeOvers, 1);
-  const chain = links.at(-1);
-  assert.ok(chain instanceof TranslationChain);
-  assert.equal(chain.depth, closed ? 1 : 2);
-  const out = seqOf(chain.toLan(tcpFrame({ seq: S1_ISN + 1, ack: PEER_ISN + 1, flags: "PA", payload: "+OK\r\n" })));
-  assert.equal(out, closed ? S1_ISN + 1 : PVM1_ISN + 1);
-});
 }

@@ -16,6 +16,7 @@ import { hashBackend } from "./disk/image-hash.js";
 import { makeSpillDir, MemoryDisk } from "./disk/testing.js";
 import type { Arbiter, LeaseAnswer } from "./lease.js";
 import type { RewriterEntry } from "./net/tcp-rewriter.js";
+import { PrimaryReplicator, type PrimaryOptions, type PrimaryVm } from "./primary.js";
 import { SecondaryReplicator, type SecondaryDiskSlot, type SecondaryVm } from "./secondary.js";
 
 /** A SecondaryVm over `engine` and `disks`; pause, resume, takeOver... do nothing unless `overrides` gives them. */
@@ -274,4 +275,103 @@ export async function within<T>(p: Promise<T>, ms: number, what: string): Promis
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A primary replicating to a real secondary over an in-memory connection, past checkpoint 0 (replicationPair()). */
+export interface ReplicationPair {
+  pvm: FakeEngine;
+  svm: FakeEngine;
+  primary: PrimaryReplicator;
+  secondary: SecondaryReplicator;
+  /** The secondary's run(): resolves once it took over, stepped down or discarded its copy. */
+  run: Promise<string>;
+  /** How many times the secondary's VM took over. */
+  readonly takeOvers: number;
+  /** The reason of each discard of the secondary's copy. */
+  discards: string[];
+  /** Every link translation the secondary's VM was given, in order. */
+  links: Array<Parameters<SecondaryVm["setLinkTranslation"]>[0]>;
+  /** The primary's log messages. */
+  logs: string[];
+  /** Both ends of the connection (destroy the primary's: its host died). */
+  link: { primary: Duplex; secondary: Duplex };
+}
+
+/**
+ * A Remus-mode primary (unless `primary` says otherwise; checkpoints only
+ * when the test asks) replicating to a real SecondaryReplicator, both over
+ * fake engines without disks, through VM_CONFIG and checkpoint 0, the
+ * secondary's run() started. `vm` overrides the primary's VM operations
+ * (given the PVM's engine).
+ */
+export async function replicationPair(
+  t: TestContext,
+  opts: { primary?: Partial<PrimaryOptions>; vm?: (pvm: FakeEngine) => Partial<PrimaryVm> } = {},
+): Promise<ReplicationPair> {
+  const pvm = fakeEngine();
+  await pvm.start();
+  const logs: string[] = [];
+  const vm: PrimaryVm = {
+    engine: pvm,
+    pause: () => pvm.pause(),
+    resume: () => pvm.resume(),
+    setOutputFilter: () => undefined,
+    setInputFilter: () => undefined,
+    sendOutput: () => undefined,
+    disks: [],
+    end: () => Promise.resolve(),
+    ...opts.vm?.(pvm),
+  };
+  const link = connection();
+  const primary = new PrimaryReplicator(vm, link.primary, "secondary", {
+    mode: "remus",
+    intervalMs: 60_000, // only the test's checkpoints
+    timeoutMs: 30_000,
+    heartbeatMs: 50,
+    log: (m) => logs.push(m),
+    ...opts.primary,
+  });
+  const svm = fakeEngine();
+  await svm.start({ paused: true });
+  let takeOvers = 0;
+  const discards: string[] = [];
+  const links: ReplicationPair["links"] = [];
+  const secondaryVm = fakeSecondaryVm(svm, [], {
+    setLinkTranslation: (tr) => links.push(tr),
+    takeOver: () => {
+      takeOvers++;
+      return Promise.resolve();
+    },
+    discard: (reason) => {
+      discards.push(reason);
+      return Promise.resolve();
+    },
+  });
+  const reader = new StreamReader(link.secondary);
+  const secondary = new SecondaryReplicator(secondaryVm, link.secondary, reader, "primary", { timeoutMs: 30_000, heartbeatMs: 50, log: () => undefined });
+  t.after(async () => {
+    link.secondary.destroy();
+    link.primary.destroy();
+    await primary.releaseLease();
+  });
+  const started = primary.start({ path: "/etc/colo/guest.cfg", text: 'name = "guest"\n' });
+  const config = await reader.next(); // the daemon reads VM_CONFIG before it builds the secondary
+  if (config?.kind !== "vm-config") throw new Error(`expected VM_CONFIG first, got ${config?.kind ?? "the end"}`);
+  await secondary.receiveInitial();
+  const run = secondary.run();
+  await started;
+  return {
+    pvm,
+    svm,
+    primary,
+    secondary,
+    run,
+    get takeOvers() {
+      return takeOvers;
+    },
+    discards,
+    links,
+    logs,
+    link,
+  };
 }
