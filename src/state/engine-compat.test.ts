@@ -13,23 +13,16 @@ import { FakeEngine } from "../engine/testing/fake-engine.js";
 import { StreamError, type StreamErrorCode } from "./errors.js";
 import { checkEngineCompat, receiveMachine, sendMachine, writeEngineCompat } from "./machine-transfer.js";
 import { encodeMemoryHeaders, machineHeader, type MachineHeader } from "./memory-header.js";
-import { readAll, StreamReader, type ReaderOptions } from "./reader.js";
+import { readAll, StreamReader } from "./reader.js";
 import { MAX_ENGINE_COMPAT_DESCRIPTOR, TOOLSTACK_RECORD } from "./record-types.js";
 import { MemorySink } from "./sink.js";
-import { concatBytes, emuMachine, emuState, qemuMachine, rawRecord, SAMPLE_VM_CONFIG } from "./testing.js";
+import { concatBytes, emuMachine, emuState, qemuMachine, rawRecord, rejects, SAMPLE_VM_CONFIG, u32s } from "./testing.js";
 import { encodeToolstackHeader } from "./toolstack-header.js";
 import { allPfns, writePages } from "./write-pages.js";
 import { StreamWriter } from "./writer.js";
 
 const PAGES = 4;
 const MIB = 2 ** 20;
-
-function u32s(...values: number[]): Uint8Array {
-  const out = new Uint8Array(4 * values.length);
-  const view = new DataView(out.buffer);
-  values.forEach((v, i) => view.setUint32(4 * i, v >>> 0, true));
-  return out;
-}
 
 const ascii = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
 const compatRecord = (engine: number, descriptor: Uint8Array, reserved = 0, type: number = TOOLSTACK_RECORD.ENGINE_COMPAT): Uint8Array =>
@@ -51,10 +44,6 @@ function isError(code: StreamErrorCode, message: RegExp): (err: unknown) => bool
     assert.match(err.message, message);
     return true;
   };
-}
-
-async function rejects(bytes: Uint8Array, code: StreamErrorCode, message: RegExp, options: ReaderOptions = {}): Promise<void> {
-  await assert.rejects(readAll(bytes, options), isError(code, message));
 }
 
 function spec(memoryBytes = PAGES * PAGE_SIZE): MachineSpec {
@@ -86,17 +75,17 @@ test("ENGINE_COMPAT octets: type 0x80000201, u32 engine_id, u32 reserved, the de
 test("ENGINE_COMPAT reader rejects: engine_id, reserved, lengths, octets outside printable ASCII, shadow", async () => {
   // The record starts right after the toolstack header: offset 16.
   const at = /^stream offset 16: toolstack record ENGINE_COMPAT \(0x80000201\): /;
-  await rejects(save([compatRecord(0, ascii("x"))]), "BAD_FIELD", new RegExp(at.source + "unknown engine_id 0"));
-  await rejects(save([compatRecord(4, ascii("x"))]), "BAD_FIELD", /unknown engine_id 4/);
-  await rejects(save([compatRecord(1, ascii("x"), 1)]), "BAD_RESERVED", new RegExp(at.source + "reserved field is not zero"));
-  await rejects(save([compatRecord(1, new Uint8Array(0))]), "BAD_LENGTH", new RegExp(at.source + "body_length 8, ENGINE_COMPAT takes 9 to 264"));
-  await rejects(save([compatRecord(1, new Uint8Array(MAX_ENGINE_COMPAT_DESCRIPTOR + 1).fill(0x41))]), "BAD_LENGTH", /body_length 265/);
-  await rejects(save([compatRecord(1, ascii("v86\n1"))]), "BAD_FIELD", /descriptor octet 3 \(0x0a\) is not printable ASCII/);
-  await rejects(save([compatRecord(1, Uint8Array.of(0x76, 0x7f))]), "BAD_FIELD", /octet 1 \(0x7f\)/);
-  await rejects(save([compatRecord(1, Uint8Array.of(0x76, 0xe9))]), "BAD_FIELD", /octet 1 \(0xe9\)/);
-  await rejects(save([compatRecord(1, Uint8Array.of(0x76, 0x00))]), "BAD_FIELD", /octet 1 \(0x00\)/);
+  await rejects(save([compatRecord(0, ascii("x"))]), "BAD_FIELD", { message: new RegExp(at.source + "unknown engine_id 0") });
+  await rejects(save([compatRecord(4, ascii("x"))]), "BAD_FIELD", { message: /unknown engine_id 4/ });
+  await rejects(save([compatRecord(1, ascii("x"), 1)]), "BAD_RESERVED", { message: new RegExp(at.source + "reserved field is not zero") });
+  await rejects(save([compatRecord(1, new Uint8Array(0))]), "BAD_LENGTH", { message: new RegExp(at.source + "body_length 8, ENGINE_COMPAT takes 9 to 264") });
+  await rejects(save([compatRecord(1, new Uint8Array(MAX_ENGINE_COMPAT_DESCRIPTOR + 1).fill(0x41))]), "BAD_LENGTH", { message: /body_length 265/ });
+  await rejects(save([compatRecord(1, ascii("v86\n1"))]), "BAD_FIELD", { message: /descriptor octet 3 \(0x0a\) is not printable ASCII/ });
+  await rejects(save([compatRecord(1, Uint8Array.of(0x76, 0x7f))]), "BAD_FIELD", { message: /octet 1 \(0x7f\)/ });
+  await rejects(save([compatRecord(1, Uint8Array.of(0x76, 0xe9))]), "BAD_FIELD", { message: /octet 1 \(0xe9\)/ });
+  await rejects(save([compatRecord(1, Uint8Array.of(0x76, 0x00))]), "BAD_FIELD", { message: /octet 1 \(0x00\)/ });
   // Its mandatory shadow 0x201 is never assigned: an unknown mandatory record.
-  await rejects(save([compatRecord(1, ascii("x"), 0, 0x201)]), "UNKNOWN_RECORD", /unknown mandatory record type 0x00000201/);
+  await rejects(save([compatRecord(1, ascii("x"), 0, 0x201)]), "UNKNOWN_RECORD", { message: /unknown mandatory record type 0x00000201/ });
   // 256 printable octets, space and tilde included, are fine.
   const longest = new Uint8Array(MAX_ENGINE_COMPAT_DESCRIPTOR).map((_, i) => 0x20 + (i % 95));
   const records = await readAll(save([compatRecord(1, longest)]), { requireEndOfSource: true });
@@ -106,21 +95,21 @@ test("ENGINE_COMPAT reader rejects: engine_id, reserved, lengths, octets outside
 
 test("ENGINE_COMPAT reader rejects: a second one, one after the first MEMORY_STREAM, the back channel, a machine header of another engine", async () => {
   const rec = compatRecord(1, ascii("v86 0.5.462 state 2"));
-  await rejects(save([rec, rec]), "OUT_OF_ORDER", /a second ENGINE_COMPAT/);
+  await rejects(save([rec, rec]), "OUT_OF_ORDER", { message: /a second ENGINE_COMPAT/ });
   // After the first memory part (between checkpoints) it is out of order; inside a memory part it is an unknown optional memory record, skipped.
   const colo = (...tail: Uint8Array[]): Uint8Array =>
     concatBytes(encodeToolstackHeader(), memoryStream(), encodeMemoryHeaders(emuMachine(PAGES)), allZero(), emuStateRecord(), rawRecord(0xe, new Uint8Array(0)), rawRecord(0x4, new Uint8Array(0)), ...tail);
-  await rejects(colo(rec), "OUT_OF_ORDER", /ENGINE_COMPAT after the first MEMORY_STREAM/);
+  await rejects(colo(rec), "OUT_OF_ORDER", { message: /ENGINE_COMPAT after the first MEMORY_STREAM/ });
   const inside = concatBytes(encodeToolstackHeader(), memoryStream(), encodeMemoryHeaders(emuMachine(PAGES)), rec, allZero(), emuStateRecord(), end(), end());
   assert.deepEqual(
     (await readAll(inside)).map((r) => r.kind),
     ["memory-stream", "machine-header", "skipped", "page-data", "engine-state", "memory-end", "end"],
   );
-  await rejects(concatBytes(encodeToolstackHeader(), rec), "OUT_OF_ORDER", /ENGINE_COMPAT on the back channel/, { channel: "back-channel" });
+  await rejects(concatBytes(encodeToolstackHeader(), rec), "OUT_OF_ORDER", { message: /ENGINE_COMPAT on the back channel/, reader: { channel: "back-channel" } });
   // The machine header must name the engine ENGINE_COMPAT named.
   const qemuRec = compatRecord(3, ascii("qemu 7.2.22 pc"));
   const machineAt = 16 + qemuRec.length + 8 + 24;
-  await rejects(save([qemuRec]), "BAD_FIELD", new RegExp(`^stream offset ${machineAt}: machine header: engine emu, but the stream's ENGINE_COMPAT named engine qemu`));
+  await rejects(save([qemuRec]), "BAD_FIELD", { message: new RegExp(`^stream offset ${machineAt}: machine header: engine emu, but the stream's ENGINE_COMPAT named engine qemu`) });
   // Without one, any machine is fine (revision 5 streams).
   assert.equal((await readAll(save([]))).at(-1)?.kind, "end");
 });

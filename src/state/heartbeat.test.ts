@@ -11,7 +11,7 @@ import { PAGE_TYPE } from "./pfn-entry.js";
 import { readAll, type ReaderOptions } from "./reader.js";
 import type { StreamRecord } from "./records.js";
 import { MemorySink } from "./sink.js";
-import { concatBytes, emuMachine, emuState, rawRecord } from "./testing.js";
+import { concatBytes, emuMachine, emuState, rawRecord, rejects, u32s } from "./testing.js";
 import { encodeToolstackHeader } from "./toolstack-header.js";
 import { allPfns, writePages } from "./write-pages.js";
 import { StreamWriter } from "./writer.js";
@@ -20,13 +20,6 @@ const PAGES = 4;
 const MACHINE = emuMachine(PAGES);
 const EMPTY = new Uint8Array(0);
 const BACK: ReaderOptions = { channel: "back-channel" };
-
-function u32s(...values: number[]): Uint8Array {
-  const out = new Uint8Array(4 * values.length);
-  const view = new DataView(out.buffer);
-  values.forEach((v, i) => view.setUint32(4 * i, v >>> 0, true));
-  return out;
-}
 
 function u64s(...values: bigint[]): Uint8Array {
   const out = new Uint8Array(8 * values.length);
@@ -57,18 +50,6 @@ function coloStart(): Uint8Array[] {
 /** Back channel: header, SVM_SUSPENDED, the first memory part with its headers (open). */
 function backStart(): Uint8Array[] {
   return [encodeToolstackHeader(), rec.checkpointState(1), rec.memoryStream(), encodeMemoryHeaders(MACHINE)];
-}
-
-async function rejects(parts: Uint8Array[], code: StreamErrorCode, options: ReaderOptions = {}, message?: RegExp): Promise<StreamError> {
-  try {
-    await readAll(concatBytes(...parts), options);
-  } catch (err) {
-    assert.ok(err instanceof StreamError, `expected a StreamError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (message) assert.match(err.message, message);
-    return err;
-  }
-  assert.fail(`expected ${code}, the stream was accepted`);
 }
 
 function isStreamError(code: StreamErrorCode, message?: RegExp): (err: unknown) => boolean {
@@ -173,7 +154,7 @@ test("HEARTBEAT out of place on an image stream is rejected", async () => {
     ],
   ];
   for (const [name, parts, message] of cases) {
-    await assert.doesNotReject(rejects(parts, "OUT_OF_ORDER", {}, message), name);
+    await assert.doesNotReject(rejects(parts, "OUT_OF_ORDER", { message }), name);
   }
   // Where NEW may come, it may come, and it opens nothing: END and NEW may follow.
   assert.equal((await readAll(concatBytes(...closed, rec.heartbeat(0), rec.end()))).at(-1)?.kind, "end");
@@ -184,51 +165,48 @@ test("HEARTBEAT inside a memory part is read in the memory layer, where 0x100 is
   await rejects(
     [encodeToolstackHeader(), rec.memoryStream(), encodeMemoryHeaders(MACHINE), rec.allZero(), rec.heartbeat(0)],
     "BAD_FIELD",
-    {},
-    /memory record EMU_STATE \(0x00000100\): engine_id 0/,
+    { message: /memory record EMU_STATE \(0x00000100\): engine_id 0/ },
   );
   // After the engine state, or one that decodes as a valid EMU_STATE: a second engine state.
   await rejects(
     [encodeToolstackHeader(), rec.memoryStream(), encodeMemoryHeaders(MACHINE), rec.allZero(), rec.emuState(), rec.heartbeat(2n ** 32n + 1n)],
     "OUT_OF_ORDER",
-    {},
-    /a second engine state/,
+    { message: /a second engine state/ },
   );
   // Back channel: an engine state is not allowed there.
-  await rejects([...backStart(), rec.heartbeat(2n ** 32n + 1n)], "OUT_OF_ORDER", BACK, /engine state on the back channel/);
-  await rejects([...backStart(), rec.dirty(1), rec.heartbeat(0)], "BAD_FIELD", BACK, /EMU_STATE/);
+  await rejects([...backStart(), rec.heartbeat(2n ** 32n + 1n)], "OUT_OF_ORDER", { message: /engine state on the back channel/, reader: BACK });
+  await rejects([...backStart(), rec.dirty(1), rec.heartbeat(0)], "BAD_FIELD", { message: /EMU_STATE/, reader: BACK });
 });
 
 test("HEARTBEAT fields: sequence must increase, both below 2^53; body exactly 16 octets", async () => {
   const closed = [...coloStart(), rec.checkpointEnd()];
   const where = /toolstack record HEARTBEAT \(0x00000100\)/;
   // Non-increasing sequences, on both channels, also across checkpoints.
-  await rejects([...closed, rec.heartbeat(5), rec.heartbeat(5)], "BAD_FIELD", {}, /sequence 5 after 5: heartbeat sequences must increase/);
-  await rejects([...closed, rec.heartbeat(5), rec.heartbeat(4)], "BAD_FIELD", {}, /sequence 4 after 5/);
+  await rejects([...closed, rec.heartbeat(5), rec.heartbeat(5)], "BAD_FIELD", { message: /sequence 5 after 5: heartbeat sequences must increase/ });
+  await rejects([...closed, rec.heartbeat(5), rec.heartbeat(4)], "BAD_FIELD", { message: /sequence 4 after 5/ });
   await rejects(
     [...closed, rec.heartbeat(3), rec.checkpointState(0), rec.memoryStream(), rec.emuState(), rec.checkpoint(), rec.checkpointEnd(), rec.heartbeat(3)],
     "BAD_FIELD",
-    {},
-    /sequence 3 after 3/,
+    { message: /sequence 3 after 3/ },
   );
-  await rejects([encodeToolstackHeader(), rec.heartbeat(0), rec.checkpointState(1), rec.heartbeat(0)], "BAD_FIELD", BACK, /sequence 0 after 0/);
+  await rejects([encodeToolstackHeader(), rec.heartbeat(0), rec.checkpointState(1), rec.heartbeat(0)], "BAD_FIELD", { message: /sequence 0 after 0/, reader: BACK });
   // Gaps are not the reader's business; a first sequence other than 0 neither.
   assert.equal((await readAll(concatBytes(...closed, rec.heartbeat(7), rec.heartbeat(9), rec.end()))).at(-1)?.kind, "end");
   // 2^53 and above.
-  const big = await rejects([...closed, rec.heartbeat(2n ** 53n)], "BAD_FIELD", {}, /sequence 9007199254740992 is 2\^53 or more/);
+  const big = await rejects([...closed, rec.heartbeat(2n ** 53n)], "BAD_FIELD", { message: /sequence 9007199254740992 is 2\^53 or more/ });
   assert.match(big.message, where);
-  await rejects([...closed, rec.heartbeat(2n ** 64n - 1n)], "BAD_FIELD", {}, /sequence 18446744073709551615/);
-  await rejects([...closed, rec.heartbeat(0, 2n ** 53n)], "BAD_FIELD", {}, /sender_time_ms 9007199254740992 is 2\^53 or more/);
-  await rejects([encodeToolstackHeader(), rec.heartbeat(0, 2n ** 63n)], "BAD_FIELD", BACK, /sender_time_ms/);
+  await rejects([...closed, rec.heartbeat(2n ** 64n - 1n)], "BAD_FIELD", { message: /sequence 18446744073709551615/ });
+  await rejects([...closed, rec.heartbeat(0, 2n ** 53n)], "BAD_FIELD", { message: /sender_time_ms 9007199254740992 is 2\^53 or more/ });
+  await rejects([encodeToolstackHeader(), rec.heartbeat(0, 2n ** 63n)], "BAD_FIELD", { message: /sender_time_ms/, reader: BACK });
   // Wrong body lengths, rejected before the body is read (no body follows).
   for (const length of [0, 8, 15, 17, 24]) {
-    await rejects([...closed, u32s(0x100, length)], "BAD_LENGTH", {}, /HEARTBEAT takes exactly 16/);
-    await rejects([encodeToolstackHeader(), u32s(0x100, length)], "BAD_LENGTH", BACK, /HEARTBEAT takes exactly 16/);
+    await rejects([...closed, u32s(0x100, length)], "BAD_LENGTH", { message: /HEARTBEAT takes exactly 16/ });
+    await rejects([encodeToolstackHeader(), u32s(0x100, length)], "BAD_LENGTH", { message: /HEARTBEAT takes exactly 16/, reader: BACK });
   }
   // Its optional shadow is corrupt, not skippable; the rest of the range is reserved.
-  await rejects([encodeToolstackHeader(), rawRecord(0x8000_0100, new Uint8Array(16))], "UNKNOWN_RECORD", BACK, /shadows the mandatory HEARTBEAT/);
-  await rejects([encodeToolstackHeader(), rawRecord(0x108, new Uint8Array(16))], "UNKNOWN_RECORD", BACK);
-  await rejects([encodeToolstackHeader(), rawRecord(0x1ff, new Uint8Array(16))], "UNKNOWN_RECORD", BACK);
+  await rejects([encodeToolstackHeader(), rawRecord(0x8000_0100, new Uint8Array(16))], "UNKNOWN_RECORD", { message: /shadows the mandatory HEARTBEAT/, reader: BACK });
+  await rejects([encodeToolstackHeader(), rawRecord(0x108, new Uint8Array(16))], "UNKNOWN_RECORD", { reader: BACK });
+  await rejects([encodeToolstackHeader(), rawRecord(0x1ff, new Uint8Array(16))], "UNKNOWN_RECORD", { reader: BACK });
 });
 
 test("writeHeartbeat: values and order checked before writing; placement as the reader's", async () => {

@@ -6,11 +6,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { PAGE_SIZE } from "../engine/engine.js";
-import { StreamError, type StreamErrorCode } from "./errors.js";
 import type { TranslationEntry } from "./link-translation-record.js";
-import { readAll, type ReaderOptions } from "./reader.js";
+import { readAll } from "./reader.js";
 import { MemorySink } from "./sink.js";
-import { concatBytes, emuMachine, emuState, rawRecord } from "./testing.js";
+import { concatBytes, emuMachine, emuState, rawRecord, rejects, u32s } from "./testing.js";
 import { encodeToolstackHeader } from "./toolstack-header.js";
 import { allPfns, writePages } from "./write-pages.js";
 import { StreamWriter } from "./writer.js";
@@ -33,22 +32,6 @@ const LEARNED: TranslationEntry = {
   peerFinAcked: true,
 };
 const UNLEARNED: TranslationEntry = { ...LEARNED, guestPort: 22, svmSynTsval: undefined, offset: undefined, tsOffset: undefined, peerFinEnd: undefined, peerFinAcked: false };
-
-async function rejects(bytes: Uint8Array, code: StreamErrorCode, options: ReaderOptions, message: RegExp): Promise<void> {
-  await assert.rejects(readAll(bytes, options), (err: unknown) => {
-    assert.ok(err instanceof StreamError, String(err));
-    assert.equal(err.code, code, err.message);
-    assert.match(err.message, message);
-    return true;
-  });
-}
-
-function u32s(...values: number[]): Uint8Array {
-  const out = new Uint8Array(4 * values.length);
-  const view = new DataView(out.buffer);
-  values.forEach((v, i) => view.setUint32(4 * i, v >>> 0, true));
-  return out;
-}
 
 async function stream(layers: TranslationEntry[][]): Promise<Uint8Array> {
   const sink = new MemorySink();
@@ -79,26 +62,26 @@ test("LINK_TRANSLATION: the writer refuses no layer or too many, the reader a se
   await assert.rejects(w.writeLinkTranslation(Array.from({ length: 17 }, () => [])), /17 layers/);
   const head = encodeToolstackHeader();
   const one = rawRecord(LINK_TRANSLATION, u32s(1, 0, 0, 0));
-  await rejects(concatBytes(head, one, one), "OUT_OF_ORDER", {}, /a second LINK_TRANSLATION/);
-  await rejects(concatBytes(head, one), "OUT_OF_ORDER", { channel: "back-channel" }, /LINK_TRANSLATION on the back channel/);
+  await rejects(concatBytes(head, one, one), "OUT_OF_ORDER", { message: /a second LINK_TRANSLATION/ });
+  await rejects(concatBytes(head, one), "OUT_OF_ORDER", { message: /LINK_TRANSLATION on the back channel/, reader: { channel: "back-channel" } });
   const bytes = await stream([[LEARNED]]);
   const records = await readAll(bytes);
   const ce = records.find((r) => r.kind === "checkpoint-end");
   const afterEnd = (ce?.offset ?? 0) + 8;
-  await rejects(concatBytes(bytes.subarray(0, afterEnd), one), "OUT_OF_ORDER", {}, /LINK_TRANSLATION after the first MEMORY_STREAM/);
+  await rejects(concatBytes(bytes.subarray(0, afterEnd), one), "OUT_OF_ORDER", { message: /LINK_TRANSLATION after the first MEMORY_STREAM/ });
 });
 
 test("LINK_TRANSLATION: the reader rejects bad counts, reserved fields, flags and lengths, naming the record", async () => {
   const head = encodeToolstackHeader();
   const entry = (flags: number): Uint8Array => concatBytes(u32s(1, 2), Uint8Array.of(0, 1, 0, 2), u32s(flags, 0, 0, 0, 0, 0, 0));
-  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(0, 0, 0, 0))), "BAD_FIELD", {}, /LINK_TRANSLATION.*layer_count 0/);
-  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 1, 0, 0))), "BAD_RESERVED", {}, /reserved field is not zero/);
-  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 0, 0, 5))), "BAD_RESERVED", {}, /layer 0: reserved/);
-  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, concatBytes(u32s(1, 0, 1, 0), entry(0x80)))), "BAD_FIELD", {}, /layer 0 entry 0: unknown flags 0x80/);
-  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, concatBytes(u32s(1, 0, 2, 0), entry(0)))), "BAD_LENGTH", {}, /names 2 entries \(80 octets\) but 40/);
-  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(2, 0, 0, 0))), "BAD_LENGTH", {}, /ends inside layer 1/);
-  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 0, 0, 0, 0, 0))), "BAD_LENGTH", {}, /8 octets after the last layer/);
-  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 0))), "BAD_LENGTH", {}, /LINK_TRANSLATION/);
+  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(0, 0, 0, 0))), "BAD_FIELD", { message: /LINK_TRANSLATION.*layer_count 0/ });
+  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 1, 0, 0))), "BAD_RESERVED", { message: /reserved field is not zero/ });
+  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 0, 0, 5))), "BAD_RESERVED", { message: /layer 0: reserved/ });
+  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, concatBytes(u32s(1, 0, 1, 0), entry(0x80)))), "BAD_FIELD", { message: /layer 0 entry 0: unknown flags 0x80/ });
+  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, concatBytes(u32s(1, 0, 2, 0), entry(0)))), "BAD_LENGTH", { message: /names 2 entries \(80 octets\) but 40/ });
+  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(2, 0, 0, 0))), "BAD_LENGTH", { message: /ends inside layer 1/ });
+  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 0, 0, 0, 0, 0))), "BAD_LENGTH", { message: /8 octets after the last layer/ });
+  await rejects(concatBytes(head, rawRecord(LINK_TRANSLATION, u32s(1, 0))), "BAD_LENGTH", { message: /LINK_TRANSLATION/ });
 });
 
 test("LINK_TRANSLATION: once inside each checkpoint too (its refresh), not twice in one", async () => {

@@ -13,10 +13,10 @@ import { EMU_STATE_FORMAT, QEMU_STATE_FORMAT } from "./engine-state.js";
 import { StreamError, type StreamErrorCode } from "./errors.js";
 import { encodeRecordHeader } from "./framing.js";
 import { encodeMemoryHeaders, machineHeader, type MachineHeader } from "./memory-header.js";
-import { readAll, type ReaderOptions } from "./reader.js";
+import { readAll } from "./reader.js";
 import { MAX_BLOB_SIZE, MEMORY_RECORD } from "./record-types.js";
 import { MemorySink } from "./sink.js";
-import { concatBytes, emuMachine, emuState, qemuMachine, qemuState, rawRecord } from "./testing.js";
+import { concatBytes, emuMachine, emuState, qemuMachine, qemuState, rawRecord, rejects, u32s } from "./testing.js";
 import { encodeToolstackHeader } from "./toolstack-header.js";
 import { allPfns, writePages } from "./write-pages.js";
 import { StreamWriter } from "./writer.js";
@@ -24,13 +24,6 @@ import { StreamWriter } from "./writer.js";
 const PAGES = 4;
 const QEMU = qemuMachine(PAGES);
 const EMU = emuMachine(PAGES);
-
-function u32s(...values: number[]): Uint8Array {
-  const out = new Uint8Array(4 * values.length);
-  const view = new DataView(out.buffer);
-  values.forEach((v, i) => view.setUint32(4 * i, v >>> 0, true));
-  return out;
-}
 
 const BLOB = new Uint8Array([0x43, 0x51, 0x53, 0x54, 9, 9, 9]);
 const allZero = (): Uint8Array =>
@@ -44,15 +37,6 @@ const memoryStream = (): Uint8Array => rawRecord(0x1, new Uint8Array(0));
 
 function start(machine: MachineHeader = QEMU): Uint8Array[] {
   return [encodeToolstackHeader(), memoryStream(), encodeMemoryHeaders(machine)];
-}
-
-async function rejects(parts: Uint8Array[], code: StreamErrorCode, message: RegExp, options: ReaderOptions = {}): Promise<void> {
-  await assert.rejects(readAll(concatBytes(...parts), options), (err: unknown) => {
-    assert.ok(err instanceof StreamError, String(err));
-    assert.equal(err.code, code, err.message);
-    assert.match(err.message, message);
-    return true;
-  });
 }
 
 test("the stream's state formats are the engines' (QEMU_STATE 1 = qemu-state.ts, EMU_STATE 2 = the emu engine's)", () => {
@@ -116,40 +100,41 @@ test("QEMU_STATE in a COLO stream: one per memory part, across checkpoints", asy
 
 test("QEMU_STATE rejects: engine_id not 3, a machine not qemu, unknown format_version, each naming record, offset and rule", async () => {
   const stateAt = 16 + 8 + 40 + 8 + 8 + 8 * PAGES; // toolstack header, MEMORY_STREAM, memory headers, PAGE_DATA
-  await rejects([...start(), allZero(), qemuRecord(1)], "BAD_FIELD", new RegExp(`^stream offset ${stateAt}: memory record QEMU_STATE \\(0x00000140\\): engine_id 1, QEMU_STATE holds qemu \\(3\\) state`));
-  await rejects([...start(), allZero(), qemuRecord(0)], "BAD_FIELD", /engine_id 0/);
-  await rejects([...start(), allZero(), qemuRecord(3, 2)], "BAD_FIELD", /QEMU_STATE \(0x00000140\): unknown format_version 2/);
-  await rejects([...start(), allZero(), qemuRecord(3, 0)], "BAD_FIELD", /unknown format_version 0/);
+  await rejects([...start(), allZero(), qemuRecord(1)], "BAD_FIELD", { message: new RegExp(`^stream offset ${stateAt}: memory record QEMU_STATE \\(0x00000140\\): engine_id 1, QEMU_STATE holds qemu \\(3\\) state`) });
+  await rejects([...start(), allZero(), qemuRecord(0)], "BAD_FIELD", { message: /engine_id 0/ });
+  await rejects([...start(), allZero(), qemuRecord(3, 2)], "BAD_FIELD", { message: /QEMU_STATE \(0x00000140\): unknown format_version 2/ });
+  await rejects([...start(), allZero(), qemuRecord(3, 0)], "BAD_FIELD", { message: /unknown format_version 0/ });
   // QEMU_STATE in an emu stream, EMU_STATE in a qemu stream: the record of the other engine.
-  await rejects([...start(EMU), allZero(), qemuRecord()], "BAD_FIELD", /QEMU_STATE \(0x00000140\): QEMU_STATE in a stream for engine emu \(whose engine state is EMU_STATE\)/);
-  await rejects([...start(QEMU), allZero(), emuRecord()], "BAD_FIELD", /EMU_STATE \(0x00000100\): EMU_STATE in a stream for engine qemu \(whose engine state is QEMU_STATE\)/);
+  await rejects([...start(EMU), allZero(), qemuRecord()], "BAD_FIELD", { message: /QEMU_STATE \(0x00000140\): QEMU_STATE in a stream for engine emu \(whose engine state is EMU_STATE\)/ });
+  await rejects([...start(QEMU), allZero(), emuRecord()], "BAD_FIELD", { message: /EMU_STATE \(0x00000100\): EMU_STATE in a stream for engine qemu \(whose engine state is QEMU_STATE\)/ });
   // An EMU_STATE carrying qemu's engine id is still EMU_STATE's field error.
-  await rejects([...start(QEMU), allZero(), emuRecord(3)], "BAD_FIELD", /engine_id 3, EMU_STATE holds emu \(1\) state/);
+  await rejects([...start(QEMU), allZero(), emuRecord(3)], "BAD_FIELD", { message: /engine_id 3, EMU_STATE holds emu \(1\) state/ });
   // In a kvm stream (reserved engine): neither record is its state.
-  await rejects([...start(machineHeader("kvm", PAGES * PAGE_SIZE, 2)), allZero(), qemuRecord()], "BAD_FIELD", /QEMU_STATE in a stream for engine kvm$/);
+  await rejects([...start(machineHeader("kvm", PAGES * PAGE_SIZE, 2)), allZero(), qemuRecord()], "BAD_FIELD", { message: /QEMU_STATE in a stream for engine kvm$/ });
   // The EMU_STATE after a QEMU_STATE of the same part is refused for its engine, not skipped.
-  await rejects([...start(), allZero(), qemuRecord(), emuRecord()], "BAD_FIELD", /EMU_STATE in a stream for engine qemu/);
+  await rejects([...start(), allZero(), qemuRecord(), emuRecord()], "BAD_FIELD", { message: /EMU_STATE in a stream for engine qemu/ });
 });
 
 test("QEMU_STATE rejects: bad lengths (before the body is read), its shadow, order", async () => {
   // No state octet: body_length 8.
-  await rejects([...start(), allZero(), rawRecord(0x140, u32s(3, 1))], "BAD_LENGTH", /QEMU_STATE \(0x00000140\): body_length 8, QEMU_STATE takes 9 to 33554440/);
+  await rejects([...start(), allZero(), rawRecord(0x140, u32s(3, 1))], "BAD_LENGTH", { message: /QEMU_STATE \(0x00000140\): body_length 8, QEMU_STATE takes 9 to 33554440/ });
   // Larger than 32 MiB + 8, announced only: rejected from the header alone.
   const huge = encodeRecordHeader(0x140, 8 + MAX_BLOB_SIZE + 1);
-  await rejects([...start(), allZero(), huge], "BAD_LENGTH", /body_length 33554441, QEMU_STATE takes 9 to 33554440/);
+  await rejects([...start(), allZero(), huge], "BAD_LENGTH", { message: /body_length 33554441, QEMU_STATE takes 9 to 33554440/ });
   // Shorter than announced: truncated.
-  await rejects([...start(), allZero(), rawRecord(0x140, concatBytes(u32s(3, 1), BLOB), { bodyLength: 64 })], "TRUNCATED", /QEMU_STATE/);
+  await rejects([...start(), allZero(), rawRecord(0x140, concatBytes(u32s(3, 1), BLOB), { bodyLength: 64 })], "TRUNCATED", { message: /QEMU_STATE/ });
   // The optional shadow of QEMU_STATE is not skipped.
-  await rejects([...start(), allZero(), stateRecord(0x8000_0140, 3, 1)], "UNKNOWN_RECORD", /shadows the mandatory QEMU_STATE/);
+  await rejects([...start(), allZero(), stateRecord(0x8000_0140, 3, 1)], "UNKNOWN_RECORD", { message: /shadows the mandatory QEMU_STATE/ });
   // The rest of the qemu range is unknown.
-  await rejects([...start(), allZero(), stateRecord(0x141, 3, 1)], "UNKNOWN_RECORD", /0x00000141/);
+  await rejects([...start(), allZero(), stateRecord(0x141, 3, 1)], "UNKNOWN_RECORD", { message: /0x00000141/ });
   // Grammar: a second state, pages after it, END without it, the back channel.
-  await rejects([...start(), allZero(), qemuRecord(), qemuRecord()], "OUT_OF_ORDER", /a second engine state in one memory part/);
-  await rejects([...start(), allZero(), qemuRecord(), allZero()], "OUT_OF_ORDER", /PAGE_DATA after the engine state/);
-  await rejects([...start(), allZero(), memoryEnd()], "OUT_OF_ORDER", /END before the engine state/);
-  await rejects([...start(), allZero(), checkpoint()], "OUT_OF_ORDER", /CHECKPOINT before the engine state/);
-  await rejects([encodeToolstackHeader(), memoryStream(), encodeMemoryHeaders(QEMU), qemuRecord()], "OUT_OF_ORDER", /engine state on the back channel/, {
-    channel: "back-channel",
+  await rejects([...start(), allZero(), qemuRecord(), qemuRecord()], "OUT_OF_ORDER", { message: /a second engine state in one memory part/ });
+  await rejects([...start(), allZero(), qemuRecord(), allZero()], "OUT_OF_ORDER", { message: /PAGE_DATA after the engine state/ });
+  await rejects([...start(), allZero(), memoryEnd()], "OUT_OF_ORDER", { message: /END before the engine state/ });
+  await rejects([...start(), allZero(), checkpoint()], "OUT_OF_ORDER", { message: /CHECKPOINT before the engine state/ });
+  await rejects([encodeToolstackHeader(), memoryStream(), encodeMemoryHeaders(QEMU), qemuRecord()], "OUT_OF_ORDER", {
+    message: /engine state on the back channel/,
+    reader: { channel: "back-channel" },
   });
   // A valid one for contrast.
   const ok = await readAll(concatBytes(...start(), allZero(), qemuRecord(), memoryEnd(), rawRecord(0x0, new Uint8Array(0))));

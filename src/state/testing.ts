@@ -3,10 +3,13 @@
  * on it): a seeded PRNG, sample RAM, real streams built with the writer,
  * hand-made records for malformed streams, and chunked sources.
  */
+import assert from "node:assert/strict";
 import { PAGE_SIZE } from "../engine/engine.js";
 import { EMU_STATE_FORMAT, QEMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
+import { StreamError, type StreamErrorCode } from "./errors.js";
 import { encodeRecordHeader, paddingFor } from "./framing.js";
 import { machineHeader, type MachineHeader } from "./memory-header.js";
+import { readAll, type ReaderOptions } from "./reader.js";
 import { MemorySink } from "./sink.js";
 import { allPfns, writePages } from "./write-pages.js";
 import type { VmConfigInput } from "./vm-config-record.js";
@@ -116,6 +119,32 @@ export function concatBytes(...parts: Uint8Array[]): Uint8Array {
     at += p.length;
   }
   return out;
+}
+
+/** Little-endian u32s, for hand-made record bodies and headers. */
+export function u32s(...values: number[]): Uint8Array {
+  const out = new Uint8Array(4 * values.length);
+  const view = new DataView(out.buffer);
+  values.forEach((v, i) => view.setUint32(4 * i, v >>> 0, true));
+  return out;
+}
+
+/**
+ * Reads `input` (the bytes, or parts to concatenate) with readAll and asserts
+ * that it is rejected with a StreamError of `code` (and, when given, a message
+ * matching `message`); returns the error for further checks.
+ */
+export async function rejects(input: Uint8Array | Uint8Array[], code: StreamErrorCode, opts: { message?: RegExp; reader?: ReaderOptions } = {}): Promise<StreamError> {
+  const bytes = input instanceof Uint8Array ? input : concatBytes(...input);
+  try {
+    await readAll(bytes, opts.reader);
+  } catch (err) {
+    assert.ok(err instanceof StreamError, `expected a StreamError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    if (opts.message !== undefined) assert.match(err.message, opts.message);
+    return err;
+  }
+  assert.fail(`expected ${code}, the stream was accepted`);
 }
 
 /** The bytes of `bytes` as chunks of random sizes (1 to maxChunk octets), as a socket delivers them. */
