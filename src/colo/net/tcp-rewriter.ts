@@ -36,6 +36,7 @@
  * checksums; a frame that needs no change is returned as is. Non-TCP frames
  * pass unchanged.
  */
+import type { TranslationEntry } from "../../state/link-translation-record.js";
 import { TCP, type TcpSegment, fixChecksums, parseFrame, segmentLength, seqAdd, seqGte } from "./packet.js";
 
 /** Bound on remembered connections (each entry is a few dozen octets). */
@@ -58,24 +59,11 @@ export interface TcpRewriterStats {
 }
 
 /**
- * One connection's state as snapshot() gives it and restored() takes it
- * (the stream's LINK_TRANSLATION entry, docs/specs/stream.md §3.15);
- * undefined: not learned yet.
+ * One connection's state as snapshot() gives it and restored() takes it:
+ * the stream's LINK_TRANSLATION entry (docs/specs/stream.md §3.15), one
+ * definition for both (a type only: nothing of src/state runs here).
  */
-export interface RewriterEntry {
-  readonly guestIp: number;
-  readonly guestPort: number;
-  readonly peerIp: number;
-  readonly peerPort: number;
-  readonly svmIsn: number;
-  readonly svmSynTsval: number | undefined;
-  readonly offset: number | undefined;
-  readonly tsOffset: number | undefined;
-  readonly guestFinEnd: number | undefined;
-  readonly peerFinEnd: number | undefined;
-  readonly guestFinAcked: boolean;
-  readonly peerFinAcked: boolean;
-}
+export type RewriterEntry = TranslationEntry;
 
 interface Connection {
   readonly guestIp: number;
