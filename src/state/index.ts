@@ -16,6 +16,7 @@ export { unionSortedPfns } from "./pfn-list.js";
 export { EMU_STATE_FORMAT, QEMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
 export type { EngineCompat } from "./engine-compat-record.js";
 export type { LinkTranslationLayers, TranslationEntry } from "./link-translation-record.js";
+export { DISK_LOG_FLAG_PRESENT, type DiskLogEntry, type DiskLogReport, type DiskPlan, type DiskSynced } from "./disk-log-records.js";
 export { EMULATOR_ID, type EmulatorContext } from "./emulator-context.js";
 export { CHECKPOINT_CONTROL_ID, type CheckpointControl } from "./checkpoint-records.js";
 export type { PrecopyRound } from "./precopy-round.js";

@@ -10,6 +10,7 @@ import { decodeCheckpointState, decodeDirtyPfnList } from "./checkpoint-records.
 import { decodeEmulatorContext } from "./emulator-context.js";
 import { decodeEngineCompat } from "./engine-compat-record.js";
 import { decodeLinkTranslation } from "./link-translation-record.js";
+import { decodeDiskLog, decodeDiskPlan, decodeDiskSynced } from "./disk-log-records.js";
 import { decodeEmuState, decodeQemuState } from "./engine-state.js";
 import { hex32, StreamError, type StreamLocation } from "./errors.js";
 import { isOptionalType, MAX_RECORD_BODY, OPTIONAL_RECORD_BIT, paddingLength, RECORD_HEADER_SIZE, recordHeaderLayout } from "./framing.js";
@@ -268,6 +269,18 @@ export class StreamReader implements AsyncIterable<StreamRecord> {
         case TOOLSTACK_RECORD.LINK_TRANSLATION: {
           const layers = decodeLinkTranslation(body, where);
           return [{ kind: "link-translation", offset, layers }, { kind: "link-translation" }];
+        }
+        case TOOLSTACK_RECORD.DISK_PLAN: {
+          const plan = decodeDiskPlan(body, where);
+          return [{ kind: "disk-plan", offset, plan }, { kind: "disk-plan" }];
+        }
+        case TOOLSTACK_RECORD.DISK_LOG: {
+          const report = decodeDiskLog(body, where);
+          return [{ kind: "disk-log", offset, report }, { kind: "disk-log" }];
+        }
+        case TOOLSTACK_RECORD.DISK_SYNCED: {
+          const synced = decodeDiskSynced(body, where);
+          return [{ kind: "disk-synced", offset, synced }, { kind: "disk-synced" }];
         }
         case TOOLSTACK_RECORD.VM_CONFIG: {
           const config = decodeVmConfig(body, where);

@@ -22,6 +22,7 @@ import {
   SHA256_OCTETS,
 } from "./colo-records.js";
 import { MAX_LINK_TRANSLATION_BODY, MIN_LINK_TRANSLATION_BODY } from "./link-translation-record.js";
+import { DISK_LOG_SUBHEADER, DISK_PLAN_SUBHEADER, DISK_SYNCED_BODY, MAX_DISK_LOG_BODY, MAX_DISK_PLAN_BODY } from "./disk-log-records.js";
 
 export type Layer = "toolstack" | "memory";
 
@@ -45,6 +46,12 @@ export const TOOLSTACK_RECORD = {
   CHECKPOINT_REQUEST: 0x0000_0107,
   /** Optional: a survivor's link translations, carried to its new secondary (spec §3.15); its shadow 0x108 is never assigned. */
   LINK_TRANSLATION: 0x8000_0108,
+  /** Optional: the chunks to copy, proven by the images' activity logs, instead of a disk's DISK_INFO (spec §3.16); shadow 0x109 never assigned. */
+  DISK_PLAN: 0x8000_0109,
+  /** Optional, back channel, its first record: the new session's lineage and the secondary's activity logs (spec §3.17); shadow 0x10A never assigned. */
+  DISK_LOG: 0x8000_010a,
+  /** Optional, back channel: the secondary's images hold a checkpoint durably (spec §3.18); shadow 0x10B never assigned. */
+  DISK_SYNCED: 0x8000_010b,
   /** First of the toolstack metadata range 0x200-0x2FF (spec §3.2, §3.6). */
   VM_CONFIG: 0x0000_0200,
   /** Optional: the sending engine and what a receiving engine must match (spec §3.14); its shadow 0x201 is never assigned. */
@@ -140,6 +147,9 @@ const TOOLSTACK_TYPES: readonly RecordTypeInfo[] = [
   info("toolstack", TOOLSTACK_RECORD.DISK_WANT, "DISK_WANT", DISK_WANT_SUBHEADER, DISK_WANT_SUBHEADER + 4 * MAX_DISK_CHUNKS),
   info("toolstack", TOOLSTACK_RECORD.CHECKPOINT_REQUEST, "CHECKPOINT_REQUEST", CHECKPOINT_REQUEST_BODY, CHECKPOINT_REQUEST_BODY),
   info("toolstack", TOOLSTACK_RECORD.LINK_TRANSLATION, "LINK_TRANSLATION", MIN_LINK_TRANSLATION_BODY, MAX_LINK_TRANSLATION_BODY),
+  info("toolstack", TOOLSTACK_RECORD.DISK_PLAN, "DISK_PLAN", DISK_PLAN_SUBHEADER, MAX_DISK_PLAN_BODY),
+  info("toolstack", TOOLSTACK_RECORD.DISK_LOG, "DISK_LOG", DISK_LOG_SUBHEADER, MAX_DISK_LOG_BODY),
+  info("toolstack", TOOLSTACK_RECORD.DISK_SYNCED, "DISK_SYNCED", DISK_SYNCED_BODY, DISK_SYNCED_BODY),
   info("toolstack", TOOLSTACK_RECORD.VM_CONFIG, "VM_CONFIG", VM_CONFIG_SUBHEADER_SIZE + 2, VM_CONFIG_SUBHEADER_SIZE + MAX_VM_CONFIG_PATH + MAX_VM_CONFIG_TEXT),
   info("toolstack", TOOLSTACK_RECORD.ENGINE_COMPAT, "ENGINE_COMPAT", ENGINE_COMPAT_SUBHEADER_SIZE + 1, ENGINE_COMPAT_SUBHEADER_SIZE + MAX_ENGINE_COMPAT_DESCRIPTOR),
 ];

@@ -11,6 +11,7 @@ import type { PageData } from "./page-data.js";
 import type { PrecopyRound } from "./precopy-round.js";
 import type { Heartbeat } from "./heartbeat-record.js";
 import type { TranslationEntry } from "./link-translation-record.js";
+import type { DiskLogReport, DiskPlan, DiskSynced } from "./disk-log-records.js";
 import type { Layer } from "./record-types.js";
 import type { VmConfigRecord } from "./vm-config-record.js";
 import type { CheckpointRequest, DiskCheckpoint, DiskInfo, DiskWant, DiskWrite, NetFrame, ReplicationMode } from "./colo-records.js";
@@ -51,6 +52,10 @@ export type StreamRecord =
   | { kind: "checkpoint-request"; offset: number; request: CheckpointRequest }
   /** A survivor's link translations, outermost layer first (spec §3.15). */
   | { kind: "link-translation"; offset: number; layers: TranslationEntry[][] }
+  /** Re-protection by activity logs (spec §3.16-§3.18). */
+  | { kind: "disk-plan"; offset: number; plan: DiskPlan }
+  | { kind: "disk-log"; offset: number; report: DiskLogReport }
+  | { kind: "disk-synced"; offset: number; synced: DiskSynced }
   /** Toolstack END: the stream is complete; the reader reads no further. */
   | { kind: "end"; offset: number }
   /** An optional record this reader does not know, skipped without reading its body into memory. */

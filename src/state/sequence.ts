@@ -40,6 +40,9 @@ export type SequenceEvent =
   | { kind: "disk-want" }
   | { kind: "checkpoint-request" }
   | { kind: "link-translation" }
+  | { kind: "disk-plan" }
+  | { kind: "disk-log" }
+  | { kind: "disk-synced" }
   | { kind: "end" }
   /** An optional record this side does not know (skipped). */
   | { kind: "unknown-optional" };
@@ -76,6 +79,8 @@ export class StreamSequence {
   private linkTranslationSeen = false;
   /** Sequence of the stream's last HEARTBEAT (-1: none yet). */
   private lastHeartbeat = -1;
+  /** A record (any, after the toolstack header) was accepted: DISK_LOG may only be the first. */
+  private recordSeen = false;
 
   constructor(readonly channel: Channel) {}
 
@@ -118,6 +123,12 @@ export class StreamSequence {
       if (this.phase !== "toolstack-header") fail("a second toolstack header");
       this.phase = "toolstack-record";
       return;
+    }
+    const first = !this.recordSeen;
+    this.recordSeen = true;
+    if (event.kind === "disk-log") {
+      if (image) fail("DISK_LOG belongs to the back channel");
+      if (!first) fail("DISK_LOG after another record (it is the back channel's first)");
     }
     if (event.kind === "machine-header") {
       if (this.phase !== "memory-headers") fail("machine header outside the first MEMORY_STREAM");
@@ -264,6 +275,15 @@ export class StreamSequence {
         return;
       case "disk-want":
         if (image) fail("DISK_WANT belongs to the back channel");
+        return;
+      case "disk-plan":
+        if (!image) fail("DISK_PLAN on the back channel");
+        if (this.partsOpened > 0) fail("DISK_PLAN after the first MEMORY_STREAM");
+        return;
+      case "disk-log":
+        return;
+      case "disk-synced":
+        if (image) fail("DISK_SYNCED belongs to the back channel");
         return;
       case "checkpoint-request":
         if (image) fail("CHECKPOINT_REQUEST belongs to the back channel");

@@ -16,6 +16,7 @@ import { StreamError, type StreamErrorCode, type StreamLocation } from "./errors
 import { encodeRecordHeader, paddingFor, RECORD_HEADER_SIZE } from "./framing.js";
 import { encodeHeartbeat, heartbeatProblem, type Heartbeat } from "./heartbeat-record.js";
 import { encodeLinkTranslation, linkTranslationProblem, type LinkTranslationLayers } from "./link-translation-record.js";
+import { diskLogProblem, diskPlanProblem, diskSyncedProblem, encodeDiskLog, encodeDiskPlan, encodeDiskSynced, type DiskLogReport, type DiskPlan, type DiskSynced } from "./disk-log-records.js";
 import { encodeMemoryHeaders, type MachineHeader } from "./memory-header.js";
 import { encodePageDataHead, pageDataProblem, type PageData } from "./page-data.js";
 import { encodePrecopyRound, precopyRoundProblem, type PrecopyRound } from "./precopy-round.js";
@@ -259,6 +260,30 @@ export class StreamWriter {
     return this.enqueue(() => {
       this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.DISK_WANT, diskWantProblem(want));
       return this.record("toolstack", TOOLSTACK_RECORD.DISK_WANT, { kind: "disk-want" }, [encodeDiskWant(want)]);
+    });
+  }
+
+  /** DISK_PLAN (spec §3.16): forward stream, before the first MEMORY_STREAM, instead of the disk's DISK_INFO. */
+  writeDiskPlan(plan: DiskPlan): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.DISK_PLAN, diskPlanProblem(plan));
+      return this.record("toolstack", TOOLSTACK_RECORD.DISK_PLAN, { kind: "disk-plan" }, [encodeDiskPlan(plan)]);
+    });
+  }
+
+  /** DISK_LOG (spec §3.17): the back channel's first record. */
+  writeDiskLog(report: DiskLogReport): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.DISK_LOG, diskLogProblem(report));
+      return this.record("toolstack", TOOLSTACK_RECORD.DISK_LOG, { kind: "disk-log" }, [encodeDiskLog(report)]);
+    });
+  }
+
+  /** DISK_SYNCED (spec §3.18): back channel, the images hold a checkpoint durably. */
+  writeDiskSynced(synced: DiskSynced): Promise<void> {
+    return this.enqueue(() => {
+      this.check("BAD_FIELD", "toolstack", TOOLSTACK_RECORD.DISK_SYNCED, diskSyncedProblem(synced));
+      return this.record("toolstack", TOOLSTACK_RECORD.DISK_SYNCED, { kind: "disk-synced" }, [encodeDiskSynced(synced)]);
     });
   }
 

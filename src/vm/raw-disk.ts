@@ -27,6 +27,12 @@ export class RawDiskBackend implements BlockBackend {
   private fd: number | undefined;
   /** Called after each write lands, with its offset and bytes (replication hooks in here). */
   onWrite: ((offset: number, data: Uint8Array) => void) | undefined;
+  /**
+   * Called before each write touches the image, with its range: a write-ahead
+   * hook (the daemon's activity log marks the range durably here). A hook that
+   * throws fails the write before any octet of it lands.
+   */
+  beforeWrite: ((offset: number, length: number) => void) | undefined;
 
   private constructor(
     readonly path: string,
@@ -88,6 +94,7 @@ export class RawDiskBackend implements BlockBackend {
       return;
     }
     const fd = this.requireFd();
+    this.beforeWrite?.(offset, data.length);
     let done = 0;
     while (done < data.length) {
       done += writeSync(fd, data, done, data.length - done, offset + done);
