@@ -5,7 +5,8 @@ export type DiskReplicationErrorCode =
   | "INCOMPLETE" // a checkpoint names primary writes that have not all arrived
   | "STATE" // an operation not valid now (after failover, after close, sync after checkpoint 0)
   | "SPILL" // the spill file could not be created, written or read
-  | "UNDERLYING"; // the device below returned a read of the wrong length
+  | "UNDERLYING" // the device below returned a read of the wrong length
+  | "LOG"; // an activity log file (activity-log.ts) is unreadable: corrupt, truncated, another version
 
 export class DiskReplicationError extends Error {
   constructor(
