@@ -2,23 +2,30 @@
  * The primary's reader of the back channel (secondary → primary). It reads
  * continuously: the SVM's output frames (compare mode) go to `onFrame` and
  * the secondary's checkpoint requests (CHECKPOINT_REQUEST) to
- * `onCheckpointRequest` the moment they arrive; control messages, dirty
- * lists and disk answers queue for the checkpoint code, which takes them in
- * order with next().
+ * `onCheckpointRequest` the moment they arrive, DISK_SYNCED to
+ * `onDiskSynced`; control messages, dirty lists and disk answers queue for
+ * the checkpoint code, which takes them in order with next(). The first
+ * record is set aside: a revision-8 secondary's DISK_LOG (firstRecord()),
+ * or anything else from an older one.
  */
 import type { Readable } from "node:stream";
-import { StreamReader, unionSortedPfns, type CheckpointRequest, type StreamRecord } from "../state/index.js";
+import { StreamReader, unionSortedPfns, type CheckpointRequest, type DiskLogReport, type StreamRecord } from "../state/index.js";
 
 export class BackChannel {
   private readonly reader: StreamReader;
   private readonly queue: StreamRecord[] = [];
   private waiter: { resolve: (r: StreamRecord) => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
+  /** The first record came: its DISK_LOG, or undefined (an older secondary's first record was something else). */
+  private first: { report: DiskLogReport | undefined } | undefined;
+  private firstWaiters: ((r: { report: DiskLogReport | undefined } | Error) => void)[] = [];
 
   constructor(
     socket: Readable,
     private readonly onFrame: (frame: Uint8Array) => void,
     private readonly onCheckpointRequest: (request: CheckpointRequest) => void,
+    /** DISK_SYNCED: the secondary's images hold this checkpoint durably. */
+    private readonly onDiskSynced: (checkpoint: number) => void = () => undefined,
   ) {
     this.reader = new StreamReader(socket, { channel: "back-channel" });
     void this.pump();
@@ -30,7 +37,16 @@ export class BackChannel {
         const r = await this.reader.next();
         if (!r) throw new Error("the secondary closed the replication connection");
         if (r.kind === "end") throw new Error("the secondary ended its stream");
+        if (this.first === undefined && r.kind !== "machine-header") {
+          this.first = { report: r.kind === "disk-log" ? r.report : undefined };
+          for (const w of this.firstWaiters.splice(0)) w(this.first);
+          if (r.kind === "disk-log") continue;
+        }
         if (r.kind === "skipped" || r.kind === "machine-header" || r.kind === "heartbeat") continue;
+        if (r.kind === "disk-synced") {
+          this.onDiskSynced(r.synced.checkpoint);
+          continue;
+        }
         if (r.kind === "net-frame") {
           this.onFrame(r.net.frame);
           continue;
@@ -49,10 +65,30 @@ export class BackChannel {
       }
     } catch (err) {
       this.failure = err as Error;
+      for (const fw of this.firstWaiters.splice(0)) fw(this.failure);
       const w = this.waiter;
       this.waiter = undefined;
       w?.reject(this.failure);
     }
+  }
+
+  /**
+   * The secondary's DISK_LOG, once its first record came; undefined when
+   * that was something else (a secondary of revision 7) or nothing came
+   * within `waitMs` (a secondary of revision 7 says nothing before its
+   * first DISK_WANT). Throws when the channel failed first.
+   */
+  firstRecord(waitMs: number): Promise<DiskLogReport | undefined> {
+    if (this.first) return Promise.resolve(this.first.report);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => resolve(undefined), waitMs);
+      this.firstWaiters.push((r) => {
+        clearTimeout(timer);
+        if (r instanceof Error) reject(r);
+        else resolve(r.report);
+      });
+    });
   }
 
   /** The next control record (not a frame, not a heartbeat); throws when the channel failed or ended. */

@@ -19,6 +19,7 @@ import { MAX_DISK_WRITE_DATA } from "../state/index.js";
 import type { BackChannel } from "./back-channel.js";
 import { chunkRange, DEFAULT_HASH_CHUNK_BYTES, hashBackend } from "./disk/image-hash.js";
 import type { WriteLock } from "./heartbeat.js";
+import type { DiskLog } from "./disk/image-log.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
 /** Writes held while the images are hashed, and again during the initial memory transfer, at most: past it, replication start fails (and can be retried). */
@@ -31,7 +32,14 @@ export interface ForwardedDisk {
   readonly local: BlockBackend;
   /** Start (or, with undefined, stop) seeing every guest write after it landed locally. */
   setWriteHook(hook: ((offset: number, data: Uint8Array) => void) | undefined): void;
+  /** The image's activity log (primary-disk-logs.ts; absent: none kept). */
+  readonly log?: DiskLog;
+  /** fdatasync the image off the event loop (absent: `local.flush()`). */
+  sync?(): Promise<void>;
 }
+
+/** Per disk: the chunks to copy that the activity logs proved (DISK_PLAN instead of DISK_INFO), or undefined (hash compare). */
+export type DiskPlanner = (index: number, size: number) => number[] | undefined;
 
 interface DiskState {
   readonly disk: ForwardedDisk;
@@ -50,6 +58,8 @@ interface DiskState {
 
 export interface DiskSyncResult {
   disks: number;
+  /** Disks whose chunks to copy the activity logs proved (no hashing). */
+  byLog: number;
   chunksCopied: number;
   bytesCopied: number;
   ms: number;
@@ -72,14 +82,20 @@ export class DiskForwarder {
     private readonly lock: WriteLock,
     private readonly backlogBytes: number,
     private readonly onBacklog: () => void,
+    /** Every forwarded write (its disk and range), after it landed: the session's epochs (primary-disk-logs.ts). */
+    private readonly onForward: (index: number, offset: number, length: number) => void = () => undefined,
   ) {
     this.states = disks.map((disk) => ({ disk, lastSeq: 0, writes: 0, bytes: 0 }));
   }
 
-  /** Hook every disk, exchange hashes, copy what differs. Resolves before the memory transfer may start. */
-  async initialSync(back: BackChannel): Promise<DiskSyncResult> {
+  /**
+   * Hook every disk, exchange hashes (or, where `planner` has a plan from
+   * the activity logs, send it instead: no hashing), copy what differs.
+   * Resolves before the memory transfer may start.
+   */
+  async initialSync(back: BackChannel, planner?: DiskPlanner): Promise<DiskSyncResult> {
     const t0 = monotonicMs();
-    const result: DiskSyncResult = { disks: this.states.length, chunksCopied: 0, bytesCopied: 0, ms: 0 };
+    const result: DiskSyncResult = { disks: this.states.length, byLog: 0, chunksCopied: 0, bytesCopied: 0, ms: 0 };
     if (this.states.length === 0) return result;
     for (const s of this.states) {
       s.early = [];
@@ -87,14 +103,14 @@ export class DiskForwarder {
     }
     const chunkSize = DEFAULT_HASH_CHUNK_BYTES;
     for (const s of this.states) {
-      const hashes = await hashBackend(s.disk.local, { chunkBytes: chunkSize });
+      // Asked once forwarding runs: a write after the plan was read is forwarded, one before is in the log it came from.
+      const plan = planner?.(s.disk.index, s.disk.local.byteLength);
+      if (plan) result.byLog++;
+      const hashes = plan ? undefined : await hashBackend(s.disk.local, { chunkBytes: chunkSize });
       await this.lock.run(async () => {
-        await this.writer.writeDiskInfo({
-          disk: s.disk.index,
-          chunkSize,
-          size: s.disk.local.byteLength,
-          chunkHashes: hashes.chunks.map((h) => Uint8Array.from(Buffer.from(h, "hex"))),
-        });
+        const size = s.disk.local.byteLength;
+        if (plan) await this.writer.writeDiskPlan({ disk: s.disk.index, chunkSize, size, chunks: plan });
+        else await this.writer.writeDiskInfo({ disk: s.disk.index, chunkSize, size, chunkHashes: (hashes?.chunks ?? []).map((h) => Uint8Array.from(Buffer.from(h, "hex"))) });
         // The writes made before DISK_INFO follow it, in order (the secondary knows no disk before its DISK_INFO).
         for (let w = s.early?.shift(); w; w = s.early?.shift()) await this.writeChunked(w);
         s.early = undefined;
@@ -144,6 +160,7 @@ export class DiskForwarder {
     const copy = Uint8Array.from(data);
     s.writes++;
     s.bytes += copy.length;
+    this.onForward(s.disk.index, offset, copy.length);
     this.sinceCheckpoint += copy.length;
     const write = { disk: s.disk.index, seq, offset, data: copy };
     if (s.early) {

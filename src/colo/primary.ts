@@ -49,6 +49,10 @@ import { hashBackendSync } from "./disk/image-hash.js";
 import { LeaseKeeper, type ArbiterOptions } from "./lease.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 import { PrimaryFailover } from "./primary-failover.js";
+import { PrimaryDiskLogs } from "./primary-disk-logs.js";
+
+/** How long the primary waits for the secondary's first record (DISK_LOG) before its disks' DISK_INFO: a revision-7 secondary sends none. */
+export const DEFAULT_DISK_LOG_WAIT_MS = 10_000;
 
 
 /** What an operator checkpoint reports. */
@@ -98,6 +102,12 @@ export interface PrimaryOptions {
   arbiter?: ArbiterOptions;
   /** A plaintext copy of every octet of the forward stream (COLO_CAPTURE_DIR; a sink that never rejects). */
   capture?: ByteSink;
+  /** `--full-disk-sync`: compare the disks by hash whatever their activity logs say. */
+  fullDiskSync?: boolean;
+  /** How long to wait for the secondary's DISK_LOG before hashing; default DEFAULT_DISK_LOG_WAIT_MS. */
+  diskLogWaitMs?: number;
+  /** Replace the activity logs at most this often; default DEFAULT_LOG_REWRITE_INTERVAL_MS (5 s). */
+  diskLogRewriteMs?: number;
 }
 
 /** Default disk backlog before a checkpoint is forced: 64 MiB of forwarded writes. */
@@ -114,7 +124,7 @@ export interface StartFigures {
   pauseMs: number;
   pages: number;
   bytes: number;
-  disk: { chunksCopied: number; bytesCopied: number; ms: number };
+  disk: { chunksCopied: number; bytesCopied: number; ms: number; byLog: number };
 }
 
 export class PrimaryReplicator {
@@ -145,6 +155,9 @@ export class PrimaryReplicator {
   /** Mirror input to the secondary (compare mode, outside the checkpoint window). */
   private mirroring = false;
   private readonly disks: DiskForwarder;
+  private readonly diskLogs: PrimaryDiskLogs;
+  /** Checkpoint pauses so far (the next checkpoint's number): its epoch starts at its pause. */
+  private pauses = 0;
   mirroredFrames = 0;
   private readonly lease: LeaseKeeper | undefined;
   private readonly failover: PrimaryFailover;
@@ -179,7 +192,14 @@ export class PrimaryReplicator {
     const lease = this.lease;
     if (lease) this.stats.lease = () => ({ ...lease.status() });
     this.failover = new PrimaryFailover({ vm, stats: this.stats, output: this.output, lease, log: (msg, fields) => opts.log(msg, fields) });
-    this.disks = new DiskForwarder(vm.disks, this.writer, this.lock, opts.diskBacklogBytes ?? DEFAULT_DISK_BACKLOG_BYTES, () => this.request("disk-backlog"));
+    this.diskLogs = new PrimaryDiskLogs(vm.disks, {
+      fullDiskSync: opts.fullDiskSync ?? false,
+      log: (msg, fields) => opts.log(msg, fields),
+      ...(opts.diskLogRewriteMs !== undefined ? { rewriteIntervalMs: opts.diskLogRewriteMs } : {}),
+    });
+    this.disks = new DiskForwarder(vm.disks, this.writer, this.lock, opts.diskBacklogBytes ?? DEFAULT_DISK_BACKLOG_BYTES, () => this.request("disk-backlog"), (i, o, l) =>
+      this.diskLogs.wrote(i, o, l),
+    );
     this.back = new BackChannel(
       socket,
       // Once replication ended nothing is compared: a lost (or fenced-off) secondary's frames release nothing.
@@ -188,6 +208,7 @@ export class PrimaryReplicator {
       },
       // The secondary's disk backlog (its SVM overlay, which only a checkpoint empties) passed its limit.
       () => this.request("secondary-disk-backlog"),
+      (checkpoint) => void this.diskLogs.synced(checkpoint),
     );
     // Until checkpoint 0 no heartbeats flow and the secondary may be hashing its disks: a longer bound.
     this.watchdog = new SilenceWatchdog(
@@ -228,15 +249,18 @@ export class PrimaryReplicator {
     // A survivor's translations: a secondary that takes over keeps them above its own rewriter.
     await this.sendLinkTranslation(true);
     const t0 = monotonicMs();
-    const diskSync = await this.disks.initialSync(this.back);
+    // A revision-8 secondary's first record is DISK_LOG (its lineage and logs): the disks' plans depend on it.
+    if (this.vm.disks.length > 0) this.diskLogs.begin(await this.back.firstRecord(this.opts.diskLogWaitMs ?? DEFAULT_DISK_LOG_WAIT_MS));
+    const diskSync = await this.disks.initialSync(this.back, (index, size) => this.diskLogs.plan(index, size));
     if (diskSync.disks > 0) this.opts.log("disk images in sync", { ...diskSync });
     await this.disks.holdUntilCheckpoint();
     const sent = await sendMachine(this.vm.engine, this.writer, {
       live: true,
       close: "checkpoint",
-      pause: () => {
+      pause: async () => {
         beforeCheckpoint0 = false;
-        return this.vm.pause();
+        await this.vm.pause();
+        this.diskLogs.paused(this.pauses++);
       },
     });
     await this.disks.writeCheckpoint();
@@ -255,7 +279,13 @@ export class PrimaryReplicator {
     this.stats.recordCheckpoint({ pauseMs: elapsedMs(sent.pausedAt), pages: sent.pages, bytes: sent.bytes, reason: "initial" });
     this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: elapsedMs(t0), pages: sent.pages });
     this.synced = true;
-    this.started = { totalMs: elapsedMs(t0), pauseMs: elapsedMs(sent.pausedAt), pages: sent.pages, bytes: sent.bytes, disk: { chunksCopied: diskSync.chunksCopied, bytesCopied: diskSync.bytesCopied, ms: diskSync.ms } };
+    this.started = {
+      totalMs: elapsedMs(t0),
+      pauseMs: elapsedMs(sent.pausedAt),
+      pages: sent.pages,
+      bytes: sent.bytes,
+      disk: { chunksCopied: diskSync.chunksCopied, bytesCopied: diskSync.bytesCopied, ms: diskSync.ms, byLog: diskSync.byLog },
+    };
     this.watchdog.heard();
     this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => this.synced && !this.stopped, (err) =>
       this.fail(`heartbeat: ${err.message}`),
@@ -361,6 +391,7 @@ export class PrimaryReplicator {
     const engine = this.vm.engine;
     const t0 = monotonicMs();
     await this.vm.pause();
+    this.diskLogs.paused(this.pauses++);
     const pausedAt = monotonicMs();
     const marks: Record<string, number> = { pause: Math.round((pausedAt - t0) * 10) / 10 };
     let mark = pausedAt;
@@ -479,6 +510,7 @@ export class PrimaryReplicator {
     this.mirroring = false;
     this.vm.setInputFilter(undefined);
     this.disks.stop();
+    this.diskLogs.stop();
     for (const w of this.operatorWaiters) w.reject(new Error(why));
     this.operatorWaiters = [];
     return true;
@@ -551,6 +583,6 @@ export class PrimaryReplicator {
 
   /** What `colo status` shows about the proxy and disks. */
   details(): Record<string, unknown> {
-    return { mirroredFrames: this.mirroredFrames, disks: this.disks.stats() };
+    return { mirroredFrames: this.mirroredFrames, disks: this.disks.stats(), diskLogRewrites: this.diskLogs.rewrites };
   }
 }

@@ -8,7 +8,8 @@
  * secondary down, records that do not fit are the primary's.
  */
 import type { BlockBackend } from "../engine/engine.js";
-import type { DiskInfo, DiskWrite } from "../state/index.js";
+import type { DiskInfo, DiskPlan, DiskWrite } from "../state/index.js";
+import type { DiskLog } from "./disk/image-log.js";
 import { chunksToCopy, hashBackend, type ImageHashes } from "./disk/image-hash.js";
 import { SecondaryDisk, type FailoverResult } from "./disk/secondary-disk.js";
 import { localDisk } from "./local-failure.js";
@@ -22,6 +23,10 @@ export interface SecondaryDiskSlot {
   readonly spillDir: string;
   /** Put the replication layer in front of the image (the engine reads through it). */
   interpose(layer: BlockBackend): void;
+  /** The image's activity log (absent: none is kept; secondary-disk-logs.ts). */
+  readonly log?: DiskLog;
+  /** fdatasync the image off the event loop (absent: `raw.flush()`). */
+  sync?(): Promise<void>;
 }
 
 export interface SecondaryDisksOptions {
@@ -40,11 +45,50 @@ export class SecondaryDisks {
     private readonly opts: SecondaryDisksOptions,
   ) {}
 
+  private slotFor(disk: number, size: number): SecondaryDiskSlot {
+    const slot = this.slots.find((d) => d.index === disk);
+    if (!slot) throw new Error(`the primary replicates disk ${disk}, which this VM's config does not have as a writable disk`);
+    if (slot.raw.byteLength !== size) throw new Error(`disk ${disk}: the primary's image is ${size} bytes, this one ${slot.raw.byteLength}`);
+    if (this.disks.has(disk)) throw new Error(`disk ${disk} announced twice (DISK_INFO or DISK_PLAN)`);
+    return slot;
+  }
+
+  private interpose(slot: SecondaryDiskSlot): void {
+    const disk = new SecondaryDisk(slot.raw, {
+      spillDir: slot.spillDir,
+      ...(this.opts.backlogLimitBytes !== undefined ? { backlogLimitBytes: this.opts.backlogLimitBytes } : {}),
+      onBacklog: () => this.opts.onBacklog(slot.index),
+    });
+    this.disks.set(slot.index, disk);
+    slot.interpose(disk);
+  }
+
+  /** DISK_PLAN: the comparison is done (the activity logs proved which chunks can differ): the layer in front of the image, the plan's chunks to ask for. */
+  adopt(plan: DiskPlan): number[] {
+    const slot = this.slotFor(plan.disk, plan.size);
+    this.interpose(slot);
+    this.opts.log("disk plan from the activity logs: no hashing", { disk: plan.disk, chunks: Math.ceil(plan.size / plan.chunkSize), differing: plan.chunks.length });
+    return [...plan.chunks];
+  }
+
+  /** The disks announced so far (DISK_INFO or DISK_PLAN). */
+  get replicated(): ReadonlySet<number> {
+    return new Set(this.disks.keys());
+  }
+
+  /** Per replicated disk: the chunks of its base written since the last call (SecondaryDisk.takeTouchedChunks). */
+  takeTouchedChunks(): Map<number, Set<number>> {
+    return new Map([...this.disks].map(([index, d]) => [index, d.takeTouchedChunks()]));
+  }
+
+  /** Per replicated disk: the chunks its SVM overlay touches (what a takeover commits). */
+  overlayChunks(chunkBytes: number): Map<number, number[]> {
+    return new Map([...this.disks].map(([index, d]) => [index, d.overlayChunks(chunkBytes)]));
+  }
+
   /** DISK_INFO: this side's image hashed and compared, the replication layer put in front of it; the chunks to ask for (DISK_WANT). */
   async compare(info: DiskInfo): Promise<number[]> {
-    const slot = this.slots.find((d) => d.index === info.disk);
-    if (!slot) throw new Error(`the primary replicates disk ${info.disk}, which this VM's config does not have as a writable disk`);
-    if (slot.raw.byteLength !== info.size) throw new Error(`disk ${info.disk}: the primary's image is ${info.size} bytes, this one ${slot.raw.byteLength}`);
+    const slot = this.slotFor(info.disk, info.size);
     const mine = await hashBackend(slot.raw, { chunkBytes: info.chunkSize });
     const theirs: ImageHashes = {
       byteLength: info.size,
@@ -53,13 +97,7 @@ export class SecondaryDisks {
       chunks: info.chunkHashes.map((h) => Buffer.from(h).toString("hex")),
     };
     const want = chunksToCopy(theirs, { ...mine, sha256: "-" });
-    const disk = new SecondaryDisk(slot.raw, {
-      spillDir: slot.spillDir,
-      ...(this.opts.backlogLimitBytes !== undefined ? { backlogLimitBytes: this.opts.backlogLimitBytes } : {}),
-      onBacklog: () => this.opts.onBacklog(info.disk),
-    });
-    this.disks.set(info.disk, disk);
-    slot.interpose(disk);
+    this.interpose(slot);
     this.opts.log("disk compared with the primary's", { disk: info.disk, chunks: mine.chunks.length, differing: want.length });
     return want;
   }

@@ -68,7 +68,9 @@ test("secondary: a primary running another QEMU is refused at ENGINE_COMPAT, bef
   await new Promise((r) => setImmediate(r));
   assert.equal(s.layer(), undefined, "the disk was not taken over by replication");
   assert.equal(s.image.reads, 0, "the disk was not hashed");
-  assert.equal(Buffer.concat(s.sent).length, 0, "nothing was answered on the back channel (no DISK_WANT)");
+  const back = new StreamReader(Uint8Array.from(Buffer.concat(s.sent)), { channel: "back-channel" });
+  assert.equal((await back.next())?.kind, "disk-log", "the back channel's first record, written at once");
+  await assert.rejects(back.next(), /ended before its END/, "nothing else was answered on the back channel (no DISK_WANT)");
   s.socket.destroy();
 });
 

@@ -69,10 +69,10 @@ test("secondary: a disk backlog past its limit asks the primary for a checkpoint
   const records = await backChannelRecords(Uint8Array.from(Buffer.concat(sent)));
   assert.deepEqual(
     records.map((r) => r.kind),
-    ["disk-want", "checkpoint-request"],
-    "one request for ten writes of 16 KiB over a 64 KiB limit",
+    ["disk-log", "disk-want", "checkpoint-request"],
+    "DISK_LOG first, then one request for ten writes of 16 KiB over a 64 KiB limit",
   );
-  const request = records[1];
+  const request = records[2];
   assert.deepEqual(request?.kind === "checkpoint-request" ? request.request : undefined, { reason: "disk-backlog", disk: 0 });
   assert.equal(secondary.details().checkpointRequests, 1);
   socket.destroy();

@@ -45,6 +45,8 @@ import type { ArbiterOptions } from "./lease.js";
 import { local, localEngine, localSync, LocalFailure } from "./local-failure.js";
 import { SecondaryDisks, type SecondaryDiskSlot } from "./secondary-disks.js";
 import { SecondaryFailover, type SessionEnd } from "./secondary-failover.js";
+import { SecondaryDiskLogs } from "./secondary-disk-logs.js";
+import { DEFAULT_HASH_CHUNK_BYTES } from "./disk/image-hash.js";
 
 export type { SecondaryDiskSlot } from "./secondary-disks.js";
 
@@ -79,6 +81,8 @@ export interface SecondaryOptions {
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /** Per disk: SVM overlay + pending PVM bytes past which a checkpoint is asked for; default DEFAULT_BACKLOG_LIMIT_BYTES (256 MiB). */
   diskBacklogLimitBytes?: number;
+  /** fdatasync the replicated images (then DISK_SYNCED) at most this often; default DEFAULT_DISK_SYNC_INTERVAL_MS (1 s). */
+  diskSyncIntervalMs?: number;
 }
 
 export class SecondaryReplicator {
@@ -100,6 +104,7 @@ export class SecondaryReplicator {
   private deferred: { state: Uint8Array; changed: Set<number> } | undefined;
   mode: ReplicationModeName = "remus";
   private readonly disks: SecondaryDisks;
+  private readonly diskLogs: SecondaryDiskLogs;
   readonly rewriter = new TcpRewriter();
   /** The primary's link translations (it survived a failover; LINK_TRANSLATION), outermost first: a takeover keeps them above its own. */
   private inheritedLayers: TcpRewriter[] = [];
@@ -141,6 +146,9 @@ export class SecondaryReplicator {
       onBacklog: (disk) => this.requestCheckpoint(disk),
       log: (msg, fields) => opts.log(msg, fields),
     });
+    this.diskLogs = new SecondaryDiskLogs(vm.disks, this.disks, { log: (msg, fields) => opts.log(msg, fields), ...(opts.diskSyncIntervalMs !== undefined ? { syncIntervalMs: opts.diskSyncIntervalMs } : {}) });
+    // DISK_LOG is the back channel's first record, written at once (before any heartbeat can be): the primary waits for it.
+    this.lock.run(() => this.writer.writeDiskLog(this.diskLogs.report())).catch((err: unknown) => socket.destroy(err as Error));
     this.failover = new SecondaryFailover({
       vm,
       stats: this.stats,
@@ -148,7 +156,11 @@ export class SecondaryReplicator {
       inheritedLayers: () => this.inheritedLayers,
       arbiter: opts.arbiter,
       log: (msg, fields) => opts.log(msg, fields),
-      failoverDisks: () => this.disks.failover(),
+      failoverDisks: () => {
+        // The survivor's logs first (overlay chunks, marking from here on), then the overlay's commit.
+        this.diskLogs.takeOver(this.applied - 1, this.disks.overlayChunks(DEFAULT_HASH_CHUNK_BYTES));
+        return this.disks.failover();
+      },
       where: () => ({ mode: this.mode, checkpoint: this.applied - 1 }),
       loadDeferred: () => this.loadDeferred(),
     });
@@ -183,12 +195,14 @@ export class SecondaryReplicator {
       } else if (r.kind === "link-translation") {
         this.inheritedLayers = TranslationChain.restoreLayers(r.layers.filter((l) => l.length > 0));
       } else if (r.kind === "disk-info") await this.answerDiskInfo(r);
+      else if (r.kind === "disk-plan") await this.answerDiskPlan(r);
       else if (r.kind === "disk-write") this.diskWrite(r);
       else if (r.kind !== "heartbeat" && r.kind !== "skipped") throw new Error(`unexpected ${r.kind} before the memory image`);
     }
     const m = await receiveMachine(this.vm.engine, this.reader);
     if (m.closedBy !== "checkpoint") throw new Error("the primary sent a migration, not a replication start (no checkpoint 0)");
     await this.finishCheckpoint("checkpoint 0");
+    this.diskLogs.forgetUnreplicated();
   }
 
   private async nextRecord(where: string): Promise<StreamRecord> {
@@ -198,8 +212,21 @@ export class SecondaryReplicator {
   }
 
   private async answerDiskInfo(r: Extract<StreamRecord, { kind: "disk-info" }>): Promise<void> {
+    this.diskLogs.forget(r.info.disk);
     const chunks = await this.disks.compare(r.info);
     await this.lock.run(() => this.writer.writeDiskWant({ disk: r.info.disk, chunks }));
+  }
+
+  /** DISK_PLAN: a DISK_INFO whose comparison the activity logs did; answered with DISK_WANT of exactly its chunks. */
+  private async answerDiskPlan(r: Extract<StreamRecord, { kind: "disk-plan" }>): Promise<void> {
+    this.diskLogs.forget(r.plan.disk);
+    const chunks = this.disks.adopt(r.plan);
+    await this.lock.run(() => this.writer.writeDiskWant({ disk: r.plan.disk, chunks }));
+  }
+
+  /** Checkpoint `n` is applied: maybe the images are synced (off the event loop), then the primary hears which checkpoint they hold durably. */
+  private diskSynced(n: number): void {
+    this.diskLogs.afterCheckpoint(n, (synced) => (this.finished ? Promise.resolve() : this.lock.run(() => this.writer.writeDiskSynced({ checkpoint: synced }))));
   }
 
   private diskWrite(r: Extract<StreamRecord, { kind: "disk-write" }>): void {
@@ -235,6 +262,7 @@ export class SecondaryReplicator {
     let end: SessionEnd;
     try {
       await this.lock.run(() => this.writer.writeCheckpointState("SVM_READY"));
+      this.diskSynced(0);
       if (this.mode === "compare") {
         this.vm.setOutputFilter((frame) => {
           this.sendToPrimary(frame);
@@ -362,6 +390,7 @@ export class SecondaryReplicator {
             }
             await this.writer.writeCheckpointState("SVM_RESUMED");
           });
+          this.diskSynced(n);
           this.heartbeat?.wrote();
           break;
         }

@@ -1,4 +1,4 @@
-import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import type { BlockBackend } from "../engine/engine.js";
 
 /** Sector size of the IDE disks v86 emulates (ATA: 512-byte logical sectors). */
@@ -109,6 +109,13 @@ export class RawDiskBackend implements BlockBackend {
     if (this.readOnly) return;
     fdatasyncSync(this.requireFd());
     this.stats.flushes++;
+  }
+
+  /** fdatasync off the event loop (libuv's thread pool): what was written before the call is on storage when it resolves. */
+  flushAsync(): Promise<void> {
+    if (this.readOnly) return Promise.resolve();
+    const fd = this.requireFd();
+    return new Promise((resolve, reject) => fdatasync(fd, (err) => (err ? reject(new Error(`disk image ${this.path}: fdatasync: ${err.code ?? err.message}`)) : resolve())));
   }
 
   close(): void {

@@ -284,15 +284,29 @@ export class ActivityLog {
     return true;
   }
 
-  /** Replaces the whole log (header and bits) atomically; marking goes on in the new one. */
+  /**
+   * Replaces the whole log (header and bits) atomically; marking goes on in
+   * the new one. On a failure, marking goes on in whichever file is in
+   * place (the old one, or the new one if the rename happened).
+   */
   replace(header: LogHeader, chunks: Iterable<number>): void {
     const bytes = encodeLog(header, chunks);
-    this.close();
-    writeAtomically(this.path, bytes);
+    try {
+      writeAtomically(this.path, bytes);
+    } catch (err) {
+      this.adopt(decodeLog(readFileSync(this.path), this.path));
+      throw err;
+    }
     this.opts.onSynced?.("replace");
-    this.current = header;
-    this.bits = bytes.slice(LOG_HEADER_BYTES);
-    this.count = chunkCountOf(header.size, header.chunkSize);
+    this.adopt({ header, chunks: [] }, bytes);
+  }
+
+  /** Marking goes on in the file now at `path`, whose contents are `log` (or exactly `bytes`). */
+  private adopt(log: LogContents, bytes?: Uint8Array): void {
+    this.close();
+    this.current = log.header;
+    this.count = chunkCountOf(log.header.size, log.header.chunkSize);
+    this.bits = bytes ? bytes.slice(LOG_HEADER_BYTES) : encodeLog(log.header, log.chunks).slice(LOG_HEADER_BYTES);
     this.marked = countBits(this.bits);
     this.fd = openSync(this.path, "r+");
   }

@@ -36,6 +36,7 @@ import { checkRange, DiskReplicationError } from "./errors.js";
 import { ExtentMap } from "./extent-map.js";
 import { PendingWriteLog } from "./pending-writes.js";
 import { DEFAULT_MEMORY_LIMIT_BYTES, MemoryBudget, SpillStore } from "./spill-store.js";
+import { DEFAULT_HASH_CHUNK_BYTES } from "./image-hash.js";
 
 /** Backlog (pending PVM bytes + SVM overlay bytes) past which `needsCheckpoint` turns true. */
 export const DEFAULT_BACKLOG_LIMIT_BYTES = 256 * 2 ** 20;
@@ -129,6 +130,8 @@ export class SecondaryDisk implements BlockBackend {
   private fault: unknown;
   private received = 0;
   private covered = 0;
+  /** 1 MiB chunks of the base written (sync writes, applied PVM writes) since the last takeTouchedChunks(). */
+  private touched = new Set<number>();
   private readonly counters = {
     checkpoints: 0,
     svmReads: 0,
@@ -234,6 +237,7 @@ export class SecondaryDisk implements BlockBackend {
       throw new DiskReplicationError(SUBJECT, "STATE", "sync write after the first checkpoint (the initial sync is over)");
     }
     checkRange(SUBJECT, this.byteLength, offset, data.length);
+    this.touch(offset, data.length);
     this.base.write(offset, data);
     this.counters.syncWrites++;
     this.counters.syncBytes += data.length;
@@ -276,7 +280,10 @@ export class SecondaryDisk implements BlockBackend {
     }
     let result: CheckpointResult;
     try {
-      result = this.pending.applyUpTo(uptoSeq, (offset, data) => this.base.write(offset, data));
+      result = this.pending.applyUpTo(uptoSeq, (offset, data) => {
+        this.touch(offset, data.length);
+        this.base.write(offset, data);
+      });
     } catch (err) {
       throw this.broke("applying primary writes at a checkpoint", err);
     }
@@ -318,6 +325,31 @@ export class SecondaryDisk implements BlockBackend {
     this.counters.committedBytes += committedBytes;
     this.counters.droppedWrites += dropped.applied;
     return { committed, committedBytes, dropped: dropped.applied, droppedBytes: dropped.bytes };
+  }
+
+  private touch(offset: number, length: number): void {
+    const size = DEFAULT_HASH_CHUNK_BYTES;
+    for (let c = Math.floor(offset / size); c <= Math.floor((offset + length - 1) / size); c++) this.touched.add(c);
+  }
+
+  /**
+   * The 1 MiB chunks of the base written (initial-copy chunks, applied PVM
+   * writes) since the last call, and a fresh start: what a sync of the
+   * base begun now makes durable (secondary-disk-logs.ts).
+   */
+  takeTouchedChunks(): Set<number> {
+    const out = this.touched;
+    this.touched = new Set();
+    return out;
+  }
+
+  /** The chunks (of `chunkBytes`) the SVM's overlay touches, ascending: what a failover would commit. */
+  overlayChunks(chunkBytes: number): number[] {
+    const out = new Set<number>();
+    for (const { offset, length } of this.overlay.ranges()) {
+      for (let c = Math.floor(offset / chunkBytes); c <= Math.floor((offset + length - 1) / chunkBytes); c++) out.add(c);
+    }
+    return [...out].sort((a, b) => a - b);
   }
 
   stats(): SecondaryDiskStats {
