@@ -38,14 +38,17 @@ export class MemoryDisk implements BlockBackend {
 }
 
 /**
- * A MemoryDisk with the write hook production's primary uses: each write
- * lands, then `onWrite` sees it, as RawDiskBackend.onWrite does (the
+ * A MemoryDisk with the write hooks of a raw image: `beforeWrite` sees each
+ * write's range before it lands (RawDiskBackend.beforeWrite: the activity
+ * log's write-ahead mark), `onWrite` after (RawDiskBackend.onWrite: the
  * daemon gives that hook to DiskForwarder).
  */
 export class HookedDisk extends MemoryDisk {
   onWrite: ((offset: number, data: Uint8Array) => void) | undefined;
+  beforeWrite: ((offset: number, length: number) => void) | undefined;
 
   override write(offset: number, data: Uint8Array): void {
+    this.beforeWrite?.(offset, data.length);
     super.write(offset, data);
     this.onWrite?.(offset, data);
   }
