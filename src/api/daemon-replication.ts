@@ -26,6 +26,7 @@ import type { Incoming } from "./migration.js";
 import { currentNetnsName, runDir } from "./paths.js";
 import type { ControlRequest } from "./protocol.js";
 import { openStreamCapture } from "./stream-capture.js";
+import { imageLogOf } from "./disk-logs.js";
 
 /** What starting a primary's replication needs of the daemon. */
 export interface ReplicationDaemon {
@@ -111,6 +112,7 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
       ...(delay > 0 ? { midCheckpointDelayMs: delay } : {}),
       ...(arbiter ? { arbiter } : {}),
       ...(capture ? { capture: capture.sink } : {}),
+      ...(r.fullDiskSync ? { fullDiskSync: true } : {}),
     },
   );
   if (capture) void primary.done.then(() => capture.close());
@@ -211,6 +213,8 @@ function primaryDisks(vm: Vm): ForwardedDisk[] {
         setWriteHook: (hook: ((offset: number, data: Uint8Array) => void) | undefined) => {
           slot.raw.onWrite = hook;
         },
+        log: imageLogOf(slot.raw),
+        sync: () => slot.raw.flushAsync(),
       },
     ];
   });
@@ -230,6 +234,6 @@ function secondaryDiskSlots(vm: Vm): SecondaryDiskSlot[] {
     if (!slot || d.access !== "rw") return [];
     const spillDir = spillDirOf(vm.config, index);
     mkdirSync(spillDir, { recursive: true, mode: 0o700 });
-    return [{ index, raw: slot.raw, spillDir, interpose: (layer: BlockBackend) => slot.interpose(layer) }];
+    return [{ index, raw: slot.raw, spillDir, interpose: (layer: BlockBackend) => slot.interpose(layer), log: imageLogOf(slot.raw), sync: () => slot.raw.flushAsync() }];
   });
 }

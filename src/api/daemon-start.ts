@@ -24,6 +24,7 @@ import { acceptIncoming, STREAM_IDLE_TIMEOUT_MS, describeRejected, type AcceptOp
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 import { serveProbe } from "./check-probe.js";
 import type { ReceiverRole } from "./check-protocol.js";
+import { dropActivityLogs } from "./disk-logs.js";
 
 /** How the daemon gets its VM. */
 export type DaemonMode =
@@ -62,6 +63,7 @@ export async function boot(daemon: StartDaemon, configPath: string): Promise<voi
   }
   const config = parseVmConfig(text, configPath);
   const vm = await daemon.register(config, { path: configPath, text });
+  dropActivityLogs(config, daemon.log);
   daemon.log.info({ config: config.source }, "starting VM");
   const t0 = monotonicMs();
   const ready = vm.console.waitForLine(GUEST_READY_MARKER);
@@ -87,6 +89,7 @@ export async function restore(daemon: StartDaemon, file: string): Promise<void> 
     opened = openSaveFile(file);
     const { config, source } = await readConfig(opened.reader, file);
     const vm = await daemon.register(config, source);
+    dropActivityLogs(config, daemon.log);
     const reader = opened.reader;
     await vm.start({
       incoming: async (engine) => {
@@ -111,6 +114,7 @@ export async function incoming(daemon: StartDaemon, listen: Endpoint, keyFile: s
   let vm: Vm | undefined;
   try {
     vm = await daemon.register(inc.config, inc.source);
+    dropActivityLogs(inc.config, daemon.log);
     daemon.setBusy("receiving a migration");
     let loadedAt = 0;
     // The copy stays paused until the source's go (handover.ts): before it, any failure leaves the source the one copy.

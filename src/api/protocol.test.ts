@@ -38,3 +38,10 @@ test("protocol: remus carries the arbiter as given: colo arbiter's host:port or 
   }
   assert.throws(() => parseRequest(JSON.stringify({ ...base, arbiter: `etcd://${"h".repeat(1020)}` })), /"arbiter" must be "host:port" or "etcd:\/\/host:port\[,host:port\.\.\.\]"/);
 });
+
+test("protocol: remus carries fullDiskSync (colo protect --full-disk-sync), a boolean", () => {
+  const base = { op: "remus", host: "10.77.1.2", port: 8002, keyFile: "/k", intervalMs: 100, timeoutMs: 1000, heartbeatMs: 200 };
+  assert.deepEqual(parseRequest(JSON.stringify({ ...base, fullDiskSync: true })), { ...base, fullDiskSync: true });
+  assert.deepEqual(parseRequest(JSON.stringify({ ...base, fullDiskSync: false })), base);
+  assert.throws(() => parseRequest(JSON.stringify({ ...base, fullDiskSync: "yes" })), /"fullDiskSync" must be a boolean/);
+});

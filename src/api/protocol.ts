@@ -35,6 +35,8 @@ export type ControlRequest =
       /** The arbiter (lease.ts): "host:port" of `colo arbiter` or "etcd://host:port,..." (src/api/arbiter-address.ts), and the lease's ttl. */
       arbiter?: string;
       leaseMs?: number;
+      /** Compare the disks by hash, whatever their activity logs say (`--full-disk-sync`; docs/operations.md "Re-protection"). */
+      fullDiskSync?: boolean;
     }
   /** Operator failover: a secondary takes over, a primary stops replicating. */
   | { op: "failover" }
@@ -100,6 +102,7 @@ export function parseRequest(line: string): ControlRequest {
         configPath?: unknown;
         arbiter?: unknown;
         leaseMs?: unknown;
+        fullDiskSync?: unknown;
       };
       if (typeof v.host !== "string" || v.host.length === 0 || v.host.length > 255) throw new Error('remus: "host" must be a host name or address');
       if (typeof v.port !== "number" || !Number.isInteger(v.port) || v.port < 1 || v.port > 65535) throw new Error('remus: "port" must be 1..65535');
@@ -116,6 +119,7 @@ export function parseRequest(line: string): ControlRequest {
         optional[k] = x;
       }
       if (v.configPath !== undefined && (typeof v.configPath !== "string" || !v.configPath.startsWith("/"))) throw new Error('remus: "configPath" must be an absolute path');
+      if (v.fullDiskSync !== undefined && typeof v.fullDiskSync !== "boolean") throw new Error('remus: "fullDiskSync" must be a boolean');
       return {
         op,
         host: v.host,
@@ -128,6 +132,7 @@ export function parseRequest(line: string): ControlRequest {
         ...optional,
         ...(typeof v.configPath === "string" ? { configPath: v.configPath } : {}),
         ...(typeof v.arbiter === "string" ? { arbiter: v.arbiter } : {}),
+        ...(v.fullDiskSync === true ? { fullDiskSync: true } : {}),
       };
     }
     case "status":

@@ -106,6 +106,7 @@ export function program(): Command {
       arbiterAddress,
     )
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
+    .option("--full-disk-sync", "with --colo: compare the disks by hash at the start, whatever their activity logs say (docs/operations.md \"Re-protection\")")
     .action(
       async (
         name: string,
@@ -121,11 +122,12 @@ export function program(): Command {
           heartbeat: number;
           arbiter?: string;
           lease: number;
+          fullDiskSync?: boolean;
         },
       ) => {
         if (!o.colo) {
           // Replication options on a plain migration are a mistake, not something to ignore.
-          const stray = givenFlags(migrate, ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "peerTimeout", "heartbeat", "lease"]);
+          const stray = givenFlags(migrate, ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "peerTimeout", "heartbeat", "lease", "fullDiskSync"]);
           if (stray.length > 0) throw new CliError(`${stray.join(", ")} only with --colo`, 2);
         }
         return o.colo
@@ -138,6 +140,7 @@ export function program(): Command {
               minGap: o.checkpointMinGap,
               maxInterval: o.checkpointMaxInterval,
               ...(o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {}),
+              ...(o.fullDiskSync ? { fullDiskSync: true } : {}),
             })
           : migrateVm(name, dest, o);
       },
@@ -169,7 +172,8 @@ export function program(): Command {
     .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
     .option("--arbiter <addr[:port]|etcd://host:port,...>", `hold this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster); run alone after losing the secondary only with it`, arbiterAddress)
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
-    .action(async (name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease: number }) => remusVm(name, dest, o));
+    .option("--full-disk-sync", "compare the disks by hash at the start, whatever their activity logs say (docs/operations.md \"Re-protection\")")
+    .action(async (name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease: number; fullDiskSync?: boolean }) => remusVm(name, dest, o));
 
   p.command("demo")
     .description("the whole mission in one command: a protected Redis guest (COLO compare mode, disk replication, arbiter), load, the primary host killed, takeover, every acknowledged write verified")

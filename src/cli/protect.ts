@@ -3,9 +3,11 @@
  * --remus, Remus mode) on a running, unprotected VM -- a VM never
  * protected, or the survivor of a failover, with the same options as
  * `colo migrate --colo` / `colo remus`. Disks: only the chunks that differ
- * from what the new secondary's image holds are copied (the hash compare of
- * the initial sync); the start's figures (checkpoint-0 pause, memory sent,
- * chunks copied) are printed. docs/operations.md "Re-protection".
+ * from what the new secondary's image holds are copied: those the two
+ * images' activity logs name when they prove it (no hashing), else those the
+ * hash compare finds (always with --full-disk-sync); the start's figures
+ * (checkpoint-0 pause, memory sent, chunks copied) are printed.
+ * docs/operations.md "Re-protection".
  */
 import type { Command } from "commander";
 import { DEFAULT_ARBITER_PORT } from "../api/arbiter.js";
@@ -31,6 +33,7 @@ interface ProtectOptions {
   heartbeat: number;
   arbiter?: string;
   lease: number;
+  fullDiskSync?: boolean;
 }
 
 export function addProtectCommand(p: Command): void {
@@ -50,12 +53,13 @@ export function addProtectCommand(p: Command): void {
     .option("--heartbeat <ms>", "heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
     .option("--arbiter <addr[:port]|etcd://host:port,...>", `hold this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster); run alone after losing the secondary only with it`, arbiterAddress)
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
+    .option("--full-disk-sync", "hash every disk on both sides even when the activity logs prove which chunks differ (an image changed outside colo)")
     .action(async (name: string, dest: string, o: ProtectOptions) => {
-      const arbiter = o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {};
+      const shared = { ...(o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {}), ...(o.fullDiskSync ? { fullDiskSync: true } : {}) };
       if (o.remus) {
         const stray = givenFlags(protect, ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "config"]);
         if (stray.length > 0) throw new CliError(`${stray.join(", ")} not with --remus (Remus mode: the secondary runs the VM's own config)`, 2);
-        return remusVm(name, dest, { interval: o.interval, peerTimeout: o.peerTimeout, heartbeat: o.heartbeat, keyFile: o.keyFile, ...arbiter });
+        return remusVm(name, dest, { interval: o.interval, peerTimeout: o.peerTimeout, heartbeat: o.heartbeat, keyFile: o.keyFile, ...shared });
       }
       if (givenFlags(protect, ["interval"]).length > 0) throw new CliError("--interval only with --remus (compare mode checkpoints when outputs differ)", 2);
       return coloVm(name, dest, {
@@ -66,7 +70,7 @@ export function addProtectCommand(p: Command): void {
         compareTimeout: o.compareTimeout,
         minGap: o.checkpointMinGap,
         maxInterval: o.checkpointMaxInterval,
-        ...arbiter,
+        ...shared,
       });
     });
 }

@@ -18,7 +18,7 @@ function arbiterFields(o: { arbiter?: string; lease?: number }): { arbiter?: str
 interface StartAnswer {
   checkpoint0Pages: number;
   disks: number;
-  start?: { totalMs: number; pauseMs: number; pages: number; bytes: number; disk: { chunksCopied: number; bytesCopied: number; ms: number } };
+  start?: { totalMs: number; pauseMs: number; pages: number; bytes: number; disk: { chunksCopied: number; bytesCopied: number; ms: number; byLog?: number } };
 }
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
@@ -29,19 +29,20 @@ function printStart(name: string, r: StartAnswer): void {
   if (!s) return;
   process.stdout.write(
     `${name}: start ${s.totalMs} ms; checkpoint 0 paused the guest ${s.pauseMs} ms (${s.pages} pages, ${mib(s.bytes)} MiB); ` +
-      `disks: ${s.disk.chunksCopied} chunks (${mib(s.disk.bytesCopied)} MiB) copied, the ones that differed, in ${s.disk.ms} ms\n`,
+      `disks: ${s.disk.chunksCopied} chunks (${mib(s.disk.bytesCopied)} MiB) copied, the ones that differed, in ${s.disk.ms} ms` +
+      `${s.disk.byLog ? ` (${s.disk.byLog} disk(s) by activity logs, without hashing)` : ""}\n`,
   );
 }
 
 /** `colo remus NAME HOST[:PORT]`: starts Remus-mode replication; returns once the secondary holds checkpoint 0. */
-export async function remusVm(name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease?: number }): Promise<void> {
+export async function remusVm(name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease?: number; fullDiskSync?: boolean }): Promise<void> {
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
   const to = parseEndpoint(dest, DEFAULT_MIGRATION_PORT);
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile);
   const r = (await request(
     vmRunFiles(name).socket,
-    { op: "remus", host: to.host, port: to.port, keyFile, intervalMs: o.interval, timeoutMs: o.peerTimeout, heartbeatMs: o.heartbeat, ...arbiterFields(o) },
+    { op: "remus", host: to.host, port: to.port, keyFile, intervalMs: o.interval, timeoutMs: o.peerTimeout, heartbeatMs: o.heartbeat, ...arbiterFields(o), ...(o.fullDiskSync ? { fullDiskSync: true } : {}) },
     600_000,
   )) as StartAnswer;
   process.stdout.write(
@@ -54,7 +55,7 @@ export async function remusVm(name: string, dest: string, o: { interval: number;
 export async function coloVm(
   name: string,
   dest: string,
-  o: { keyFile: string; config?: string; peerTimeout: number; heartbeat: number; compareTimeout: number; minGap: number; maxInterval: number; arbiter?: string; lease?: number },
+  o: { keyFile: string; config?: string; peerTimeout: number; heartbeat: number; compareTimeout: number; minGap: number; maxInterval: number; arbiter?: string; lease?: number; fullDiskSync?: boolean },
 ): Promise<void> {
   if (!findVm(name)) fail(`no VM named ${name} is running (see colo list)`);
   const to = parseEndpoint(dest, DEFAULT_MIGRATION_PORT);
@@ -76,6 +77,7 @@ export async function coloVm(
       maxIntervalMs: o.maxInterval,
       ...(o.config ? { configPath: resolve(o.config) } : {}),
       ...arbiterFields(o),
+      ...(o.fullDiskSync ? { fullDiskSync: true } : {}),
     },
     600_000,
   )) as StartAnswer;
