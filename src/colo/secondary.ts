@@ -226,7 +226,8 @@ export class SecondaryReplicator {
 
   /** Checkpoint `n` is applied: maybe the images are synced (off the event loop), then the primary hears which checkpoint they hold durably. */
   private diskSynced(n: number): void {
-    this.diskLogs.afterCheckpoint(n, (synced) => (this.finished ? Promise.resolve() : this.lock.run(() => this.writer.writeDiskSynced({ checkpoint: synced }))));
+    // A DISK_SYNCED that cannot be written any more (the session ended) is not missed: the primary's log keeps every chunk.
+    this.diskLogs.afterCheckpoint(n, (synced) => (this.finished ? Promise.resolve() : this.lock.run(() => this.writer.writeDiskSynced({ checkpoint: synced })).catch(() => undefined)));
   }
 
   private diskWrite(r: Extract<StreamRecord, { kind: "disk-write" }>): void {
