@@ -87,7 +87,7 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
       setOutputFilter: (f) => vm.setOutputFilter(f),
       setInputFilter: (f) => vm.setInputFilter(f),
       sendOutput: (f) => vm.sendOutput(f),
-      disks: primaryDisks(vm),
+      disks: primaryDisks(vm, daemon.log),
       linkTranslation: () => carriedOf(vm.linkTranslation),
       end: (reason) => endSide(daemon, reason),
     },
@@ -144,7 +144,7 @@ export function newSecondary(
   return new SecondaryReplicator(
     {
       engine,
-      disks: secondaryDiskSlots(vm),
+      disks: secondaryDiskSlots(vm, daemon.log),
       pause: () => vm.pause(),
       resume: () => vm.unpause(),
       setOutputFilter: (f) => vm.setOutputFilter(f),
@@ -201,7 +201,7 @@ function arbiterFor(at: ArbiterAddress, key: Buffer, vmName: string, leaseMs: nu
 }
 
 /** The primary's writable disks: every write is forwarded once replication starts. */
-function primaryDisks(vm: Vm): ForwardedDisk[] {
+function primaryDisks(vm: Vm, logger: Logger): ForwardedDisk[] {
   const slots = vm.diskSlots();
   return vm.config.disks.flatMap((d, index) => {
     const slot = slots[index];
@@ -213,7 +213,7 @@ function primaryDisks(vm: Vm): ForwardedDisk[] {
         setWriteHook: (hook: ((offset: number, data: Uint8Array) => void) | undefined) => {
           slot.raw.onWrite = hook;
         },
-        log: imageLogOf(slot.raw),
+        log: imageLogOf(slot.raw, logger),
         sync: () => slot.raw.flushAsync(),
       },
     ];
@@ -227,13 +227,13 @@ export function spillDirOf(config: VmConfig, index: number): string {
 }
 
 /** The secondary's writable disks, with where their overlays spill (spillDirOf). */
-function secondaryDiskSlots(vm: Vm): SecondaryDiskSlot[] {
+function secondaryDiskSlots(vm: Vm, logger: Logger): SecondaryDiskSlot[] {
   const slots = vm.diskSlots();
   return vm.config.disks.flatMap((d, index) => {
     const slot = slots[index];
     if (!slot || d.access !== "rw") return [];
     const spillDir = spillDirOf(vm.config, index);
     mkdirSync(spillDir, { recursive: true, mode: 0o700 });
-    return [{ index, raw: slot.raw, spillDir, interpose: (layer: BlockBackend) => slot.interpose(layer), log: imageLogOf(slot.raw), sync: () => slot.raw.flushAsync() }];
+    return [{ index, raw: slot.raw, spillDir, interpose: (layer: BlockBackend) => slot.interpose(layer), log: imageLogOf(slot.raw, logger), sync: () => slot.raw.flushAsync() }];
   });
 }

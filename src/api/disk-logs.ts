@@ -32,11 +32,13 @@ import type { Logger } from "./log.js";
 
 const logs = new WeakMap<RawDiskBackend, ImageLog>();
 
-/** The activity log of a writable raw image (one per image per daemon). */
-export function imageLogOf(raw: RawDiskBackend): ImageLog {
+/** The activity log of a writable raw image (one per image per daemon); `logger` hears of a log dropped because it could not be marked. */
+export function imageLogOf(raw: RawDiskBackend, logger: Logger): ImageLog {
   let log = logs.get(raw);
   if (!log) {
-    log = new ImageLog(raw.path, (hook) => (raw.beforeWrite = hook));
+    log = new ImageLog(raw.path, (hook) => (raw.beforeWrite = hook), {
+      onDropped: (err) => logger.warn({ image: raw.path, error: err.message }, "the activity log could not be marked: deleted (a later re-protection hashes this disk)"),
+    });
     logs.set(raw, log);
   }
   return log;

@@ -70,3 +70,30 @@ test("flush: fdatasync of the image, counted; a DiskSlot sends it to the raw ima
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("raw disk: beforeWrite sees each write's range before it touches the file; a hook that throws fails the write untouched", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "colo-disk-"));
+  try {
+    const path = join(dir, "d.img");
+    writeFileSync(path, Buffer.alloc(4096));
+    const d = RawDiskBackend.open(path, false);
+    const seen: string[] = [];
+    d.beforeWrite = (off, len) => seen.push(`before ${off}+${len}: file holds ${readFileSync(path).subarray(off, off + len).toString("hex")}`);
+    d.onWrite = (off) => seen.push(`after ${off}`);
+    d.write(8, Buffer.from([0xab, 0xcd]));
+    assert.deepEqual(seen, ["before 8+2: file holds 0000", "after 8"]);
+    d.beforeWrite = () => {
+      throw new Error("log failed");
+    };
+    assert.throws(() => d.write(100, Buffer.from([1])), /log failed/);
+    assert.equal(readFileSync(path)[100], 0, "nothing landed");
+    assert.equal(d.stats.writes, 1);
+    d.beforeWrite = undefined;
+    d.write(100, Buffer.from([1]));
+    await d.flushAsync();
+    assert.equal(readFileSync(path)[100], 1);
+    d.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

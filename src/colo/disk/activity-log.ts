@@ -200,6 +200,8 @@ function writeAtomically(path: string, bytes: Uint8Array): void {
 export interface ActivityLogOptions {
   /** Called after each fdatasync of the log (tests: the order of syncs and image writes). */
   onSynced?: (what: "mark" | "replace") => void;
+  /** A mark failed and the log was deleted (image-log.ts): the write went on without it. */
+  onDropped?: (err: Error) => void;
 }
 
 /** An image's log, open for marking. */

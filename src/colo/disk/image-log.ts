@@ -70,7 +70,24 @@ export class ImageLog implements DiskLog {
       return;
     }
     this.open = log;
-    this.setBeforeWrite((offset, length) => log.mark(offset, length));
+    this.setBeforeWrite((offset, length) => this.mark(log, offset, length));
+  }
+
+  /**
+   * The write-ahead mark. A log that cannot be marked (its disk full or
+   * failing) is deleted, and the guest's write goes on: no log claims
+   * nothing. Only when it cannot be deleted either does the write fail
+   * (before it touches the image), as a log left behind would then claim
+   * less than the image holds.
+   */
+  private mark(log: ActivityLog, offset: number, length: number): void {
+    try {
+      log.mark(offset, length);
+    } catch (err) {
+      this.stopMarking();
+      removeLog(this.imagePath);
+      this.opts.onDropped?.(err as Error);
+    }
   }
 
   remove(): void {
