@@ -173,6 +173,15 @@ export class PrimaryDiskLogs {
     return this.rewriting;
   }
 
+  /** What `colo status` shows: per disk, the log in place (kind, checkpoint, chunks marked) or none. */
+  status(): Record<string, unknown>[] {
+    return this.disks.map((d) => {
+      const r = d.log?.read() ?? { kind: "none" as const };
+      if (r.kind !== "ok") return { disk: d.index, log: r.kind };
+      return { disk: d.index, log: r.log.header.kind, checkpoint: r.log.header.seq, chunks: r.log.chunks.length, marking: d.log?.marking ?? false };
+    });
+  }
+
   /** The session is over: no more replacements (the logs in place keep marking). */
   stop(): void {
     this.ended = true;

@@ -583,6 +583,6 @@ export class PrimaryReplicator {
 
   /** What `colo status` shows about the proxy and disks. */
   details(): Record<string, unknown> {
-    return { mirroredFrames: this.mirroredFrames, disks: this.disks.stats(), diskLogRewrites: this.diskLogs.rewrites };
+    return { mirroredFrames: this.mirroredFrames, disks: this.disks.stats(), activityLogs: { rewrites: this.diskLogs.rewrites, disks: this.diskLogs.status() } };
   }
 }

@@ -32,6 +32,9 @@ import type { SecondaryDiskSlot } from "./secondary-disks.js";
 import { monotonicMs } from "../sys/clock.js";
 import { localSync } from "./local-failure.js";
 
+/** Chunk indexes one DISK_LOG carries at most (its body stays under the 64 MiB record bound); past it, logs are reported absent. */
+const MAX_REPORTED_CHUNKS = 15 * 2 ** 20;
+
 /** fdatasync the images (and tell the primary, DISK_SYNCED) at most this often (ms). */
 export const DEFAULT_DISK_SYNC_INTERVAL_MS = 1000;
 
@@ -74,6 +77,7 @@ export class SecondaryDiskLogs {
 
   /** DISK_LOG: the lineage and what each writable image's log says. */
   report(): DiskLogReport {
+    let room = MAX_REPORTED_CHUNKS;
     const disks: DiskLogEntry[] = [...this.slots]
       .sort((a, b) => a.index - b.index)
       .map((slot) => {
@@ -81,6 +85,11 @@ export class SecondaryDiskLogs {
         const r = slot.log?.read() ?? { kind: "none" as const };
         if (r.kind === "bad") this.opts.log("the activity log of this image is unreadable: reported as none", { disk: slot.index, problem: r.problem });
         if (r.kind !== "ok") return absent;
+        if (r.log.chunks.length > room) {
+          this.opts.log("too many chunks marked to report this image's log: reported as none", { disk: slot.index, chunks: r.log.chunks.length });
+          return absent;
+        }
+        room -= r.log.chunks.length;
         const h = r.log.header;
         return { disk: slot.index, flags: DISK_LOG_FLAG_PRESENT, lineage: h.lineage, kind: LOG_KIND_CODE[h.kind], chunkSize: h.chunkSize, seq: h.seq, size: h.size, chunks: r.log.chunks };
       });

@@ -450,6 +450,7 @@ export class SecondaryReplicator {
       framesIn: this.framesIn,
       framesOut: this.framesOut,
       checkpointRequests: this.checkpointRequests,
+      diskSyncs: this.diskLogs.syncs,
       rewriter: this.rewriter.stats(),
       disks: this.disks.stats(),
     };

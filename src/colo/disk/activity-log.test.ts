@@ -163,3 +163,15 @@ test("activity log: a reader rejects a corrupt, truncated or other-version file,
   const read = slot.read();
   assert.ok(read.kind === "bad" && /checksum/.test(read.problem), "an unreadable log reads as bad, with the reason");
 });
+
+test("activity log: a crash between the temporary file and the rename leaves the old log, read as it was; the next replacement goes over the stray file", (t) => {
+  const image = join(tmp(t), "disk.img");
+  const log = ActivityLog.create(image, header(), [2]);
+  t.after(() => log.close());
+  writeFileSync(`${logPathOf(image)}.tmp`, encodeLog(header({ seq: 99 }), [1, 2, 3]).subarray(0, 70)); // half written
+  assert.deepEqual(readLog(image), { header: header(), chunks: [2] }, "the stray temporary file is not the log");
+  log.mark(5 * CHUNK, 1);
+  log.replace(header({ seq: 8 }), [5]);
+  assert.deepEqual(readLog(image), { header: header({ seq: 8 }), chunks: [5] });
+  assert.equal(existsSync(`${logPathOf(image)}.tmp`), false);
+});
