@@ -257,10 +257,11 @@ export class PrimaryReplicator {
     const sent = await sendMachine(this.vm.engine, this.writer, {
       live: true,
       close: "checkpoint",
-      pause: async () => {
+      pause: () => {
         beforeCheckpoint0 = false;
-        await this.vm.pause();
+        // The new epoch first: a write landing while the pause takes effect counts as after it (a superset).
         this.diskLogs.paused(this.pauses++);
+        return this.vm.pause();
       },
     });
     await this.disks.writeCheckpoint();
@@ -390,8 +391,9 @@ export class PrimaryReplicator {
   async checkpoint(reason: CheckpointReason): Promise<void> {
     const engine = this.vm.engine;
     const t0 = monotonicMs();
-    await this.vm.pause();
+    // The new epoch first: a write landing while the pause takes effect counts as after it (a superset).
     this.diskLogs.paused(this.pauses++);
+    await this.vm.pause();
     const pausedAt = monotonicMs();
     const marks: Record<string, number> = { pause: Math.round((pausedAt - t0) * 10) / 10 };
     let mark = pausedAt;
