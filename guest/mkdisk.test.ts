@@ -32,8 +32,10 @@ test("creates a sparse ext4 image, refuses to overwrite unless asked", async (t)
 
     await assert.rejects(createDataDisk(path, 16), (e: unknown) => e instanceof GuestBuildError && e.code === "DISK_EXISTS" && e.message.includes(path));
     await writeFile(path, "x");
+    await writeFile(`${path}.colo-al`, "an old image's activity log");
     await createDataDisk(path, 8, { overwrite: true });
     assert.equal((await stat(path)).size, 8 * 2 ** 20);
+    await assert.rejects(stat(`${path}.colo-al`), /ENOENT/, "a new image has no activity log");
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

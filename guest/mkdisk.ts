@@ -63,6 +63,8 @@ export async function createDataDisk(path: string, sizeMiB: number, opts: Create
     }
     await rm(target, { force: true });
   }
+  // A new image has no history: an activity log left beside an old one of that name (docs/specs/activity-log.md) goes.
+  await rm(`${target}.colo-al`, { force: true });
 
   let created = false;
   try {
