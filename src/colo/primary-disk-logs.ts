@@ -89,6 +89,16 @@ export class PrimaryDiskLogs {
     for (const d of disks) this.written.set(d.index, new Map());
   }
 
+  /**
+   * Whether a disk's log here could prove a plan (some disk has a log): only
+   * then is the secondary's DISK_LOG worth waiting for before any DISK_INFO
+   * (and a revision-7 secondary must be recognised before it copies, so
+   * that this side's logs are deleted first).
+   */
+  mayPlan(): boolean {
+    return this.disks.some((d) => d.log !== undefined && d.log.read().kind !== "none");
+  }
+
   /** The secondary's DISK_LOG, or undefined: it sent none (revision 7) before this side gave up waiting. */
   begin(peer: DiskLogReport | undefined): void {
     this.peer = peer;
@@ -107,9 +117,13 @@ export class PrimaryDiskLogs {
       this.opts.log("disk sync by hash compare", { disk: index, why: "a full disk sync was asked for" });
       return undefined;
     }
-    if (this.peer === undefined) return undefined;
+    const mine = disk?.log?.read() ?? { kind: "none" as const };
+    if (this.peer === undefined) {
+      this.opts.log("disk sync by hash compare", { disk: index, why: mine.kind === "none" ? "this image has no activity log" : "the secondary sent no disk log (an older colo)" });
+      return undefined;
+    }
     const entry = this.peer.disks.find((e) => e.disk === index);
-    const p = planFromLogs(disk?.log?.read() ?? { kind: "none" }, entry ? peerLogOf(entry) : undefined, { size, chunkSize: DEFAULT_HASH_CHUNK_BYTES });
+    const p = planFromLogs(mine, entry ? peerLogOf(entry) : undefined, { size, chunkSize: DEFAULT_HASH_CHUNK_BYTES });
     if (p.kind === "hash") {
       this.opts.log("disk sync by hash compare", { disk: index, why: p.why });
       return undefined;

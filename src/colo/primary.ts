@@ -249,9 +249,13 @@ export class PrimaryReplicator {
     // A survivor's translations: a secondary that takes over keeps them above its own rewriter.
     await this.sendLinkTranslation(true);
     const t0 = monotonicMs();
-    // A revision-8 secondary's first record is DISK_LOG (its lineage and logs): the disks' plans depend on it.
-    if (this.vm.disks.length > 0) this.diskLogs.begin(await this.back.firstRecord(this.opts.diskLogWaitMs ?? DEFAULT_DISK_LOG_WAIT_MS));
+    // A revision-8 secondary's first record is DISK_LOG (its lineage and logs): the disks' plans depend on it. Without
+    // a log here no plan can come of it: no wait, the hashing overlaps the secondary's start, and the DISK_LOG (which
+    // precedes any DISK_WANT) is taken once the disks are in sync.
+    const waitForLog = this.diskLogs.mayPlan();
+    if (waitForLog) this.diskLogs.begin(await this.back.firstRecord(this.opts.diskLogWaitMs ?? DEFAULT_DISK_LOG_WAIT_MS));
     const diskSync = await this.disks.initialSync(this.back, (index, size) => this.diskLogs.plan(index, size));
+    if (!waitForLog && this.vm.disks.length > 0) this.diskLogs.begin(await this.back.firstRecord(0));
     if (diskSync.disks > 0) this.opts.log("disk images in sync", { ...diskSync });
     await this.disks.holdUntilCheckpoint();
     const sent = await sendMachine(this.vm.engine, this.writer, {
