@@ -38,3 +38,17 @@ test("protocol: remus carries the arbiter as given: colo arbiter's host:port or 
   }
   assert.throws(() => parseRequest(JSON.stringify({ ...base, arbiter: `etcd://${"h".repeat(1020)}` })), /"arbiter" must be "host:port" or "etcd:\/\/host:port\[,host:port\.\.\.\]"/);
 });
+
+test("protocol: remus carries a reprotect target; a bad one is refused with the field", () => {
+  const base = { op: "remus", host: "10.77.1.2", port: 8002, keyFile: "/k", intervalMs: 100, timeoutMs: 1000, heartbeatMs: 200 };
+  const reprotect = { host: "10.77.1.1", port: 8002, configPath: "/etc/colo/guest.cfg" };
+  assert.deepEqual(parseRequest(JSON.stringify({ ...base, reprotect })), { ...base, reprotect });
+  assert.deepEqual(parseRequest(JSON.stringify({ ...base, reprotect: { host: "h1", port: 1 } })), { ...base, reprotect: { host: "h1", port: 1 } });
+  const cases: [unknown, RegExp][] = [
+    ["10.77.1.1", /"reprotect" must be an object/],
+    [{ port: 8002 }, /"reprotect.host"/],
+    [{ host: "h", port: 0 }, /"reprotect.port" must be 1..65535/],
+    [{ host: "h", port: 8002, configPath: "guest.cfg" }, /"reprotect.configPath" must be an absolute path/],
+  ];
+  for (const [r, re] of cases) assert.throws(() => parseRequest(JSON.stringify({ ...base, reprotect: r })), re, JSON.stringify(r));
+});

@@ -17,7 +17,7 @@ import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import { arbiterAddress, givenFlags, nonNegativeInt, positiveInt } from "./arg-types.js";
 import { CliError } from "./output.js";
-import { coloVm, remusVm } from "./replication.js";
+import { coloVm, remusVm, withReprotectOptions } from "./replication.js";
 
 interface ProtectOptions {
   keyFile: string;
@@ -31,6 +31,8 @@ interface ProtectOptions {
   heartbeat: number;
   arbiter?: string;
   lease: number;
+  reprotect?: string;
+  reprotectConfig?: string;
 }
 
 export function addProtectCommand(p: Command): void {
@@ -49,9 +51,13 @@ export function addProtectCommand(p: Command): void {
     .option("--peer-timeout <ms>", "silence from the secondary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
     .option("--arbiter <addr[:port]|etcd://host:port,...>", `hold this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster); run alone after losing the secondary only with it`, arbiterAddress)
-    .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
-    .action(async (name: string, dest: string, o: ProtectOptions) => {
-      const arbiter = o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {};
+    .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS);
+  withReprotectOptions(protect, "primary").action(async (name: string, dest: string, o: ProtectOptions) => {
+      const arbiter = {
+        ...(o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {}),
+        ...(o.reprotect !== undefined ? { reprotect: o.reprotect } : {}),
+        ...(o.reprotectConfig !== undefined ? { reprotectConfig: o.reprotectConfig } : {}),
+      };
       if (o.remus) {
         const stray = givenFlags(protect, ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "config"]);
         if (stray.length > 0) throw new CliError(`${stray.join(", ")} not with --remus (Remus mode: the secondary runs the VM's own config)`, 2);
