@@ -38,7 +38,7 @@ function fakeDaemon(outcomes: (Error | "ok")[], opts: { states?: string[] } = {}
       if (o === "ok") {
         mode = "primary";
         finished();
-        return Promise.resolve({});
+        return Promise.resolve({ checkpoint0Pages: 7 });
       }
       return Promise.reject(o);
     },
@@ -62,7 +62,7 @@ test("reprotect: failed attempts are retried with a doubling back-off until one 
   await settle();
   assert.equal(f.requests.length, 5);
   assert.deepEqual(f.sleeps, [1000, 2000, 4000, 8000]);
-  assert.deepEqual(r.status(), { to: "10.77.1.2:8002", state: "protected", attempts: 5, lastError: "connect ECONNREFUSED 10.77.1.1:8002", after: "primary lost" });
+  assert.deepEqual(r.status(), { to: "10.77.1.2:8002", state: "protected", attempts: 5, lastError: "connect ECONNREFUSED 10.77.1.1:8002", after: "primary lost", started: { checkpoint0Pages: 7 } });
   const failed = f.lines.filter((l) => l.msg === "re-protection: attempt failed").map((l) => l.err);
   assert.deepEqual(failed, [refused.message, "the secondary refused the config", refused.message], "a repeat of the same error is not logged again");
   assert.ok(f.lines.some((l) => l.msg === "re-protection: the VM is protected again"));

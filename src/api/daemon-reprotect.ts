@@ -40,6 +40,8 @@ export interface ReprotectStatus {
   lastError?: string;
   /** Why the attempts began (the failover's reason). */
   after: string;
+  /** The session's start, as `colo protect` prints it (checkpoint-0 pause, memory, disk chunks copied). */
+  started?: unknown;
 }
 
 export class Reprotector {
@@ -90,7 +92,7 @@ export class Reprotector {
       status.state = "trying";
       status.attempts++;
       try {
-        await this.daemon.protect(request);
+        status.started = await this.daemon.protect(request);
         this.daemon.log.info({ to: status.to, attempts: status.attempts }, "re-protection: the VM is protected again");
         return this.end(status, "protected");
       } catch (err) {

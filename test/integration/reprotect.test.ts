@@ -200,16 +200,25 @@ itest("re-protection: after a failover the survivor protects itself again with t
   );
   // h2 is back, waiting as a secondary with its old image: h1 protects itself (--reprotect), nothing typed on h1.
   await pair.listenSecondary("h2");
-  await waitFor("h1 protected again by itself", async () => (await pair.status(pair.h1)).replication?.mode === "primary", 240_000);
+  // The session's mode says primary from its first byte; the attempt is done once checkpoint 0 is on the secondary.
+  await waitFor("h1 protected again by itself", async () => (await pair.status(pair.h1)).reprotect?.state === "protected", 240_000);
   const auto = await pair.status(pair.h1);
-  assert.equal(auto.reprotect?.state, "protected");
+  assert.equal(auto.replication?.mode, "primary");
+  assert.ok((auto.reprotect?.attempts ?? 0) >= 2, `the attempts before h2 listened failed and were retried: ${JSON.stringify(auto.reprotect)}`);
   assert.equal((await pair.status(pair.h2)).replication?.mode, "secondary");
 
   // The same session carries --reprotect on: its secondary (h2) lost, h1 asks h2 again once it is back.
   process.kill((await pair.status(pair.h2)).pid, "SIGKILL");
-  await waitFor("h1 alone again", async () => (await pair.status(pair.h1)).replication?.mode === "unprotected", 60_000);
+  await waitFor("h1 alone again, asking h2", async () => {
+    const st = await pair.status(pair.h1);
+    return st.replication?.mode === "unprotected" && (st.reprotect?.state === "waiting" || st.reprotect?.state === "trying");
+  }, 60_000);
   await pair.listenSecondary("h2");
-  await waitFor("h1 protected again after losing its secondary", async () => (await pair.status(pair.h1)).replication?.mode === "primary", 240_000);
+  await waitFor("h1 protected again after losing its secondary", async () => {
+    const st = await pair.status(pair.h1);
+    return st.replication?.mode === "primary" && st.reprotect?.state === "protected";
+  }, 240_000);
+  assert.equal((await pair.status(pair.h2)).replication?.mode, "secondary");
 
   for (const [what, client, key] of [["the first connection", incr, "colo:incr"], ["the late connection", late, "colo:late"]] as const) {
     const s = await client.result();
