@@ -56,6 +56,8 @@ export interface IncrResult {
 export class Pair {
   /** `colo arbiter` in the lan namespace, when started. */
   private arbiter: ChildProcess | undefined;
+  /** An arbiter the test runs itself (an etcd cluster: "etcd://..."), used instead of `colo arbiter`. */
+  private arbiterAddress: string | undefined;
   readonly h1: string;
   readonly h2: string;
   readonly client: string;
@@ -156,8 +158,14 @@ export class Pair {
     await closed;
   }
 
+  /** Both sides hold their lease in `address` (e.g. an etcd cluster's etcd://...) from now on. */
+  useArbiter(address: string): void {
+    this.arbiterAddress = address;
+  }
+
   /** `--arbiter ADDR` when the pair runs one. */
   arbiterArgs(): string[] {
+    if (this.arbiterAddress) return ["--arbiter", this.arbiterAddress];
     return this.arbiter ? ["--arbiter", this.lab.arbiterIp] : [];
   }
 
