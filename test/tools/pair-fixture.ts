@@ -214,15 +214,25 @@ export class Pair {
   }
 
   /** The INCR client (test/tools/incr-client.ts) on one connection from the client namespace, on `key`. */
-  startIncr(seconds = 240, key = "colo:incr"): { child: ChildProcessWithoutNullStreams; result: () => Promise<IncrResult> } {
+  startIncr(seconds = 240, key = "colo:incr"): { child: ChildProcessWithoutNullStreams; firstReply: Promise<void>; result: () => Promise<IncrResult> } {
     const child = spawn("ip", ["netns", "exec", this.client, process.execPath, join(REPO_ROOT, "dist/test/tools/incr-client.js"), "--host", this.ip, "--seconds", String(seconds), "--key", key], {
       stdio: ["pipe", "pipe", "pipe"],
     });
     let out = "";
     child.stdout.on("data", (c: Buffer) => (out += c.toString()));
     const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
+    let err = "";
+    const firstReply = new Promise<void>((resolve, reject) => {
+      child.stderr.on("data", (c: Buffer) => {
+        err += c.toString();
+        if (err.includes("incr-client: first reply")) resolve();
+      });
+      void closed.then(() => reject(new Error(`the INCR client on ${key} ended before its first reply: ${out} ${err}`)));
+    });
+    firstReply.catch(() => undefined);
     return {
       child,
+      firstReply,
       result: async () => {
         child.stdin.end();
         await closed;
