@@ -95,13 +95,24 @@ async function checkPageAgainstStatus(): Promise<void> {
     await waitFor(() => `colo serve listens: ${out}`, () => Promise.resolve(out.includes("colo serve: http://")), 30_000);
     const page = await browser.open(`http://127.0.0.1:${port}/`);
     await page.waitFor(`document.querySelector('section[data-vm="rep"] [data-field="mode"]')?.dataset.value === "primary"`, 30_000);
+    // One read of every field from one render (the page re-renders each refresh; a refresh whose status request
+    // timed out on a busy host shows the VM without figures: read again then).
+    const readAll = async () =>
+      JSON.parse(
+        String(
+          await page.evaluate(
+            `JSON.stringify(Object.fromEntries(["mode", "state", "peer", "checkpoints"].map((f) => [f, document.querySelector('section[data-vm="rep"] [data-field="' + f + '"]')?.dataset.value ?? null])))`,
+          ),
+        ),
+      ) as Record<"mode" | "state" | "peer" | "checkpoints", string | null>;
     const status = await pair.status(pair.h2);
-    const read = (field: string) => page.evaluate(`document.querySelector('section[data-vm="rep"] [data-field="${field}"]')?.dataset.value ?? null`);
-    assert.equal(await read("mode"), status.replication?.mode);
-    assert.equal(await read("state"), status.state);
-    assert.equal(await read("peer"), status.replication?.peer);
+    let fields = await readAll();
+    await waitFor(() => `the page shows the pair: ${JSON.stringify(fields)}`, async () => (fields = await readAll()).mode !== null && fields.checkpoints !== null, 30_000);
+    assert.equal(fields.mode, status.replication?.mode);
+    assert.equal(fields.state, status.state);
+    assert.equal(fields.peer, status.replication?.peer);
     // Checkpoints go on while the page is read: the page's count is within the status read before and after it.
-    const shown = Number(await read("checkpoints"));
+    const shown = Number(fields.checkpoints);
     const after = await pair.status(pair.h2);
     assert.ok(shown >= (status.replication?.checkpoints ?? 0) - 1 && shown <= (after.replication?.checkpoints ?? 0), `page ${shown}, status ${status.replication?.checkpoints}..${after.replication?.checkpoints}`);
     const metrics = String(await page.evaluate(`fetch("/metrics").then((r) => r.text())`));
