@@ -18,7 +18,9 @@
  * Per placement and mode: a warm-up (2000 requests, 16 clients; the first
  * run after a boot or a protection is 2-4x slower, the JIT), then SET and
  * GET with 1 and 16 clients (ops/s, p50, p99), and the ratios compare /
- * unprotected. Writes bench/results/placement-<timestamp>.json. Not a test:
+ * unprotected, and (compare) how long the last replies released by compare
+ * waited for the SVM's (the comparator's `holdMs`: the SVM's lag, what compare
+ * mode adds to a reply). Writes bench/results/placement-<timestamp>.json. Not a test:
  * no figure fails it. Needs root and the guest image.
  */
 import { spawn } from "node:child_process";
@@ -45,12 +47,15 @@ interface Measured {
   redis: RedisBenchFigure[];
   checkpoints?: number;
   reasons?: Record<string, number>;
+  /** The comparator's hold time of the last 1024 replies released by compare: how long each waited for the SVM's. */
+  holdMs?: unknown;
 }
 
 interface Status {
   pid: number;
   enginePid?: number;
   replication?: { checkpoints: number; checkpointReasons?: Record<string, number> };
+  heldOutput?: { holdMs?: unknown };
 }
 
 async function main(): Promise<void> {
@@ -94,8 +99,11 @@ async function main(): Promise<void> {
       const reasons: Record<string, number> = {};
       for (const [k, v] of Object.entries(after.replication?.checkpointReasons ?? {})) if (v - (before.replication?.checkpointReasons?.[k] ?? 0) > 0) reasons[k] = v - (before.replication?.checkpointReasons?.[k] ?? 0);
       m.reasons = reasons;
+      m.holdMs = after.heldOutput?.holdMs;
     }
-    process.stderr.write(`placement: ${placement} ${mode}: ${m.redis.map((f) => `${f.test} c=${f.clients} ${Math.round(f.opsPerSec)} ops/s p50 ${f.p50Ms} p99 ${f.p99Ms}`).join("; ")}\n`);
+    process.stderr.write(
+      `placement: ${placement} ${mode}: ${m.redis.map((f) => `${f.test} c=${f.clients} ${Math.round(f.opsPerSec)} ops/s p50 ${f.p50Ms} p99 ${f.p99Ms}`).join("; ")}${m.holdMs ? `; held ${JSON.stringify(m.holdMs)}` : ""}\n`,
+    );
     return m;
   };
   try {
