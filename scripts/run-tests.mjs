@@ -93,7 +93,7 @@ if (!unitOnly) {
  * first pass. colo-compare's test of a SIGKILLed primary QEMU is skipped on
  * emu, which has no engine process.
  */
-const QEMU_PASS = ["vm-lifecycle.test.js", "migration.test.js", "colo-compare.test.js", "colo-disk.test.js", "remus.test.js", "faults.test.js"];
+const QEMU_PASS = ["vm-lifecycle.test.js", "migration.test.js", "colo-compare.test.js", "colo-disk.test.js", "remus.test.js", "faults.test.js", "reprotect.test.js", "etcd-pair.test.js"];
 
 /**
  * Each pass reports TAP on stdout (counted by CI) and spec into a file; when a

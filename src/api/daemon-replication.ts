@@ -24,7 +24,7 @@ import type { ConfigSource } from "./image-io.js";
 import type { Logger } from "./log.js";
 import type { Incoming } from "./migration.js";
 import { currentNetnsName, runDir } from "./paths.js";
-import type { ControlRequest } from "./protocol.js";
+import type { ControlRequest, ReprotectTarget } from "./protocol.js";
 import { openStreamCapture } from "./stream-capture.js";
 import { imageLogOf } from "./disk-logs.js";
 
@@ -36,6 +36,8 @@ export interface ReplicationDaemon {
   primary(): PrimaryReplicator | undefined;
   secondary(): SecondaryReplicator | undefined;
   setPrimary(primary: PrimaryReplicator): void;
+  /** The session `r` started (checkpoint 0 is on the secondary): from now on its loss may lead to re-protection. */
+  sessionRunning(primary: PrimaryReplicator, r: Extract<ControlRequest, { op: "remus" }>): void;
   shutdown(code: number, reason: string): Promise<void>;
 }
 
@@ -53,6 +55,8 @@ export interface SecondarySettings {
   heartbeatMs: number;
   arbiter?: ArbiterAddress;
   leaseMs?: number;
+  /** After a takeover, protect the survivor again toward this host (`--reprotect`; daemon-reprotect.ts). */
+  reprotect?: ReprotectTarget;
 }
 
 /** `colo remus`: this daemon's running VM becomes the primary of a replication session to `r.host`. */
@@ -124,6 +128,7 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
     throw err;
   }
   daemon.log.info({ peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs }, "replication running");
+  daemon.sessionRunning(primary, r);
   return { peer: `${r.host}:${r.port}`, mode, intervalMs: r.intervalMs, checkpoint0Pages: primary.stats.lastPages, disks: primary.diskCount, ...(primary.started ? { start: primary.started } : {}) };
 }
 

@@ -72,15 +72,23 @@ export class EtcdCluster {
     private readonly members: Member[],
     readonly driver: EtcdDriver,
     private readonly token: string,
+    /** Clients outside the namespace reach the members here (besides 127.0.0.1); the namespace is the caller's then. */
+    private readonly shared?: { host: string },
   ) {}
 
-  /** Makes the namespace, starts `size` members and the driver, and waits until every member is healthy. */
-  static async start(size = 3): Promise<EtcdCluster> {
+  /**
+   * Makes the namespace, starts `size` members and the driver, and waits
+   * until every member is healthy. With `inside`: the members run in that
+   * existing namespace (the lab's LAN, for VM tests whose daemons use the
+   * cluster) and also listen on `inside.host`; the namespace is left alone
+   * by remove().
+   */
+  static async start(size = 3, inside?: { netns: string; host: string }): Promise<EtcdCluster> {
     const bin = etcdBinary();
     if (!bin) throw new Error("precondition missing: etcd (Debian package etcd-server) is not on PATH");
     if (!isRoot()) throw new Error("precondition missing: root (network namespaces)");
     const n = ++clusters;
-    const netns = `cetcd-${process.pid}-${n}`;
+    const netns = inside?.netns ?? `cetcd-${process.pid}-${n}`;
     const base = existsSync("/dev/shm") ? "/dev/shm" : tmpdir();
     const dir = mkdtempSync(join(base, "colo-etcd-"));
     const members: Member[] = Array.from({ length: size }, (_, i) => ({
@@ -90,18 +98,18 @@ export class EtcdCluster {
       dataDir: join(dir, `m${i + 1}`),
       log: join(dir, `m${i + 1}.log`),
     }));
-    await ip("netns", "add", netns);
+    if (!inside) await ip("netns", "add", netns);
     let driver: EtcdDriver | undefined;
     try {
       await ip("-n", netns, "link", "set", "lo", "up");
       driver = await EtcdDriver.start(netns);
     } catch (err) {
       await driver?.stop();
-      await ip("netns", "del", netns).catch(() => undefined);
+      if (!inside) await ip("netns", "del", netns).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
       throw err;
     }
-    const cluster = new EtcdCluster(netns, dir, members, driver, `colo-test-${process.pid}-${n}`);
+    const cluster = new EtcdCluster(netns, dir, members, driver, `colo-test-${process.pid}-${n}`, inside ? { host: inside.host } : undefined);
     try {
       for (let i = 0; i < size; i++) cluster.spawnMember(i, "new");
       await cluster.waitHealthy(members.map((_, i) => i));
@@ -116,9 +124,10 @@ export class EtcdCluster {
     return this.members.length;
   }
 
-  /** `etcd://127.0.0.1:P,...` for the members `which` (default: all). */
+  /** `etcd://127.0.0.1:P,...` (or the shared host's address) for the members `which` (default: all). */
   address(which: number[] = this.members.map((_, i) => i)): string {
-    return `etcd://${which.map((i) => `127.0.0.1:${this.member(i).clientPort}`).join(",")}`;
+    const host = this.shared?.host ?? "127.0.0.1";
+    return `etcd://${which.map((i) => `${host}:${this.member(i).clientPort}`).join(",")}`;
   }
 
   clientPort(i: number): number {
@@ -137,7 +146,8 @@ export class EtcdCluster {
     const url = (port: number) => `http://127.0.0.1:${port}`;
     const args = [
       ...["--name", m.name, "--data-dir", m.dataDir, "--logger", "zap", "--log-outputs", "stderr"],
-      ...["--listen-client-urls", url(m.clientPort), "--advertise-client-urls", url(m.clientPort)],
+      ...["--listen-client-urls", [url(m.clientPort), ...(this.shared ? [`http://${this.shared.host}:${m.clientPort}`] : [])].join(",")],
+      ...["--advertise-client-urls", this.shared ? `http://${this.shared.host}:${m.clientPort}` : url(m.clientPort)],
       ...["--listen-peer-urls", url(m.peerPort), "--initial-advertise-peer-urls", url(m.peerPort)],
       ...["--initial-cluster", this.members.map((x) => `${x.name}=${url(x.peerPort)}`).join(","), "--initial-cluster-state", state],
       ...["--initial-cluster-token", this.token, "--heartbeat-interval", String(ETCD_HEARTBEAT_MS), "--election-timeout", String(ETCD_ELECTION_MS)],
@@ -219,7 +229,7 @@ export class EtcdCluster {
     this.removed = true;
     await this.driver.stop();
     for (let i = 0; i < this.members.length; i++) await this.kill(i);
-    await ip("netns", "del", this.netns).catch(() => undefined);
+    if (!this.shared) await ip("netns", "del", this.netns).catch(() => undefined);
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

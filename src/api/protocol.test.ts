@@ -45,3 +45,17 @@ test("protocol: remus carries fullDiskSync (colo protect --full-disk-sync), a bo
   assert.deepEqual(parseRequest(JSON.stringify({ ...base, fullDiskSync: false })), base);
   assert.throws(() => parseRequest(JSON.stringify({ ...base, fullDiskSync: "yes" })), /"fullDiskSync" must be a boolean/);
 });
+
+test("protocol: remus carries a reprotect target; a bad one is refused with the field", () => {
+  const base = { op: "remus", host: "10.77.1.2", port: 8002, keyFile: "/k", intervalMs: 100, timeoutMs: 1000, heartbeatMs: 200 };
+  const reprotect = { host: "10.77.1.1", port: 8002, configPath: "/etc/colo/guest.cfg" };
+  assert.deepEqual(parseRequest(JSON.stringify({ ...base, reprotect })), { ...base, reprotect });
+  assert.deepEqual(parseRequest(JSON.stringify({ ...base, reprotect: { host: "h1", port: 1 } })), { ...base, reprotect: { host: "h1", port: 1 } });
+  const cases: [unknown, RegExp][] = [
+    ["10.77.1.1", /"reprotect" must be an object/],
+    [{ port: 8002 }, /"reprotect.host"/],
+    [{ host: "h", port: 0 }, /"reprotect.port" must be 1..65535/],
+    [{ host: "h", port: 8002, configPath: "guest.cfg" }, /"reprotect.configPath" must be an absolute path/],
+  ];
+  for (const [r, re] of cases) assert.throws(() => parseRequest(JSON.stringify({ ...base, reprotect: r })), re, JSON.stringify(r));
+});

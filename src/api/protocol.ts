@@ -35,6 +35,8 @@ export type ControlRequest =
       /** The arbiter (lease.ts): "host:port" of `colo arbiter` or "etcd://host:port,..." (src/api/arbiter-address.ts), and the lease's ttl. */
       arbiter?: string;
       leaseMs?: number;
+      /** After losing the secondary (running on unprotected), protect again toward this host: docs/operations.md "Automatic re-protection". */
+      reprotect?: ReprotectTarget;
       /** Compare the disks by hash, whatever their activity logs say (`--full-disk-sync`; docs/operations.md "Re-protection"). */
       fullDiskSync?: boolean;
     }
@@ -48,6 +50,13 @@ export type ControlRequest =
   | { op: "metrics" }
   /** `colo check`: the VM's facts and its guest's dirty rate over `sampleMs` (the guest runs on; daemon-check.ts). */
   | { op: "check"; sampleMs?: number };
+
+/** Where a survivor asks for its next secondary (`--reprotect HOST[:PORT]`), and the config that secondary runs (`--reprotect-config`). */
+export interface ReprotectTarget {
+  host: string;
+  port: number;
+  configPath?: string;
+}
 
 export const CONTROL_OPS = ["status", "pause", "unpause", "destroy", "console", "console-tail", "save", "migrate", "remus", "failover", "checkpoint", "disk-hashes", "metrics", "check"] as const;
 
@@ -102,6 +111,7 @@ export function parseRequest(line: string): ControlRequest {
         configPath?: unknown;
         arbiter?: unknown;
         leaseMs?: unknown;
+        reprotect?: unknown;
         fullDiskSync?: unknown;
       };
       if (typeof v.host !== "string" || v.host.length === 0 || v.host.length > 255) throw new Error('remus: "host" must be a host name or address');
@@ -120,6 +130,7 @@ export function parseRequest(line: string): ControlRequest {
       }
       if (v.configPath !== undefined && (typeof v.configPath !== "string" || !v.configPath.startsWith("/"))) throw new Error('remus: "configPath" must be an absolute path');
       if (v.fullDiskSync !== undefined && typeof v.fullDiskSync !== "boolean") throw new Error('remus: "fullDiskSync" must be a boolean');
+      const reprotect = v.reprotect === undefined ? undefined : parseReprotect(v.reprotect);
       return {
         op,
         host: v.host,
@@ -132,6 +143,7 @@ export function parseRequest(line: string): ControlRequest {
         ...optional,
         ...(typeof v.configPath === "string" ? { configPath: v.configPath } : {}),
         ...(typeof v.arbiter === "string" ? { arbiter: v.arbiter } : {}),
+        ...(reprotect ? { reprotect } : {}),
         ...(v.fullDiskSync === true ? { fullDiskSync: true } : {}),
       };
     }
@@ -200,4 +212,14 @@ export function parseResponse(line: string): ControlLine {
   if (v.ok === true) return { ok: true, result: v.result };
   if (v.ok === false && typeof v.error === "string") return { ok: false, error: v.error };
   throw new Error('response has neither {"ok":true} nor {"ok":false,"error":...}');
+}
+
+/** A `remus` request's `reprotect`: an object with host, port and an optional absolute configPath. */
+function parseReprotect(value: unknown): ReprotectTarget {
+  if (typeof value !== "object" || value === null) throw new Error('remus: "reprotect" must be an object {host, port, configPath?}');
+  const r = value as { host?: unknown; port?: unknown; configPath?: unknown };
+  if (typeof r.host !== "string" || r.host.length === 0 || r.host.length > 255) throw new Error('remus: "reprotect.host" must be a host name or address');
+  if (typeof r.port !== "number" || !Number.isInteger(r.port) || r.port < 1 || r.port > 65535) throw new Error('remus: "reprotect.port" must be 1..65535');
+  if (r.configPath !== undefined && (typeof r.configPath !== "string" || !r.configPath.startsWith("/"))) throw new Error('remus: "reprotect.configPath" must be an absolute path');
+  return { host: r.host, port: r.port, ...(typeof r.configPath === "string" ? { configPath: r.configPath } : {}) };
 }

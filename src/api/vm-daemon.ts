@@ -10,6 +10,10 @@ import { ControlServer, type ControlHandler } from "./control-server.js";
 import { reportToParent as report } from "./daemon-ipc.js";
 import { GuestStopHandler, type GuestStopDaemon } from "./daemon-guest-stop.js";
 import { startReplication, type ReplicationDaemon } from "./daemon-replication.js";
+import { nextPrimaryRequest, Reprotector, survivorRequest, type RemusRequest } from "./daemon-reprotect.js";
+import { formatArbiterAddress } from "./arbiter-address.js";
+import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
+import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
 import { DEFAULT_DIRTY_SAMPLE_MS, vmCheckFacts } from "./daemon-check.js";
 import { boot, incoming, incomingSecondary, restore, type DaemonMode, type StartDaemon } from "./daemon-start.js";
 import { migrateVm, saveVm, type TransferDaemon } from "./daemon-transfer.js";
@@ -54,6 +58,12 @@ export class VmDaemon implements ControlHandler {
   private busyDone: Promise<unknown> | undefined;
   private readonly parts: DaemonParts;
   private readonly stops: GuestStopHandler;
+  /** `--reprotect`: a side left running alone asks for a new secondary (daemon-reprotect.ts). */
+  private readonly reprotector: Reprotector;
+  /** An operator stopped replication (`colo failover` on the primary): its loss is not a reason to re-protect. */
+  private operatorStopped = false;
+  /** migrate-receive --colo --reprotect: what a takeover's re-protection request is built from. */
+  private survivorSettings: Parameters<typeof survivorRequest>[1] | undefined;
 
   constructor(private readonly log: Logger) {
     this.parts = {
@@ -71,16 +81,43 @@ export class VmDaemon implements ControlHandler {
         this.primary = primary;
         this.metrics.watch(primary.stats);
       },
+      sessionRunning: (primary, r) => this.watchForReprotect(primary, r),
       setBusy: (what) => (this.busy = what),
       setSecondary: (secondary) => {
         this.secondary = secondary;
         this.metrics.watch(secondary.stats);
+        const settings = this.survivorSettings;
+        if (settings) {
+          secondary.stats.observe({
+            failover: (event, mode) => {
+              // A takeover (not a step-down, a fence or a discard): the survivor asks for a new secondary.
+              if (mode !== "unprotected" || this.exiting) return;
+              const request = survivorRequest(secondary.mode, settings, {
+                intervalMs: 100,
+                compareTimeoutMs: DEFAULT_COMPARE_TIMEOUT_MS,
+                minGapMs: DEFAULT_MIN_CHECKPOINT_GAP_MS,
+                maxIntervalMs: DEFAULT_MAX_CHECKPOINT_INTERVAL_MS,
+              });
+              this.reprotector.begin(request, event.reason);
+            },
+          });
+        }
       },
       exclusive: <T>(what: string, fn: () => Promise<T>): Promise<T> => this.exclusive(what, fn),
       actOnStopLeftByReplica: () => this.stops.actOnStopLeftByReplica(),
       shutdown: (code: number, reason: string, opts?: { handOver?: boolean }) => this.shutdown(code, reason, opts),
     };
     this.stops = new GuestStopHandler(this.parts);
+    this.reprotector = new Reprotector({
+      log,
+      vmState: () => this.vm?.state ?? "none",
+      sessionMode: () => (this.primary?.stats.mode === "primary" ? "primary" : (this.primary ?? this.secondary)?.stats.mode),
+      exiting: () => this.exiting,
+      protect: (request) => {
+        if (this.busy) return Promise.reject(new Error(`the daemon is busy (${this.busy})`));
+        return this.exclusive("re-protecting", () => startReplication(this.parts, request));
+      },
+    });
     this.metrics.setSource(() => ({ session: this.primary?.stats ?? this.secondary?.stats, status: this.vm ? this.status(this.vm) : {} }));
   }
 
@@ -111,6 +148,16 @@ export class VmDaemon implements ControlHandler {
   }
 
   async run(mode: DaemonMode): Promise<void> {
+    if (mode.kind === "incoming" && mode.colo?.reprotect) {
+      const c = mode.colo;
+      this.survivorSettings = {
+        keyFile: mode.keyFile,
+        timeoutMs: c.timeoutMs,
+        heartbeatMs: c.heartbeatMs,
+        ...(c.arbiter ? { arbiter: formatArbiterAddress(c.arbiter), ...(c.leaseMs !== undefined ? { leaseMs: c.leaseMs } : {}) } : {}),
+        reprotect: mode.colo.reprotect,
+      };
+    }
     switch (mode.kind) {
       case "boot":
         return boot(this.parts, mode.configPath);
@@ -119,6 +166,19 @@ export class VmDaemon implements ControlHandler {
       case "incoming":
         return mode.colo ? incomingSecondary(this.parts, mode.listen, mode.keyFile, mode.timeoutMs, mode.colo) : incoming(this.parts, mode.listen, mode.keyFile, mode.timeoutMs);
     }
+  }
+
+  /** A session started with `--reprotect`: when it loses its secondary and runs on alone, protect again toward the target. */
+  private watchForReprotect(primary: PrimaryReplicator, r: RemusRequest): void {
+    this.operatorStopped = false;
+    const next = nextPrimaryRequest(r);
+    if (!next) return;
+    primary.stats.observe({
+      failover: (event, mode) => {
+        if (mode !== "unprotected" || this.operatorStopped || this.exiting || this.primary !== primary) return;
+        this.reprotector.begin(next, event.reason);
+      },
+    });
   }
 
   private requireVm(): Vm {
@@ -199,6 +259,7 @@ export class VmDaemon implements ControlHandler {
       ...(link instanceof TranslationChain ? { linkTranslation: { layers: link.depth, connections: link.connections() } } : {}),
       ...(this.busy ? { busy: this.busy } : {}),
       ...(this.handover ? { handover: this.handover } : {}),
+      ...(this.reprotector.status() ? { reprotect: this.reprotector.status() } : {}),
       ...(replication ? { replication } : {}),
       ...(output ? { heldOutput: output } : {}),
       ...(details ? { proxy: details } : {}),
@@ -223,6 +284,7 @@ export class VmDaemon implements ControlHandler {
       return { role: "secondary", action: "taking over" };
     }
     if (this.primary && this.primary.stats.mode === "primary") {
+      this.operatorStopped = true;
       await this.primary.stop("operator failover");
       return { role: "primary", action: "replication stopped in order (the secondary discards its copy); running unprotected" };
     }
@@ -264,6 +326,7 @@ export class VmDaemon implements ControlHandler {
     if (this.exiting) return;
     this.exiting = true;
     this.log.info({ reason }, "shutting down");
+    this.reprotector.cancel(`the daemon is shutting down: ${reason}`);
     for (const s of this.consoles) s.destroy();
     if (this.primary && this.primary.stats.mode === "primary") {
       if (opts.handOver === true) this.primary.abandon(reason);

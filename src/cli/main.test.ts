@@ -57,3 +57,24 @@ test("cli: a bad --arbiter is refused on one line naming the option and the valu
   assert.equal(ok.code, 1);
   assert.match(ok.stderr, /no VM named vm is running/);
 });
+
+test("cli: --reprotect-config needs --reprotect, and --reprotect needs --colo where the command has both modes", () => {
+  for (const args of [
+    ["protect", "vm", "10.0.0.1", "--reprotect-config", "/tmp/x.cfg"],
+    ["migrate", "--colo", "vm", "10.0.0.1", "--reprotect-config", "/tmp/x.cfg"],
+    ["remus", "vm", "10.0.0.1", "--reprotect-config", "/tmp/x.cfg"],
+  ]) {
+    const r = run(args);
+    assert.notEqual(r.code, 0, args.join(" "));
+    assert.match(r.stderr, /--reprotect-config needs --reprotect HOST\[:PORT\]/, args.join(" "));
+  }
+  const m = run(["migrate", "vm", "10.0.0.1", "--reprotect", "10.0.0.2"]);
+  assert.equal(m.code, 2);
+  assert.match(m.stderr, /--reprotect only with --colo/);
+  const rcv = run(["migrate-receive", "--reprotect", "10.0.0.2"]);
+  assert.notEqual(rcv.code, 0);
+  assert.match(rcv.stderr, /--reprotect needs --colo/);
+  const bad = run(["protect", "vm", "10.0.0.1", "--reprotect", "10.0.0.2:99999"]);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /99999/);
+});

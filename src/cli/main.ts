@@ -13,7 +13,7 @@ import { labVerb } from "./lab.js";
 import { streamVerify } from "./stream.js";
 import { CliError } from "./output.js";
 import { keygen, migrateReceive, migrateVm, restoreVm, saveVm } from "./migrate.js";
-import { checkpointVm, coloVm, diskHashesVm, failoverVm, remusVm } from "./replication.js";
+import { checkpointVm, coloVm, diskHashesVm, failoverVm, remusVm, withReprotectOptions } from "./replication.js";
 import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
 import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
@@ -106,7 +106,8 @@ export function program(): Command {
       arbiterAddress,
     )
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
-    .option("--full-disk-sync", "with --colo: compare the disks by hash at the start, whatever their activity logs say (docs/operations.md \"Re-protection\")")
+    .option("--full-disk-sync", "with --colo: compare the disks by hash at the start, whatever their activity logs say (docs/operations.md \"Re-protection\")");
+  withReprotectOptions(migrate, "primary")
     .action(
       async (
         name: string,
@@ -115,6 +116,8 @@ export function program(): Command {
           keyFile: string;
           config?: string;
           colo?: boolean;
+          reprotect?: string;
+          reprotectConfig?: string;
           compareTimeout: number;
           checkpointMinGap: number;
           checkpointMaxInterval: number;
@@ -127,7 +130,7 @@ export function program(): Command {
       ) => {
         if (!o.colo) {
           // Replication options on a plain migration are a mistake, not something to ignore.
-          const stray = givenFlags(migrate, ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "peerTimeout", "heartbeat", "lease", "fullDiskSync"]);
+          const stray = givenFlags(migrate, ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "peerTimeout", "heartbeat", "lease", "reprotect", "reprotectConfig", "fullDiskSync"]);
           if (stray.length > 0) throw new CliError(`${stray.join(", ")} only with --colo`, 2);
         }
         return o.colo
@@ -140,13 +143,16 @@ export function program(): Command {
               minGap: o.checkpointMinGap,
               maxInterval: o.checkpointMaxInterval,
               ...(o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {}),
+              ...(o.reprotect !== undefined ? { reprotect: o.reprotect } : {}),
+              ...(o.reprotectConfig !== undefined ? { reprotectConfig: o.reprotectConfig } : {}),
               ...(o.fullDiskSync ? { fullDiskSync: true } : {}),
             })
           : migrateVm(name, dest, o);
       },
     );
 
-  p.command("migrate-receive")
+  const receive = p.command("migrate-receive");
+  receive
     .description("wait for one incoming live migration; returns when the VM runs here")
     .option("--listen <addr[:port]>", "address to listen on", `0.0.0.0:${DEFAULT_MIGRATION_PORT}`)
     .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
@@ -156,13 +162,17 @@ export function program(): Command {
     .option("--peer-timeout <ms>", "with --colo: silence from the primary that counts as its loss", positiveInt, DEFAULT_PEER_TIMEOUT_MS)
     .option("--heartbeat <ms>", "with --colo: heartbeat interval toward the primary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
     .option("--arbiter <addr[:port]|etcd://host:port,...>", `with --colo: take over only with this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster)`, arbiterAddress)
-    .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
-    .action(async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number; heartbeat: number; arbiter?: string; lease: number }) => migrateReceive(o));
+    .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS);
+  withReprotectOptions(receive, "secondary").action(
+    async (o: { listen: string; keyFile: string; timeout: number; detach?: boolean; colo?: boolean; peerTimeout: number; heartbeat: number; arbiter?: string; lease: number; reprotect?: string; reprotectConfig?: string }) =>
+      migrateReceive(o),
+  );
 
   addProtectCommand(p);
   addCheckCommand(p);
 
-  p.command("remus")
+  const remus = p.command("remus");
+  remus
     .description("protect a VM with checkpointed replication to a secondary (Remus mode: output held until its checkpoint is acknowledged)")
     .argument("<name>")
     .argument("<host[:port]>", `the secondary, running colo migrate-receive --colo (default port ${DEFAULT_MIGRATION_PORT})`)
@@ -172,8 +182,11 @@ export function program(): Command {
     .option("--key-file <file>", "shared key (colo keygen)", DEFAULT_KEY_FILE)
     .option("--arbiter <addr[:port]|etcd://host:port,...>", `hold this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster); run alone after losing the secondary only with it`, arbiterAddress)
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
-    .option("--full-disk-sync", "compare the disks by hash at the start, whatever their activity logs say (docs/operations.md \"Re-protection\")")
-    .action(async (name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease: number; fullDiskSync?: boolean }) => remusVm(name, dest, o));
+    .option("--full-disk-sync", "compare the disks by hash at the start, whatever their activity logs say (docs/operations.md \"Re-protection\")");
+  withReprotectOptions(remus, "primary").action(
+    async (name: string, dest: string, o: { interval: number; peerTimeout: number; heartbeat: number; keyFile: string; arbiter?: string; lease: number; reprotect?: string; reprotectConfig?: string; fullDiskSync?: boolean }) =>
+      remusVm(name, dest, o),
+  );
 
   p.command("demo")
     .description("the whole mission in one command: a protected Redis guest (COLO compare mode, disk replication, arbiter), load, the primary host killed, takeover, every acknowledged write verified")
@@ -262,7 +275,22 @@ export function program(): Command {
     .option("--colo-heartbeat <ms>")
     .option("--colo-arbiter <addr>")
     .option("--colo-lease <ms>")
-    .action(async (o: { config?: string; restore?: string; incoming?: string; keyFile?: string; acceptTimeout: number; coloPeerTimeout?: string; coloHeartbeat?: string; coloArbiter?: string; coloLease?: string }) => {
+    .option("--colo-reprotect <host:port>")
+    .option("--colo-reprotect-config <cfg>")
+    .action(
+      async (o: {
+        config?: string;
+        restore?: string;
+        incoming?: string;
+        keyFile?: string;
+        acceptTimeout: number;
+        coloPeerTimeout?: string;
+        coloHeartbeat?: string;
+        coloArbiter?: string;
+        coloLease?: string;
+        coloReprotect?: string;
+        coloReprotectConfig?: string;
+      }) => {
       const { vmDaemonMain } = await import("../api/vm-daemon.js");
       if (o.config) await vmDaemonMain({ kind: "boot", configPath: o.config });
       else if (o.restore) await vmDaemonMain({ kind: "restore", file: o.restore });
@@ -278,12 +306,14 @@ export function program(): Command {
                   timeoutMs: Number(o.coloPeerTimeout),
                   heartbeatMs: Number(o.coloHeartbeat ?? DEFAULT_HEARTBEAT_INTERVAL_MS),
                   ...(o.coloArbiter ? { arbiter: parseArbiterAddress(o.coloArbiter), leaseMs: Number(o.coloLease ?? DEFAULT_LEASE_TTL_MS) } : {}),
+                  ...(o.coloReprotect ? { reprotect: { ...parseEndpoint(o.coloReprotect, DEFAULT_MIGRATION_PORT), ...(o.coloReprotectConfig ? { configPath: o.coloReprotectConfig } : {}) } } : {}),
                 },
               }
             : {}),
         });
       else throw new CliError("__vm-daemon: give --config, --restore or --incoming with --key-file");
-    });
+    },
+    );
 
   return p;
 }

@@ -10,6 +10,7 @@ import { formatEndpoint, parseEndpoint } from "../channel/secure-channel.js";
 import { spawnDaemon } from "./daemon-spawn.js";
 import type { TransferProgress } from "../state/machine-transfer.js";
 import { fail } from "./output.js";
+import { reprotectFields } from "./replication.js";
 
 /** Progress events arrive as JSON: checked before use. */
 type ProgressLike = TransferProgress;
@@ -85,13 +86,18 @@ export async function migrateReceive(o: {
   heartbeat?: number;
   arbiter?: string;
   lease?: number;
+  reprotect?: string;
+  reprotectConfig?: string;
 }): Promise<void> {
+  if ((o.reprotect !== undefined || o.reprotectConfig !== undefined) && !o.colo) fail("--reprotect needs --colo");
+  const again = reprotectFields(o).reprotect;
   const at = parseEndpoint(o.listen, DEFAULT_MIGRATION_PORT);
   const keyFile = resolve(o.keyFile);
   loadKey(keyFile);
   if (o.arbiter && !o.colo) fail("--arbiter needs --colo");
+  const reprotect = again ? ["--colo-reprotect", formatEndpoint(again), ...(again.configPath ? ["--colo-reprotect-config", again.configPath] : [])] : [];
   const arbiter = o.arbiter ? ["--colo-arbiter", formatArbiterAddress(parseArbiterAddress(o.arbiter)), "--colo-lease", String(o.lease ?? DEFAULT_LEASE_TTL_MS)] : [];
-  const colo = o.colo ? ["--colo-peer-timeout", String(o.peerTimeout ?? 1000), "--colo-heartbeat", String(o.heartbeat ?? 200), ...arbiter] : [];
+  const colo = o.colo ? ["--colo-peer-timeout", String(o.peerTimeout ?? 1000), "--colo-heartbeat", String(o.heartbeat ?? 200), ...arbiter, ...reprotect] : [];
   const { pid, report } = await spawnDaemon(["--incoming", formatEndpoint(at), "--key-file", keyFile, "--accept-timeout", String(o.timeout), ...colo], {
     what: `migrate-receive on ${formatEndpoint(at)}`,
     logName: `incoming-${at.port}.log`,

@@ -19,7 +19,7 @@ import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
 import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import { arbiterAddress, givenFlags, nonNegativeInt, positiveInt } from "./arg-types.js";
 import { CliError } from "./output.js";
-import { coloVm, remusVm } from "./replication.js";
+import { coloVm, remusVm, withReprotectOptions } from "./replication.js";
 
 interface ProtectOptions {
   keyFile: string;
@@ -33,6 +33,8 @@ interface ProtectOptions {
   heartbeat: number;
   arbiter?: string;
   lease: number;
+  reprotect?: string;
+  reprotectConfig?: string;
   fullDiskSync?: boolean;
 }
 
@@ -53,13 +55,18 @@ export function addProtectCommand(p: Command): void {
     .option("--heartbeat <ms>", "heartbeat interval toward the secondary", positiveInt, DEFAULT_HEARTBEAT_INTERVAL_MS)
     .option("--arbiter <addr[:port]|etcd://host:port,...>", `hold this arbiter's lease (colo arbiter, default port ${DEFAULT_ARBITER_PORT}; or an etcd cluster); run alone after losing the secondary only with it`, arbiterAddress)
     .option("--lease <ms>", "with --arbiter: lease time-to-live", positiveInt, DEFAULT_LEASE_TTL_MS)
-    .option("--full-disk-sync", "hash every disk on both sides even when the activity logs prove which chunks differ (an image changed outside colo)")
-    .action(async (name: string, dest: string, o: ProtectOptions) => {
-      const shared = { ...(o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {}), ...(o.fullDiskSync ? { fullDiskSync: true } : {}) };
+    .option("--full-disk-sync", "hash every disk on both sides even when the activity logs prove which chunks differ (an image changed outside colo)");
+  withReprotectOptions(protect, "primary").action(async (name: string, dest: string, o: ProtectOptions) => {
+      const arbiter = {
+        ...(o.arbiter ? { arbiter: o.arbiter, lease: o.lease } : {}),
+        ...(o.reprotect !== undefined ? { reprotect: o.reprotect } : {}),
+        ...(o.reprotectConfig !== undefined ? { reprotectConfig: o.reprotectConfig } : {}),
+        ...(o.fullDiskSync ? { fullDiskSync: true } : {}),
+      };
       if (o.remus) {
         const stray = givenFlags(protect, ["compareTimeout", "checkpointMinGap", "checkpointMaxInterval", "config"]);
         if (stray.length > 0) throw new CliError(`${stray.join(", ")} not with --remus (Remus mode: the secondary runs the VM's own config)`, 2);
-        return remusVm(name, dest, { interval: o.interval, peerTimeout: o.peerTimeout, heartbeat: o.heartbeat, keyFile: o.keyFile, ...shared });
+        return remusVm(name, dest, { interval: o.interval, peerTimeout: o.peerTimeout, heartbeat: o.heartbeat, keyFile: o.keyFile, ...arbiter });
       }
       if (givenFlags(protect, ["interval"]).length > 0) throw new CliError("--interval only with --remus (compare mode checkpoints when outputs differ)", 2);
       return coloVm(name, dest, {
@@ -70,7 +77,7 @@ export function addProtectCommand(p: Command): void {
         compareTimeout: o.compareTimeout,
         minGap: o.checkpointMinGap,
         maxInterval: o.checkpointMaxInterval,
-        ...shared,
+        ...arbiter,
       });
     });
 }

@@ -48,6 +48,8 @@ interface Status {
     failovers: { at: string; reason: string }[];
   };
   heldOutput?: { heldFrames?: number; releasedMatched?: number };
+  /** `--reprotect` (src/api/daemon-reprotect.ts): the start's figures once protected again. */
+  reprotect?: { state: string; attempts: number; started?: { start?: { pauseMs: number; disk: { chunksCopied: number; bytesCopied: number } } } };
 }
 
 interface ClientSummary {
@@ -147,7 +149,11 @@ export async function runDemo(o: DemoOptions): Promise<number> {
 
     say(`demo: booting the guest on ${h1} (Redis, AOF appendfsync=always on a 64 MiB data disk)...`);
     say("      " + (await must("colo create", colo(h1, ["create", pCfg]))).trim());
-    await must("colo migrate-receive --colo", colo(h2, ["migrate-receive", "--colo", "--listen", lab.replIps[1], "--key-file", key, "--detach", "--arbiter", lab.arbiterIp]));
+    // --reprotect: once it took over, h2 asks h1 for a new secondary by itself (h1 running it with its old image).
+    await must(
+      "colo migrate-receive --colo",
+      colo(h2, ["migrate-receive", "--colo", "--listen", lab.replIps[1], "--key-file", key, "--detach", "--arbiter", lab.arbiterIp, "--reprotect", lab.replIps[0], "--reprotect-config", pCfg]),
+    );
     const t0 = monotonicMs();
     const protect = await must("colo migrate --colo", colo(h1, ["migrate", "--colo", NAME, lab.replIps[1], "--key-file", key, "-C", sCfg, "--arbiter", lab.arbiterIp]));
     say("      " + protect.trim() + ` (${elapsedMs(t0)} ms)`);
@@ -174,14 +180,12 @@ export async function runDemo(o: DemoOptions): Promise<number> {
 
     // Live progress line.
     let last: Status | undefined;
-    let secondary: Status | undefined;
     let progressOn = true;
     const tty = process.stdout.isTTY === true;
     const progress = (async () => {
       while (progressOn) {
         const [p, s] = await Promise.all([status(h1), status(h2)]);
         if (p) last = p;
-        secondary = s;
         const r = p?.replication;
         const reasons = Object.entries(r?.checkpointReasons ?? {})
           .filter(([, v]) => v > 0)
@@ -221,6 +225,27 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     }
     if (takeoverMs < 0) throw new Error(`${h2} did not take over within 30 s`);
     await sleep(o.afterS * 1000);
+
+    // The dead host comes back as a secondary, with its old image: the survivor protects itself again.
+    clearProgress();
+    say(`demo: host ${h1} is back: colo migrate-receive --colo with its old image; ${h2} protects itself again (--reprotect)...`);
+    const backAt = monotonicMs();
+    await must("colo migrate-receive --colo on the returning host", colo(h1, ["migrate-receive", "--colo", "--listen", lab.replIps[0], "--key-file", key, "--detach", "--arbiter", lab.arbiterIp]));
+    let again: Status | undefined;
+    while (monotonicMs() - backAt < 300_000) {
+      const s = await status(h2);
+      // The mode says primary from the session's first byte; the attempt is done once checkpoint 0 is on h1.
+      if (s?.replication?.mode === "primary" && s.reprotect?.state === "protected") {
+        again = s;
+        break;
+      }
+      await sleep(250);
+    }
+    if (!again) throw new Error(`${h2} was not protected again within 300 s: ${JSON.stringify((await status(h2))?.reprotect ?? {})}`);
+    const reprotectMs = elapsedMs(backAt);
+    const protectedAgainAt = monotonicMs();
+    say(`demo: ${h2} -> ${h1} replicating again, ${reprotectMs} ms after ${h1} listened`);
+    await sleep(o.afterS * 1000);
     progressOn = false;
     await progress;
     clearProgress();
@@ -234,7 +259,10 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const rate = (xs: number[]) => (xs.length ? Math.round(xs.reduce((a, b) => a + b, 0) / xs.length) : 0);
     // The last 5 s before the fault (the first seconds after checkpoint 0 are a warm-up: the secondary's JIT starts cold).
     const beforeOps = rate(summary.opsPerSecond.slice(Math.max(1, killS - 5), killS));
-    const afterOps = rate(summary.opsPerSecond.slice(killS + Math.ceil(summary.maxAckGapMs / 1000) + 1, -1));
+    const backS = Math.floor((backAt - clientStart) / 1000);
+    const afterOps = rate(summary.opsPerSecond.slice(killS + Math.ceil(summary.maxAckGapMs / 1000) + 1, backS));
+    const againOps = rate(summary.opsPerSecond.slice(Math.ceil((protectedAgainAt - clientStart) / 1000) + 1, -1));
+    const start = again.reprotect?.started?.start;
     const reasons = before?.replication?.checkpointReasons ?? {};
     say("");
     say("demo report");
@@ -246,7 +274,13 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     say(`  failover:            takeover ${takeoverMs} ms after the kill (detection included); longest gap seen by the client ${summary.maxAckGapMs} ms`);
     say(`  writes:              ${summary.acknowledged} SETs + ${summary.incr.acknowledged} INCRs acknowledged; ${summary.verified} SETs verified on the survivor; ${summary.lostCount} lost; INCR violations ${summary.incr.violations}`);
     say(`  connection resets:   ${summary.connectionResets} (unacknowledged commands when the primary died: ${summary.unacknowledged})`);
-    say(`  secondary now:       ${secondary ? `${secondary.state}, ${secondary.replication?.mode}` : "?"}`);
+    say(
+      `  protected again:     ${h2} -> ${h1} by itself (--reprotect), ${reprotectMs} ms after ${h1} listened` +
+        (start ? `; checkpoint 0 paused the guest ${start.pauseMs} ms; disk: ${start.disk.chunksCopied} chunks (${(start.disk.bytesCopied / 2 ** 20).toFixed(1)} MiB) copied, the ones that differed` : ""),
+    );
+    say(`  client ops/s again:  ${againOps} protected again (${h2} -> ${h1})`);
+    const [h2Now, h1Now] = await Promise.all([status(h2), status(h1)]);
+    say(`  pair now:            ${h2} ${h2Now?.replication?.mode ?? "down"}, ${h1} ${h1Now?.replication?.mode ?? "down"}`);
     const lost = summary.lostCount + summary.incr.violations;
     say(lost === 0 ? "demo: PASS: no acknowledged write lost" : `demo: FAIL: ${lost} acknowledged writes lost: ${summary.lost.map((l) => l.key).join(" ")}`);
     return lost === 0 ? 0 : 1;

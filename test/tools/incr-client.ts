@@ -95,7 +95,11 @@ async function main(): Promise<void> {
     }
     const n = Number(line.slice(1));
     if (summary.last !== null && n !== summary.last + 1) summary.gaps++;
-    if (summary.first === null) summary.first = n;
+    if (summary.first === null) {
+      summary.first = n;
+      // For a test that acts at this connection's first reply (no poll of its own that could make the VMs diverge).
+      process.stderr.write("incr-client: first reply\n");
+    }
     summary.last = n;
     summary.acked++;
   }

@@ -36,6 +36,10 @@ export interface VmStatusJson {
   proxy?: Record<string, unknown>;
   /** Remus: the output buffer; compare mode: the comparator's counters. */
   heldOutput?: Record<string, unknown>;
+  /** A survivor's TCP translations at its NIC: one layer per takeover (src/colo/net/link-translation.ts). */
+  linkTranslation?: { layers: number; connections: number };
+  /** `--reprotect`: the automatic re-protection (src/api/daemon-reprotect.ts). */
+  reprotect?: { to: string; state: string; attempts: number; lastError?: string; after: string };
 }
 
 /** test/tools/incr-client.ts's summary; `first` and `last` are null when nothing was acknowledged. */
@@ -52,6 +56,8 @@ export interface IncrResult {
 export class Pair {
   /** `colo arbiter` in the lan namespace, when started. */
   private arbiter: ChildProcess | undefined;
+  /** An arbiter the test runs itself (an etcd cluster: "etcd://..."), used instead of `colo arbiter`. */
+  private arbiterAddress: string | undefined;
   readonly h1: string;
   readonly h2: string;
   readonly client: string;
@@ -152,16 +158,21 @@ export class Pair {
     await closed;
   }
 
+  /** Both sides hold their lease in `address` (e.g. an etcd cluster's etcd://...) from now on. */
+  useArbiter(address: string): void {
+    this.arbiterAddress = address;
+  }
+
   /** `--arbiter ADDR` when the pair runs one. */
   arbiterArgs(): string[] {
+    if (this.arbiterAddress) return ["--arbiter", this.arbiterAddress];
     return this.arbiter ? ["--arbiter", this.lab.arbiterIp] : [];
   }
 
-  /** `colo migrate-receive --colo --detach` on h2; resolves once it listens. */
-  /** `colo migrate-receive --colo --detach` on h2 (or, to protect a survivor on h2 again, on h1); resolves once it listens. */
-  async listenSecondary(on: "h1" | "h2" = "h2"): Promise<void> {
+  /** `colo migrate-receive --colo --detach` on h2 (or, to protect a survivor on h2 again, on h1), with `extra` options; resolves once it listens. */
+  async listenSecondary(on: "h1" | "h2" = "h2", extra: string[] = []): Promise<void> {
     const [host, ip] = on === "h2" ? [this.h2, this.lab.replIps[1]] : [this.h1, this.lab.replIps[0]];
-    const recv = spawn("ip", ["netns", "exec", host, COLO_BIN, "migrate-receive", "--colo", "--listen", ip, "--key-file", this.keyFile, "--timeout", "120", "--detach", ...this.arbiterArgs()], {
+    const recv = spawn("ip", ["netns", "exec", host, COLO_BIN, "migrate-receive", "--colo", "--listen", ip, "--key-file", this.keyFile, "--timeout", "120", "--detach", ...this.arbiterArgs(), ...extra], {
       env: this.env(),
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -202,16 +213,26 @@ export class Pair {
     return this.colo(this.h1, args, opts.extraEnv);
   }
 
-  /** The INCR client (test/tools/incr-client.ts) on one connection from the client namespace. */
-  startIncr(seconds = 240): { child: ChildProcessWithoutNullStreams; result: () => Promise<IncrResult> } {
-    const child = spawn("ip", ["netns", "exec", this.client, process.execPath, join(REPO_ROOT, "dist/test/tools/incr-client.js"), "--host", this.ip, "--seconds", String(seconds)], {
+  /** The INCR client (test/tools/incr-client.ts) on one connection from the client namespace, on `key`. */
+  startIncr(seconds = 240, key = "colo:incr"): { child: ChildProcessWithoutNullStreams; firstReply: Promise<void>; result: () => Promise<IncrResult> } {
+    const child = spawn("ip", ["netns", "exec", this.client, process.execPath, join(REPO_ROOT, "dist/test/tools/incr-client.js"), "--host", this.ip, "--seconds", String(seconds), "--key", key], {
       stdio: ["pipe", "pipe", "pipe"],
     });
     let out = "";
     child.stdout.on("data", (c: Buffer) => (out += c.toString()));
     const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
+    let err = "";
+    const firstReply = new Promise<void>((resolve, reject) => {
+      child.stderr.on("data", (c: Buffer) => {
+        err += c.toString();
+        if (err.includes("incr-client: first reply")) resolve();
+      });
+      void closed.then(() => reject(new Error(`the INCR client on ${key} ended before its first reply: ${out} ${err}`)));
+    });
+    firstReply.catch(() => undefined);
     return {
       child,
+      firstReply,
       result: async () => {
         child.stdin.end();
         await closed;

@@ -56,6 +56,12 @@ export interface ComparatorStats {
   droppedPrimaryOverflow: number;
   flowsEvicted: number;
   divergences: Record<DivergenceReason, number>;
+  /**
+   * How long the last (up to 1024) frames released by compare were held:
+   * from the PVM's frame to the SVM's matching output (the SVM's lag, what
+   * compare mode adds to a reply). Milliseconds.
+   */
+  holdMs: { samples: number; p50: number; p99: number; max: number };
 }
 
 /**

@@ -107,6 +107,9 @@ export class Comparator {
     flowsEvicted: 0,
   };
   private divergences = zeroDivergences();
+  /** Hold times of the last HOLD_SAMPLES frames released by compare, a ring. */
+  private readonly holdTimes: number[] = [];
+  private holdNext = 0;
 
   constructor(options: Partial<ComparatorOptions> = {}) {
     this.options = { ...DEFAULT_COMPARATOR_OPTIONS, ...options };
@@ -137,7 +140,7 @@ export class Comparator {
     }
     const divergence = flow.kind === "tcp" && p.kind === "tcp" ? this.primaryTcp(flow, p.tcp, frame, nowMs) : this.primaryDatagram(flow, p, frame, nowMs);
     if (divergence) return { release: [], divergence };
-    return { release: this.releaseFrom(flow) };
+    return { release: this.releaseFrom(flow, nowMs) };
   }
 
   /** A frame the SVM sent (TCP already rewritten into the PVM's sequence space). */
@@ -158,7 +161,7 @@ export class Comparator {
     }
     const divergence = flow.kind === "tcp" && p.kind === "tcp" ? this.secondaryTcp(flow, p.tcp, nowMs) : this.secondaryDatagram(flow, p, nowMs);
     if (divergence) return { release: [], divergence };
-    return { release: this.releaseFrom(flow) };
+    return { release: this.releaseFrom(flow, nowMs) };
   }
 
   /** A held PVM frame older than compareTimeoutMs ("timeout"), or SVM output unmatched as long ("secondary-extra"). */
@@ -201,6 +204,7 @@ export class Comparator {
       flows: this.flows.size,
       ...this.counters,
       divergences: { ...this.divergences },
+      holdMs: holdSummary(this.holdTimes),
     };
   }
 
@@ -278,14 +282,18 @@ export class Comparator {
   }
 
   /** Releases the flow's held frames from the head while they may go. */
-  private releaseFrom(flow: Flow): Uint8Array[] {
+  private releaseFrom(flow: Flow, nowMs: number): Uint8Array[] {
     const out: Uint8Array[] = [];
     for (let h = flow.held[0]; h && mayRelease(flow, h); h = flow.held[0]) {
       flow.held.shift();
       this.held.delete(h.id);
       this.heldBytes -= h.frame.length;
       if (h.wait.kind === "tcp" && h.wait.retransmission) this.counters.releasedUncompared++;
-      else this.counters.releasedMatched++;
+      else {
+        this.counters.releasedMatched++;
+        this.holdTimes[this.holdNext] = nowMs - h.at;
+        this.holdNext = (this.holdNext + 1) % HOLD_SAMPLES;
+      }
       out.push(h.frame);
     }
     return out;
@@ -424,4 +432,14 @@ export class Comparator {
     return undefined;
   }
 
+}
+
+/** Frames whose hold time the comparator keeps (stats().holdMs). */
+const HOLD_SAMPLES = 1024;
+
+function holdSummary(samples: readonly number[]): ComparatorStats["holdMs"] {
+  if (samples.length === 0) return { samples: 0, p50: 0, p99: 0, max: 0 };
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0) * 1000) / 1000;
+  return { samples: sorted.length, p50: at(0.5), p99: at(0.99), max: Math.round((sorted[sorted.length - 1] ?? 0) * 1000) / 1000 };
 }

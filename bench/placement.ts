@@ -1,0 +1,152 @@
+/**
+ * Compare mode against unprotected, measured fairly (issue 15, "Measure
+ * fairly first"): the same guest, the same run, unpinned and pinned.
+ *
+ *   npm run build && node dist/bench/placement.js [--requests 4000]
+ *
+ * A pair of one 2-core machine runs two guests where unprotected runs one:
+ * without pinning the ratio mostly measures CPU contention. So each figure
+ * is taken twice, in one run:
+ *
+ * - unpinned: every process where the kernel puts it;
+ * - pinned: the primary's processes (its daemon and, on qemu, QEMU, all
+ *   threads: `taskset -a -p`) on CPU 0, the secondary's on CPU 1; the
+ *   unprotected baseline's VM on CPU 0 alone. The client (redis-benchmark)
+ *   runs on CPU 1 in both, beside the secondary when there is one: the
+ *   primary's core, where the guest that answers runs, stays the VM's.
+ *
+ * Per placement and mode: a warm-up (2000 requests, 16 clients; the first
+ * run after a boot or a protection is 2-4x slower, the JIT), then SET and
+ * GET with 1 and 16 clients (ops/s, p50, p99), and the ratios compare /
+ * unprotected, and (compare) how long the last replies released by compare
+ * waited for the SVM's (the comparator's `holdMs`: the SVM's lag, what compare
+ * mode adds to a reply). Writes bench/results/placement-<timestamp>.json. Not a test:
+ * no figure fails it. Needs root and the guest image.
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { labDown, labTopology, labUp } from "../src/lab/lab.js";
+import { generateKeyFile } from "../src/channel/key.js";
+import { COLO_BIN, run, runIn } from "../test/tools/run.js";
+import { writeGuestConfig } from "../test/tools/guest-fixture.js";
+import { positiveIntArg } from "./args.js";
+import { endSession } from "./lab-session.js";
+import { parseRedisBenchmarkCsv, type RedisBenchFigure } from "./redis-benchmark.js";
+import { writeResult } from "./results.js";
+
+const LAB = labTopology("cbpla");
+const [H1, H2] = LAB.hosts;
+const NAME = "bpla";
+const ALL_CPUS = "0-1";
+
+interface Measured {
+  placement: "unpinned" | "pinned";
+  mode: "unprotected" | "compare";
+  redis: RedisBenchFigure[];
+  checkpoints?: number;
+  reasons?: Record<string, number>;
+  /** The comparator's hold time of the last 1024 replies released by compare: how long each waited for the SVM's. */
+  holdMs?: unknown;
+}
+
+interface Status {
+  pid: number;
+  enginePid?: number;
+  replication?: { checkpoints: number; checkpointReasons?: Record<string, number> };
+  heldOutput?: { holdMs?: unknown };
+}
+
+async function main(): Promise<void> {
+  const requests = positiveIntArg("--requests", 4000);
+  const work = mkdtempSync(join(tmpdir(), "colo-bpla-"));
+  const env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
+  const key = join(work, "key");
+  generateKeyFile(key);
+  await labUp({ prefix: LAB.prefix });
+  const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
+  const must = async (what: string, p: ReturnType<typeof colo>) => {
+    const r = await p;
+    if (r.code !== 0) throw new Error(`${what}: ${r.stderr.trim()}`);
+    return r;
+  };
+  const status = async (host: string) => JSON.parse((await must("status", colo(host, ["status", NAME]))).stdout) as Status;
+  /** Every thread of the side's daemon and engine on `cpus`. */
+  const pin = async (host: string, cpus: string) => {
+    const s = await status(host);
+    for (const pid of [s.pid, s.enginePid].filter((p): p is number => p !== undefined)) {
+      const r = await run("taskset", ["-a", "-p", "-c", cpus, String(pid)]);
+      if (r.code !== 0) throw new Error(`taskset ${pid}: ${r.stderr.trim()}`);
+    }
+  };
+  const bench = async (tests: string, n: number, clients: number, cpus: string): Promise<RedisBenchFigure[]> => {
+    const r = await run("taskset", ["-c", cpus, "ip", "netns", "exec", LAB.namespaces.client, "redis-benchmark", "-h", LAB.guestIp, "-t", tests, "-n", String(n), "-c", String(clients), "--csv"], {
+      timeoutMs: 900_000,
+    });
+    if (r.code !== 0) throw new Error(`redis-benchmark: ${r.stderr.trim()}`);
+    return parseRedisBenchmarkCsv(r.stdout, clients, n);
+  };
+  const measure = async (placement: Measured["placement"], mode: Measured["mode"]): Promise<Measured> => {
+    const clientCpus = placement === "pinned" ? "1" : ALL_CPUS;
+    await bench("set,get", 2000, 16, clientCpus); // warm-up
+    const before = mode === "compare" ? await status(H1) : undefined;
+    const redis = [...(await bench("set,get", requests, 1, clientCpus)), ...(await bench("set,get", requests, 16, clientCpus))];
+    const m: Measured = { placement, mode, redis };
+    if (before) {
+      const after = await status(H1);
+      m.checkpoints = (after.replication?.checkpoints ?? 0) - (before.replication?.checkpoints ?? 0);
+      const reasons: Record<string, number> = {};
+      for (const [k, v] of Object.entries(after.replication?.checkpointReasons ?? {})) if (v - (before.replication?.checkpointReasons?.[k] ?? 0) > 0) reasons[k] = v - (before.replication?.checkpointReasons?.[k] ?? 0);
+      m.reasons = reasons;
+      m.holdMs = after.heldOutput?.holdMs;
+    }
+    process.stderr.write(
+      `placement: ${placement} ${mode}: ${m.redis.map((f) => `${f.test} c=${f.clients} ${Math.round(f.opsPerSec)} ops/s p50 ${f.p50Ms} p99 ${f.p99Ms}`).join("; ")}${m.holdMs ? `; held ${JSON.stringify(m.holdMs)}` : ""}\n`,
+    );
+    return m;
+  };
+  try {
+    const plain = writeGuestConfig({ dir: join(work, "plain"), name: NAME, ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:91", bridge: LAB.hostBridge });
+    await must("create", colo(H1, ["create", plain.cfg]));
+    const runs: Measured[] = [];
+    runs.push(await measure("unpinned", "unprotected"));
+    await pin(H1, "0");
+    runs.push(await measure("pinned", "unprotected"));
+    await pin(H1, ALL_CPUS);
+
+    const recv = spawn("ip", ["netns", "exec", H2, COLO_BIN, "migrate-receive", "--colo", "--listen", LAB.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
+    await new Promise<void>((resolve, reject) => recv.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`migrate-receive --colo exited ${code}`)))));
+    await must("migrate --colo", colo(H1, ["migrate", "--colo", NAME, LAB.replIps[1], "--key-file", key]));
+    runs.push(await measure("unpinned", "compare"));
+    await pin(H1, "0");
+    await pin(H2, "1");
+    runs.push(await measure("pinned", "compare"));
+    await endSession(colo, H1, H2, NAME);
+
+    const ratio = (placement: Measured["placement"], test: string, clients: number) => {
+      const of = (mode: Measured["mode"]) => runs.find((r) => r.placement === placement && r.mode === mode)?.redis.find((f) => f.test === test && f.clients === clients);
+      const p = of("compare");
+      const u = of("unprotected");
+      return p && u ? { opsRatio: Math.round((p.opsPerSec / u.opsPerSec) * 100) / 100, p50Added: Math.round((p.p50Ms - u.p50Ms) * 1000) / 1000, p99Ratio: Math.round((p.p99Ms / u.p99Ms) * 100) / 100 } : null;
+    };
+    const ratios: Record<string, unknown> = {};
+    for (const placement of ["unpinned", "pinned"] as const) for (const test of ["SET", "GET"]) for (const c of [1, 16]) ratios[`${placement} ${test} c=${c}`] = ratio(placement, test, c);
+    writeResult("placement", {
+      requests,
+      placement: { pinned: "primary daemon + engine on CPU 0, secondary's on CPU 1, unprotected VM on CPU 0, redis-benchmark on CPU 1 (taskset -a -p / taskset -c)", unpinned: "no affinity set" },
+      targets: { compareOverUnprotected: 0.9, p99OverUnprotected: 2 },
+      runs,
+      figures: ratios,
+    });
+  } finally {
+    for (const h of LAB.hosts) await colo(h, ["destroy", NAME]).catch(() => undefined);
+    await labDown({ prefix: LAB.prefix }).catch(() => undefined);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`placement: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
