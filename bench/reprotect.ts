@@ -1,7 +1,8 @@
 /**
  * Re-protection (issue 14): what `colo protect` costs a survivor, with the
- * dead host's old image as the new secondary's disk, against a full resync
- * (the new secondary's image blank), same run, same guest and data.
+ * dead host's old image as the new secondary's disk, against the hash
+ * compare and a full resync (the new secondary's image blank), same run,
+ * same guest and data.
  *
  *   npm run build && node dist/bench/reprotect.js [--disk-mib 256] [--keys 2000]
  *
@@ -12,8 +13,12 @@
  * figures are read -- the start's checkpoint-0 pause, memory sent, disk
  * chunks and MiB copied and the time it took, the whole start, and the
  * longest INCR reply during it (what a client saw). First with h1's old
- * image (what it held when its host died), then, after the session is
- * ended in order, with that image zeroed (a full resync). Writes
+ * image (what it held when its host died): the activity logs of both
+ * images name the chunks to copy (docs/operations.md "Re-protection").
+ * Then, after the session is ended in order, the same image again with
+ * `--full-disk-sync` (both sides hash every chunk); then that image zeroed
+ * and its log deleted (a full resync: an image changed outside colo must
+ * lose its log, or the logs would name too few chunks). Writes
  * bench/results/reprotect-<timestamp>.json. Not a test. Needs root and
  * the guest image.
  */
@@ -21,6 +26,7 @@ import { copyFileSync, mkdtempSync, rmSync, statSync, truncateSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createDataDisk } from "../guest/mkdisk.js";
+import { removeLog } from "../src/colo/disk/activity-log.js";
 import { generateKeyFile } from "../src/channel/key.js";
 import { labDown, labTopology, labUp } from "../src/lab/lab.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
@@ -32,7 +38,7 @@ import { writeResult } from "./results.js";
 const LAB = labTopology("cbrep");
 
 interface Case {
-  image: "old" | "blank";
+  image: "old, activity logs" | "old, hash compare" | "blank";
   startMs: number;
   pauseMs: number;
   memoryMiB: number;
@@ -47,11 +53,11 @@ interface Case {
 
 const START = /start (\d+) ms; checkpoint 0 paused the guest (\d+) ms \((\d+) pages, ([\d.]+) MiB\); disks: (\d+) chunks \(([\d.]+) MiB\) copied, the ones that differed, in (\d+) ms/;
 
-async function reprotect(pair: Pair, image: Case["image"], cfg: string): Promise<Case> {
+async function reprotect(pair: Pair, image: Case["image"], cfg: string, extra: string[] = []): Promise<Case> {
   await pair.listenSecondary("h1");
   const incr = pair.startIncr(600);
   await waitFor("INCRs flow", async () => Number((await pair.redis("GET", "colo:incr").catch(() => "0")) || "0") > 0, 60_000);
-  const r = await pair.colo(pair.h2, ["protect", pair.name, LAB.replIps[0], "--key-file", pair.keyFile, "-C", cfg, ...pair.arbiterArgs()]);
+  const r = await pair.colo(pair.h2, ["protect", pair.name, LAB.replIps[0], "--key-file", pair.keyFile, "-C", cfg, ...extra, ...pair.arbiterArgs()]);
   const s = await incr.result();
   if (r.code !== 0) throw new Error(`colo protect (${image} image): ${r.stderr}`);
   const m = START.exec(r.stdout);
@@ -93,19 +99,26 @@ async function main(): Promise<void> {
     process.kill((await pair.status(pair.h1)).pid, "SIGKILL");
     await waitFor("h2 runs alone", async () => (await pair.status(pair.h2).catch(() => undefined))?.replication?.mode === "unprotected", 60_000);
 
-    const cases: Case[] = [await reprotect(pair, "old", pCfg)];
-    process.stderr.write(`reprotect: old image: ${JSON.stringify(cases[0])}\n`);
-    // End the session in order (the secondary discards its copy), then the same with a blank image: a full resync.
-    const ended = await pair.colo(pair.h2, ["failover", pair.name]);
-    if (ended.code !== 0) throw new Error(`colo failover on the primary: ${ended.stderr}`);
-    await waitFor("the session ended", async () => (await pair.status(pair.h2)).replication?.mode === "unprotected", 60_000);
-    await stopDaemonsUnder(join(work, "run", "netns", pair.h1));
+    const cases: Case[] = [await reprotect(pair, "old, activity logs", pCfg)];
+    process.stderr.write(`reprotect: old image, activity logs: ${JSON.stringify(cases[0])}\n`);
+    // End the session in order (the secondary discards its copy): the next case starts from the same point.
+    const endSession = async () => {
+      const ended = await pair.colo(pair.h2, ["failover", pair.name]);
+      if (ended.code !== 0) throw new Error(`colo failover on the primary: ${ended.stderr}`);
+      await waitFor("the session ended", async () => (await pair.status(pair.h2)).replication?.mode === "unprotected", 60_000);
+      await stopDaemonsUnder(join(work, "run", "netns", pair.h1));
+    };
+    await endSession();
+    cases.push(await reprotect(pair, "old, hash compare", pCfg, ["--full-disk-sync"]));
+    process.stderr.write(`reprotect: old image, hash compare: ${JSON.stringify(cases[1])}\n`);
+    await endSession();
     const size = statSync(pImg).size;
     truncateSync(pImg, 0);
     truncateSync(pImg, size);
+    removeLog(pImg);
     cases.push(await reprotect(pair, "blank", pCfg));
-    process.stderr.write(`reprotect: blank image: ${JSON.stringify(cases[1])}\n`);
-    const [old, blank] = cases as [Case, Case];
+    process.stderr.write(`reprotect: blank image: ${JSON.stringify(cases[2])}\n`);
+    const [old, hashed, blank] = cases as [Case, Case, Case];
     const file = writeResult("reprotect", {
       figures: {
         diskMiB,
@@ -115,6 +128,8 @@ async function main(): Promise<void> {
           diskBytesOldOverBlank: blank.diskMiBCopied > 0 ? old.diskMiBCopied / blank.diskMiBCopied : null,
           startOldOverBlank: old.startMs / blank.startMs,
           clientPauseOldOverBlank: old.clientMaxReplyMs / blank.clientMaxReplyMs,
+          diskMsLogsOverHash: hashed.diskMs > 0 ? old.diskMs / hashed.diskMs : null,
+          startLogsOverHash: old.startMs / hashed.startMs,
         },
       },
     });
