@@ -33,7 +33,7 @@ import { COLO_BIN, run, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { positiveIntArg } from "./args.js";
 import { endSession } from "./lab-session.js";
-import { parseRedisBenchmarkCsv, type RedisBenchFigure } from "./redis-benchmark.js";
+import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 import { writeResult } from "./results.js";
 
 const LAB = labTopology("cbpla");
@@ -80,13 +80,8 @@ async function main(): Promise<void> {
       if (r.code !== 0) throw new Error(`taskset ${pid}: ${r.stderr.trim()}`);
     }
   };
-  const bench = async (tests: string, n: number, clients: number, cpus: string): Promise<RedisBenchFigure[]> => {
-    const r = await run("taskset", ["-c", cpus, "ip", "netns", "exec", LAB.namespaces.client, "redis-benchmark", "-h", LAB.guestIp, "-t", tests, "-n", String(n), "-c", String(clients), "--csv"], {
-      timeoutMs: 900_000,
-    });
-    if (r.code !== 0) throw new Error(`redis-benchmark: ${r.stderr.trim()}`);
-    return parseRedisBenchmarkCsv(r.stdout, clients, n);
-  };
+  const bench = (tests: string, n: number, clients: number, cpus: string): Promise<RedisBenchFigure[]> =>
+    redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests, requests: n, clients, timeoutMs: 900_000, cpus });
   const measure = async (placement: Measured["placement"], mode: Measured["mode"]): Promise<Measured> => {
     const clientCpus = placement === "pinned" ? "1" : ALL_CPUS;
     await bench("set,get", 2000, 16, clientCpus); // warm-up

@@ -1,4 +1,4 @@
-import { runIn } from "../test/tools/run.js";
+import { run, runIn } from "../test/tools/run.js";
 
 export interface RedisBenchFigure {
   test: string;
@@ -38,14 +38,17 @@ export function parseRedisBenchmarkCsv(csv: string, clients: number, requests: n
   });
 }
 
-/** Runs redis-benchmark from a namespace against `host` (bounded: n requests, timeout). */
-export async function redisBenchmark(netns: string, host: string, opts: { tests: string; requests: number; clients: number; timeoutMs?: number }): Promise<RedisBenchFigure[]> {
-  const r = await runIn(
-    netns,
-    "redis-benchmark",
-    ["-h", host, "-t", opts.tests, "-n", String(opts.requests), "-c", String(opts.clients), "--csv"],
-    { timeoutMs: opts.timeoutMs ?? 300_000 },
-  );
+/** Runs redis-benchmark from a namespace against `host` (bounded: n requests, timeout), on the CPUs `cpus` (taskset's list) when given. */
+export async function redisBenchmark(
+  netns: string,
+  host: string,
+  opts: { tests: string; requests: number; clients: number; timeoutMs?: number; cpus?: string },
+): Promise<RedisBenchFigure[]> {
+  const args = ["-h", host, "-t", opts.tests, "-n", String(opts.requests), "-c", String(opts.clients), "--csv"];
+  const timeoutMs = opts.timeoutMs ?? 300_000;
+  const r = opts.cpus === undefined
+    ? await runIn(netns, "redis-benchmark", args, { timeoutMs })
+    : await run("taskset", ["-c", opts.cpus, "ip", "netns", "exec", netns, "redis-benchmark", ...args], { timeoutMs });
   if (r.code !== 0) throw new Error(`redis-benchmark failed (${r.code ?? r.signal}): ${r.stderr.trim()}`);
   return parseRedisBenchmarkCsv(r.stdout, opts.clients, opts.requests);
 }

@@ -12,7 +12,9 @@
  * a primary, a destroy), a fenced side, a secondary that stepped down or
  * discarded its copy. A protection started by hand ends the attempts.
  */
+import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
 import { DEFAULT_LEASE_TTL_MS } from "../colo/lease.js";
+import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
 import type { ControlRequest } from "./protocol.js";
 import type { Logger } from "./log.js";
 
@@ -129,11 +131,19 @@ function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** What a survivor's request takes where a secondary knows nothing of the primary's options: `colo protect`'s defaults. */
+const SURVIVOR_DEFAULTS = {
+  intervalMs: 100,
+  compareTimeoutMs: DEFAULT_COMPARE_TIMEOUT_MS,
+  minGapMs: DEFAULT_MIN_CHECKPOINT_GAP_MS,
+  maxIntervalMs: DEFAULT_MAX_CHECKPOINT_INTERVAL_MS,
+};
+
 /** The request a secondary that took over sends to protect itself again: its own settings, compare options at their defaults. */
 export function survivorRequest(
   mode: "remus" | "compare",
   s: { keyFile: string; timeoutMs: number; heartbeatMs: number; arbiter?: string; leaseMs?: number; reprotect: { host: string; port: number; configPath?: string } },
-  defaults: { intervalMs: number; compareTimeoutMs: number; minGapMs: number; maxIntervalMs: number },
+  defaults: { intervalMs: number; compareTimeoutMs: number; minGapMs: number; maxIntervalMs: number } = SURVIVOR_DEFAULTS,
 ): RemusRequest {
   return {
     op: "remus",

@@ -12,8 +12,6 @@ import { GuestStopHandler, type GuestStopDaemon } from "./daemon-guest-stop.js";
 import { startReplication, type ReplicationDaemon } from "./daemon-replication.js";
 import { nextPrimaryRequest, Reprotector, survivorRequest, type RemusRequest } from "./daemon-reprotect.js";
 import { formatArbiterAddress } from "./arbiter-address.js";
-import { DEFAULT_COMPARE_TIMEOUT_MS } from "../colo/net/comparator.js";
-import { DEFAULT_MAX_CHECKPOINT_INTERVAL_MS, DEFAULT_MIN_CHECKPOINT_GAP_MS } from "../colo/checkpoint-policy.js";
 import { DEFAULT_DIRTY_SAMPLE_MS, vmCheckFacts } from "./daemon-check.js";
 import { boot, incoming, incomingSecondary, restore, type DaemonMode, type StartDaemon } from "./daemon-start.js";
 import { migrateVm, saveVm, type TransferDaemon } from "./daemon-transfer.js";
@@ -92,13 +90,7 @@ export class VmDaemon implements ControlHandler {
             failover: (event, mode) => {
               // A takeover (not a step-down, a fence or a discard): the survivor asks for a new secondary.
               if (mode !== "unprotected" || this.exiting) return;
-              const request = survivorRequest(secondary.mode, settings, {
-                intervalMs: 100,
-                compareTimeoutMs: DEFAULT_COMPARE_TIMEOUT_MS,
-                minGapMs: DEFAULT_MIN_CHECKPOINT_GAP_MS,
-                maxIntervalMs: DEFAULT_MAX_CHECKPOINT_INTERVAL_MS,
-              });
-              this.reprotector.begin(request, event.reason);
+              this.reprotector.begin(survivorRequest(secondary.mode, settings), event.reason);
             },
           });
         }
@@ -252,6 +244,7 @@ export class VmDaemon implements ControlHandler {
     const output = active?.output.stats();
     const details = active?.details() ?? (this.secondary && !this.secondary.done ? this.secondary.details() : undefined);
     const link = vm.linkTranslation;
+    const reprotect = this.reprotector.status();
     return {
       ...vm.status(),
       pid: process.pid,
@@ -259,7 +252,7 @@ export class VmDaemon implements ControlHandler {
       ...(link instanceof TranslationChain ? { linkTranslation: { layers: link.depth, connections: link.connections() } } : {}),
       ...(this.busy ? { busy: this.busy } : {}),
       ...(this.handover ? { handover: this.handover } : {}),
-      ...(this.reprotector.status() ? { reprotect: this.reprotector.status() } : {}),
+      ...(reprotect ? { reprotect } : {}),
       ...(replication ? { replication } : {}),
       ...(output ? { heldOutput: output } : {}),
       ...(details ? { proxy: details } : {}),
