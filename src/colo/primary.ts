@@ -9,8 +9,8 @@
  *
  *   pause PVM -> NEW -> SVM_SUSPENDED + SVM dirty list -> union of dirty
  *   pages, engine state, CHECKPOINT, DISK_CHECKPOINT, CHECKPOINT_END, the
- *   PVM's queued input frames -> SVM_READY -> release output -> resume PVM
- *   -> SVM_RESUMED
+ *   PVM's queued input frames -> resume PVM (its new output held apart)
+ *   -> SVM_READY -> release the checkpoint's output -> SVM_RESUMED
  *
  * Two modes differ only in output commit and policy:
  * - Remus: the SVM stays paused; every PVM frame waits for the next
@@ -59,6 +59,8 @@ export const DEFAULT_DISK_LOG_WAIT_MS = 10_000;
 export interface OperatorCheckpoint {
   checkpoint: number;
   pauseMs: number;
+  /** Pause to SVM_READY: the guest ran again after `pauseMs`, its output held until then. */
+  commitMs: number;
   /** With verifyDisks: SHA-256 of each replicated disk, taken while the PVM was paused inside the checkpoint. */
   diskHashes?: { disk: number; sha256: string }[];
 }
@@ -122,6 +124,8 @@ export interface StartFigures {
   totalMs: number;
   /** The guest's pause for checkpoint 0. */
   pauseMs: number;
+  /** From that pause until the secondary held checkpoint 0 (SVM_READY); the guest ran from `pauseMs` on. */
+  commitMs: number;
   pages: number;
   bytes: number;
   disk: { chunksCopied: number; bytesCopied: number; ms: number; byLog: number };
@@ -275,18 +279,24 @@ export class PrimaryReplicator {
     await this.writer.writeCheckpointEnd();
     this.output.seal();
     this.resendQueuedInput();
+    // Xen's order, as in every checkpoint: the PVM runs while the secondary loads checkpoint 0 (the longest
+    // load: all of RAM), its output held apart until SVM_READY.
+    if (this.stopped) throw new Error("replication ended during its start");
+    await this.vm.resume();
+    const pauseMs = elapsedMs(sent.pausedAt);
     await this.back.expectState("SVM_READY");
     // Ended meanwhile (a stop, the link lost): what happens to the VM is the end's (goAlone), not the start's.
     if (this.stopped) throw new Error("replication ended during its start");
     for (const f of this.output.committed()) this.vm.sendOutput(f);
-    await this.vm.resume();
+    const commitMs = elapsedMs(sent.pausedAt);
     this.policy.restart(monotonicMs());
-    this.stats.recordCheckpoint({ pauseMs: elapsedMs(sent.pausedAt), pages: sent.pages, bytes: sent.bytes, reason: "initial" });
-    this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: elapsedMs(t0), pages: sent.pages });
+    this.stats.recordCheckpoint({ pauseMs, commitMs, pages: sent.pages, bytes: sent.bytes, reason: "initial" });
+    this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: elapsedMs(t0), pages: sent.pages, pauseMs, commitMs });
     this.synced = true;
     this.started = {
       totalMs: elapsedMs(t0),
-      pauseMs: elapsedMs(sent.pausedAt),
+      pauseMs,
+      commitMs,
       pages: sent.pages,
       bytes: sent.bytes,
       disk: { chunksCopied: diskSync.chunksCopied, bytesCopied: diskSync.bytesCopied, ms: diskSync.ms, byLog: diskSync.byLog },
@@ -449,21 +459,32 @@ export class PrimaryReplicator {
       lap("send");
       return { pages, before };
     }).catch(failed);
-    // The write lock is free while the secondary loads: heartbeats go on (a
-    // qemu secondary's load may wait for its standby QEMU), and the secondary's
-    // watchdog does not take its own slow load for our silence.
+    // Xen's order: the PVM runs on as soon as the checkpoint is on the wire, its output of the new epoch held
+    // (CompareOutput / RemusOutput keep it apart from the checkpoint's) until the secondary applied the
+    // checkpoint. The write lock is free while the secondary loads: heartbeats go on (a qemu secondary's load
+    // may wait for its standby QEMU), and the secondary's watchdog does not take its own slow load for our
+    // silence.
     await (async () => {
-      await this.back.expectState("SVM_READY");
-      lap("svmReady");
       // Replication ended meanwhile (secondary lost, stop): what is released and whether the VM runs is goAlone's.
       if (this.stopped) throw new Error("replication ended during the checkpoint");
-      for (const f of this.output.committed()) this.vm.sendOutput(f);
-      await this.vm.resume().catch((err: unknown) => this.resumeFailedAfterCheckpoint(err));
+      // A resume that fails hands over (the secondary takes over from this checkpoint), but only once the
+      // secondary applied it: the output it covers may leave then, as it would have.
+      const resumeFailure = await this.vm.resume().then(
+        () => undefined,
+        (err: unknown) => ({ err }),
+      );
       lap("resume");
+      const resumedAt = monotonicMs();
+      await this.back.expectState("SVM_READY");
+      lap("svmReady");
+      if (this.stopped) throw new Error("replication ended during the checkpoint");
+      for (const f of this.output.committed()) this.vm.sendOutput(f);
+      if (resumeFailure) this.resumeFailedAfterCheckpoint(resumeFailure.err);
       const now = monotonicMs();
       this.policy.done(reason, now);
       this.stats.recordCheckpoint({
-        pauseMs: Math.round(now - pausedAt),
+        pauseMs: Math.round(resumedAt - pausedAt),
+        commitMs: Math.round(now - pausedAt),
         pages: pages.pages,
         bytes: this.writer.bytesWritten - before,
         reason,
@@ -473,7 +494,7 @@ export class PrimaryReplicator {
       this.heartbeat?.wrote();
       await this.back.expectState("SVM_RESUMED");
     })().catch(failed);
-    const done: OperatorCheckpoint = { checkpoint: this.stats.checkpoints - 1, pauseMs: this.stats.lastPauseMs };
+    const done: OperatorCheckpoint = { checkpoint: this.stats.checkpoints - 1, pauseMs: this.stats.lastPauseMs, commitMs: this.stats.lastCommitMs ?? this.stats.lastPauseMs };
     for (const w of waiters) w.resolve(w.verify && diskHashes ? { ...done, diskHashes } : done);
   }
 

@@ -26,6 +26,8 @@ export interface CheckpointRecord {
   /** Primary: why it was taken (checkpoint-policy.ts; "initial" for checkpoint 0). A secondary is not told. */
   reason?: string;
   pauseMs: number;
+  /** Primary: from the pause until the secondary applied it (SVM_READY) and the held output left; the PVM runs from `pauseMs` on. */
+  commitMs?: number;
   pages: number;
   bytes: number;
   /** When it completed: an instant for the operator (wall clock, ISO 8601). */
@@ -39,6 +41,8 @@ export interface CheckpointDone {
   /** Its number, when the recorder's count differs from this one's (a secondary's starts after checkpoint 0). */
   checkpoint?: number;
   pauseMs: number;
+  /** Primary: pause to SVM_READY (the PVM resumed before it, at `pauseMs`). */
+  commitMs?: number;
   pages: number;
   bytes: number;
   reason?: string;
@@ -62,8 +66,11 @@ export class ReplicationStats {
   checkpoints = 0;
   lastPauseMs = 0;
   private readonly pauses: number[] = [];
+  /** Primary: the last checkpoints' commit times (pause to SVM_READY), as `pauses`. */
+  private readonly commits: number[] = [];
+  lastCommitMs: number | undefined;
   lastPages = 0;
-  /** Where the last checkpoint's pause went, in ms (primary): pause, pvmDirty, svmSuspended, pages, saveState, send, svmReady, resume. */
+  /** Where the last checkpoint's pause went, in ms (primary): pause, new, pvmDirty, svmSuspended, pages, saveState, send, resume (the PVM runs again), svmReady (the secondary applied it). */
   lastBreakdownMs: Record<string, number> | undefined;
   lastBytes = 0;
   /** When the peer was last heard (monotonic clock: only `msSinceHeard` is shown). */
@@ -101,6 +108,7 @@ export class ReplicationStats {
       checkpoint: done.checkpoint ?? this.checkpoints,
       ...(done.reason !== undefined ? { reason: done.reason } : {}),
       pauseMs,
+      ...(done.commitMs !== undefined ? { commitMs: done.commitMs } : {}),
       pages,
       bytes,
       // Wall clock: an instant the operator reads, never compared with another.
@@ -114,6 +122,11 @@ export class ReplicationStats {
     if (done.phasesMs) this.lastBreakdownMs = done.phasesMs;
     this.pauses.push(pauseMs);
     if (this.pauses.length > 1000) this.pauses.shift();
+    if (done.commitMs !== undefined) {
+      this.lastCommitMs = done.commitMs;
+      this.commits.push(done.commitMs);
+      if (this.commits.length > 1000) this.commits.shift();
+    }
     this.recent.push({ record, completedAt: monotonicMs() });
     if (this.recent.length > RECENT_CHECKPOINTS) this.recent.shift();
     for (const o of this.observers) o.checkpoint?.(record, done.phasesMs);
@@ -123,10 +136,9 @@ export class ReplicationStats {
     this.lastHeardAt = monotonicMs();
   }
 
+  /** Over the last 1000 checkpoints. */
   p99PauseMs(): number {
-    if (this.pauses.length === 0) return 0;
-    const sorted = [...this.pauses].sort((a, b) => a - b);
-    return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? 0;
+    return p99(this.pauses);
   }
 
   failover(role: "primary" | "secondary", reason: string, mode: ReplicationMode = "unprotected"): void {
@@ -168,6 +180,7 @@ export class ReplicationStats {
       checkpoints: this.checkpoints,
       lastPauseMs: this.lastPauseMs,
       p99PauseMs: this.p99PauseMs(),
+      ...(this.lastCommitMs !== undefined ? { lastCommitMs: this.lastCommitMs, p99CommitMs: p99(this.commits) } : {}),
       pagesPerCheckpoint: this.lastPages,
       bytesPerCheckpoint: this.lastBytes,
       msSinceHeard: Math.round(monotonicMs() - this.lastHeardAt),
@@ -181,4 +194,10 @@ export class ReplicationStats {
       ...(this.resumeFailed ? { resumeFailed: this.resumeFailed } : {}),
     };
   }
+}
+
+function p99(values: readonly number[]): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? 0;
 }

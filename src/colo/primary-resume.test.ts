@@ -1,0 +1,102 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { PrimaryVm } from "./primary.js";
+import { replicationPair, within } from "./testing.js";
+import { DEFAULT_COMPARATOR_OPTIONS } from "./net/comparator.js";
+import { seqAdd } from "./net/packet.js";
+import { pattern, tcpFrame } from "./net/testing.js";
+
+/** Compare mode (the secondary loads each checkpoint at once; Remus defers it), checkpoints only when the test asks. */
+const COMPARE = {
+  mode: "compare" as const,
+  compare: { ...DEFAULT_COMPARATOR_OPTIONS, compareTimeoutMs: 600_000, minGapMs: 0, maxIntervalMs: 600_000 },
+};
+
+/** The guest's n-th reply segment (10 octets) of one TCP connection: the SVM never sends it here, so the comparator holds it until a checkpoint. */
+function frame(n: number): Uint8Array {
+  return tcpFrame({ seq: seqAdd(1_000_000, 1 + n * 10), ack: 5000, flags: "PA", payload: pattern(10, n * 10), sport: 6379, id: n, window: 1000 });
+}
+
+/** Resolves once `cond()` holds (checked every 2 ms), or fails after `ms`. */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+test("primary: the PVM resumes once the checkpoint is on the wire, before the secondary applied it; nothing it sends then leaves before SVM_READY, and the checkpoint's output leaves at SVM_READY", async (t) => {
+  const lan: Uint8Array[] = [];
+  let filter: ((frame: Uint8Array) => boolean) | undefined;
+  const r = await replicationPair(t, {
+    primary: COMPARE,
+    vm: (): Partial<PrimaryVm> => ({ setOutputFilter: (f) => (filter = f), sendOutput: (f) => lan.push(f) }),
+  });
+  const guestSends = (f: Uint8Array) => {
+    if (!filter || filter(f)) lan.push(f);
+  };
+  // The secondary's load waits for the test: a slow standby (qemu) or a busy host.
+  let openLoad: () => void = () => undefined;
+  const loadGate = new Promise<void>((resolve) => (openLoad = resolve));
+  const load = r.svm.loadState.bind(r.svm);
+  r.svm.loadState = async (...args: Parameters<typeof load>) => {
+    await loadGate;
+    return load(...args);
+  };
+
+  guestSends(frame(1)); // epoch 1: unmatched, held for checkpoint 1
+  assert.equal(lan.length, 0);
+  const cp = r.primary.checkpointNow(false);
+  await until(() => r.pvm.running && r.primary.stats.checkpoints === 1, 2000, "the PVM to resume during the checkpoint");
+  guestSends(frame(2)); // the next epoch, sent while the secondary still loads
+  assert.equal(lan.length, 0, "neither the checkpoint's output nor the next epoch's leaves before SVM_READY");
+
+  openLoad();
+  const done = await within(cp, 2000, "the checkpoint");
+  assert.deepEqual(lan, [frame(1)], "SVM_READY releases the checkpoint's output only");
+  assert.ok(done.pauseMs <= done.commitMs, `pause ${done.pauseMs} ms <= commit ${done.commitMs} ms`);
+  const snap = r.primary.stats.snapshot();
+  const phases = Object.keys(snap.lastPauseBreakdownMs as Record<string, number>);
+  assert.deepEqual(phases.slice(-2), ["resume", "svmReady"], "the resume comes before the wait for SVM_READY");
+  assert.equal(snap.lastCommitMs, done.commitMs);
+
+  // The next checkpoint covers frame 2.
+  await within(r.primary.checkpointNow(false), 2000, "checkpoint 2");
+  assert.deepEqual(lan, [frame(1), frame(2)]);
+});
+
+test("primary: the secondary lost while it loads (the PVM already resumed): the checkpoint's and the next epoch's output leave, in order, and the VM runs on", async (t) => {
+  const lan: Uint8Array[] = [];
+  let filter: ((frame: Uint8Array) => boolean) | undefined;
+  const r = await replicationPair(t, {
+    primary: COMPARE,
+    vm: (): Partial<PrimaryVm> => ({ setOutputFilter: (f) => (filter = f), sendOutput: (f) => lan.push(f) }),
+  });
+  const guestSends = (f: Uint8Array) => {
+    if (!filter || filter(f)) lan.push(f);
+  };
+  // The secondary's host dies while it loads: its load ends only after the cut (then it finds the link gone).
+  let openLoad: () => void = () => undefined;
+  const loadGate = new Promise<void>((resolve) => (openLoad = resolve));
+  const load = r.svm.loadState.bind(r.svm);
+  r.svm.loadState = async (...args: Parameters<typeof load>) => {
+    await loadGate;
+    return load(...args);
+  };
+  guestSends(frame(1));
+  const cp = r.primary.checkpointNow(false);
+  await until(() => r.pvm.running && r.primary.stats.checkpoints === 1, 2000, "the PVM to resume during the checkpoint");
+  guestSends(frame(2));
+  r.link.secondary.destroy();
+  r.link.primary.destroy();
+  await assert.rejects(within(cp, 2000, "the checkpoint"));
+  await until(() => r.primary.stats.mode === "unprotected", 2000, "running on unprotected");
+  assert.deepEqual(lan, [frame(1), frame(2)]);
+  assert.ok(r.pvm.running);
+  guestSends(frame(3));
+  assert.deepEqual(lan, [frame(1), frame(2), frame(3)], "unprotected: output goes out at once");
+  assert.equal(r.pvm.running, true);
+  openLoad();
+  await within(r.run, 5000, "the secondary's end");
+});
