@@ -188,14 +188,24 @@ export class DiskForwarder {
    * the writes held during the initial memory part, then one
    * DISK_CHECKPOINT per disk with the last write it covers.
    */
-  async writeCheckpoint(): Promise<void> {
+  async writeCheckpoint(covers: ReadonlyMap<number, number> = this.covers()): Promise<void> {
     this.throwIfFailed();
     const held = this.held ?? [];
     this.held = undefined;
     this.heldBytes = 0;
     for (const h of held) await this.writeChunked({ disk: h.index, seq: h.seq, offset: h.offset, data: h.data });
-    for (const s of this.states) await this.writer.writeDiskCheckpoint({ disk: s.disk.index, uptoSeq: s.lastSeq });
+    for (const s of this.states) await this.writer.writeDiskCheckpoint({ disk: s.disk.index, uptoSeq: covers.get(s.disk.index) ?? s.lastSeq });
     this.sinceCheckpoint = 0;
+  }
+
+  /**
+   * Per disk, the last write issued so far: what a checkpoint taken now
+   * covers. Taken while the PVM is paused, it stays right when the PVM
+   * resumes before the checkpoint is written (its new writes queue on the
+   * lock behind the checkpoint, with higher seqs).
+   */
+  covers(): Map<number, number> {
+    return new Map(this.states.map((s) => [s.disk.index, s.lastSeq]));
   }
 
   /** The secondary is gone: the local images go on alone. */

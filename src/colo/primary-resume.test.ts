@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { PrimaryVm } from "./primary.js";
 import { replicationPair, within } from "./testing.js";
+import { MemorySink, StreamReader, type StreamRecord } from "../state/index.js";
 import { DEFAULT_COMPARATOR_OPTIONS } from "./net/comparator.js";
 import { seqAdd } from "./net/packet.js";
 import { pattern, tcpFrame } from "./net/testing.js";
@@ -26,7 +27,7 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
   }
 }
 
-test("primary: the PVM resumes once the checkpoint is on the wire, before the secondary applied it; nothing it sends then leaves before SVM_READY, and the checkpoint's output leaves at SVM_READY", async (t) => {
+test("primary: the PVM resumes once the checkpoint is copied, before the secondary applied it; nothing it sends then leaves before SVM_READY, and the checkpoint's output leaves at SVM_READY", async (t) => {
   const lan: Uint8Array[] = [];
   let filter: ((frame: Uint8Array) => boolean) | undefined;
   const r = await replicationPair(t, {
@@ -58,7 +59,7 @@ test("primary: the PVM resumes once the checkpoint is on the wire, before the se
   assert.ok(done.pauseMs <= done.commitMs, `pause ${done.pauseMs} ms <= commit ${done.commitMs} ms`);
   const snap = r.primary.stats.snapshot();
   const phases = Object.keys(snap.lastPauseBreakdownMs as Record<string, number>);
-  assert.deepEqual(phases.slice(-2), ["resume", "svmReady"], "the resume comes before the wait for SVM_READY");
+  assert.deepEqual(phases.slice(-3), ["resume", "send", "svmReady"], "the resume comes before the checkpoint is written and SVM_READY");
   assert.equal(snap.lastCommitMs, done.commitMs);
 
   // The next checkpoint covers frame 2.
@@ -99,4 +100,43 @@ test("primary: the secondary lost while it loads (the PVM already resumed): the 
   assert.equal(r.pvm.running, true);
   openLoad();
   await within(r.run, 5000, "the secondary's end");
+});
+
+test("primary: input that reaches the PVM after its resume, while the checkpoint is still being written, is mirrored after CHECKPOINT_END (the next epoch's)", async (t) => {
+  const capture = new MemorySink();
+  let inputFilter: ((frame: Uint8Array) => Uint8Array | undefined) | undefined;
+  const late = frame(7);
+  let armed = false;
+  let capturedAtResume = -1;
+  const r = await replicationPair(t, {
+    primary: { ...COMPARE, capture },
+    vm: (pvm): Partial<PrimaryVm> => ({
+      setInputFilter: (f) => (inputFilter = f),
+      resume: async () => {
+        await pvm.resume();
+        if (!armed) return;
+        armed = false;
+        capturedAtResume = capture.length;
+        inputFilter?.(late); // a frame from the LAN, the moment the PVM runs again
+      },
+    }),
+  });
+  armed = true;
+  await within(r.primary.checkpointNow(false), 2000, "checkpoint 1");
+  assert.ok(capturedAtResume > 0, "the PVM resumed during the checkpoint");
+
+  const reader = new StreamReader(capture.bytes());
+  const records: StreamRecord[] = [];
+  for (;;) {
+    const rec = await reader.next().catch(() => undefined);
+    if (!rec) break;
+    records.push(rec);
+  }
+  const ends = records.filter((x) => x.kind === "checkpoint-end");
+  assert.equal(ends.length, 2, "checkpoint 0 and checkpoint 1");
+  const end1 = ends[1] as StreamRecord & { offset: number };
+  const mirrored = records.find((x) => x.kind === "net-frame" && Buffer.from(x.net.frame).equals(Buffer.from(late))) as (StreamRecord & { offset: number }) | undefined;
+  assert.ok(mirrored, "the late frame was mirrored");
+  assert.ok(mirrored.offset > end1.offset, `mirrored at ${mirrored.offset}, after CHECKPOINT_END at ${end1.offset}`);
+  assert.ok(capturedAtResume <= end1.offset, `resumed at stream offset ${capturedAtResume}, before CHECKPOINT_END at ${end1.offset}`);
 });

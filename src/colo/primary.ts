@@ -7,10 +7,12 @@
  * a live migration whose last memory part ends with CHECKPOINT
  * (checkpoint 0). Then, whenever the checkpoint policy says so:
  *
- *   pause PVM -> NEW -> SVM_SUSPENDED + SVM dirty list -> union of dirty
- *   pages, engine state, CHECKPOINT, DISK_CHECKPOINT, CHECKPOINT_END, the
- *   PVM's queued input frames -> resume PVM (its new output held apart)
- *   -> SVM_READY -> release the checkpoint's output -> SVM_RESUMED
+ *   pause PVM -> NEW -> SVM_SUSPENDED + SVM dirty list -> copy the union
+ *   of dirty pages, the engine state, the disks' covers, the queued input
+ *   -> resume PVM (its new output held apart) -> from the copies: pages,
+ *   engine state, CHECKPOINT, DISK_CHECKPOINT, CHECKPOINT_END, the queued
+ *   input frames -> SVM_READY -> release the checkpoint's output ->
+ *   SVM_RESUMED
  *
  * Two modes differ only in output commit and policy:
  * - Remus: the SVM stays paused; every PVM frame waits for the next
@@ -23,7 +25,8 @@
  * The PVM is paused before the checkpoint takes the write lock: every
  * mirrored frame and disk write issued before the pause is written before
  * NEW, and the queued input frames after CHECKPOINT_END are exactly those
- * the checkpointed state has not consumed.
+ * the checkpointed state has not consumed. Those the PVM gets after its
+ * resume, and its disk writes, wait for the lock: after CHECKPOINT_END.
  *
  * Secondary lost (I/O error, silence past the timeout): held output is
  * released, mirroring and disk forwarding stop, the VM runs on unprotected
@@ -34,7 +37,7 @@
  */
 import type { Duplex } from "node:stream";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, StreamWriter, teeSink, writableSink, writePages, unionSortedPfns, type ByteSink, type ReplicationModeName } from "../state/index.js";
+import { machineHeader, StreamWriter, teeSink, writableSink, stagePages, writeStagedPages, unionSortedPfns, type ByteSink, type LinkTranslationLayers, type ReplicationModeName } from "../state/index.js";
 import { sendMachine, writeEngineCompat } from "../state/machine-transfer.js";
 import { BackChannel } from "./back-channel.js";
 import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js";
@@ -337,11 +340,16 @@ export class PrimaryReplicator {
    */
   private resendQueuedInput(): void {
     if (this.opts.mode !== "compare") return;
-    for (const frame of this.vm.engine.pendingRx()) {
+    this.resendInput(this.vm.engine.pendingRx());
+    if (!this.mirroring) this.installMirror();
+  }
+
+  /** Right after CHECKPOINT_END, under the lock: `frames`, the input the checkpointed PVM had not taken. */
+  private resendInput(frames: readonly Uint8Array[]): void {
+    for (const frame of frames) {
       this.mirroredFrames++;
       void this.writer.writeNetFrame({ direction: "mirrored-input", frame }).catch(() => undefined);
     }
-    if (!this.mirroring) this.installMirror();
   }
 
   /**
@@ -351,15 +359,22 @@ export class PrimaryReplicator {
    * replaces its copy with the checkpoint. An empty layer clears it.
    */
   private async sendLinkTranslation(first: boolean): Promise<void> {
+    const layers = this.linkTranslationDue();
+    if (!layers) return;
+    await this.writer.writeLinkTranslation(layers);
+    if (first) this.opts.log("link translations sent", { layers: layers.length, connections: layers.reduce((n, l) => n + l.length, 0) });
+  }
+
+  /** The link's translations as the LINK_TRANSLATION to send now, or undefined when the secondary has them. */
+  private linkTranslationDue(): LinkTranslationLayers | undefined {
     const t = this.vm.linkTranslation?.();
-    if (!t || t.version === this.linkSent?.version) return;
+    if (!t || t.version === this.linkSent?.version) return undefined;
     const layers = t.snapshot();
     const json = JSON.stringify(layers);
     const changed = json !== (this.linkSent?.json ?? "[]");
     this.linkSent = { version: t.version, json };
-    if (!changed) return;
-    await this.writer.writeLinkTranslation(layers.length > 0 ? layers : [[]]);
-    if (first) this.opts.log("link translations sent", { layers: layers.length, connections: layers.reduce((n, l) => n + l.length, 0) });
+    if (!changed) return undefined;
+    return layers.length > 0 ? layers : [[]];
   }
 
   /** Operator: a checkpoint now (within the minimum gap); resolves when it is complete. */
@@ -430,6 +445,10 @@ export class PrimaryReplicator {
       for (const w of waiters) w.reject(err as Error);
       throw err;
     };
+    // A resume that fails hands over (the secondary takes over from this checkpoint), but only once the
+    // secondary applied it: the output it covers may leave then, as it would have.
+    let resumeFailure: { err: unknown } | undefined;
+    let resumedAt = pausedAt;
     const { pages, before } = await this.lock.run(async () => {
       // NEW goes out first; the PVM's dirty pages are found (a compare of all RAM on emu)
       // while the secondary, in its own process, does the same for the SVM.
@@ -441,42 +460,46 @@ export class PrimaryReplicator {
       const svmDirty = await this.back.svmDirtyList();
       lap("svmSuspended");
       const pfns = unionSortedPfns(pvmDirty, svmDirty);
-      const before = this.writer.bytesWritten;
-      await this.writer.writeMemoryStream();
-      const pages = await writePages(this.writer, () => engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent));
+      // Xen's order: everything the checkpoint holds is copied while the PVM is paused -- its pages into a
+      // staging buffer, its device state, what its disks' writes cover, its link translation, the input it
+      // has not taken -- and the PVM resumes before any of it is written. From the resume on, its new input
+      // is mirrored and its disk writes forwarded through the write lock, which this checkpoint holds: they
+      // reach the stream after CHECKPOINT_END, as the next epoch's. Its output is held apart (seal()).
+      const staged = stagePages(this.writer.machine, engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent));
       lap("pages");
-      if (this.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, this.opts.midCheckpointDelayMs));
       const blob = await engine.saveState();
       lap("saveState");
+      const covers = this.disks.covers();
+      const link = this.linkTranslationDue();
+      if (this.stopped) throw new Error("replication ended during the checkpoint");
+      const queued = this.opts.mode === "compare" ? this.vm.engine.pendingRx() : [];
+      this.mirroring = this.opts.mode === "compare";
+      resumeFailure = await this.vm.resume().then(
+        () => undefined,
+        (err: unknown) => ({ err }),
+      );
+      resumedAt = monotonicMs();
+      lap("resume");
+      const before = this.writer.bytesWritten;
+      await this.writer.writeMemoryStream();
+      const pages = await writeStagedPages(this.writer, staged);
+      if (this.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, this.opts.midCheckpointDelayMs));
       await this.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
       await this.writer.writeCheckpoint();
-      await this.disks.writeCheckpoint();
-      await this.sendLinkTranslation(false);
+      await this.disks.writeCheckpoint(covers);
+      if (link) await this.writer.writeLinkTranslation(link);
       const end = this.writer.writeCheckpointEnd();
-      this.resendQueuedInput();
-      this.mirroring = this.opts.mode === "compare";
+      this.resendInput(queued);
       await end;
       lap("send");
       return { pages, before };
     }).catch(failed);
-    // Xen's order: the PVM runs on as soon as the checkpoint is on the wire, its output of the new epoch held
-    // (CompareOutput / RemusOutput keep it apart from the checkpoint's) until the secondary applied the
-    // checkpoint. The write lock is free while the secondary loads: heartbeats go on (a qemu secondary's load
-    // may wait for its standby QEMU), and the secondary's watchdog does not take its own slow load for our
-    // silence.
+    // The write lock is free while the secondary loads: heartbeats go on (a qemu secondary's load may wait for
+    // its standby QEMU), and the secondary's watchdog does not take its own slow load for our silence.
     await (async () => {
-      // Replication ended meanwhile (secondary lost, stop): what is released and whether the VM runs is goAlone's.
-      if (this.stopped) throw new Error("replication ended during the checkpoint");
-      // A resume that fails hands over (the secondary takes over from this checkpoint), but only once the
-      // secondary applied it: the output it covers may leave then, as it would have.
-      const resumeFailure = await this.vm.resume().then(
-        () => undefined,
-        (err: unknown) => ({ err }),
-      );
-      lap("resume");
-      const resumedAt = monotonicMs();
       await this.back.expectState("SVM_READY");
       lap("svmReady");
+      // Replication ended meanwhile (secondary lost, stop): what is released and whether the VM runs is goAlone's.
       if (this.stopped) throw new Error("replication ended during the checkpoint");
       for (const f of this.output.committed()) this.vm.sendOutput(f);
       if (resumeFailure) this.resumeFailedAfterCheckpoint(resumeFailure.err);

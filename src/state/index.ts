@@ -11,7 +11,7 @@ export { machineHeader, ENGINE_CODE, MAX_MEMORY_BYTES, type MachineHeader, type 
 export { applyPageData, pageDataFromRam, pageDataFromSnapshot, snapshotPages, isZeroPage, type PageData } from "./page-data.js";
 export { PAGE_TYPE } from "./pfn-entry.js";
 export { PageBuffer } from "./page-buffer.js";
-export { writePages, allPfns, guestBytes, type PageWriteStats } from "./write-pages.js";
+export { writePages, stagePages, writeStagedPages, allPfns, guestBytes, type PageWriteStats, type StagedPages } from "./write-pages.js";
 export { unionSortedPfns } from "./pfn-list.js";
 export { EMU_STATE_FORMAT, QEMU_STATE_FORMAT, type EngineState } from "./engine-state.js";
 export type { EngineCompat } from "./engine-compat-record.js";

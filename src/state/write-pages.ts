@@ -77,6 +77,62 @@ export async function writePages(
   return stats;
 }
 
+/**
+ * A checkpoint's pages copied out of RAM at once (stagePages), to be written
+ * later (writeStagedPages): Xen's staging buffer. The copy is taken while
+ * the guest is paused; the guest may resume before the records are written.
+ */
+export interface StagedPages {
+  readonly batches: readonly { pfns: Uint32Array; sent: Uint8Array }[];
+  readonly pages: number;
+}
+
+/**
+ * Copies the pages `pfns` of `ram` now, in batches of at most 1024 pages
+ * (each batch one PAGE_DATA record later); `onCopied` as for writePages,
+ * per batch, as it is copied. Same checks as writePages.
+ */
+export function stagePages(
+  machine: { memoryBytes: number; pageCount: number },
+  ram: Uint8Array,
+  pfns: ArrayLike<number>,
+  onCopied?: (pfns: Uint32Array, sent: Uint8Array) => void,
+): StagedPages {
+  if (ram.length !== machine.memoryBytes) {
+    throw new StreamError("MISMATCH", undefined, `RAM view of ${ram.length} octets for a machine of ${machine.memoryBytes}`);
+  }
+  const batches: { pfns: Uint32Array; sent: Uint8Array }[] = [];
+  for (let first = 0; first < pfns.length; first += MAX_PAGES_PER_RECORD) {
+    const batch = Uint32Array.from({ length: Math.min(MAX_PAGES_PER_RECORD, pfns.length - first) }, (_, i) => {
+      const pfn = pfns[first + i] as number;
+      if (!Number.isInteger(pfn) || pfn < 0 || pfn >= machine.pageCount) {
+        throw new StreamError("BAD_PFN", undefined, `pfn ${pfn} is outside guest memory (${machine.pageCount} pages)`);
+      }
+      return pfn;
+    });
+    const sent = snapshotPages(ram, batch);
+    onCopied?.(batch, sent);
+    batches.push({ pfns: batch, sent });
+  }
+  return { batches, pages: pfns.length };
+}
+
+/** The staged pages as PAGE_DATA records, a turn of the event loop after each (as writePages). */
+export async function writeStagedPages(writer: StreamWriter, staged: StagedPages): Promise<PageWriteStats> {
+  const stats: PageWriteStats = { pages: 0, zeroPages: 0, records: 0, bytes: 0 };
+  const startBytes = writer.bytesWritten;
+  for (const { pfns, sent } of staged.batches) {
+    const pages = pageDataFromSnapshot(pfns, sent);
+    await writer.writePageData(pages);
+    stats.pages += pfns.length;
+    stats.zeroPages += pages.types.reduce((n, t) => n + (t === PAGE_TYPE.ZERO ? 1 : 0), 0);
+    stats.records++;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  stats.bytes = writer.bytesWritten - startBytes;
+  return stats;
+}
+
 /** Every pfn of a machine of `pageCount` pages, ascending (a save file, migration round 0). */
 export function* allPfns(pageCount: number): Generator<number, void, undefined> {
   for (let pfn = 0; pfn < pageCount; pfn++) yield pfn;
