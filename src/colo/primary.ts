@@ -5,7 +5,8 @@
  * cannot load this one's state there), REPLICATION_MODE, then (with
  * replicated disks) DISK_INFO and the chunks the secondary asks for, then
  * a live migration whose last memory part ends with CHECKPOINT
- * (checkpoint 0). Then, whenever the checkpoint policy says so:
+ * (checkpoint 0; primary-start.ts). Then, whenever the checkpoint policy
+ * says so (primary-checkpoint.ts):
  *
  *   pause PVM -> NEW -> SVM_SUSPENDED + SVM dirty list -> copy the union
  *   of dirty pages, the engine state, the disks' covers, the queued input
@@ -37,8 +38,7 @@
  */
 import type { Duplex } from "node:stream";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, StreamWriter, teeSink, writableSink, stagePages, writeStagedPages, unionSortedPfns, type ByteSink, type LinkTranslationLayers, type ReplicationModeName } from "../state/index.js";
-import { sendMachine, writeEngineCompat } from "../state/machine-transfer.js";
+import { machineHeader, StreamWriter, teeSink, writableSink, type ByteSink, type ReplicationModeName } from "../state/index.js";
 import { BackChannel } from "./back-channel.js";
 import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js";
 import { CompareOutput, type OutputCommit } from "./compare-output.js";
@@ -48,25 +48,17 @@ import type { CarriedTranslation } from "./net/link-translation.js";
 import { RemusOutput } from "./remus-output.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
-import { hashBackendSync } from "./disk/image-hash.js";
 import { LeaseKeeper, type ArbiterOptions } from "./lease.js";
-import { elapsedMs, monotonicMs } from "../sys/clock.js";
+import { monotonicMs } from "../sys/clock.js";
 import { PrimaryFailover } from "./primary-failover.js";
 import { PrimaryDiskLogs } from "./primary-disk-logs.js";
+import { runCheckpoint, type CheckpointSide, type OperatorCheckpoint, type OperatorWaiter } from "./primary-checkpoint.js";
+import { startPrimary, type StartFigures, type StartSide } from "./primary-start.js";
+import { InputMirror } from "./primary-mirror.js";
+import { LinkTranslationSender } from "./primary-link-translation.js";
 
-/** How long the primary waits for the secondary's first record (DISK_LOG) before its disks' DISK_INFO: a revision-7 secondary sends none. */
-export const DEFAULT_DISK_LOG_WAIT_MS = 10_000;
-
-
-/** What an operator checkpoint reports. */
-export interface OperatorCheckpoint {
-  checkpoint: number;
-  pauseMs: number;
-  /** Pause to SVM_READY: the guest ran again after `pauseMs`, its output held until then. */
-  commitMs: number;
-  /** With verifyDisks: SHA-256 of each replicated disk, taken while the PVM was paused inside the checkpoint. */
-  diskHashes?: { disk: number; sha256: string }[];
-}
+export type { OperatorCheckpoint } from "./primary-checkpoint.js";
+export { DEFAULT_DISK_LOG_WAIT_MS, type StartFigures } from "./primary-start.js";
 
 export interface PrimaryVm {
   readonly engine: Engine;
@@ -122,25 +114,13 @@ export const STOP_END_TIMEOUT_MS = 10_000;
 /** How often compare mode looks for held frames past their timeout. */
 const EXPIRY_POLL_MS = 50;
 
-/** The start of a session, up to checkpoint 0: its pause, the memory sent, the disk chunks copied (what differed). */
-export interface StartFigures {
-  totalMs: number;
-  /** The guest's pause for checkpoint 0. */
-  pauseMs: number;
-  /** From that pause until the secondary held checkpoint 0 (SVM_READY); the guest ran from `pauseMs` on. */
-  commitMs: number;
-  pages: number;
-  bytes: number;
-  disk: { chunksCopied: number; bytesCopied: number; ms: number; byLog: number };
-}
-
 export class PrimaryReplicator {
   readonly stats: ReplicationStats;
   readonly output: OutputCommit;
   private readonly compare: CompareOutput | undefined;
   private readonly policy: CheckpointPolicy;
-  private writer: StreamWriter;
-  private back: BackChannel;
+  private readonly writer: StreamWriter;
+  private readonly back: BackChannel;
   private stopped = false;
   /** stop() began: no checkpoint starts any more (the END waits for the one in flight). */
   private stopping: Promise<void> | undefined;
@@ -155,13 +135,11 @@ export class PrimaryReplicator {
   /** What the start (the initial sync up to checkpoint 0) took, once done. */
   started: StartFigures | undefined;
   private checkpointing = false;
-  /** The link translation last sent (LINK_TRANSLATION): its version and contents. */
-  private linkSent: { version: number; json: string } | undefined;
   /** The checkpoint running now, settled when it is over (its failure is handled where it starts). */
   private inFlight: Promise<void> | undefined;
-  /** Mirror input to the secondary (compare mode, outside the checkpoint window). */
-  private mirroring = false;
   private readonly disks: DiskForwarder;
+  private readonly input: InputMirror;
+  private readonly link: LinkTranslationSender;
   private readonly diskLogs: PrimaryDiskLogs;
   /** Checkpoint pauses so far (the next checkpoint's number): its epoch starts at its pause. */
   private pauses = 0;
@@ -169,9 +147,11 @@ export class PrimaryReplicator {
   private readonly lease: LeaseKeeper | undefined;
   private readonly failover: PrimaryFailover;
   private readonly watchdog: SilenceWatchdog;
-  private operatorWaiters: { verify: boolean; resolve: (r: OperatorCheckpoint) => void; reject: (e: Error) => void }[] = [];
+  private operatorWaiters: OperatorWaiter[] = [];
   /** The divergence behind the pending checkpoint reason, if the comparator asked (status `recentCheckpoints`). */
   private pendingDivergence: Divergence | undefined;
+  /** What the start and each checkpoint (primary-start.ts, primary-checkpoint.ts) need of this session. */
+  private readonly side: StartSide & CheckpointSide;
 
   constructor(
     private readonly vm: PrimaryVm,
@@ -183,6 +163,13 @@ export class PrimaryReplicator {
     this.stats = new ReplicationStats("primary", peer, opts.mode);
     const wire = writableSink(socket);
     this.writer = new StreamWriter(opts.capture ? teeSink(wire, opts.capture) : wire, { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes) });
+    this.input = new InputMirror({
+      vm, writer: this.writer, lock: this.lock, opts,
+      counted: () => this.mirroredFrames++,
+      stopping: () => this.stopping !== undefined,
+      fail: (reason) => this.fail(reason),
+    });
+    this.link = new LinkTranslationSender(vm, this.writer, (msg, fields) => opts.log(msg, fields));
     if (opts.mode === "compare") {
       const c = opts.compare;
       if (!c) throw new Error("compare mode needs comparator options");
@@ -228,82 +215,40 @@ export class PrimaryReplicator {
     });
     socket.on("error", (err) => this.fail(`replication connection: ${err.message}`));
     socket.on("close", () => this.fail("the replication connection closed"));
+    const { writer, back, lock, disks, diskLogs, output, policy, stats, input, link } = this;
+    this.side = {
+      vm, writer, back, lock, disks, diskLogs, output, policy, stats, lease, opts, input, link,
+      stopped: () => this.stopped,
+      nextPause: () => this.pauses++,
+      takeOperatorWaiters: () => {
+        const waiters = this.operatorWaiters;
+        this.operatorWaiters = [];
+        return waiters;
+      },
+      takeDivergence: () => {
+        const divergence = this.pendingDivergence;
+        this.pendingDivergence = undefined;
+        return divergence;
+      },
+      endingCheckpoint0: () => (this.secondaryMayHoldCopy = true),
+      resumeFailedAfterCheckpoint: (err) => this.resumeFailedAfterCheckpoint(err),
+      heartbeat: () => this.heartbeat,
+      replicating: (started) => this.replicating(started),
+    };
   }
 
   /** Resolves when replication stops (secondary lost or stop()); the reason says why. */
   readonly done: Promise<string> = new Promise((resolve) => (this.lost = resolve));
 
-  /** Disk sync, then the initial memory sync (checkpoint 0), then checkpoints as the policy says. */
-  async start(config: { path: string; text: string }): Promise<void> {
-    // Until the pause for checkpoint 0 the secondary holds no copy it could take over with (a start that fails
-    // leaves the VM running unprotected, never fenced): the output goes out as it would unprotected. Held, it
-    // gained nothing and stalled every client for the whole start (disk hashing, memory pre-copy: 6 s measured).
-    // From the pause on it is held as in any checkpoint, and what the pause caught is released with checkpoint 0.
-    let beforeCheckpoint0 = true;
-    this.vm.setOutputFilter((frame) => {
-      if (beforeCheckpoint0) return true;
-      this.output.output(frame);
-      return false;
-    });
-    if (this.lease) {
-      if (!(await this.lease.tryAcquire(false))) throw new Error(`the arbiter did not grant the lease of ${this.lease.vm}: ${this.lease.status().lastError ?? "?"}`);
-      this.lease.keep();
-    }
-    await this.writer.writeVmConfig(config);
-    // Before the mode and the disks: a secondary whose engine cannot load this one's state refuses here.
-    await writeEngineCompat(this.vm.engine, this.writer);
-    await this.writer.writeReplicationMode({ mode: this.opts.mode, disks: this.vm.disks.length > 0 });
-    // A survivor's translations: a secondary that takes over keeps them above its own rewriter.
-    await this.sendLinkTranslation(true);
-    const t0 = monotonicMs();
-    // A revision-8 secondary's first record is DISK_LOG (its lineage and logs): the disks' plans depend on it. Without
-    // a log here no plan can come of it: no wait, the hashing overlaps the secondary's start, and the DISK_LOG (which
-    // precedes any DISK_WANT) is taken once the disks are in sync.
-    const waitForLog = this.diskLogs.mayPlan();
-    if (waitForLog) this.diskLogs.begin(await this.back.firstRecord(this.opts.diskLogWaitMs ?? DEFAULT_DISK_LOG_WAIT_MS));
-    const diskSync = await this.disks.initialSync(this.back, (index, size) => this.diskLogs.plan(index, size));
-    if (!waitForLog && this.vm.disks.length > 0) this.diskLogs.begin(await this.back.firstRecord(0));
-    if (diskSync.disks > 0) this.opts.log("disk images in sync", { ...diskSync });
-    await this.disks.holdUntilCheckpoint();
-    const sent = await sendMachine(this.vm.engine, this.writer, {
-      live: true,
-      close: "checkpoint",
-      pause: () => {
-        beforeCheckpoint0 = false;
-        // The new epoch first: a write landing while the pause takes effect counts as after it (a superset).
-        this.diskLogs.paused(this.pauses++);
-        return this.vm.pause();
-      },
-    });
-    await this.disks.writeCheckpoint();
-    // From the first octet of CHECKPOINT_END on, the secondary may hold checkpoint 0 and take over with it: losing
-    // it now is a loss like any later one (the arbiter's solo mark or a fence), not a failed start.
-    this.secondaryMayHoldCopy = true;
-    await this.writer.writeCheckpointEnd();
-    this.output.seal();
-    this.resendQueuedInput();
-    // Xen's order, as in every checkpoint: the PVM runs while the secondary loads checkpoint 0 (the longest
-    // load: all of RAM), its output held apart until SVM_READY.
-    if (this.stopped) throw new Error("replication ended during its start");
-    await this.vm.resume();
-    const pauseMs = elapsedMs(sent.pausedAt);
-    await this.back.expectState("SVM_READY");
-    // Ended meanwhile (a stop, the link lost): what happens to the VM is the end's (goAlone), not the start's.
-    if (this.stopped) throw new Error("replication ended during its start");
-    for (const f of this.output.committed()) this.vm.sendOutput(f);
-    const commitMs = elapsedMs(sent.pausedAt);
-    this.policy.restart(monotonicMs());
-    this.stats.recordCheckpoint({ pauseMs, commitMs, pages: sent.pages, bytes: sent.bytes, reason: "initial" });
-    this.opts.log("replication started: secondary holds checkpoint 0", { mode: this.opts.mode, ms: elapsedMs(t0), pages: sent.pages, pauseMs, commitMs });
+  /** Disk sync, then the initial memory sync (checkpoint 0), then checkpoints as the policy says: primary-start.ts. */
+  start(config: { path: string; text: string }): Promise<void> {
+    return startPrimary(this.side, config);
+  }
+
+  /** The secondary holds checkpoint 0 (`started`, what the start took): heartbeats, compare mode's expiry poll, checkpoints. */
+  private replicating(started: StartFigures): void {
     this.synced = true;
-    this.started = {
-      totalMs: elapsedMs(t0),
-      pauseMs,
-      commitMs,
-      pages: sent.pages,
-      bytes: sent.bytes,
-      disk: { chunksCopied: diskSync.chunksCopied, bytesCopied: diskSync.bytesCopied, ms: diskSync.ms, byLog: diskSync.byLog },
-    };
+    this.started = started;
     this.watchdog.heard();
     this.heartbeat = new HeartbeatSender(this.writer, this.lock, this.opts.heartbeatMs, () => this.synced && !this.stopped, (err) =>
       this.fail(`heartbeat: ${err.message}`),
@@ -313,68 +258,6 @@ export class PrimaryReplicator {
       this.expiryTimer = setInterval(() => compare.checkExpired(), EXPIRY_POLL_MS);
     }
     this.schedule();
-  }
-
-  /** Compare mode: mirror every frame for the PVM to the secondary, then deliver it. */
-  private installMirror(): void {
-    if (this.opts.mode !== "compare") return;
-    this.mirroring = true;
-    this.vm.setInputFilter((frame) => {
-      if (this.mirroring) this.mirror(frame);
-      return frame;
-    });
-  }
-
-  private mirror(frame: Uint8Array): void {
-    this.mirroredFrames++;
-    this.lock
-      .run(() => this.writer.writeNetFrame({ direction: "mirrored-input", frame }))
-      // Once a stop began, a frame queued behind its END is refused: the stop says why the session ends.
-      .catch((err: unknown) => (this.stopping ? undefined : this.fail(`mirroring input: ${(err as Error).message}`)));
-  }
-
-  /**
-   * Right after CHECKPOINT_END, still under the lock: the frames the PVM has
-   * been given but not taken belong to the secondary's next epoch. From
-   * here on, new input is mirrored as it comes.
-   */
-  private resendQueuedInput(): void {
-    if (this.opts.mode !== "compare") return;
-    this.resendInput(this.vm.engine.pendingRx());
-    if (!this.mirroring) this.installMirror();
-  }
-
-  /** Right after CHECKPOINT_END, under the lock: `frames`, the input the checkpointed PVM had not taken. */
-  private resendInput(frames: readonly Uint8Array[]): void {
-    for (const frame of frames) {
-      this.mirroredFrames++;
-      void this.writer.writeNetFrame({ direction: "mirrored-input", frame }).catch(() => undefined);
-    }
-  }
-
-  /**
-   * LINK_TRANSLATION: at the start (`first`) when the link translates any
-   * connection, then inside a checkpoint whenever that changed since the
-   * last one sent (a connection closed, another learned): the secondary
-   * replaces its copy with the checkpoint. An empty layer clears it.
-   */
-  private async sendLinkTranslation(first: boolean): Promise<void> {
-    const layers = this.linkTranslationDue();
-    if (!layers) return;
-    await this.writer.writeLinkTranslation(layers);
-    if (first) this.opts.log("link translations sent", { layers: layers.length, connections: layers.reduce((n, l) => n + l.length, 0) });
-  }
-
-  /** The link's translations as the LINK_TRANSLATION to send now, or undefined when the secondary has them. */
-  private linkTranslationDue(): LinkTranslationLayers | undefined {
-    const t = this.vm.linkTranslation?.();
-    if (!t || t.version === this.linkSent?.version) return undefined;
-    const layers = t.snapshot();
-    const json = JSON.stringify(layers);
-    const changed = json !== (this.linkSent?.json ?? "[]");
-    this.linkSent = { version: t.version, json };
-    if (!changed) return undefined;
-    return layers.length > 0 ? layers : [[]];
   }
 
   /** Operator: a checkpoint now (within the minimum gap); resolves when it is complete. */
@@ -416,109 +299,9 @@ export class PrimaryReplicator {
     }, d.waitMs);
   }
 
-  /** One checkpoint, Xen's order (COLO-PROTOCOL.md §4), the PVM paused first. */
-  async checkpoint(reason: CheckpointReason): Promise<void> {
-    const engine = this.vm.engine;
-    const t0 = monotonicMs();
-    // The new epoch first: a write landing while the pause takes effect counts as after it (a superset).
-    this.diskLogs.paused(this.pauses++);
-    await this.vm.pause();
-    const pausedAt = monotonicMs();
-    const marks: Record<string, number> = { pause: Math.round((pausedAt - t0) * 10) / 10 };
-    let mark = pausedAt;
-    const lap = (name: string) => {
-      const now = monotonicMs();
-      marks[name] = Math.round((now - mark) * 10) / 10;
-      mark = now;
-    };
-    const waiters = this.operatorWaiters;
-    this.operatorWaiters = [];
-    const divergence = this.pendingDivergence;
-    this.pendingDivergence = undefined;
-    const diskHashes = waiters.some((w) => w.verify)
-      ? this.vm.disks.map((d) => ({ disk: d.index, sha256: hashBackendSync(d.local).sha256 }))
-      : undefined;
-    this.output.seal();
-    // From here until the queued input is re-sent, new input only queues for the PVM (it is paused).
-    this.mirroring = false;
-    const failed = (err: unknown): never => {
-      for (const w of waiters) w.reject(err as Error);
-      throw err;
-    };
-    // A resume that fails hands over (the secondary takes over from this checkpoint), but only once the
-    // secondary applied it: the output it covers may leave then, as it would have.
-    let resumeFailure: { err: unknown } | undefined;
-    let resumedAt = pausedAt;
-    const { pages, before } = await this.lock.run(async () => {
-      // NEW goes out first; the PVM's dirty pages are found (a compare of all RAM on emu)
-      // while the secondary, in its own process, does the same for the SVM.
-      await this.writer.writeCheckpointState("NEW"); // on the socket before the compare blocks this thread
-      lap("new");
-      const pvmDirty = engine.takeDirtyPages();
-      lap("pvmDirty");
-      await this.back.expectState("SVM_SUSPENDED");
-      const svmDirty = await this.back.svmDirtyList();
-      lap("svmSuspended");
-      const pfns = unionSortedPfns(pvmDirty, svmDirty);
-      // Xen's order: everything the checkpoint holds is copied while the PVM is paused -- its pages into a
-      // staging buffer, its device state, what its disks' writes cover, its link translation, the input it
-      // has not taken -- and the PVM resumes before any of it is written. From the resume on, its new input
-      // is mirrored and its disk writes forwarded through the write lock, which this checkpoint holds: they
-      // reach the stream after CHECKPOINT_END, as the next epoch's. Its output is held apart (seal()).
-      const staged = stagePages(this.writer.machine, engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent));
-      lap("pages");
-      const blob = await engine.saveState();
-      lap("saveState");
-      const covers = this.disks.covers();
-      const link = this.linkTranslationDue();
-      if (this.stopped) throw new Error("replication ended during the checkpoint");
-      const queued = this.opts.mode === "compare" ? this.vm.engine.pendingRx() : [];
-      this.mirroring = this.opts.mode === "compare";
-      resumeFailure = await this.vm.resume().then(
-        () => undefined,
-        (err: unknown) => ({ err }),
-      );
-      resumedAt = monotonicMs();
-      lap("resume");
-      const before = this.writer.bytesWritten;
-      await this.writer.writeMemoryStream();
-      const pages = await writeStagedPages(this.writer, staged);
-      if (this.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, this.opts.midCheckpointDelayMs));
-      await this.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
-      await this.writer.writeCheckpoint();
-      await this.disks.writeCheckpoint(covers);
-      if (link) await this.writer.writeLinkTranslation(link);
-      const end = this.writer.writeCheckpointEnd();
-      this.resendInput(queued);
-      await end;
-      lap("send");
-      return { pages, before };
-    }).catch(failed);
-    // The write lock is free while the secondary loads: heartbeats go on (a qemu secondary's load may wait for
-    // its standby QEMU), and the secondary's watchdog does not take its own slow load for our silence.
-    await (async () => {
-      await this.back.expectState("SVM_READY");
-      lap("svmReady");
-      // Replication ended meanwhile (secondary lost, stop): what is released and whether the VM runs is goAlone's.
-      if (this.stopped) throw new Error("replication ended during the checkpoint");
-      for (const f of this.output.committed()) this.vm.sendOutput(f);
-      if (resumeFailure) this.resumeFailedAfterCheckpoint(resumeFailure.err);
-      const now = monotonicMs();
-      this.policy.done(reason, now);
-      this.stats.recordCheckpoint({
-        pauseMs: Math.round(resumedAt - pausedAt),
-        commitMs: Math.round(now - pausedAt),
-        pages: pages.pages,
-        bytes: this.writer.bytesWritten - before,
-        reason,
-        phasesMs: marks,
-        ...(divergence ? { divergence } : {}),
-      });
-      this.heartbeat?.wrote();
-      await this.back.expectState("SVM_RESUMED");
-    })().catch(failed);
-    const done: OperatorCheckpoint = { checkpoint: this.stats.checkpoints - 1, pauseMs: this.stats.lastPauseMs, commitMs: this.stats.lastCommitMs ?? this.stats.lastPauseMs };
-    for (const w of waiters) w.resolve(w.verify && diskHashes ? { ...done, diskHashes } : done);
+  /** One checkpoint, Xen's order (COLO-PROTOCOL.md §4), the PVM paused first: primary-checkpoint.ts. */
+  checkpoint(reason: CheckpointReason): Promise<void> {
+    return runCheckpoint(this.side, reason);
   }
 
   /**
@@ -557,7 +340,7 @@ export class PrimaryReplicator {
     if (this.expiryTimer) clearInterval(this.expiryTimer);
     this.watchdog.stop();
     this.heartbeat?.stop();
-    this.mirroring = false;
+    this.input.on = false;
     this.vm.setInputFilter(undefined);
     this.disks.stop();
     this.diskLogs.stop();

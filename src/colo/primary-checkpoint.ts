@@ -1,0 +1,170 @@
+/**
+ * One checkpoint of the primary's session (COLO-PROTOCOL.md §4): the
+ * sequence primary.ts's header lays out, in Xen's order -- the PVM paused
+ * first, everything the checkpoint holds copied while it is paused, the
+ * PVM resumed, then the checkpoint written from the copies, its output
+ * released at SVM_READY.
+ *
+ * PrimaryReplicator (primary.ts) decides when (its policy) and runs one at
+ * a time; a checkpoint that fails is its `fail`. A resume that fails hands
+ * over, once the secondary applied the checkpoint.
+ */
+import { unionSortedPfns, stagePages, writeStagedPages, type StreamWriter } from "../state/index.js";
+import type { BackChannel } from "./back-channel.js";
+import type { CheckpointPolicy, CheckpointReason } from "./checkpoint-policy.js";
+import type { OutputCommit } from "./compare-output.js";
+import type { DiskForwarder } from "./disk-forwarder.js";
+import { hashBackendSync } from "./disk/image-hash.js";
+import type { HeartbeatSender, WriteLock } from "./heartbeat.js";
+import type { Divergence } from "./net/comparator.js";
+import type { PrimaryDiskLogs } from "./primary-disk-logs.js";
+import type { LinkTranslationSender } from "./primary-link-translation.js";
+import type { InputMirror } from "./primary-mirror.js";
+import type { PrimaryOptions, PrimaryVm } from "./primary.js";
+import type { ReplicationStats } from "./replication-stats.js";
+import { monotonicMs } from "../sys/clock.js";
+
+/** What an operator checkpoint reports. */
+export interface OperatorCheckpoint {
+  checkpoint: number;
+  pauseMs: number;
+  /** Pause to SVM_READY: the guest ran again after `pauseMs`, its output held until then. */
+  commitMs: number;
+  /** With verifyDisks: SHA-256 of each replicated disk, taken while the PVM was paused inside the checkpoint. */
+  diskHashes?: { disk: number; sha256: string }[];
+}
+
+/** An operator waiting for the next checkpoint (`checkpointNow`). */
+export interface OperatorWaiter {
+  verify: boolean;
+  resolve: (r: OperatorCheckpoint) => void;
+  reject: (e: Error) => void;
+}
+
+/** What a checkpoint needs of the primary's session. */
+export interface CheckpointSide {
+  readonly vm: PrimaryVm;
+  readonly writer: StreamWriter;
+  readonly back: BackChannel;
+  readonly lock: WriteLock;
+  readonly disks: DiskForwarder;
+  readonly diskLogs: PrimaryDiskLogs;
+  readonly output: OutputCommit;
+  readonly policy: CheckpointPolicy;
+  readonly stats: ReplicationStats;
+  readonly opts: Pick<PrimaryOptions, "mode" | "midCheckpointDelayMs">;
+  /** Replication ended (secondary lost, stop, abandon). */
+  stopped(): boolean;
+  /** The next checkpoint pause's number (its epoch), counted. */
+  nextPause(): number;
+  /** The operators waiting for this checkpoint, and the divergence behind its reason: taken, none left. */
+  takeOperatorWaiters(): OperatorWaiter[];
+  takeDivergence(): Divergence | undefined;
+  readonly input: InputMirror;
+  readonly link: LinkTranslationSender;
+  resumeFailedAfterCheckpoint(err: unknown): never;
+  heartbeat(): HeartbeatSender | undefined;
+}
+
+/** One checkpoint, Xen's order (COLO-PROTOCOL.md §4), the PVM paused first. */
+export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReason): Promise<void> {
+  const engine = side.vm.engine;
+  const t0 = monotonicMs();
+  // The new epoch first: a write landing while the pause takes effect counts as after it (a superset).
+  side.diskLogs.paused(side.nextPause());
+  await side.vm.pause();
+  const pausedAt = monotonicMs();
+  const marks: Record<string, number> = { pause: Math.round((pausedAt - t0) * 10) / 10 };
+  let mark = pausedAt;
+  const lap = (name: string) => {
+    const now = monotonicMs();
+    marks[name] = Math.round((now - mark) * 10) / 10;
+    mark = now;
+  };
+  const waiters = side.takeOperatorWaiters();
+  const divergence = side.takeDivergence();
+  const diskHashes = waiters.some((w) => w.verify)
+    ? side.vm.disks.map((d) => ({ disk: d.index, sha256: hashBackendSync(d.local).sha256 }))
+    : undefined;
+  side.output.seal();
+  // From here until the queued input is re-sent, new input only queues for the PVM (it is paused).
+  side.input.on = false;
+  const failed = (err: unknown): never => {
+    for (const w of waiters) w.reject(err as Error);
+    throw err;
+  };
+  // A resume that fails hands over (the secondary takes over from this checkpoint), but only once the
+  // secondary applied it: the output it covers may leave then, as it would have.
+  let resumeFailure: { err: unknown } | undefined;
+  let resumedAt = pausedAt;
+  const { pages, before } = await side.lock.run(async () => {
+    // NEW goes out first; the PVM's dirty pages are found (a compare of all RAM on emu)
+    // while the secondary, in its own process, does the same for the SVM.
+    await side.writer.writeCheckpointState("NEW"); // on the socket before the compare blocks this thread
+    lap("new");
+    const pvmDirty = engine.takeDirtyPages();
+    lap("pvmDirty");
+    await side.back.expectState("SVM_SUSPENDED");
+    const svmDirty = await side.back.svmDirtyList();
+    lap("svmSuspended");
+    const pfns = unionSortedPfns(pvmDirty, svmDirty);
+    // Xen's order: everything the checkpoint holds is copied while the PVM is paused -- its pages into a
+    // staging buffer, its device state, what its disks' writes cover, its link translation, the input it
+    // has not taken -- and the PVM resumes before any of it is written. From the resume on, its new input
+    // is mirrored and its disk writes forwarded through the write lock, which this checkpoint holds: they
+    // reach the stream after CHECKPOINT_END, as the next epoch's. Its output is held apart (seal()).
+    const staged = stagePages(side.writer.machine, engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent));
+    lap("pages");
+    const blob = await engine.saveState();
+    lap("saveState");
+    const covers = side.disks.covers();
+    const link = side.link.due();
+    if (side.stopped()) throw new Error("replication ended during the checkpoint");
+    const queued = side.opts.mode === "compare" ? side.vm.engine.pendingRx() : [];
+    side.input.on = side.opts.mode === "compare";
+    resumeFailure = await side.vm.resume().then(
+      () => undefined,
+      (err: unknown) => ({ err }),
+    );
+    resumedAt = monotonicMs();
+    lap("resume");
+    const before = side.writer.bytesWritten;
+    await side.writer.writeMemoryStream();
+    const pages = await writeStagedPages(side.writer, staged);
+    if (side.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, side.opts.midCheckpointDelayMs));
+    await side.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
+    await side.writer.writeCheckpoint();
+    await side.disks.writeCheckpoint(covers);
+    if (link) await side.writer.writeLinkTranslation(link);
+    const end = side.writer.writeCheckpointEnd();
+    side.input.resend(queued);
+    await end;
+    lap("send");
+    return { pages, before };
+  }).catch(failed);
+  // The write lock is free while the secondary loads: heartbeats go on (a qemu secondary's load may wait for
+  // its standby QEMU), and the secondary's watchdog does not take its own slow load for our silence.
+  await (async () => {
+    await side.back.expectState("SVM_READY");
+    lap("svmReady");
+    // Replication ended meanwhile (secondary lost, stop): what is released and whether the VM runs is goAlone's.
+    if (side.stopped()) throw new Error("replication ended during the checkpoint");
+    for (const f of side.output.committed()) side.vm.sendOutput(f);
+    if (resumeFailure) side.resumeFailedAfterCheckpoint(resumeFailure.err);
+    const now = monotonicMs();
+    side.policy.done(reason, now);
+    side.stats.recordCheckpoint({
+      pauseMs: Math.round(resumedAt - pausedAt),
+      commitMs: Math.round(now - pausedAt),
+      pages: pages.pages,
+      bytes: side.writer.bytesWritten - before,
+      reason,
+      phasesMs: marks,
+      ...(divergence ? { divergence } : {}),
+    });
+    side.heartbeat()?.wrote();
+    await side.back.expectState("SVM_RESUMED");
+  })().catch(failed);
+  const done: OperatorCheckpoint = { checkpoint: side.stats.checkpoints - 1, pauseMs: side.stats.lastPauseMs, commitMs: side.stats.lastCommitMs ?? side.stats.lastPauseMs };
+  for (const w of waiters) w.resolve(w.verify && diskHashes ? { ...done, diskHashes } : done);
+}
