@@ -120,6 +120,8 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
     const covers = side.disks.covers();
     const link = side.link.due();
     if (side.stopped()) throw new Error("replication ended during the checkpoint");
+    // Test hook (a kill inside a checkpoint): the guest stays paused, the stream holds NEW and no CHECKPOINT_END.
+    if (side.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, side.opts.midCheckpointDelayMs));
     const queued = side.opts.mode === "compare" ? side.vm.engine.pendingRx() : [];
     side.input.on = side.opts.mode === "compare";
     resumeFailure = await side.vm.resume().then(
@@ -131,7 +133,6 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
     const before = side.writer.bytesWritten;
     await side.writer.writeMemoryStream();
     const pages = await writeStagedPages(side.writer, staged);
-    if (side.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, side.opts.midCheckpointDelayMs));
     await side.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
     await side.writer.writeCheckpoint();
     await side.disks.writeCheckpoint(covers);

@@ -114,7 +114,7 @@ itest("Remus: SIGKILL of the secondary; the primary releases held output and run
 });
 
 itest("Remus: the primary killed in the middle of a checkpoint; the half checkpoint is never applied", { timeout: 900_000 }, async () => {
-  // Test-only hook: the primary sleeps 0.7 s (below the 1 s peer timeout) inside every checkpoint, after its pages and before its state.
+  // Test-only hook: the primary sleeps 0.7 s (below the 1 s peer timeout) inside every checkpoint, after NEW and before its pages, the guest paused.
   await protectedPair({ COLO_TEST_CHECKPOINT_DELAY_MS: "700" });
   assert.equal(await redis("SET", "before", "kept"), "OK"); // released only once its checkpoint is acknowledged
   const primary = await status(H1);
