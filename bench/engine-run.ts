@@ -31,6 +31,7 @@ import { Pair } from "../test/tools/pair-fixture.js";
 import type { RunResult } from "../test/tools/run.js";
 import { positiveIntArg, positiveIntListArg, stringArg } from "./args.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
+import { allocateDirtyBuffer, dirtyPages } from "./dirty-pages.js";
 import { endSession, parseMigrate, remusRequestsPerTest, startMigrateReceive, type ColoRunner, type MigrationFigure } from "./lab-session.js";
 import {
   ENGINES_LAB_PREFIX,
@@ -56,14 +57,10 @@ import {
 const LAB = labTopology(ENGINES_LAB_PREFIX);
 const [H1, H2] = LAB.hosts;
 const NAME = ENGINES_VM_NAME;
-const PAGE = 4096;
 const CHECKPOINT_MAX_INTERVAL_MS = 600_000;
 const WARMUP_REQUESTS = 2000;
 /** Remus: a reply waits for the next checkpoint; a short warm-up (16 clients, about 1.5 s at 100 ms). */
 const REMUS_WARMUP_REQUESTS = 200;
-const DIRTY_KEY = "colo:dirty";
-/** Writes ARGV[2] (a short tag, new each time) at the start of each of the first ARGV[1] 4 KiB steps of KEYS[1]: that many distinct pages change. */
-const DIRTY_SCRIPT = `local n = tonumber(ARGV[1]) for i = 0, n - 1 do redis.call('SETRANGE', KEYS[1], i * ${PAGE}, ARGV[2]) end return n`;
 
 interface Replication {
   checkpoints: number;
@@ -231,14 +228,13 @@ async function main(): Promise<void> {
       session(["migrate", "--colo", NAME, LAB.replIps[1], "--key-file", key, "--checkpoint-max-interval", String(CHECKPOINT_MAX_INTERVAL_MS)], async (): Promise<PauseFigures> => {
         const bufferPages = Math.max(...pageSizes) + 1;
         // One string of bufferPages pages (zero-filled by Redis); its allocation's pages go with the warm-up checkpoint.
-        await pair.redis("SETRANGE", DIRTY_KEY, String(bufferPages * PAGE - 1), "x");
+        await allocateDirtyBuffer((...a) => pair.redis(...a), bufferPages);
         let seq = 0;
         const dirty = async (pages: number): Promise<number> => {
           // A tag new each time: the bytes written differ from what the pages held (emu finds dirty pages by comparing RAM).
           const tag = `t${String(seq++).padStart(7, "0")}`;
           const t0 = Date.now();
-          const out = await pair.redis("EVAL", DIRTY_SCRIPT, "1", DIRTY_KEY, String(pages), tag);
-          if (out !== String(pages)) throw new Error(`EVAL of ${pages} SETRANGEs answered ${JSON.stringify(out)}`);
+          await dirtyPages((...a) => pair.redis(...a), pages, tag);
           return Date.now() - t0;
         };
         const checkpoint = async (dirtyMs: number): Promise<PauseSample> => {

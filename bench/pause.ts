@@ -29,16 +29,13 @@ import { COLO_BIN, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { redisFrom } from "../test/tools/lab-fixture.js";
 import { positiveIntArg, positiveIntListArg } from "./args.js";
+import { allocateDirtyBuffer, dirtyPages } from "./dirty-pages.js";
 import { endSession } from "./lab-session.js";
 import { writeResult } from "./results.js";
 
 const LAB = labTopology("cbpau");
 const [H1, H2] = LAB.hosts;
 const NAME = "bpau";
-const PAGE = 4096;
-const DIRTY_KEY = "colo:dirty";
-/** Writes ARGV[2] (a tag new each time) at the start of each of the first ARGV[1] 4 KiB steps of KEYS[1]: that many distinct pages change. */
-const DIRTY_SCRIPT = `local n = tonumber(ARGV[1]) for i = 0, n - 1 do redis.call('SETRANGE', KEYS[1], i * ${PAGE}, ARGV[2]) end return n`;
 
 interface Replication {
   checkpoints: number;
@@ -110,11 +107,9 @@ async function main(): Promise<void> {
   // Straight to the daemons' control sockets: a CLI process per sample would cost more than some pauses.
   const socket = (host: string) => vmRunFiles(NAME, join(runDir, "netns", host)).socket;
   const replication = async (host: string) => ((await request(socket(host), { op: "status" })) as { replication?: Replication }).replication;
+  const redis = (...args: string[]) => redisFrom(LAB.namespaces.client, LAB.guestIp, args);
   let seq = 0;
-  const dirty = async (pages: number) => {
-    const out = await redisFrom(LAB.namespaces.client, LAB.guestIp, ["EVAL", DIRTY_SCRIPT, "1", DIRTY_KEY, String(pages), `t${String(seq++).padStart(7, "0")}`]);
-    if (out !== String(pages)) throw new Error(`EVAL of ${pages} SETRANGEs answered ${JSON.stringify(out)}`);
-  };
+  const dirty = (pages: number) => dirtyPages(redis, pages, `t${String(seq++).padStart(7, "0")}`);
   const sample = async (pages: number): Promise<Sample> => {
     await dirty(pages);
     const cp = (await request(socket(H1), { op: "checkpoint", verifyDisks: false }, 120_000)) as { checkpoint: number; pauseMs: number; commitMs?: number };
@@ -128,7 +123,7 @@ async function main(): Promise<void> {
     await must("create", colo(H1, ["create", cfg.cfg]));
     const most = Math.max(...sizes, long) + 1;
     // One string of `most` pages, allocated before protection: its pages go with checkpoint 0.
-    await redisFrom(LAB.namespaces.client, LAB.guestIp, ["SETRANGE", DIRTY_KEY, String(most * PAGE - 1), "x"]);
+    await allocateDirtyBuffer(redis, most);
     const recv = spawn("ip", ["netns", "exec", H2, COLO_BIN, "migrate-receive", "--colo", "--listen", LAB.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
     await new Promise<void>((resolve, reject) => recv.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`migrate-receive --colo exited ${code}`)))));
     const start = await must("migrate --colo", colo(H1, ["migrate", "--colo", NAME, LAB.replIps[1], "--key-file", key, "--checkpoint-max-interval", "3600000"]));

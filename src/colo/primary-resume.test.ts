@@ -1,6 +1,7 @@
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import type { PrimaryVm } from "./primary.js";
+import type { FakeEngine } from "../engine/testing/fake-engine.js";
 import { replicationPair, within } from "./testing.js";
 import { MemorySink, StreamReader, type StreamRecord } from "../state/index.js";
 import { DEFAULT_COMPARATOR_OPTIONS } from "./net/comparator.js";
@@ -27,7 +28,8 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
   }
 }
 
-test("primary: the PVM resumes once the checkpoint is copied, before the secondary applied it; nothing it sends then leaves before SVM_READY, and the checkpoint's output leaves at SVM_READY", async (t) => {
+/** A compare-mode pair whose PVM output reaches `lan` through the primary's filter, as the guest sends it. */
+async function comparePair(t: TestContext) {
   const lan: Uint8Array[] = [];
   let filter: ((frame: Uint8Array) => boolean) | undefined;
   const r = await replicationPair(t, {
@@ -37,14 +39,25 @@ test("primary: the PVM resumes once the checkpoint is copied, before the seconda
   const guestSends = (f: Uint8Array) => {
     if (!filter || filter(f)) lan.push(f);
   };
-  // The secondary's load waits for the test: a slow standby (qemu) or a busy host.
-  let openLoad: () => void = () => undefined;
-  const loadGate = new Promise<void>((resolve) => (openLoad = resolve));
-  const load = r.svm.loadState.bind(r.svm);
-  r.svm.loadState = async (...args: Parameters<typeof load>) => {
-    await loadGate;
+  return { r, lan, guestSends };
+}
+
+/** The engine's loadState() waits until the returned function is called. */
+function gateLoad(engine: FakeEngine): () => void {
+  let open: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const load = engine.loadState.bind(engine);
+  engine.loadState = async (...args: Parameters<typeof load>) => {
+    await gate;
     return load(...args);
   };
+  return open;
+}
+
+test("primary: the PVM resumes once the checkpoint is copied, before the secondary applied it; nothing it sends then leaves before SVM_READY, and the checkpoint's output leaves at SVM_READY", async (t) => {
+  const { r, lan, guestSends } = await comparePair(t);
+  // The secondary's load waits for the test: a slow standby (qemu) or a busy host.
+  const openLoad = gateLoad(r.svm);
 
   guestSends(frame(1)); // epoch 1: unmatched, held for checkpoint 1
   assert.equal(lan.length, 0);
@@ -68,23 +81,9 @@ test("primary: the PVM resumes once the checkpoint is copied, before the seconda
 });
 
 test("primary: the secondary lost while it loads (the PVM already resumed): the checkpoint's and the next epoch's output leave, in order, and the VM runs on", async (t) => {
-  const lan: Uint8Array[] = [];
-  let filter: ((frame: Uint8Array) => boolean) | undefined;
-  const r = await replicationPair(t, {
-    primary: COMPARE,
-    vm: (): Partial<PrimaryVm> => ({ setOutputFilter: (f) => (filter = f), sendOutput: (f) => lan.push(f) }),
-  });
-  const guestSends = (f: Uint8Array) => {
-    if (!filter || filter(f)) lan.push(f);
-  };
+  const { r, lan, guestSends } = await comparePair(t);
   // The secondary's host dies while it loads: its load ends only after the cut (then it finds the link gone).
-  let openLoad: () => void = () => undefined;
-  const loadGate = new Promise<void>((resolve) => (openLoad = resolve));
-  const load = r.svm.loadState.bind(r.svm);
-  r.svm.loadState = async (...args: Parameters<typeof load>) => {
-    await loadGate;
-    return load(...args);
-  };
+  const openLoad = gateLoad(r.svm);
   guestSends(frame(1));
   const cp = r.primary.checkpointNow(false);
   await until(() => r.pvm.running && r.primary.stats.checkpoints === 1, 2000, "the PVM to resume during the checkpoint");
