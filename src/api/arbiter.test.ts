@@ -55,6 +55,49 @@ test("arbiter over TLS-PSK: leases granted, refused, solo, released; bad request
   late.close();
 });
 
+test("arbiter: a holder's connection closing (its process died) frees its lease for another at once; not a solo one, not one renewed over a new connection", async () => {
+  const key = randomBytes(32);
+  const logs: string[] = [];
+  const server = await ArbiterServer.listen({ host: "127.0.0.1", port: 0 }, key, (m) => logs.push(m));
+  const s = new ArbiterClient(server.address, key);
+  const until = async (what: string, fn: () => Promise<boolean>) => {
+    const deadline = monotonicMs() + 5000;
+    while (!(await fn())) {
+      if (monotonicMs() > deadline) throw new Error(`not within 5 s: ${what}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  try {
+    const p = new ArbiterClient(server.address, key);
+    assert.equal((await p.acquire("vm", "p", 60_000, false)).granted, true);
+    assert.equal((await s.acquire("vm", "s", 60_000, true)).granted, false, "a live holder's lease: refused");
+    p.close();
+    await until("the takeover granted after the holder's connection closed", async () => (await s.acquire("vm", "s", 60_000, true)).granted);
+    assert.ok(logs.some((l) => /lease of vm: the connection of its holder p .* closed/.test(l)), logs.join("\n"));
+
+    // Solo: the holder ran alone; its connection closing frees nothing.
+    const q = new ArbiterClient(server.address, key);
+    assert.equal((await q.acquire("solo-vm", "q", 60_000, true)).granted, true);
+    q.close();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await s.acquire("solo-vm", "s", 60_000, true)).granted, false);
+
+    // Renewed over a second connection: the first one's close frees nothing.
+    const r1 = new ArbiterClient(server.address, key);
+    const r2 = new ArbiterClient(server.address, key);
+    assert.equal((await r1.acquire("moved", "r", 60_000, false)).granted, true);
+    assert.equal((await r2.acquire("moved", "r", 60_000, false)).granted, true);
+    r1.close();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await s.acquire("moved", "s", 60_000, true)).granted, false);
+    r2.close();
+    await until("freed once the connection it was renewed over closed", async () => (await s.acquire("moved", "s", 60_000, true)).granted);
+  } finally {
+    s.close();
+    await server.close();
+  }
+});
+
 test("arbiter: a lease runs out on the arbiter's monotonic clock, counted from the request it got; the wall clock is never read", async (t) => {
   const wall = steppedWallClock(t);
   let now = 50_000;

@@ -130,6 +130,8 @@ export interface ArbiterTiming {
 export class ArbiterServer {
   readonly table = new LeaseTable();
   private readonly sockets = new Set<TLSSocket>();
+  /** Per VM: its holder and the connection the lease was last granted over (LeaseTable.holderDisconnected when it closes). */
+  private readonly grantedVia = new Map<string, { holder: string; socket: TLSSocket }>();
 
   private constructor(
     private listener: SecureListener | undefined,
@@ -158,9 +160,16 @@ export class ArbiterServer {
 
   private serve(socket: TLSSocket, log: (msg: string) => void, partialLineTimeoutMs: number): void {
     this.sockets.add(socket);
-    socket.on("close", () => this.sockets.delete(socket));
-    socket.on("error", () => socket.destroy());
     const peer = remotePeer(socket);
+    socket.on("close", () => {
+      this.sockets.delete(socket);
+      for (const [vm, via] of this.grantedVia) {
+        if (via.socket !== socket) continue;
+        this.grantedVia.delete(vm);
+        if (this.table.holderDisconnected(vm, via.holder)) log(`lease of ${vm}: the connection of its holder ${via.holder} (${peer}) closed; another holder may take it at once`);
+      }
+    });
+    socket.on("error", () => socket.destroy());
     const drop = (what: string) => {
       log(`connection from ${peer} dropped: ${what}`);
       if (socket.writable) socket.end(JSON.stringify({ id: null, error: what }) + "\n");
@@ -180,10 +189,12 @@ export class ArbiterServer {
         if (r.op === "acquire") {
           const wasSolo = this.table.isSolo(r.vm, r.holder);
           const a = this.table.acquire(r.vm, r.holder, r.ttlMs, now, r.solo);
+          if (a.granted) this.grantedVia.set(r.vm, { holder: r.holder, socket });
           answer = { id: r.id, ...a };
           if (a.granted && r.solo && !wasSolo) log(`lease of ${r.vm}: ${r.holder} runs alone (solo)`);
         } else if (r.op === "release") {
           this.table.release(r.vm, r.holder);
+          if (this.grantedVia.get(r.vm)?.holder === r.holder) this.grantedVia.delete(r.vm);
           answer = { id: r.id, ok: true };
         } else {
           answer = { id: r.id, leases: this.table.snapshot(now) };

@@ -26,6 +26,25 @@ test("lease table: one holder at a time; expiry frees it; a solo lease is never 
   assert.equal(t.acquire("other", "x", 10, 0).granted, true, "leases are per VM");
 });
 
+test("lease table: a holder whose connection closed frees its lease at once, unless solo; its renewal over a new one holds it again", () => {
+  const t = new LeaseTable();
+  assert.equal(t.acquire("vm", "p", 1000, 0).granted, true);
+  assert.equal(t.holderDisconnected("vm", "x"), false, "not the holder: no effect");
+  assert.equal(t.acquire("vm", "s", 1000, 10).granted, false);
+  assert.equal(t.holderDisconnected("vm", "p"), true);
+  assert.equal(t.acquire("vm", "s", 1000, 20, true).granted, true, "the dead holder's 980 ms left do not count");
+  assert.equal(t.acquire("vm", "p", 1000, 30).granted, false, "the old holder, back, is refused: it must not act alone");
+  // Solo: the holder ran alone; its connection closing does not free it.
+  assert.equal(t.holderDisconnected("vm", "s"), false);
+  assert.equal(t.acquire("vm", "p", 1000, 5000).granted, false, "solo, even expired");
+  // Renewed over a new connection after the close: held as before.
+  const u = new LeaseTable();
+  u.acquire("vm", "p", 1000, 0);
+  u.holderDisconnected("vm", "p");
+  assert.equal(u.acquire("vm", "p", 1000, 100).granted, true);
+  assert.equal(u.acquire("vm", "s", 1000, 200).granted, false, "renewed: the flag is gone");
+});
+
 test("lease rule table (lease-rule-testing.ts, also run on the network arbiter and etcd): LeaseTable through the Arbiter interface", async () => {
   const h = leaseTableHarness(1000);
   await checkLeaseRule(h);

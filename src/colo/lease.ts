@@ -13,7 +13,9 @@
  *   (arbiter unreachable past the ttl) is fenced the same way.
  * - The secondary, when the primary falls silent, asks for the lease. It
  *   is granted only once the primary's lease has run out on the arbiter's
- *   clock and was never marked solo; then the secondary takes over (and
+ *   clock, or the connection the primary renewed it over has closed (its
+ *   process died: the kernel closed its sockets; `colo arbiter` only), and
+ *   was never marked solo; then the secondary takes over (and
  *   holds the lease solo itself). A solo lease is never granted to another
  *   holder: the secondary steps down and discards its copy — taking over
  *   from a copy that no longer follows the primary would lose acknowledged
@@ -66,16 +68,31 @@ export interface ArbiterOptions {
 
 /** The arbiter's leases: one per VM name. `nowMs`: the arbiter's monotonic clock (src/sys/clock.ts). */
 export class LeaseTable {
-  private readonly leases = new Map<string, { holder: string; expiresAt: number; solo: boolean }>();
+  private readonly leases = new Map<string, { holder: string; expiresAt: number; solo: boolean; disconnected: boolean }>();
 
   acquire(vm: string, holder: string, ttlMs: number, nowMs: number, solo = false): LeaseAnswer {
     const lease = this.leases.get(vm);
-    if (lease && lease.holder !== holder && (lease.solo || lease.expiresAt > nowMs)) {
+    // A lease whose holder's connection closed (its process died: holderDisconnected) and never marked solo is free at
+    // once; the holder never acts alone without asking first (markSolo), and that ask is refused once another holds it.
+    if (lease && lease.holder !== holder && (lease.solo || (lease.expiresAt > nowMs && !lease.disconnected))) {
       return { granted: false, solo: lease.solo, holder: lease.holder, remainingMs: Math.max(0, lease.expiresAt - nowMs) };
     }
     // The holder decides its own mark: a new session of the same holder clears it (its new secondary starts from checkpoint 0).
-    this.leases.set(vm, { holder, expiresAt: nowMs + ttlMs, solo });
+    this.leases.set(vm, { holder, expiresAt: nowMs + ttlMs, solo, disconnected: false });
     return { granted: true, solo, holder, remainingMs: ttlMs };
+  }
+
+  /**
+   * The connection `holder` last renewed `vm`'s lease over has closed (the
+   * arbiter's transport says so): the process that held it is gone, or it
+   * will renew over a new connection (which clears this). True when that
+   * made the lease free for another holder (it was not solo).
+   */
+  holderDisconnected(vm: string, holder: string): boolean {
+    const l = this.leases.get(vm);
+    if (!l || l.holder !== holder || l.solo) return false;
+    l.disconnected = true;
+    return true;
   }
 
   /** Whether `holder` holds `vm`'s lease marked solo (for the arbiter's log). */
@@ -228,7 +245,7 @@ export class LeaseKeeper {
  * bound `giveUpMs` only guards against an arbiter that never answers; the
  * wait itself follows the holder's own ttl, whatever this side's is.
  */
-export async function acquireForTakeover(keeper: LeaseKeeper, giveUpMs: number, retryMs = 100): Promise<boolean> {
+export async function acquireForTakeover(keeper: LeaseKeeper, giveUpMs: number, retryMs = 50): Promise<boolean> {
   const deadline = keeper.now() + giveUpMs;
   let expiresAt: number | undefined;
   for (;;) {

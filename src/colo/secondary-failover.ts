@@ -10,8 +10,10 @@
  * - the primary lost (the stream ended or broke): with an arbiter it takes
  *   over only with the lease (lease.ts), else steps down; without one it
  *   takes over. A takeover commits the disks' SVM writes, keeps the TCP
- *   rewriter in both directions, loads a deferred state (Remus), and has
- *   the VM join the LAN, run and announce itself.
+ *   rewriter in both directions, loads a deferred state (Remus), has the
+ *   VM join the LAN, run and announce itself, and sends the SVM's TCP
+ *   output since the last checkpoint again (compare mode: what the dead
+ *   primary may have held; net/recent-output.ts).
  *
  * Afterwards the survivor keeps renewing its lease; when it runs out it is
  * fenced (output dropped first, then the pause). A fence whose pause fails
@@ -49,6 +51,8 @@ export interface EndingSession {
   where(): Record<string, unknown>;
   /** Before a takeover: the last complete checkpoint's device state into the engine (Remus defers it). */
   loadDeferred(): Promise<void>;
+  /** Compare mode: the SVM's TCP output since the last checkpoint it applied (net/recent-output.ts), emptied. */
+  recentOutput(): Uint8Array[];
 }
 
 export class SecondaryFailover {
@@ -108,6 +112,11 @@ export class SecondaryFailover {
     vm.setLinkTranslation(TranslationChain.of(this.session.inheritedLayers(), rewriter));
     await this.session.loadDeferred();
     await vm.takeOver();
+    // What the primary may have held for the SVM's match died with it: sent again now, not at the guest's next
+    // retransmission (200 ms after the first send, doubling). A client that had it drops the duplicate.
+    const again = this.session.recentOutput();
+    for (const f of again) vm.sendOutput(f);
+    this.session.log("took over", { ...this.session.where(), sentAgain: again.length });
   }
 
   /** The survivor's lease ran out (arbiter unreachable): it may not run alone any more. */

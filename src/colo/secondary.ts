@@ -38,6 +38,7 @@ import { machineHeader, PageBuffer, StreamWriter, writableSink, type Replication
 import { checkEngineCompat, receiveMachine } from "../state/machine-transfer.js";
 import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import { TranslationChain } from "./net/link-translation.js";
+import { RecentTcpOutput } from "./net/recent-output.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { monotonicMs } from "../sys/clock.js";
@@ -106,6 +107,8 @@ export class SecondaryReplicator {
   private readonly disks: SecondaryDisks;
   private readonly diskLogs: SecondaryDiskLogs;
   readonly rewriter = new TcpRewriter();
+  /** Compare mode: the SVM's TCP output since its state last changed, sent again at a takeover (recent-output.ts). */
+  private readonly recentOutput = new RecentTcpOutput();
   /** The primary's link translations (it survived a failover; LINK_TRANSLATION), outermost first: a takeover keeps them above its own. */
   private inheritedLayers: TcpRewriter[] = [];
   /** Frames: mirrored in, SVM output sent to the primary. */
@@ -163,6 +166,7 @@ export class SecondaryReplicator {
       },
       where: () => ({ mode: this.mode, checkpoint: this.applied - 1 }),
       loadDeferred: () => this.loadDeferred(),
+      recentOutput: () => this.recentOutput.take(),
     });
   }
 
@@ -266,6 +270,7 @@ export class SecondaryReplicator {
       this.diskSynced(0);
       if (this.mode === "compare") {
         this.vm.setOutputFilter((frame) => {
+          this.recentOutput.record(frame);
           this.sendToPrimary(frame);
           return false;
         });
@@ -376,6 +381,7 @@ export class SecondaryReplicator {
           const phasesMs = { applyPages: Math.round((t1 - t0) * 10) / 10, loadState: Math.round((monotonicMs() - t1) * 10) / 10 };
           this.pending.clear();
           this.rewriter.reset();
+          this.recentOutput.clear();
           inCheckpoint = false;
           this.midCheckpoint = false;
           this.applied++;
