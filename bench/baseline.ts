@@ -8,7 +8,7 @@
  * Writes bench/results/baseline-<timestamp>.json. Not a test: never fails
  * for being slow. Needs root and the guest image.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { labDown, labUp } from "../src/lab/lab.js";
@@ -17,6 +17,7 @@ import { COLO_BIN, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
 import { positiveIntArg } from "./args.js";
+import { CLOCK_TICKS_PER_SEC, cpuTicks } from "./cpu.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 
 const PREFIX = "cbench";
@@ -24,13 +25,6 @@ const HOST = `${PREFIX}-h1`;
 const CLIENT = `${PREFIX}-client`;
 const GUEST_IP = "10.77.0.10";
 
-/** utime + stime of a process, in clock ticks (proc(5): fields 14 and 15). */
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
-}
-const CLOCK_TICKS_PER_SEC = 100; // getconf CLK_TCK on Linux x86
 
 async function main(): Promise<void> {
   const requests = positiveIntArg("--requests", 2000);

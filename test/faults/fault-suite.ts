@@ -103,6 +103,8 @@ export class FaultSuite {
     private readonly lab: LabTopology,
     private readonly root: string,
     private readonly log: (line: string) => void = (l) => process.stderr.write(l + "\n"),
+    /** `memoryMiB`: the guest's RAM (default: the engine's, guest-fixture.ts). */
+    private readonly guest: { memoryMiB?: number } = {},
   ) {}
 
   /** The control socket of the VM daemon on a lab host (what `colo status` in that namespace talks to). */
@@ -253,7 +255,14 @@ export class FaultSuite {
     await createDataDisk(pImg, 32, { overwrite: true });
     copyFileSync(pImg, sImg);
     const mac = "00:16:3e:4c:00:a0";
-    const common = { name: "flt", ip: `${this.lab.guestIp}/24`, mac, bridge: this.lab.hostBridge, extra: "colo.appendfsync=always" };
+    const common = {
+      name: "flt",
+      ip: `${this.lab.guestIp}/24`,
+      mac,
+      bridge: this.lab.hostBridge,
+      extra: "colo.appendfsync=always",
+      ...(this.guest.memoryMiB !== undefined ? { memoryMiB: this.guest.memoryMiB } : {}),
+    };
     const pCfg = writeGuestConfig({ ...common, dir: join(dir, "p"), disk: pImg }).cfg;
     const sCfg = writeGuestConfig({ ...common, dir: join(dir, "s"), disk: sImg }).cfg;
     const midCheckpoint = fault === "kill-primary-mid-checkpoint";

@@ -1,5 +1,5 @@
 /**
- * `npm run faults -- --runs N [--seed S] [--kinds a,b]`: the fault-injection
+ * `npm run faults -- --runs N [--seed S] [--kinds a,b] [--memory MiB]`: the fault-injection
  * suite (test/faults/fault-suite.ts), outside the default test run. Writes
  * bench/results/faults-<timestamp>.json; exits 1 if any acknowledged write
  * was lost, a split brain happened, or a run failed. Needs root and the
@@ -48,6 +48,7 @@ async function main(argv: string[]): Promise<number> {
         checkpoints: { type: "string" },
         size: { type: "string" },
         interval: { type: "string" },
+        memory: { type: "string" },
       },
     }));
   } catch (err) {
@@ -81,7 +82,8 @@ async function main(argv: string[]): Promise<number> {
       if (!possible.includes(k)) throw new UsageError(`fault kind ${k} needs another engine than ${TEST_ENGINE} (COLO_TEST_ENGINE=qemu); kinds here: ${possible.join(", ")}`);
     }
     process.stderr.write(`faults: seed ${seed} (replay with --seed ${seed})\n`);
-    const suite = new FaultSuite(lab, work);
+    const memoryMiB = values.memory === undefined ? undefined : wholeNumber(values, "memory", 0, 16, 65_536);
+    const suite = new FaultSuite(lab, work, undefined, memoryMiB === undefined ? {} : { memoryMiB });
     // Interrupted (Ctrl-C, SIGTERM): the run in progress's daemons, arbiter and lab go, no run starts after it,
     // and the runs done so far are written (marked interrupted). A second signal exits at once.
     let interrupted = false;
@@ -97,7 +99,7 @@ async function main(argv: string[]): Promise<number> {
       });
     }
     const summary = await suite.runAll(runs, seed, kinds);
-    if (summary.runs > 0) writeResult("faults", { figures: summary });
+    if (summary.runs > 0) writeResult("faults", { ...(memoryMiB !== undefined ? { memoryMiB } : {}), figures: summary });
     if (interrupted) return 130;
     const bad = summary.lostWrites > 0 || summary.incrViolations > 0 || summary.splitBrains > 0 || summary.failedRuns > 0;
     return bad ? 1 : 0;
