@@ -1,0 +1,134 @@
+/**
+ * Compare mode's cost against the number of open connections (issue 15),
+ * one run, one guest: unprotected, then protected in COLO compare mode.
+ *
+ *   npm run build && node dist/bench/connections.js [--clients 1,10,100,1000] [--requests 4000]
+ *
+ * Per mode and per count c of `--clients`: redis-benchmark GET and SET
+ * with c clients (c connections held open for the test, keep-alive),
+ * max(--requests, 5 c) requests each: ops/s, p50, p99; the CPU the
+ * primary's daemon and engine used per request (utime + stime, /proc);
+ * in compare mode the comparator's flows, holdMs and divergences after it.
+ * A warm-up (2000 requests, 16 clients) before each mode. Ratios compare /
+ * unprotected per c. Nothing is pinned (bench/placement.ts measures
+ * placement). A count whose test fails (e.g. the guest refuses that many
+ * connections) is recorded with its error and the run goes on. Writes
+ * bench/results/connections-<timestamp>.json. Not a test: no figure fails
+ * it. Needs root and the guest image; `COLO_TEST_ENGINE=qemu` for qemu.
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { labDown, labTopology, labUp } from "../src/lab/lab.js";
+import { generateKeyFile } from "../src/channel/key.js";
+import { request } from "../src/api/control-client.js";
+import { vmRunFiles } from "../src/api/paths.js";
+import { COLO_BIN, runIn } from "../test/tools/run.js";
+import { writeGuestConfig } from "../test/tools/guest-fixture.js";
+import { positiveIntArg, positiveIntListArg } from "./args.js";
+import { CLOCK_TICKS_PER_SEC, cpuTicks } from "./cpu.js";
+import { endSession } from "./lab-session.js";
+import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
+import { writeResult } from "./results.js";
+
+const LAB = labTopology("cbcon");
+const [H1, H2] = LAB.hosts;
+const NAME = "bcon";
+
+interface Status {
+  pid: number;
+  enginePid?: number;
+  replication?: { checkpoints: number; checkpointReasons?: Record<string, number> };
+  heldOutput?: { flows?: number; flowsEvicted?: number; holdMs?: unknown; divergences?: Record<string, number> };
+}
+
+interface Point {
+  mode: "unprotected" | "compare";
+  clients: number;
+  requests: number;
+  redis?: RedisBenchFigure[];
+  /** The primary's daemon + engine CPU per request, µs (both tests together). */
+  cpuUsPerRequest?: number;
+  checkpoints?: number;
+  comparator?: Status["heldOutput"];
+  error?: string;
+}
+
+async function main(): Promise<void> {
+  const counts = positiveIntListArg("--clients", [1, 10, 100, 1000]);
+  const requests = positiveIntArg("--requests", 4000);
+  const work = mkdtempSync(join(tmpdir(), "colo-bcon-"));
+  const runDir = join(work, "run");
+  const env = { ...process.env, COLO_RUN_DIR: runDir };
+  const key = join(work, "key");
+  generateKeyFile(key);
+  await labUp({ prefix: LAB.prefix });
+  const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
+  const must = async (what: string, p: ReturnType<typeof colo>) => {
+    const r = await p;
+    if (r.code !== 0) throw new Error(`${what}: ${r.stderr.trim()}`);
+    return r;
+  };
+  const status = async () => (await request(vmRunFiles(NAME, join(runDir, "netns", H1)).socket, { op: "status" })) as Status;
+  const cpuOf = (s: Status) => [s.pid, s.enginePid].filter((p): p is number => p !== undefined).reduce((a, p) => a + cpuTicks(p), 0);
+  const measure = async (mode: Point["mode"]): Promise<Point[]> => {
+    await redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests: "set,get", requests: 2000, clients: 16, timeoutMs: 900_000 }); // warm-up
+    const points: Point[] = [];
+    for (const clients of counts) {
+      const n = Math.max(requests, 5 * clients);
+      const point: Point = { mode, clients, requests: n };
+      try {
+        const before = await status();
+        const cpu0 = cpuOf(before);
+        point.redis = await redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests: "set,get", requests: n, clients, timeoutMs: 900_000 });
+        const after = await status();
+        point.cpuUsPerRequest = Math.round((((cpuOf(after) - cpu0) / CLOCK_TICKS_PER_SEC) * 1e6) / (2 * n));
+        if (mode === "compare") {
+          point.checkpoints = (after.replication?.checkpoints ?? 0) - (before.replication?.checkpoints ?? 0);
+          const h = after.heldOutput;
+          point.comparator = { ...(h?.flows !== undefined ? { flows: h.flows } : {}), ...(h?.flowsEvicted !== undefined ? { flowsEvicted: h.flowsEvicted } : {}), holdMs: h?.holdMs, ...(h?.divergences ? { divergences: h.divergences } : {}) };
+        }
+      } catch (err) {
+        point.error = err instanceof Error ? err.message : String(err);
+      }
+      process.stderr.write(
+        `connections: ${mode} c=${clients}: ${point.error ?? (point.redis ?? []).map((f) => `${f.test} ${Math.round(f.opsPerSec)} ops/s p50 ${f.p50Ms} p99 ${f.p99Ms}`).join("; ")}${point.cpuUsPerRequest !== undefined ? `; ${point.cpuUsPerRequest} µs CPU/request` : ""}\n`,
+      );
+      points.push(point);
+    }
+    return points;
+  };
+  try {
+    const cfg = writeGuestConfig({ dir: join(work, "guest"), name: NAME, ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:94", bridge: LAB.hostBridge });
+    await must("create", colo(H1, ["create", cfg.cfg]));
+    const points = await measure("unprotected");
+    const recv = spawn("ip", ["netns", "exec", H2, COLO_BIN, "migrate-receive", "--colo", "--listen", LAB.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
+    await new Promise<void>((resolve, reject) => recv.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`migrate-receive --colo exited ${code}`)))));
+    await must("migrate --colo", colo(H1, ["migrate", "--colo", NAME, LAB.replIps[1], "--key-file", key]));
+    points.push(...(await measure("compare")));
+    await endSession(colo, H1, H2, NAME);
+    const ratios: Record<string, unknown> = {};
+    for (const c of counts) {
+      const of = (mode: Point["mode"]) => points.find((p) => p.mode === mode && p.clients === c);
+      const u = of("unprotected");
+      const p = of("compare");
+      for (const test of ["SET", "GET"]) {
+        const uf = u?.redis?.find((f) => f.test === test);
+        const pf = p?.redis?.find((f) => f.test === test);
+        ratios[`${test} c=${c}`] = uf && pf ? { opsRatio: Math.round((pf.opsPerSec / uf.opsPerSec) * 100) / 100, p99Ratio: Math.round((pf.p99Ms / uf.p99Ms) * 100) / 100 } : null;
+      }
+      ratios[`cpuUsPerRequest c=${c}`] = { unprotected: u?.cpuUsPerRequest ?? null, compare: p?.cpuUsPerRequest ?? null };
+    }
+    writeResult("connections", { requests, clients: counts, points, figures: ratios });
+  } finally {
+    for (const h of LAB.hosts) await colo(h, ["destroy", NAME]).catch(() => undefined);
+    await labDown({ prefix: LAB.prefix }).catch(() => undefined);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`connections: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
