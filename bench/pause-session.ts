@@ -101,6 +101,7 @@ export class PauseSession {
     const env = { ...process.env, COLO_RUN_DIR: runDir };
     const key = join(work, "key");
     generateKeyFile(key);
+    await labDown({ prefix: lab.prefix }); // what an interrupted run left
     await labUp({ prefix: lab.prefix });
     const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
     const must = async (what: string, args: string[], host = h1) => {
@@ -118,7 +119,8 @@ export class PauseSession {
         bridge: lab.hostBridge,
         ...(opts.memoryMiB !== undefined ? { memoryMiB: opts.memoryMiB } : {}),
       });
-      await must("create", ["create", cfg.cfg]);
+      // A guest that does not fit its RAM never gets ready: 180 s, not the default 300 (emu boots in ~30 s here).
+      await must("create", ["create", cfg.cfg, "--timeout", "180"]);
       // Its pages go with checkpoint 0.
       await allocateDirtyBuffer(redis, opts.bufferPages);
       const recv = spawn("ip", ["netns", "exec", h2, COLO_BIN, "migrate-receive", "--colo", "--listen", lab.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
