@@ -40,7 +40,8 @@ interface Status {
   pid: number;
   enginePid?: number;
   replication?: { checkpoints: number; checkpointReasons?: Record<string, number> };
-  heldOutput?: { flows?: number; flowsEvicted?: number; holdMs?: unknown; divergences?: Record<string, number> };
+  heldOutput?: { flows?: number; flowsEvicted?: number; holdMs?: unknown; responseMs?: unknown; divergences?: Record<string, number> };
+  proxy?: { responseMs?: unknown };
 }
 
 interface Point {
@@ -52,6 +53,8 @@ interface Point {
   cpuUsPerRequest?: number;
   checkpoints?: number;
   comparator?: Status["heldOutput"];
+  /** The SVM's response times (the PVM's are the comparator's `responseMs`). */
+  svmResponseMs?: unknown;
   error?: string;
 }
 
@@ -70,7 +73,7 @@ async function main(): Promise<void> {
     if (r.code !== 0) throw new Error(`${what}: ${r.stderr.trim()}`);
     return r;
   };
-  const status = async () => (await request(vmRunFiles(NAME, join(runDir, "netns", H1)).socket, { op: "status" })) as Status;
+  const status = async (host = H1) => (await request(vmRunFiles(NAME, join(runDir, "netns", host)).socket, { op: "status" })) as Status;
   const cpuOf = (s: Status) => [s.pid, s.enginePid].filter((p): p is number => p !== undefined).reduce((a, p) => a + cpuTicks(p), 0);
   const measure = async (mode: Point["mode"]): Promise<Point[]> => {
     await redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests: "set,get", requests: 2000, clients: 16, timeoutMs: 900_000 }); // warm-up
@@ -87,7 +90,8 @@ async function main(): Promise<void> {
         if (mode === "compare") {
           point.checkpoints = (after.replication?.checkpoints ?? 0) - (before.replication?.checkpoints ?? 0);
           const h = after.heldOutput;
-          point.comparator = { ...(h?.flows !== undefined ? { flows: h.flows } : {}), ...(h?.flowsEvicted !== undefined ? { flowsEvicted: h.flowsEvicted } : {}), holdMs: h?.holdMs, ...(h?.divergences ? { divergences: h.divergences } : {}) };
+          point.svmResponseMs = (await status(H2)).proxy?.responseMs;
+          point.comparator = { ...(h?.flows !== undefined ? { flows: h.flows } : {}), ...(h?.flowsEvicted !== undefined ? { flowsEvicted: h.flowsEvicted } : {}), holdMs: h?.holdMs, responseMs: h?.responseMs, ...(h?.divergences ? { divergences: h.divergences } : {}) };
         }
       } catch (err) {
         point.error = err instanceof Error ? err.message : String(err);

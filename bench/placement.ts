@@ -20,7 +20,8 @@
  * GET with 1 and 16 clients (ops/s, p50, p99), and the ratios compare /
  * unprotected, and (compare) how long the last replies released by compare
  * waited for the SVM's (the comparator's `holdMs`: the SVM's lag, what compare
- * mode adds to a reply). Writes bench/results/placement-<timestamp>.json. Not a test:
+ * mode adds to a reply), and the PVM's and SVM's response times
+ * (`responseMs`) that split it: the profile of a protected request. Writes bench/results/placement-<timestamp>.json. Not a test:
  * no figure fails it. Needs root and the guest image.
  */
 import { spawn } from "node:child_process";
@@ -48,14 +49,44 @@ interface Measured {
   checkpoints?: number;
   reasons?: Record<string, number>;
   /** The comparator's hold time of the last 1024 replies released by compare: how long each waited for the SVM's. */
-  holdMs?: unknown;
+  holdMs?: Summary;
+  /** Where a protected reply's time goes (medians of the last 1024 of each), see `profile()`. */
+  profile?: ReturnType<typeof profile>;
+}
+
+interface Summary {
+  samples: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/**
+ * The PVM's and the SVM's response times (status `responseMs`: request in
+ * at the guest's NIC to its reply out) and the comparator's hold (a PVM
+ * reply waiting for the SVM's): hold = mirror + SVM + back channel − PVM,
+ * so the mirror and back channel together come to hold + PVM − SVM (p50s;
+ * an estimate: medians of different samples).
+ */
+function profile(hold: Summary | undefined, pvm: Summary | undefined, svm: Summary | undefined) {
+  if (!hold || !pvm || !svm) return undefined;
+  return {
+    pvmResponseP50Ms: pvm.p50,
+    svmResponseP50Ms: svm.p50,
+    holdP50Ms: hold.p50,
+    mirrorAndBackChannelP50Ms: Math.round((hold.p50 + pvm.p50 - svm.p50) * 1000) / 1000,
+    pvmResponseP99Ms: pvm.p99,
+    svmResponseP99Ms: svm.p99,
+    holdP99Ms: hold.p99,
+  };
 }
 
 interface Status {
   pid: number;
   enginePid?: number;
   replication?: { checkpoints: number; checkpointReasons?: Record<string, number> };
-  heldOutput?: { holdMs?: unknown };
+  heldOutput?: { holdMs?: Summary; responseMs?: Summary };
+  proxy?: { responseMs?: Summary };
 }
 
 async function main(): Promise<void> {
@@ -95,9 +126,10 @@ async function main(): Promise<void> {
       for (const [k, v] of Object.entries(after.replication?.checkpointReasons ?? {})) if (v - (before.replication?.checkpointReasons?.[k] ?? 0) > 0) reasons[k] = v - (before.replication?.checkpointReasons?.[k] ?? 0);
       m.reasons = reasons;
       m.holdMs = after.heldOutput?.holdMs;
+      m.profile = profile(after.heldOutput?.holdMs, after.heldOutput?.responseMs, (await status(H2)).proxy?.responseMs);
     }
     process.stderr.write(
-      `placement: ${placement} ${mode}: ${m.redis.map((f) => `${f.test} c=${f.clients} ${Math.round(f.opsPerSec)} ops/s p50 ${f.p50Ms} p99 ${f.p99Ms}`).join("; ")}${m.holdMs ? `; held ${JSON.stringify(m.holdMs)}` : ""}\n`,
+      `placement: ${placement} ${mode}: ${m.redis.map((f) => `${f.test} c=${f.clients} ${Math.round(f.opsPerSec)} ops/s p50 ${f.p50Ms} p99 ${f.p99Ms}`).join("; ")}${m.holdMs ? `; held ${JSON.stringify(m.holdMs)}` : ""}${m.profile ? `; profile ${JSON.stringify(m.profile)}` : ""}\n`,
     );
     return m;
   };

@@ -15,6 +15,7 @@
  * counts from then).
  */
 import { Comparator, type ComparatorOptions, type Divergence } from "./net/comparator.js";
+import { ResponseTimer } from "./net/response-time.js";
 import { monotonicMs, type Clock } from "../sys/clock.js";
 
 export interface OutputCommit {
@@ -33,6 +34,8 @@ export class CompareOutput implements OutputCommit {
   private readonly comparator: Comparator;
   /** Between seal() and committed(): the next epoch's PVM frames, with the time each was sent. */
   private nextEpoch: { frame: Uint8Array; at: number }[] | undefined;
+  /** The PVM's response times (status `responseMs`): input as mirrored, output as sent. */
+  private readonly response = new ResponseTimer();
   /** The last divergence; `at`: an instant for the operator (wall clock, ISO 8601). */
   lastDivergence: (Divergence & { at: string }) | undefined;
 
@@ -47,7 +50,13 @@ export class CompareOutput implements OutputCommit {
     this.comparator = new Comparator(options);
   }
 
+  /** A frame for the PVM (mirrored input): starts a response time. */
+  input(frame: Uint8Array): void {
+    this.response.input(frame, this.now());
+  }
+
   output(frame: Uint8Array): void {
+    this.response.output(frame, this.now());
     if (this.nextEpoch) this.nextEpoch.push({ frame, at: this.now() });
     else this.handle(this.comparator.primary(frame, this.now()), undefined);
   }
@@ -87,6 +96,7 @@ export class CompareOutput implements OutputCommit {
   stats(): Record<string, unknown> {
     return {
       ...this.comparator.stats(),
+      responseMs: this.response.summary(),
       ...(this.nextEpoch ? { nextEpochFrames: this.nextEpoch.length } : {}),
       ...(this.lastDivergence ? { lastDivergence: this.lastDivergence } : {}),
     };

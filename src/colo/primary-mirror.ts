@@ -17,8 +17,8 @@ export interface MirrorSide {
   readonly writer: StreamWriter;
   readonly lock: WriteLock;
   readonly opts: Pick<PrimaryOptions, "mode">;
-  /** A frame mirrored or re-sent (PrimaryReplicator.mirroredFrames). */
-  counted(): void;
+  /** A frame mirrored (`frame`: new input, as the PVM gets it) or re-sent (PrimaryReplicator.mirroredFrames). */
+  counted(frame?: Uint8Array): void;
   /** stop() began. */
   stopping(): boolean;
   fail(reason: string): void;
@@ -41,7 +41,7 @@ export class InputMirror {
   }
 
   private mirror(frame: Uint8Array): void {
-    this.side.counted();
+    this.side.counted(frame);
     this.side.lock
       .run(() => this.side.writer.writeNetFrame({ direction: "mirrored-input", frame }))
       // Once a stop began, a frame queued behind its END is refused: the stop says why the session ends.

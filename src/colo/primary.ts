@@ -165,7 +165,10 @@ export class PrimaryReplicator {
     this.writer = new StreamWriter(opts.capture ? teeSink(wire, opts.capture) : wire, { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes) });
     this.input = new InputMirror({
       vm, writer: this.writer, lock: this.lock, opts,
-      counted: () => this.mirroredFrames++,
+      counted: (frame) => {
+        this.mirroredFrames++;
+        if (frame) this.compare?.input(frame);
+      },
       stopping: () => this.stopping !== undefined,
       fail: (reason) => this.fail(reason),
     });

@@ -39,6 +39,7 @@ import { checkEngineCompat, receiveMachine } from "../state/machine-transfer.js"
 import { HeartbeatSender, INITIAL_SYNC_SILENCE_MS, SilenceWatchdog, WriteLock } from "./heartbeat.js";
 import { TranslationChain } from "./net/link-translation.js";
 import { RecentTcpOutput } from "./net/recent-output.js";
+import { ResponseTimer } from "./net/response-time.js";
 import { TcpRewriter } from "./net/tcp-rewriter.js";
 import { ReplicationStats } from "./replication-stats.js";
 import { monotonicMs } from "../sys/clock.js";
@@ -109,6 +110,8 @@ export class SecondaryReplicator {
   readonly rewriter = new TcpRewriter();
   /** Compare mode: the SVM's TCP output since its state last changed, sent again at a takeover (recent-output.ts). */
   private readonly recentOutput = new RecentTcpOutput();
+  /** Compare mode: the SVM's response times (status `proxy.responseMs`; net/response-time.ts). */
+  private readonly response = new ResponseTimer();
   /** The primary's link translations (it survived a failover; LINK_TRANSLATION), outermost first: a takeover keeps them above its own. */
   private inheritedLayers: TcpRewriter[] = [];
   /** Frames: mirrored in, SVM output sent to the primary. */
@@ -271,6 +274,7 @@ export class SecondaryReplicator {
       if (this.mode === "compare") {
         this.vm.setOutputFilter((frame) => {
           this.recentOutput.record(frame);
+          this.response.output(frame, monotonicMs());
           this.sendToPrimary(frame);
           return false;
         });
@@ -324,7 +328,11 @@ export class SecondaryReplicator {
       switch (r.kind) {
         case "net-frame":
           this.framesIn++;
-          localSync("delivering input to the SVM", () => this.vm.deliverInput(this.rewriter.toSecondaryVm(r.net.frame)));
+          {
+            const frame = this.rewriter.toSecondaryVm(r.net.frame);
+            localSync("delivering input to the SVM", () => this.vm.deliverInput(frame));
+            this.response.input(frame, monotonicMs());
+          }
           break;
         case "disk-write":
           this.diskWrite(r);
@@ -458,6 +466,7 @@ export class SecondaryReplicator {
       checkpointRequests: this.checkpointRequests,
       diskSyncs: this.diskLogs.syncs,
       rewriter: this.rewriter.stats(),
+      ...(this.mode === "compare" ? { responseMs: this.response.summary() } : {}),
       disks: this.disks.stats(),
     };
   }

@@ -3,6 +3,7 @@
  * call returns, its options with their defaults, and its statistics.
  * comparator.ts re-exports all of it; import from there.
  */
+import type { LatencySummary } from "./latency-samples.js";
 export type DivergenceReason = "payload" | "length" | "timeout" | "overflow" | "secondary-extra";
 
 export const DIVERGENCE_REASONS: readonly DivergenceReason[] = ["payload", "length", "timeout", "overflow", "secondary-extra"];
@@ -61,7 +62,7 @@ export interface ComparatorStats {
    * from the PVM's frame to the SVM's matching output (the SVM's lag, what
    * compare mode adds to a reply). Milliseconds.
    */
-  holdMs: { samples: number; p50: number; p99: number; max: number };
+  holdMs: LatencySummary;
 }
 
 /**

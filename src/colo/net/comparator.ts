@@ -64,6 +64,7 @@ import {
   type Place,
   zeroDivergences,
 } from "./comparator-types.js";
+import { LatencySamples } from "./latency-samples.js";
 import { compareDatagrams, datagramContent } from "./datagram.js";
 import { type DatagramFlow, type Flow, type HeldFrame, type HeldWait, type IpPacket, type TcpFlow, describeWait, flowLabel, isIp, mayRelease, oldestSecondary, place, where } from "./flows.js";
 import { type TcpSegment, parseFrame } from "./packet.js";
@@ -107,9 +108,8 @@ export class Comparator {
     flowsEvicted: 0,
   };
   private divergences = zeroDivergences();
-  /** Hold times of the last HOLD_SAMPLES frames released by compare, a ring. */
-  private readonly holdTimes: number[] = [];
-  private holdNext = 0;
+  /** Hold times of the last HOLD_SAMPLES frames released by compare. */
+  private readonly holdTimes = new LatencySamples(HOLD_SAMPLES);
 
   constructor(options: Partial<ComparatorOptions> = {}) {
     this.options = { ...DEFAULT_COMPARATOR_OPTIONS, ...options };
@@ -204,7 +204,7 @@ export class Comparator {
       flows: this.flows.size,
       ...this.counters,
       divergences: { ...this.divergences },
-      holdMs: holdSummary(this.holdTimes),
+      holdMs: this.holdTimes.summary(),
     };
   }
 
@@ -291,8 +291,7 @@ export class Comparator {
       if (h.wait.kind === "tcp" && h.wait.retransmission) this.counters.releasedUncompared++;
       else {
         this.counters.releasedMatched++;
-        this.holdTimes[this.holdNext] = nowMs - h.at;
-        this.holdNext = (this.holdNext + 1) % HOLD_SAMPLES;
+        this.holdTimes.record(nowMs - h.at);
       }
       out.push(h.frame);
     }
@@ -437,9 +436,3 @@ export class Comparator {
 /** Frames whose hold time the comparator keeps (stats().holdMs). */
 const HOLD_SAMPLES = 1024;
 
-function holdSummary(samples: readonly number[]): ComparatorStats["holdMs"] {
-  if (samples.length === 0) return { samples: 0, p50: 0, p99: 0, max: 0 };
-  const sorted = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0) * 1000) / 1000;
-  return { samples: sorted.length, p50: at(0.5), p99: at(0.99), max: Math.round((sorted[sorted.length - 1] ?? 0) * 1000) / 1000 };
-}
