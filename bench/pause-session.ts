@@ -80,6 +80,7 @@ export class PauseSession {
     private readonly hosts: readonly [string, string],
     private readonly name: string,
     private readonly runDir: string,
+    private readonly env: NodeJS.ProcessEnv,
     private readonly clientNs: string,
     private readonly guestIp: string,
     /** Checkpoint 0 (the protection's start) as the primary reported it. */
@@ -93,12 +94,12 @@ export class PauseSession {
    * default) on its first host, allocates `bufferPages` pages in Redis and
    * protects it toward the second host.
    */
-  static async open(opts: { prefix: string; name: string; mac: string; bufferPages: number; memoryMiB?: number }): Promise<PauseSession> {
+  static async open(opts: { prefix: string; name: string; mac: string; bufferPages: number; memoryMiB?: number; env?: NodeJS.ProcessEnv }): Promise<PauseSession> {
     const lab = labTopology(opts.prefix);
     const [h1, h2] = lab.hosts;
     const work = mkdtempSync(join(tmpdir(), `colo-${opts.prefix}-`));
     const runDir = join(work, "run");
-    const env = { ...process.env, COLO_RUN_DIR: runDir };
+    const env = { ...process.env, ...opts.env, COLO_RUN_DIR: runDir };
     const key = join(work, "key");
     generateKeyFile(key);
     await labDown({ prefix: lab.prefix }); // what an interrupted run left
@@ -134,6 +135,7 @@ export class PauseSession {
         [h1, h2],
         opts.name,
         runDir,
+        env,
         lab.namespaces.client,
         lab.guestIp,
         { pauseMs: c0?.lastPauseMs ?? null, commitMs: c0?.lastCommitMs ?? null, pages: c0?.pagesPerCheckpoint ?? null },
@@ -156,6 +158,11 @@ export class PauseSession {
     return ((await request(this.socket(host), { op: "status" })) as { replication?: Replication }).replication;
   }
 
+  /** How the primary's engine finds dirty pages (status `dirtyLog`), if it says. */
+  async dirtyLog(): Promise<unknown> {
+    return ((await request(this.socket(this.hosts[0]), { op: "status" })) as { dirtyLog?: unknown }).dirtyLog ?? null;
+  }
+
   /** The primary's checkpoint count. */
   async checkpoints(): Promise<number | null> {
     return (await this.replication(this.hosts[0]))?.checkpoints ?? null;
@@ -173,8 +180,7 @@ export class PauseSession {
 
   /** Ends the protection in order, destroys the VMs, takes the lab down and removes the work folder. */
   async close(): Promise<void> {
-    const env = { ...process.env, COLO_RUN_DIR: this.runDir };
-    const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
+    const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env: this.env, timeoutMs: 600_000 });
     try {
       await endSession(colo, this.hosts[0], this.hosts[1], this.name);
     } finally {

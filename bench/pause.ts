@@ -3,7 +3,7 @@
  * stops for a checkpoint, and how long its output waits for the
  * secondary's SVM_READY, for N pages dirtied since the last one.
  *
- *   npm run build && node dist/bench/pause.js [--pages 100,300,1000,3000,10000] [--repeats 30] [--long 1000] [--long-repeats 1000]
+ *   npm run build && node dist/bench/pause.js [--pages 100,300,1000,3000,10000] [--repeats 30] [--long 1000] [--long-repeats 1000] [--dirty-logs auto,shadow-compare]
  *
  * One guest, one COLO compare-mode session (periodic checkpoints off: only
  * the bench's). Each sample: a Lua script in the guest's Redis writes a new
@@ -14,25 +14,25 @@
  * then `--long-repeats` at `--long` pages (the p99 target: ≤ 20 ms over
  * ≥ 1,000 checkpoints at 1,000 pages). The pages each checkpoint sent are
  * recorded (the guest dirties some of its own, and the SVM's are added).
+ * `--dirty-logs` (emu): one session per value of COLO_EMU_DIRTY_LOG, in
+ * one run (the kernel's write log against the shadow compare).
  * Writes bench/results/pause-<timestamp>.json. Not a test: no figure fails
  * it. Needs root and the guest image; `COLO_TEST_ENGINE=qemu` for qemu.
  */
 import { monotonicMs } from "../src/sys/clock.js";
-import { positiveIntArg, positiveIntListArg } from "./args.js";
+import { listArg, positiveIntArg, positiveIntListArg } from "./args.js";
 import { PauseSession, pauseSummary, type PauseSample } from "./pause-session.js";
 import { writeResult } from "./results.js";
 
-async function main(): Promise<void> {
-  const sizes = positiveIntListArg("--pages", [100, 300, 1000, 3000, 10000]);
-  const repeats = positiveIntArg("--repeats", 30);
-  const long = positiveIntArg("--long", 1000);
-  const longRepeats = positiveIntArg("--long-repeats", 1000);
+/** One session: the curve, then the long series. */
+async function measure(sizes: number[], repeats: number, long: number, longRepeats: number, env: NodeJS.ProcessEnv) {
   const started = monotonicMs();
   // One string of `most` pages, allocated before protection.
-  const session = await PauseSession.open({ prefix: "cbpau", name: "bpau", mac: "00:16:3e:4c:00:92", bufferPages: Math.max(...sizes, long) + 1 });
+  const session = await PauseSession.open({ prefix: "cbpau", name: "bpau", mac: "00:16:3e:4c:00:92", bufferPages: Math.max(...sizes, long) + 1, env });
   let closed = false;
   try {
-    process.stderr.write(`pause: protected (${session.startLine})\n`);
+    const dirtyLog = await session.dirtyLog();
+    process.stderr.write(`pause: protected (${session.startLine}); dirty pages: ${JSON.stringify(dirtyLog)}\n`);
     // Warm-up: the script's first runs, the SVM's first checkpoints.
     for (let i = 0; i < 5; i++) await session.sample(Math.min(...sizes));
     const curve: ReturnType<typeof pauseSummary>[] = [];
@@ -50,16 +50,41 @@ async function main(): Promise<void> {
     const checkpoints = await session.checkpoints();
     closed = true;
     await session.close();
-    writeResult("pause", {
+    return {
       seconds: Math.round((monotonicMs() - started) / 1000),
+      dirtyLog,
       checkpoint0: session.checkpoint0,
       checkpoints,
-      targets: { pauseP99MsAt1000Pages: 20, samplesAtLeast: 1000 },
-      figures: { curve, long: longRun, met: longRun.pauseMs.p99 <= 20 && longRun.samples >= 1000 },
-    });
+      curve,
+      long: longRun,
+      met: longRun.pauseMs.p99 <= 20 && longRun.samples >= 1000,
+    };
   } finally {
     if (!closed) await session.close().catch(() => undefined);
   }
+}
+
+async function main(): Promise<void> {
+  const sizes = positiveIntListArg("--pages", [100, 300, 1000, 3000, 10000]);
+  const repeats = positiveIntArg("--repeats", 30);
+  const long = positiveIntArg("--long", 1000);
+  const longRepeats = positiveIntArg("--long-repeats", 1000);
+  // emu: COLO_EMU_DIRTY_LOG per session (docs/engines.md), e.g. "auto,shadow-compare" to measure both in one run.
+  const dirtyLogs = listArg("--dirty-logs", ["auto"]);
+  for (const d of dirtyLogs) if (d !== "auto" && d !== "shadow-compare") throw new Error(`--dirty-logs: ${d} is not auto or shadow-compare`);
+  const sessions = [];
+  for (const d of dirtyLogs) sessions.push({ dirtyLogAsked: d, ...(await measure(sizes, repeats, long, longRepeats, { COLO_EMU_DIRTY_LOG: d })) });
+  const [first] = sessions;
+  if (!first) throw new Error("no session");
+  writeResult("pause", {
+    // The first session's figures at the top level (as before --dirty-logs); every session's in `sessions`.
+    seconds: sessions.reduce((a, s) => a + s.seconds, 0),
+    checkpoint0: first.checkpoint0,
+    checkpoints: first.checkpoints,
+    targets: { pauseP99MsAt1000Pages: 20, samplesAtLeast: 1000 },
+    ...(sessions.length > 1 ? { sessions } : {}),
+    figures: { curve: first.curve, long: first.long, met: first.met, dirtyLog: first.dirtyLog },
+  });
 }
 
 main().catch((err: unknown) => {

@@ -34,10 +34,20 @@ export async function touchPages(bytes: Uint8Array, mode: "read" | "write"): Pro
   if (sink === -1) throw new Error("unreachable"); // keeps the reads from being optimized away
 }
 
+/** What an engine's dirty-page finder does (ShadowDirtyTracker; WriteLogTracker with the kernel's write log). */
+export interface PageTracker {
+  readonly memoryBytes: number;
+  prefault(): Promise<void>;
+  markDirty(pfn: number): void;
+  take(ram: Uint8Array): Uint32Array;
+  copied(ram: Uint8Array, pfns: ArrayLike<number>, sent?: Uint8Array): void;
+  resync(ram: Uint8Array): void;
+}
+
 /** Pages compared at once before looking at single pages (64 KiB). */
 const PAGES_PER_BLOCK = 16;
 
-export class ShadowDirtyTracker {
+export class ShadowDirtyTracker implements PageTracker {
   private readonly shadow: Buffer;
   private readonly forced = new Set<number>();
 

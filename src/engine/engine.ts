@@ -149,6 +149,8 @@ export interface Engine {
    * qemu says "kvm" or "tcg" and why (accel=auto's choice); emu has nothing to add.
    */
   readonly accelerator?: { name: string; why: string } | undefined;
+  /** How takeDirtyPages() finds pages, once started (emu: "write-log", the kernel's, or "shadow-compare" and why). */
+  readonly dirtyLog?: { name: string; why: string } | undefined;
   /** The process that runs the guest when it is not this one (qemu: the running QEMU's pid); undefined for emu. */
   readonly processId?: number | undefined;
   /** The format version of saveState()'s blob, as recorded in the stream (docs/specs/stream.md). */

@@ -25,3 +25,5 @@ export { mapSharedFile } from "./shared-memory.js";
 export { processEnded } from "./process.js";
 export type { UnixPair } from "./unix-pair.js";
 export { closeEnd, unixStreamPair, unreadBytes } from "./unix-pair.js";
+export type { WriteLog } from "./write-log.js";
+export { bufferAddress, openWriteLog } from "./write-log.js";

@@ -103,6 +103,16 @@ export const socketpair = libc.func("int socketpair(int domain, int type, int pr
   sv: Int32Array,
 ) => number;
 export const setns = libc.func("int setns(int fd, int nstype)") as (fd: number, nstype: number) => number;
+/** memmove(d, d, 0) returns d: the address koffi passes for a buffer (in place for wasm memory and large ArrayBuffers). */
+const memmoveAddress = libc.func("memmove", "void *", ["void *", "void *", "size_t"]) as (d: Uint8Array, s: Uint8Array, n: number) => unknown;
+/** The address of `bytes`' first byte as koffi passes it to C. */
+export function addressOf(bytes: Uint8Array): bigint {
+  return koffi.address(memmoveAddress(bytes, bytes, 0));
+}
+/** int madvise(void *addr, size_t length, int advice) */
+export const madvise = libc.func("madvise", "int", ["uint64", "size_t", "int"]) as (addr: bigint, length: number, advice: number) => number;
+// asm-generic/mman-common.h
+export const MADV_NOHUGEPAGE = 15;
 export const strerror = libc.func("const char *strerror(int errnum)") as (errnum: number) => string;
 
 /** errno as left by the last koffi call on this thread. */

@@ -24,6 +24,18 @@ export interface EngineSettings {
   log?: (line: string) => void;
 }
 
+/**
+ * COLO_EMU_DIRTY_LOG: unset or "auto", the kernel's write log when it has
+ * one; "shadow-compare", always the compare (docs/engines.md). Anything
+ * else is refused, naming the variable.
+ */
+function emuDirtyLog(): "auto" | "shadow-compare" {
+  const v = process.env.COLO_EMU_DIRTY_LOG;
+  if (v === undefined || v === "" || v === "auto") return "auto";
+  if (v === "shadow-compare") return v;
+  throw new EngineError("emu", "BAD_SPEC", `COLO_EMU_DIRTY_LOG=${JSON.stringify(v)}: expected "auto" or "shadow-compare"`);
+}
+
 /** Builds an engine (not started) for one machine. */
 export type EngineFactory = (spec: MachineSpec, settings: EngineSettings) => Engine;
 
@@ -32,6 +44,7 @@ const ENGINE_FACTORIES: Readonly<Record<EngineName, EngineFactory>> = {
     new EmuEngine(spec, {
       ...(settings.biosPath !== undefined ? { biosPath: settings.biosPath } : {}),
       ...(settings.nicModel !== undefined ? { nicModel: settings.nicModel } : {}),
+      dirtyLog: emuDirtyLog(),
     }),
   qemu: (spec, settings) => {
     if (settings.nicModel !== undefined && settings.nicModel !== "virtio") {

@@ -39,6 +39,7 @@ export interface VmStatus {
   engine: EngineId | undefined;
   /** How the engine runs the guest's instructions (qemu: kvm or tcg, and why), when it says. */
   accelerator?: { name: string; why: string };
+  dirtyLog?: { name: string; why: string };
   /** The engine's own process, when the guest runs in one (qemu: QEMU's pid). */
   enginePid?: number;
   memoryMiB: number;
@@ -343,6 +344,7 @@ export class Vm {
       state: this.runState,
       engine: this.engine?.id,
       ...(this.engine?.accelerator !== undefined ? { accelerator: this.engine.accelerator } : {}),
+      ...(this.engine?.dirtyLog !== undefined ? { dirtyLog: this.engine.dirtyLog } : {}),
       ...(this.engine?.processId !== undefined ? { enginePid: this.engine.processId } : {}),
       memoryMiB: this.config.memoryMiB,
       tap: this.nic?.tapName,

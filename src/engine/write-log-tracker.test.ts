@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { PAGE_SIZE } from "./engine.js";
+import { ShadowDirtyTracker } from "./dirty-tracker.js";
+import { WriteLogTracker } from "./write-log-tracker.js";
+
+function wasmRam(pages: number): Uint8Array {
+  const wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer } } }).WebAssembly;
+  return new Uint8Array(new wasm.Memory({ initial: Math.ceil((pages * PAGE_SIZE) / 65536) }).buffer, 0, pages * PAGE_SIZE);
+}
+
+test("write-log tracker: the shadow compare's contract (first take: pages not zero; then each write once; markDirty; resync)", (t) => {
+  const ram = wasmRam(512);
+  ram[3 * PAGE_SIZE] = 1; // before the tracker: not zero, listed by the first take
+  const w = WriteLogTracker.open(ram);
+  if ("unavailable" in w) return t.skip(`no kernel write log here: ${w.unavailable}`);
+  const shadow = new ShadowDirtyTracker(ram.length);
+  try {
+    ram[10 * PAGE_SIZE + 7] = 2;
+    assert.deepEqual([...w.take(ram)], [...shadow.take(ram)]);
+    assert.deepEqual([...w.take(ram)], [], "nothing new");
+    // Each later write once, as the shadow sees it.
+    for (const p of [100, 5, 511]) ram[p * PAGE_SIZE + 1] = 3;
+    w.markDirty(200);
+    shadow.markDirty(200);
+    assert.deepEqual([...w.take(ram)], [5, 100, 200, 511]);
+    assert.deepEqual([...shadow.take(ram)], [5, 100, 200, 511]);
+    // A write of the bytes a page already held: the log lists it (a superset), the compare cannot.
+    ram[7 * PAGE_SIZE] = ram[7 * PAGE_SIZE] as number;
+    assert.deepEqual([...w.take(ram)], [7]);
+    // resync: nothing written so far is listed.
+    ram[8 * PAGE_SIZE] = 4;
+    w.markDirty(9);
+    w.resync(ram);
+    assert.deepEqual([...w.take(ram)], []);
+    // copied(): a page written after it is listed all the same (the log records writes, whatever their bytes).
+    w.copied(ram, [8]);
+    ram[8 * PAGE_SIZE] = 5;
+    assert.deepEqual([...w.take(ram)], [8]);
+    assert.throws(() => w.markDirty(512), /outside guest RAM/);
+  } finally {
+    w.close();
+  }
+});
+
+test("write-log tracker: RAM at another address (moved) is logged there, and that take lists every page", (t) => {
+  const a = wasmRam(16);
+  const w = WriteLogTracker.open(a);
+  if ("unavailable" in w) return t.skip(`no kernel write log here: ${w.unavailable}`);
+  try {
+    w.take(a);
+    const b = wasmRam(16);
+    assert.equal(w.take(b).length, 16);
+    b[2 * PAGE_SIZE] = 1;
+    a[3 * PAGE_SIZE] = 1; // the old place: no longer followed
+    assert.deepEqual([...w.take(b)], [2]);
+  } finally {
+    w.close();
+  }
+});
