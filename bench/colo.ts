@@ -16,22 +16,19 @@
  * bench/results/colo-<timestamp>.json. Not a test. Needs root and the
  * guest image.
  */
-import { spawn } from "node:child_process";
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync } from "node:fs";
 import { join } from "node:path";
-import { labDown, labTopology, labUp } from "../src/lab/lab.js";
-import { generateKeyFile } from "../src/channel/key.js";
+import { labTopology } from "../src/lab/lab.js";
 import { createDataDisk } from "../guest/mkdisk.js";
-import { COLO_BIN, runIn } from "../test/tools/run.js";
+import { runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
 import { positiveIntArg } from "./args.js";
-import { endSession as endColoSession } from "./lab-session.js";
+import { BenchLab } from "./bench-lab.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 
 const LAB = labTopology("cbcol");
-const [H1, H2] = LAB.hosts;
+const [H1] = LAB.hosts;
 const NAME = "bcol";
 
 interface Status {
@@ -55,23 +52,9 @@ interface Run {
 
 async function main(): Promise<void> {
   const requests = positiveIntArg("--requests", 5000);
-  const work = mkdtempSync(join(tmpdir(), "colo-bcol-"));
-  const env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
-  const key = join(work, "key");
-  generateKeyFile(key);
-  await labUp({ prefix: LAB.prefix });
-  const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
-  const status = async (host: string) => JSON.parse((await colo(host, ["status", NAME])).stdout) as Status;
-  const must = async (what: string, p: ReturnType<typeof colo>) => {
-    const r = await p;
-    if (r.code !== 0) throw new Error(`${what}: ${r.stderr.trim()}`);
-    return r;
-  };
-  const listen = async () => {
-    const recv = spawn("ip", ["netns", "exec", H2, COLO_BIN, "migrate-receive", "--colo", "--listen", LAB.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
-    await new Promise<void>((resolve, reject) => recv.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`migrate-receive --colo exited ${code}`)))));
-  };
-  const endSession = () => endColoSession(colo, H1, H2, NAME);
+  const pair = await BenchLab.open({ prefix: LAB.prefix, name: NAME });
+  const { work } = pair;
+  const status = (host: string) => pair.status<Status>(host);
   const bench = async (tests: string, n: number, clientsList: number[]) => {
     const out: RedisBenchFigure[] = [];
     for (const clients of clientsList) out.push(...(await redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests, requests: n, clients, timeoutMs: 900_000 })));
@@ -101,26 +84,24 @@ async function main(): Promise<void> {
   try {
     // --- Part 1: no data disk; SET/GET; unprotected vs Remus (100 ms) vs compare ---
     const plain = writeGuestConfig({ dir: join(work, "plain"), name: NAME, ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:90", bridge: LAB.hostBridge });
-    await must("create", colo(H1, ["create", plain.cfg]));
+    await pair.must("create", ["create", plain.cfg]);
     const runs: Run[] = [];
     await bench("set,get", 2000, [16]); // warm-up
     runs.push(await measured("unprotected", "set,get", requests, [1, 16]));
 
-    await listen();
-    await must("migrate --colo", colo(H1, ["migrate", "--colo", NAME, LAB.replIps[1], "--key-file", key]));
+    await pair.protect();
     await bench("set,get", 2000, [16]); // warm-up: the SVM's JIT
     runs.push(await measured("compare", "set,get", requests, [1, 16]));
     // Non-deterministic replies: every one differs between the VMs.
     const nondet = await runIn(LAB.namespaces.client, "redis-benchmark", ["-h", LAB.guestIp, "-n", "200", "-c", "1", "--csv", "TIME"], { timeoutMs: 300_000 });
     const afterTime = await status(H1);
-    await endSession();
+    await pair.endSession();
 
-    await listen();
-    await must("remus", colo(H1, ["remus", NAME, LAB.replIps[1], "--key-file", key, "--interval", "100"]));
+    await pair.remus(100);
     // A Remus reply waits for the next checkpoint: fewer requests keep the run bounded.
     runs.push(await measured("remus", "set,get", Math.min(requests, 1000), [1, 16], 100));
-    await endSession();
-    await must("destroy", colo(H1, ["destroy", NAME]));
+    await pair.endSession();
+    await pair.must("destroy", ["destroy", NAME]);
 
     // --- Part 2: AOF appendfsync always on a replicated data disk ---
     const pImg = join(work, "p.img");
@@ -130,20 +111,20 @@ async function main(): Promise<void> {
     const common = { name: NAME, ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:90", bridge: LAB.hostBridge, extra: "colo.appendfsync=always" };
     const pCfg = writeGuestConfig({ ...common, dir: join(work, "dp"), disk: pImg }).cfg;
     const sCfg = writeGuestConfig({ ...common, dir: join(work, "ds"), disk: sImg }).cfg;
-    await must("create (disk)", colo(H1, ["create", pCfg]));
+    await pair.must("create (disk)", ["create", pCfg]);
     const diskRuns: Run[] = [];
     await bench("set", 1000, [16]);
     diskRuns.push(await measured("unprotected", "set", requests, [16]));
-    await listen();
+    await pair.listenSecondary();
     const t0 = Date.now();
-    await must("migrate --colo (disk)", colo(H1, ["migrate", "--colo", NAME, LAB.replIps[1], "--key-file", key, "-C", sCfg, "--checkpoint-max-interval", "600000"]));
+    await pair.must("migrate --colo (disk)", ["migrate", "--colo", NAME, LAB.replIps[1], "--key-file", pair.key, "-C", sCfg, "--checkpoint-max-interval", "600000"]);
     const startMs = Date.now() - t0;
     await bench("set", 1000, [16]);
     diskRuns.push(await measured("compare", "set", requests, [16]));
     // A write burst, then an operator checkpoint: its pause with that backlog.
     await bench("set", 2000, [16]);
-    const cp = JSON.parse((await must("checkpoint", colo(H1, ["checkpoint", NAME]))).stdout) as { pauseMs: number };
-    await endSession();
+    const cp = JSON.parse((await pair.must("checkpoint", ["checkpoint", NAME])).stdout) as { pauseMs: number };
+    await pair.endSession();
 
     const ratio = (mode: Run["mode"], test: string, clients: number, list: Run[]) => {
       const base = list.find((r) => r.mode === "unprotected")?.redis.find((f) => f.test === test && f.clients === clients)?.opsPerSec ?? 0;
@@ -170,9 +151,7 @@ async function main(): Promise<void> {
       },
     });
   } finally {
-    for (const h of LAB.hosts) await colo(h, ["destroy", NAME]).catch(() => undefined);
-    await labDown({ prefix: LAB.prefix });
-    rmSync(work, { recursive: true, force: true });
+    await pair.close();
   }
 }
 

@@ -16,19 +16,12 @@
  * bench/results/connections-<timestamp>.json. Not a test: no figure fails
  * it. Needs root and the guest image; `COLO_TEST_ENGINE=qemu` for qemu.
  */
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { labDown, labTopology, labUp } from "../src/lab/lab.js";
-import { generateKeyFile } from "../src/channel/key.js";
-import { request } from "../src/api/control-client.js";
-import { vmRunFiles } from "../src/api/paths.js";
-import { COLO_BIN, runIn } from "../test/tools/run.js";
+import { labTopology } from "../src/lab/lab.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { positiveIntArg, positiveIntListArg } from "./args.js";
+import { BenchLab } from "./bench-lab.js";
 import { CLOCK_TICKS_PER_SEC, cpuTicks } from "./cpu.js";
-import { endSession } from "./lab-session.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 import { writeResult } from "./results.js";
 
@@ -61,19 +54,8 @@ interface Point {
 async function main(): Promise<void> {
   const counts = positiveIntListArg("--clients", [1, 10, 100, 1000]);
   const requests = positiveIntArg("--requests", 4000);
-  const work = mkdtempSync(join(tmpdir(), "colo-bcon-"));
-  const runDir = join(work, "run");
-  const env = { ...process.env, COLO_RUN_DIR: runDir };
-  const key = join(work, "key");
-  generateKeyFile(key);
-  await labUp({ prefix: LAB.prefix });
-  const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
-  const must = async (what: string, p: ReturnType<typeof colo>) => {
-    const r = await p;
-    if (r.code !== 0) throw new Error(`${what}: ${r.stderr.trim()}`);
-    return r;
-  };
-  const status = async (host = H1) => (await request(vmRunFiles(NAME, join(runDir, "netns", host)).socket, { op: "status" })) as Status;
+  const pair = await BenchLab.open({ prefix: LAB.prefix, name: NAME });
+  const status = (host = H1) => pair.status<Status>(host);
   const cpuOf = (s: Status) => [s.pid, s.enginePid].filter((p): p is number => p !== undefined).reduce((a, p) => a + cpuTicks(p), 0);
   const measure = async (mode: Point["mode"]): Promise<Point[]> => {
     await redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests: "set,get", requests: 2000, clients: 16, timeoutMs: 900_000 }); // warm-up
@@ -104,14 +86,12 @@ async function main(): Promise<void> {
     return points;
   };
   try {
-    const cfg = writeGuestConfig({ dir: join(work, "guest"), name: NAME, ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:94", bridge: LAB.hostBridge });
-    await must("create", colo(H1, ["create", cfg.cfg]));
+    const cfg = writeGuestConfig({ dir: join(pair.work, "guest"), name: NAME, ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:94", bridge: LAB.hostBridge });
+    await pair.must("create", ["create", cfg.cfg]);
     const points = await measure("unprotected");
-    const recv = spawn("ip", ["netns", "exec", H2, COLO_BIN, "migrate-receive", "--colo", "--listen", LAB.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
-    await new Promise<void>((resolve, reject) => recv.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`migrate-receive --colo exited ${code}`)))));
-    await must("migrate --colo", colo(H1, ["migrate", "--colo", NAME, LAB.replIps[1], "--key-file", key]));
+    await pair.protect();
     points.push(...(await measure("compare")));
-    await endSession(colo, H1, H2, NAME);
+    await pair.endSession();
     const ratios: Record<string, unknown> = {};
     for (const c of counts) {
       const of = (mode: Point["mode"]) => points.find((p) => p.mode === mode && p.clients === c);
@@ -126,9 +106,7 @@ async function main(): Promise<void> {
     }
     writeResult("connections", { requests, clients: counts, points, figures: ratios });
   } finally {
-    for (const h of LAB.hosts) await colo(h, ["destroy", NAME]).catch(() => undefined);
-    await labDown({ prefix: LAB.prefix }).catch(() => undefined);
-    rmSync(work, { recursive: true, force: true });
+    await pair.close();
   }
 }
 

@@ -9,16 +9,15 @@
  *
  * Writes bench/results/migration-<timestamp>.json. Not a test. Needs root and the guest image.
  */
-import { mkdtempSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { labDown, labTopology, labUp } from "../src/lab/lab.js";
-import { generateKeyFile } from "../src/channel/key.js";
+import { labTopology } from "../src/lab/lab.js";
 import { createDataDisk } from "../guest/mkdisk.js";
-import { COLO_BIN, runIn } from "../test/tools/run.js";
+import { runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
 import { positiveIntArg } from "./args.js";
+import { BenchLab } from "./bench-lab.js";
 import { parseMigrate, startMigrateReceive, type MigrationFigure } from "./lab-session.js";
 
 const LAB = labTopology("cbmig");
@@ -27,31 +26,24 @@ const [H1, H2] = LAB.hosts;
 async function main(): Promise<void> {
   const memoryMiB = positiveIntArg("--memory", 128);
   const runs = positiveIntArg("--runs", 3);
-  const work = mkdtempSync(join(tmpdir(), "colo-bmig-"));
-  const env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
-  const key = join(work, "key");
-  generateKeyFile(key);
-  await labUp({ prefix: LAB.prefix });
-  const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
+  const pair = await BenchLab.open({ prefix: LAB.prefix, name: "bmig" });
+  const { work, key } = pair;
   try {
     const disk = join(work, "data.img");
     await createDataDisk(disk, 64);
     // v86 loads the initrd at 64 MiB: 128 MiB holds it with room to spare.
     const f = writeGuestConfig({ dir: work, name: "bmig", ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:40", bridge: LAB.hostBridge, disk, memoryMiB });
-    const created = await colo(H1, ["create", f.cfg]);
-    if (created.code !== 0) throw new Error(`create: ${created.stderr}`);
+    await pair.must("create", ["create", f.cfg]);
 
     // Save / restore.
     const saves: { saveMs: number; restoreMs: number; fileMiB: number }[] = [];
     for (let i = 0; i < runs; i++) {
       const file = join(work, `s${i}.save`);
       const t0 = Date.now();
-      const s = await colo(H1, ["save", "bmig", file]);
+      await pair.must("save", ["save", "bmig", file]);
       const saveMs = Date.now() - t0;
-      if (s.code !== 0) throw new Error(`save: ${s.stderr}`);
       const t1 = Date.now();
-      const r = await colo(H1, ["restore", file]);
-      if (r.code !== 0) throw new Error(`restore: ${r.stderr}`);
+      await pair.must("restore", ["restore", file]);
       saves.push({ saveMs, restoreMs: Date.now() - t1, fileMiB: statSync(file).size / 2 ** 20 });
       rmSync(file);
     }
@@ -63,14 +55,13 @@ async function main(): Promise<void> {
     for (const load of ["idle", "redis-benchmark"] as const) {
       for (let i = 0; i < runs; i++) {
         const toIp = to === H1 ? LAB.replIps[0] : LAB.replIps[1];
-        const recv = await startMigrateReceive({ env, host: to, listenIp: toIp, keyFile: key });
+        const recv = await startMigrateReceive({ env: pair.env, host: to, listenIp: toIp, keyFile: key });
         const bench =
           load === "redis-benchmark"
             ? runIn(LAB.namespaces.client, "redis-benchmark", ["-h", LAB.guestIp, "-t", "set,get", "-n", "20000", "-c", "8", "-q"], { timeoutMs: 300_000 })
             : undefined;
         if (bench) await new Promise((r) => setTimeout(r, 1000)); // let load build up before the migration starts
-        const m = await colo(from, ["migrate", "bmig", toIp, "--key-file", key]);
-        if (m.code !== 0) throw new Error(`migrate: ${m.stderr}`);
+        const m = await pair.must("migrate", ["migrate", "bmig", toIp, "--key-file", key], from);
         migrations.push(parseMigrate(m.stdout, load));
         await recv.closed;
         if (bench) {
@@ -80,7 +71,7 @@ async function main(): Promise<void> {
         [from, to] = [to, from];
       }
     }
-    await colo(from, ["destroy", "bmig"]);
+    await pair.colo(from, ["destroy", "bmig"]);
 
     writeResult("migration", {
       guestMemoryMiB: memoryMiB,
@@ -88,9 +79,7 @@ async function main(): Promise<void> {
       figures: { saveRestore: saves, migrations },
     });
   } finally {
-    for (const h of LAB.hosts) await colo(h, ["destroy", "bmig"]).catch(() => undefined);
-    await labDown({ prefix: LAB.prefix });
-    rmSync(work, { recursive: true, force: true });
+    await pair.close();
   }
 }
 

@@ -6,19 +6,12 @@
  * primary's control socket; the primary's `lastPauseBreakdownMs` and the
  * secondary's phases read after it.
  */
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { labDown, labTopology, labUp } from "../src/lab/lab.js";
-import { generateKeyFile } from "../src/channel/key.js";
 import { request } from "../src/api/control-client.js";
-import { vmRunFiles } from "../src/api/paths.js";
-import { COLO_BIN, runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { redisFrom } from "../test/tools/lab-fixture.js";
+import { BenchLab } from "./bench-lab.js";
 import { allocateDirtyBuffer, dirtyPages } from "./dirty-pages.js";
-import { endSession } from "./lab-session.js";
 
 interface Replication {
   checkpoints: number;
@@ -75,14 +68,7 @@ export class PauseSession {
   private seq = 0;
 
   private constructor(
-    private readonly work: string,
-    private readonly prefix: string,
-    private readonly hosts: readonly [string, string],
-    private readonly name: string,
-    private readonly runDir: string,
-    private readonly env: NodeJS.ProcessEnv,
-    private readonly clientNs: string,
-    private readonly guestIp: string,
+    private readonly lab: BenchLab,
     /** Checkpoint 0 (the protection's start) as the primary reported it. */
     readonly checkpoint0: { pauseMs: number | null; commitMs: number | null; pages: number | null },
     /** The last line `colo migrate --colo` printed. */
@@ -95,98 +81,65 @@ export class PauseSession {
    * protects it toward the second host.
    */
   static async open(opts: { prefix: string; name: string; mac: string; bufferPages: number; memoryMiB?: number; env?: NodeJS.ProcessEnv }): Promise<PauseSession> {
-    const lab = labTopology(opts.prefix);
-    const [h1, h2] = lab.hosts;
-    const work = mkdtempSync(join(tmpdir(), `colo-${opts.prefix}-`));
-    const runDir = join(work, "run");
-    const env = { ...process.env, ...opts.env, COLO_RUN_DIR: runDir };
-    const key = join(work, "key");
-    generateKeyFile(key);
-    await labDown({ prefix: lab.prefix }); // what an interrupted run left
-    await labUp({ prefix: lab.prefix });
-    const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
-    const must = async (what: string, args: string[], host = h1) => {
-      const r = await colo(host, args);
-      if (r.code !== 0) throw new Error(`${what}: ${r.stderr.trim()}`);
-      return r;
-    };
-    const redis = (...args: string[]) => redisFrom(lab.namespaces.client, lab.guestIp, args);
+    const lab = await BenchLab.open({ prefix: opts.prefix, name: opts.name, env: opts.env });
+    const { topology } = lab;
+    const redis = (...args: string[]) => redisFrom(topology.namespaces.client, topology.guestIp, args);
     try {
       const cfg = writeGuestConfig({
-        dir: join(work, "guest"),
+        dir: join(lab.work, "guest"),
         name: opts.name,
-        ip: `${lab.guestIp}/24`,
+        ip: `${topology.guestIp}/24`,
         mac: opts.mac,
-        bridge: lab.hostBridge,
+        bridge: topology.hostBridge,
         ...(opts.memoryMiB !== undefined ? { memoryMiB: opts.memoryMiB } : {}),
       });
       // A guest that does not fit its RAM never gets ready: 180 s, not the default 300 (emu boots in ~30 s here).
-      await must("create", ["create", cfg.cfg, "--timeout", "180"]);
+      await lab.must("create", ["create", cfg.cfg, "--timeout", "180"]);
       // Its pages go with checkpoint 0.
       await allocateDirtyBuffer(redis, opts.bufferPages);
-      const recv = spawn("ip", ["netns", "exec", h2, COLO_BIN, "migrate-receive", "--colo", "--listen", lab.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
-      await new Promise<void>((resolve, reject) => recv.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`migrate-receive --colo exited ${code}`)))));
-      const start = await must("migrate --colo", ["migrate", "--colo", opts.name, lab.replIps[1], "--key-file", key, "--checkpoint-max-interval", "3600000"]);
-      const socket = vmRunFiles(opts.name, join(runDir, "netns", h1)).socket;
-      const c0 = ((await request(socket, { op: "status" })) as { replication?: Replication }).replication;
-      return new PauseSession(
-        work,
-        lab.prefix,
-        [h1, h2],
-        opts.name,
-        runDir,
-        env,
-        lab.namespaces.client,
-        lab.guestIp,
-        { pauseMs: c0?.lastPauseMs ?? null, commitMs: c0?.lastCommitMs ?? null, pages: c0?.pagesPerCheckpoint ?? null },
-        start.stdout.trim().split("\n").pop() ?? "",
-      );
+      const start = await lab.protect(["--checkpoint-max-interval", "3600000"]);
+      const c0 = (await lab.status<{ replication?: Replication }>(lab.h1)).replication;
+      return new PauseSession(lab, { pauseMs: c0?.lastPauseMs ?? null, commitMs: c0?.lastCommitMs ?? null, pages: c0?.pagesPerCheckpoint ?? null }, start.stdout.trim().split("\n").pop() ?? "");
     } catch (err) {
-      for (const h of lab.hosts) await colo(h, ["destroy", opts.name]).catch(() => undefined);
-      await labDown({ prefix: lab.prefix }).catch(() => undefined);
-      rmSync(work, { recursive: true, force: true });
+      await lab.close();
       throw err;
     }
   }
 
-  /** Straight to the daemons' control sockets: a CLI process per sample would cost more than some pauses. */
-  private socket(host: string): string {
-    return vmRunFiles(this.name, join(this.runDir, "netns", host)).socket;
-  }
-
   private async replication(host: string): Promise<Replication | undefined> {
-    return ((await request(this.socket(host), { op: "status" })) as { replication?: Replication }).replication;
+    return (await this.lab.status<{ replication?: Replication }>(host)).replication;
   }
 
   /** How the primary's engine finds dirty pages (status `dirtyLog`), if it says. */
   async dirtyLog(): Promise<unknown> {
-    return ((await request(this.socket(this.hosts[0]), { op: "status" })) as { dirtyLog?: unknown }).dirtyLog ?? null;
+    return (await this.lab.status<{ dirtyLog?: unknown }>(this.lab.h1)).dirtyLog ?? null;
   }
 
   /** The primary's checkpoint count. */
   async checkpoints(): Promise<number | null> {
-    return (await this.replication(this.hosts[0]))?.checkpoints ?? null;
+    return (await this.replication(this.lab.h1))?.checkpoints ?? null;
   }
 
-  /** `pages` pages dirtied (a new tag each time), then one operator checkpoint. */
+  /**
+   * `pages` pages dirtied (a new tag each time), then one operator
+   * checkpoint, straight to the daemons' control sockets: a CLI process per
+   * sample would cost more than some pauses.
+   */
   async sample(pages: number): Promise<PauseSample> {
-    const redis = (...args: string[]) => redisFrom(this.clientNs, this.guestIp, args);
+    const redis = (...args: string[]) => redisFrom(this.lab.topology.namespaces.client, this.lab.topology.guestIp, args);
     await dirtyPages(redis, pages, `t${String(this.seq++).padStart(7, "0")}`);
-    const cp = (await request(this.socket(this.hosts[0]), { op: "checkpoint", verifyDisks: false }, 120_000)) as { checkpoint: number; pauseMs: number; commitMs?: number };
-    const p = await this.replication(this.hosts[0]);
-    const s = await this.replication(this.hosts[1]);
+    const cp = (await request(this.lab.socket(this.lab.h1), { op: "checkpoint", verifyDisks: false }, 120_000)) as { checkpoint: number; pauseMs: number; commitMs?: number };
+    const p = await this.replication(this.lab.h1);
+    const s = await this.replication(this.lab.h2);
     return { pauseMs: cp.pauseMs, commitMs: cp.commitMs ?? NaN, pages: p?.pagesPerCheckpoint ?? NaN, primary: p?.lastPauseBreakdownMs ?? {}, secondary: s?.lastPauseBreakdownMs ?? {} };
   }
 
   /** Ends the protection in order, destroys the VMs, takes the lab down and removes the work folder. */
   async close(): Promise<void> {
-    const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env: this.env, timeoutMs: 600_000 });
     try {
-      await endSession(colo, this.hosts[0], this.hosts[1], this.name);
+      await this.lab.endSession();
     } finally {
-      for (const h of this.hosts) await colo(h, ["destroy", this.name]).catch(() => undefined);
-      await labDown({ prefix: this.prefix }).catch(() => undefined);
-      rmSync(this.work, { recursive: true, force: true });
+      await this.lab.close();
     }
   }
 }

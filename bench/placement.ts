@@ -24,16 +24,12 @@
  * (`responseMs`) that split it: the profile of a protected request. Writes bench/results/placement-<timestamp>.json. Not a test:
  * no figure fails it. Needs root and the guest image.
  */
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { labDown, labTopology, labUp } from "../src/lab/lab.js";
-import { generateKeyFile } from "../src/channel/key.js";
-import { COLO_BIN, run, runIn } from "../test/tools/run.js";
+import { labTopology } from "../src/lab/lab.js";
+import { run } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { positiveIntArg } from "./args.js";
-import { endSession } from "./lab-session.js";
+import { BenchLab } from "./bench-lab.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 import { writeResult } from "./results.js";
 
@@ -91,18 +87,8 @@ interface Status {
 
 async function main(): Promise<void> {
   const requests = positiveIntArg("--requests", 4000);
-  const work = mkdtempSync(join(tmpdir(), "colo-bpla-"));
-  const env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
-  const key = join(work, "key");
-  generateKeyFile(key);
-  await labUp({ prefix: LAB.prefix });
-  const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
-  const must = async (what: string, p: ReturnType<typeof colo>) => {
-    const r = await p;
-    if (r.code !== 0) throw new Error(`${what}: ${r.stderr.trim()}`);
-    return r;
-  };
-  const status = async (host: string) => JSON.parse((await must("status", colo(host, ["status", NAME]))).stdout) as Status;
+  const pair = await BenchLab.open({ prefix: LAB.prefix, name: NAME });
+  const status = (host: string) => pair.status<Status>(host);
   /** Every thread of the side's daemon and engine on `cpus`. */
   const pin = async (host: string, cpus: string) => {
     const s = await status(host);
@@ -134,22 +120,20 @@ async function main(): Promise<void> {
     return m;
   };
   try {
-    const plain = writeGuestConfig({ dir: join(work, "plain"), name: NAME, ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:91", bridge: LAB.hostBridge });
-    await must("create", colo(H1, ["create", plain.cfg]));
+    const plain = writeGuestConfig({ dir: join(pair.work, "plain"), name: NAME, ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:91", bridge: LAB.hostBridge });
+    await pair.must("create", ["create", plain.cfg]);
     const runs: Measured[] = [];
     runs.push(await measure("unpinned", "unprotected"));
     await pin(H1, "0");
     runs.push(await measure("pinned", "unprotected"));
     await pin(H1, ALL_CPUS);
 
-    const recv = spawn("ip", ["netns", "exec", H2, COLO_BIN, "migrate-receive", "--colo", "--listen", LAB.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
-    await new Promise<void>((resolve, reject) => recv.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`migrate-receive --colo exited ${code}`)))));
-    await must("migrate --colo", colo(H1, ["migrate", "--colo", NAME, LAB.replIps[1], "--key-file", key]));
+    await pair.protect();
     runs.push(await measure("unpinned", "compare"));
     await pin(H1, "0");
     await pin(H2, "1");
     runs.push(await measure("pinned", "compare"));
-    await endSession(colo, H1, H2, NAME);
+    await pair.endSession();
 
     const ratio = (placement: Measured["placement"], test: string, clients: number) => {
       const of = (mode: Measured["mode"]) => runs.find((r) => r.placement === placement && r.mode === mode)?.redis.find((f) => f.test === test && f.clients === clients);
@@ -167,9 +151,7 @@ async function main(): Promise<void> {
       figures: ratios,
     });
   } finally {
-    for (const h of LAB.hosts) await colo(h, ["destroy", NAME]).catch(() => undefined);
-    await labDown({ prefix: LAB.prefix }).catch(() => undefined);
-    rmSync(work, { recursive: true, force: true });
+    await pair.close();
   }
 }
 

@@ -9,16 +9,12 @@
  *
  * Writes bench/results/remus-<timestamp>.json. Not a test. Needs root and the guest image.
  */
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { labDown, labTopology, labUp } from "../src/lab/lab.js";
-import { generateKeyFile } from "../src/channel/key.js";
-import { COLO_BIN, runIn } from "../test/tools/run.js";
+import { labTopology } from "../src/lab/lab.js";
+import { runIn } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { writeResult } from "./results.js";
 import { positiveIntArg } from "./args.js";
+import { BenchLab } from "./bench-lab.js";
 import { remusRequestsPerTest } from "./lab-session.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 
@@ -35,19 +31,8 @@ interface Replication {
 
 async function main(): Promise<void> {
   const requests = positiveIntArg("--requests", 1000);
-  const work = mkdtempSync(join(tmpdir(), "colo-brem-"));
-  const env = { ...process.env, COLO_RUN_DIR: join(work, "run") };
-  const key = join(work, "key");
-  generateKeyFile(key);
-  await labUp({ prefix: LAB.prefix });
-  const colo = (host: string, args: string[]) => runIn(host, COLO_BIN, args, { env, timeoutMs: 600_000 });
-  const status = async (host: string) => JSON.parse((await colo(host, ["status", "brem"])).stdout) as { pid: number; replication?: Replication };
-  const protect = async (intervalMs: number) => {
-    const recv = spawn("ip", ["netns", "exec", H2, COLO_BIN, "migrate-receive", "--colo", "--listen", LAB.replIps[1], "--key-file", key, "--detach"], { env, stdio: "ignore" });
-    await new Promise<void>((resolve, reject) => recv.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`migrate-receive --colo exited ${code}`)))));
-    const r = await colo(H1, ["remus", "brem", LAB.replIps[1], "--key-file", key, "--interval", String(intervalMs)]);
-    if (r.code !== 0) throw new Error(`remus: ${r.stderr}`);
-  };
+  const pair = await BenchLab.open({ prefix: LAB.prefix, name: "brem" });
+  const status = (host: string) => pair.status<{ pid: number; replication?: Replication }>(host);
   // A Remus reply waits for the next checkpoint: one client does about 1000/interval ops/s.
   // Requests per test are scaled so a run stays bounded (about 20 s per test at most).
   const requestsFor = (intervalMs: number | undefined, clients: number) => (intervalMs === undefined ? requests : remusRequestsPerTest(requests, intervalMs, clients));
@@ -59,24 +44,22 @@ async function main(): Promise<void> {
     return out;
   };
   try {
-    const f = writeGuestConfig({ dir: work, name: "brem", ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:70", bridge: LAB.hostBridge });
-    const created = await colo(H1, ["create", f.cfg]);
-    if (created.code !== 0) throw new Error(`create: ${created.stderr}`);
+    const f = writeGuestConfig({ dir: pair.work, name: "brem", ip: `${LAB.guestIp}/24`, mac: "00:16:3e:4c:00:70", bridge: LAB.hostBridge });
+    await pair.must("create", ["create", f.cfg]);
 
     const runs: { mode: string; intervalMs?: number; redis: RedisBenchFigure[]; replication?: Replication }[] = [];
     runs.push({ mode: "unprotected", redis: await bench() });
     for (const intervalMs of [25, 100, 1000]) {
-      await protect(intervalMs);
+      await pair.remus(intervalMs);
       const redis = await bench(intervalMs);
       const s = await status(H1);
       runs.push({ mode: "remus", intervalMs, redis, ...(s.replication ? { replication: s.replication } : {}) });
-      const stop = await colo(H1, ["failover", "brem"]); // orderly end: the secondary discards its copy
-      if (stop.code !== 0) throw new Error(`failover: ${stop.stderr}`);
+      await pair.must("failover", ["failover", "brem"]); // orderly end: the secondary discards its copy
       await new Promise((r) => setTimeout(r, 1000)); // let the secondary daemon exit before the next session
     }
 
     // Failover time: SIGKILL of the primary to the first reply from the survivor.
-    await protect(100);
+    await pair.remus(100);
     const primary = await status(H1);
     const t0 = Date.now();
     process.kill(primary.pid, "SIGKILL");
@@ -89,16 +72,14 @@ async function main(): Promise<void> {
         break;
       }
     }
-    await colo(H2, ["destroy", "brem"]);
+    await pair.colo(H2, ["destroy", "brem"]);
 
     writeResult("remus", {
       goals: { checkpointPauseMsFor1000Pages: 20, failoverMs: 1000 },
       figures: { requestsPerTest: requests, runs, failoverMs },
     });
   } finally {
-    for (const h of LAB.hosts) await colo(h, ["destroy", "brem"]).catch(() => undefined);
-    await labDown({ prefix: LAB.prefix });
-    rmSync(work, { recursive: true, force: true });
+    await pair.close();
   }
 }
 
