@@ -98,6 +98,52 @@ test("arbiter: a holder's connection closing (its process died) frees its lease 
   }
 });
 
+test("arbiter: a late request over a holder's older connection is ignored: it cannot clear the solo mark asked since over a newer one", async () => {
+  const key = randomBytes(32);
+  const server = await ArbiterServer.listen({ host: "127.0.0.1", port: 0 }, key);
+  const s = new ArbiterClient(server.address, key);
+  const lines = async (socket: TLSSocket, n: number): Promise<string[]> => {
+    const got: string[] = [];
+    let buf = "";
+    socket.on("data", (c: Buffer) => {
+      buf += c.toString();
+      const parts = buf.split("\n");
+      buf = parts.pop() ?? "";
+      got.push(...parts);
+    });
+    const deadline = monotonicMs() + 5000;
+    while (got.length < n && monotonicMs() < deadline) await new Promise((r) => setTimeout(r, 5));
+    return got;
+  };
+  try {
+    const old = await connectSecure(server.address, key);
+    const oldAnswers = lines(old, 1);
+    old.write('{"id":1,"op":"acquire","vm":"vm","holder":"p","ttlMs":60000,"solo":false}\n');
+    assert.match((await oldAnswers)[0] ?? "", /"granted":true/);
+    const fresh = await connectSecure(server.address, key);
+    const freshAnswers = lines(fresh, 1);
+    fresh.write('{"id":2,"op":"acquire","vm":"vm","holder":"p","ttlMs":60000,"solo":true}\n');
+    assert.match((await freshAnswers)[0] ?? "", /"granted":true,"solo":true/);
+    // The renewal that was on its way over the old connection arrives now: ignored, the mark stays.
+    const late = lines(old, 2);
+    old.write('{"id":3,"op":"acquire","vm":"vm","holder":"p","ttlMs":60000,"solo":false}\n');
+    old.write('{"id":4,"op":"release","vm":"vm","holder":"p"}\n');
+    const [a3, a4] = await late;
+    assert.match(a3 ?? "", /"id":3,"error":"a acquire of vm over an older connection of p .*: ignored"/);
+    assert.match(a4 ?? "", /"id":4,"error":"a release of vm over an older connection/);
+    old.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    const refused = await s.acquire("vm", "s", 60_000, true);
+    assert.deepEqual([refused.granted, refused.solo], [false, true], "still solo, still held: no takeover");
+    fresh.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await s.acquire("vm", "s", 60_000, true)).granted, false, "a solo lease is not freed by its connection closing");
+  } finally {
+    s.close();
+    await server.close();
+  }
+});
+
 test("arbiter: a lease runs out on the arbiter's monotonic clock, counted from the request it got; the wall clock is never read", async (t) => {
   const wall = steppedWallClock(t);
   let now = 50_000;

@@ -130,8 +130,13 @@ export interface ArbiterTiming {
 export class ArbiterServer {
   readonly table = new LeaseTable();
   private readonly sockets = new Set<TLSSocket>();
-  /** Per VM: its holder and the connection the lease was last granted over (LeaseTable.holderDisconnected when it closes). */
-  private readonly grantedVia = new Map<string, { holder: string; socket: TLSSocket }>();
+  /**
+   * Per VM: its holder and the connection the lease was last granted over
+   * (LeaseTable.holderDisconnected when it closes), with that connection's
+   * number: connections are numbered as they are accepted.
+   */
+  private readonly grantedVia = new Map<string, { holder: string; socket: TLSSocket; connection: number }>();
+  private accepted = 0;
 
   private constructor(
     private listener: SecureListener | undefined,
@@ -160,6 +165,7 @@ export class ArbiterServer {
 
   private serve(socket: TLSSocket, log: (msg: string) => void, partialLineTimeoutMs: number): void {
     this.sockets.add(socket);
+    const connection = ++this.accepted;
     const peer = remotePeer(socket);
     socket.on("close", () => {
       this.sockets.delete(socket);
@@ -186,10 +192,16 @@ export class ArbiterServer {
       try {
         const r = parseRequest(line);
         const now = this.now();
+        const via = r.op === "list" ? undefined : this.grantedVia.get(r.vm);
+        if (via !== undefined && r.op !== "list" && via.holder === r.holder && connection < via.connection) {
+          // A holder talks over its newest connection only (ArbiterClient): a request that comes late over an older
+          // one (sent before a timeout made it reconnect) would undo what it asked since, e.g. clear its solo mark.
+          throw new Error(`a ${r.op} of ${r.vm} over an older connection of ${r.holder} than the one its lease was last granted over: ignored`);
+        }
         if (r.op === "acquire") {
           const wasSolo = this.table.isSolo(r.vm, r.holder);
           const a = this.table.acquire(r.vm, r.holder, r.ttlMs, now, r.solo);
-          if (a.granted) this.grantedVia.set(r.vm, { holder: r.holder, socket });
+          if (a.granted) this.grantedVia.set(r.vm, { holder: r.holder, socket, connection });
           answer = { id: r.id, ...a };
           if (a.granted && r.solo && !wasSolo) log(`lease of ${r.vm}: ${r.holder} runs alone (solo)`);
         } else if (r.op === "release") {

@@ -332,6 +332,7 @@ export class SecondaryReplicator {
             const frame = this.rewriter.toSecondaryVm(r.net.frame);
             localSync("delivering input to the SVM", () => this.vm.deliverInput(frame));
             this.response.input(frame, monotonicMs());
+            if (this.mode === "compare") this.recentOutput.input(frame);
           }
           break;
         case "disk-write":

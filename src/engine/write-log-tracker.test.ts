@@ -58,3 +58,17 @@ test("write-log tracker: RAM at another address (moved) is logged there, and tha
     w.close();
   }
 });
+
+test("write-log tracker: pages a transfer copied before the first take are not listed again unless written after", (t) => {
+  const ram = wasmRam(64);
+  for (const p of [1, 2, 3]) ram[p * PAGE_SIZE] = 1; // not zero before the log
+  const w = WriteLogTracker.open(ram);
+  if ("unavailable" in w) return t.skip(`no kernel write log here: ${w.unavailable}`);
+  try {
+    w.copied(ram, [1, 2]); // pre-copy's first round sent them
+    ram[2 * PAGE_SIZE] = 2; // written after the copy: listed
+    assert.deepEqual([...w.take(ram)], [2, 3]);
+  } finally {
+    w.close();
+  }
+});

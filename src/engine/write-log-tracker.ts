@@ -37,6 +37,8 @@ export class WriteLogTracker {
   private readonly forced = new Set<number>();
   /** The next take() lists every page (RAM moved), or every page not zero (first take). */
   private pending: "none" | "non-zero" | "all" = "non-zero";
+  /** Before the first take(): pages a transfer copied (pre-copy's first round), not listed again unless written. */
+  private copiedBeforeFirst = new Set<number>();
 
   private constructor(
     readonly memoryBytes: number,
@@ -74,7 +76,8 @@ export class WriteLogTracker {
     }
     const out = new Set<number>(written);
     for (const pfn of this.forced) out.add(pfn);
-    if (pending === "non-zero") for (const pfn of nonZeroPages(ram.subarray(0, this.memoryBytes))) out.add(pfn);
+    if (pending === "non-zero") for (const pfn of nonZeroPages(ram.subarray(0, this.memoryBytes))) if (!this.copiedBeforeFirst.has(pfn)) out.add(pfn);
+    this.copiedBeforeFirst = new Set();
     this.forced.clear();
     return Uint32Array.from([...out].sort((a, b) => a - b));
   }
@@ -82,13 +85,19 @@ export class WriteLogTracker {
   copied(ram: Uint8Array, pfns: ArrayLike<number>, sent?: Uint8Array): void {
     if (sent !== undefined && sent.length !== pfns.length * PAGE_SIZE) throw new RangeError(`${sent.length} bytes sent for ${pfns.length} pages`);
     this.follow(ram);
-    for (let i = 0; i < pfns.length; i++) this.forced.delete(pfns[i] as number);
+    for (let i = 0; i < pfns.length; i++) {
+      const pfn = pfns[i] as number;
+      this.forced.delete(pfn);
+      // The log records writes from its opening: a page copied since is listed again only if written after.
+      if (this.pending === "non-zero") this.copiedBeforeFirst.add(pfn);
+    }
   }
 
   resync(ram: Uint8Array): void {
     this.follow(ram);
     this.log.takeWritten();
     this.forced.clear();
+    this.copiedBeforeFirst = new Set();
     this.pending = "none";
   }
 

@@ -1,17 +1,16 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 import { RecentTcpOutput } from "./recent-output.js";
-import { arpFrame, tcpFrame, udpFrame } from "./testing.js";
+import { arpFrame, tcpFrame, toGuest, udpFrame } from "./testing.js";
 
 const seg = (seq: number, payload: string, dport = 41000, flags = "PA") => tcpFrame({ seq, ack: 1, flags, payload, dport });
 
-test("recent output: keeps data and FIN segments of TCP, not pure ACKs, SYN, RST, UDP or ARP", () => {
+test("recent output: keeps data and FIN segments of TCP, not pure ACKs, SYN, UDP or ARP", () => {
   const r = new RecentTcpOutput();
   r.record(seg(1, "+OK\r\n"));
   r.record(tcpFrame({ seq: 6, ack: 1, flags: "A" }));
   r.record(tcpFrame({ seq: 6, ack: 1, flags: "FA" }));
   r.record(tcpFrame({ seq: 0, ack: 1, flags: "SA" }));
-  r.record(tcpFrame({ seq: 7, ack: 1, flags: "RA", payload: "x" }));
   r.record(udpFrame({ payload: "dns" }));
   r.record(arpFrame());
   assert.deepEqual(r.stats(), { flows: 1, frames: 2, bytes: seg(1, "+OK\r\n").length + tcpFrame({ seq: 6, ack: 1, flags: "FA" }).length });
@@ -53,4 +52,24 @@ test("recent output: clear() forgets everything (a checkpoint replaced the SVM's
   r.clear();
   assert.deepEqual(r.take(), []);
   assert.deepEqual(r.stats(), { flows: 0, frames: 0, bytes: 0 });
+});
+
+test("recent output: a connection reset either way, or closed both ways, is forgotten (its rewriting is gone too)", () => {
+  const r = new RecentTcpOutput();
+  const fromPeer = (flags: string, sport = 41000) => tcpFrame(toGuest({ seq: 9, ack: 1, flags, sport, dport: 6379 }));
+  r.record(seg(1, "a", 41000));
+  r.record(seg(1, "b", 41001));
+  r.record(seg(1, "c", 41002));
+  r.record(seg(1, "d", 41003));
+  r.input(fromPeer("RA", 41000)); // the client's reset
+  r.record(tcpFrame({ seq: 2, ack: 1, flags: "RA", dport: 41001 })); // the guest's reset
+  r.record(tcpFrame({ seq: 2, ack: 1, flags: "FA", dport: 41002 })); // the guest's FIN, then the peer's: closed
+  r.input(fromPeer("FA", 41002));
+  r.input(fromPeer("FA", 41003)); // the peer's FIN only: half closed, kept
+  assert.deepEqual(r.take(), [seg(1, "d", 41003)]);
+  // The peer's FIN first, then the guest's: closed too, the guest's FIN not kept.
+  r.record(seg(1, "e", 41004));
+  r.input(fromPeer("FA", 41004));
+  r.record(tcpFrame({ seq: 2, ack: 10, flags: "FA", dport: 41004 }));
+  assert.deepEqual(r.take(), []);
 });
