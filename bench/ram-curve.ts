@@ -2,7 +2,7 @@
  * Two curves against the guest's RAM in one run (issue 15): the checkpoint
  * pause at a fixed number of dirty pages, and the failover time.
  *
- *   npm run build && node dist/bench/ram-curve.js [--memory 64,128,256,512] [--pages 1000] [--repeats 30] [--failovers 5] [--seed S]
+ *   npm run build && node dist/bench/ram-curve.js [--memory 128,192,256,384,512] [--pages 1000] [--repeats 30] [--failovers 5] [--seed S]
  *
  * Per size of `--memory` (MiB):
  *
@@ -71,7 +71,7 @@ async function failoverAt(memoryMiB: number, runs: number, seed: number) {
 }
 
 async function main(): Promise<void> {
-  const sizes = positiveIntListArg("--memory", [64, 128, 256, 512]);
+  const sizes = positiveIntListArg("--memory", [128, 192, 256, 384, 512]);
   const pages = positiveIntArg("--pages", 1000);
   const repeats = positiveIntArg("--repeats", 30);
   const failovers = positiveIntArg("--failovers", 5);
