@@ -3,8 +3,9 @@
  * a compare with a shadow copy, for guest RAM in this process (emu). Same
  * contract as ShadowDirtyTracker: take() lists each page written since the
  * last take() once, markDirty() adds one, resync() forgets what was
- * written; copied() has nothing to do (the log records writes, whatever
- * their bytes, so a page written after it is listed anyway).
+ * written. copied() needs no copy (the log records writes, whatever their
+ * bytes, so a page written after it is listed anyway); it only keeps the
+ * first take() from listing again what a transfer already sent.
  *
  * It lists more than the shadow compare on occasion (a write of the bytes a
  * page already held), never less. The first take() lists every page that is

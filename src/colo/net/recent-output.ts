@@ -112,8 +112,6 @@ export class RecentTcpOutput {
 
   private dropOldestFlow(): void {
     const first = this.flows.keys().next();
-    if (first.done) return;
-    for (const f of this.flows.get(first.value) ?? []) this.bytes -= f.length;
-    this.flows.delete(first.value);
+    if (!first.done) this.forget(first.value);
   }
 }
