@@ -44,7 +44,7 @@ export class BenchLab {
   /**
    * A fresh work folder and key, lab `prefix` taken down (what an
    * interrupted run left) and brought up. `env` is added to the environment
-   * of every colo command (e.g. COLO_EMU_DIRTY_LOG).
+   * of every colo command (e.g. COLO_DIRTY_LOG).
    */
   static async open(opts: { prefix: string; name: string; env?: NodeJS.ProcessEnv }): Promise<BenchLab> {
     const work = mkdtempSync(join(tmpdir(), `colo-${opts.name}-`));

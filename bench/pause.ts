@@ -14,7 +14,7 @@
  * then `--long-repeats` at `--long` pages (the p99 target: ≤ 20 ms over
  * ≥ 1,000 checkpoints at 1,000 pages). The pages each checkpoint sent are
  * recorded (the guest dirties some of its own, and the SVM's are added).
- * `--dirty-logs` (emu): one session per value of COLO_EMU_DIRTY_LOG, in
+ * `--dirty-logs` (emu): one session per value of COLO_DIRTY_LOG, in
  * one run (the kernel's write log against the shadow compare).
  * Writes bench/results/pause-<timestamp>.json. Not a test: no figure fails
  * it. Needs root and the guest image; `COLO_TEST_ENGINE=qemu` for qemu.
@@ -69,11 +69,11 @@ async function main(): Promise<void> {
   const repeats = positiveIntArg("--repeats", 30);
   const long = positiveIntArg("--long", 1000);
   const longRepeats = positiveIntArg("--long-repeats", 1000);
-  // emu: COLO_EMU_DIRTY_LOG per session (docs/engines.md), e.g. "auto,shadow-compare" to measure both in one run.
+  // emu: COLO_DIRTY_LOG per session (docs/engines.md), e.g. "auto,shadow-compare" to measure both in one run.
   const dirtyLogs = listArg("--dirty-logs", ["auto"]);
   for (const d of dirtyLogs) if (d !== "auto" && d !== "shadow-compare") throw new Error(`--dirty-logs: ${d} is not auto or shadow-compare`);
   const sessions = [];
-  for (const d of dirtyLogs) sessions.push({ dirtyLogAsked: d, ...(await measure(sizes, repeats, long, longRepeats, { COLO_EMU_DIRTY_LOG: d })) });
+  for (const d of dirtyLogs) sessions.push({ dirtyLogAsked: d, ...(await measure(sizes, repeats, long, longRepeats, { COLO_DIRTY_LOG: d })) });
   const [first] = sessions;
   if (!first) throw new Error("no session");
   writeResult("pause", {

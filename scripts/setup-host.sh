@@ -19,8 +19,10 @@ cd "$(dirname "$0")/.."
 #   etcd-server    etcd 3.4: the tests of --arbiter etcd:// run a 3-member cluster of their own
 #                  in a network namespace (src/api/etcd-arbiter.test.ts); the package's own
 #                  service (started under systemd, on localhost:2379) is not used
+#   gcc, libc6-dev builds the qemu engine's LD_PRELOAD piece for the kernel's write log of
+#                  guest RAM (src/engine/qemu/write-log-preload.c, scripts/build-native.mjs)
 #   dpkg, apt      apt-get download + dpkg-deb -x for the guest image (i386)
-HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio qemu-system-x86 qemu-utils xz-utils chromium curl etcd-server)
+HOST_PKGS=(seabios redis-tools iproute2 e2fsprogs ca-certificates nftables cpio qemu-system-x86 qemu-utils xz-utils chromium curl etcd-server gcc libc6-dev)
 
 need_update=0
 if ! dpkg --print-foreign-architectures | grep -qx i386; then

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { PAGE_SIZE } from "./engine.js";
 import { ShadowDirtyTracker } from "./dirty-tracker.js";
+import type { WriteLog } from "../sys/index.js";
 import { WriteLogTracker } from "./write-log-tracker.js";
 
 function wasmRam(pages: number): Uint8Array {
@@ -71,4 +72,43 @@ test("write-log tracker: pages a transfer copied before the first take are not l
   } finally {
     w.close();
   }
+});
+
+/** A write log another process would fill (qemu): pages are "written" by the test. */
+class ScriptedLog implements WriteLog {
+  readonly address = 0x7f00_0000_0000n;
+  written = new Set<number>();
+  closed = false;
+  constructor(readonly length: number) {}
+  takeWritten(): Uint32Array {
+    if (this.closed) throw new Error("write log closed");
+    const out = Uint32Array.from([...this.written].sort((a, b) => a - b));
+    this.written.clear();
+    return out;
+  }
+  close(): void {
+    this.closed = true;
+  }
+}
+
+test("write-log tracker over another process's log (qemu): writes through our view are not listed; switchTo keeps what the old log held", () => {
+  const pages = 64;
+  const ram = new Uint8Array(pages * PAGE_SIZE);
+  ram[2 * PAGE_SIZE] = 1; // not zero before the first take: listed once, like the shadow's first take
+  const first = new ScriptedLog(ram.length);
+  const w = WriteLogTracker.over(ram.length, first);
+  first.written.add(9);
+  assert.deepEqual([...w.take(ram)], [2, 9]);
+  ram[30 * PAGE_SIZE] = 5; // our own write: in no log of QEMU's
+  assert.deepEqual([...w.take(ram)], []);
+  // The standby replaces QEMU: a page the old one wrote and no take listed yet is kept, the old log closed.
+  first.written.add(11);
+  const second = new ScriptedLog(ram.length);
+  second.written.add(40);
+  w.switchTo(second);
+  assert.equal(first.closed, true);
+  w.markDirty(3);
+  assert.deepEqual([...w.take(ram)], [3, 11, 40]);
+  assert.throws(() => w.switchTo(new ScriptedLog(ram.length * 2)), /a write log of 524288 bytes for 262144 bytes/);
+  assert.throws(() => WriteLogTracker.over(ram.length, new ScriptedLog(4096)), /a write log of 4096 bytes/);
 });

@@ -1,6 +1,8 @@
 /**
  * Dirty pages from the kernel's write log (src/sys/write-log.ts) instead of
- * a compare with a shadow copy, for guest RAM in this process (emu). Same
+ * a compare with a shadow copy: of guest RAM in this process (emu, open()),
+ * or of a QEMU process's mapping of it (qemu, over(); switchTo() when the
+ * engine replaces that process). Same
  * contract as ShadowDirtyTracker: take() lists each page written since the
  * last take() once, markDirty() adds one, resync() forgets what was
  * written. copied() needs no copy (the log records writes, whatever their
@@ -15,6 +17,7 @@
  * the new address and that take() lists every page.
  */
 import { bufferAddress, openWriteLog, type WriteLog } from "../sys/index.js";
+import type { PageTracker } from "./dirty-tracker.js";
 import { PAGE_SIZE } from "./engine.js";
 
 const ZERO_BLOCK = Buffer.alloc(16 * PAGE_SIZE);
@@ -34,7 +37,7 @@ function nonZeroPages(ram: Uint8Array): number[] {
   return out;
 }
 
-export class WriteLogTracker {
+export class WriteLogTracker implements PageTracker {
   private readonly forced = new Set<number>();
   /** The next take() lists every page (RAM moved), or every page not zero (first take). */
   private pending: "none" | "non-zero" | "all" = "non-zero";
@@ -44,13 +47,40 @@ export class WriteLogTracker {
   private constructor(
     readonly memoryBytes: number,
     private log: WriteLog,
+    /** The log is of the RAM view itself (emu): a view at another address means RAM moved. */
+    private readonly followsRam: boolean,
   ) {}
 
   /** A tracker on `ram` (its first take() lists every page not zero), or why the kernel gives no write log. */
   static open(ram: Uint8Array): WriteLogTracker | { unavailable: string } {
     const log = openWriteLog(ram);
     if ("unavailable" in log) return log;
-    return new WriteLogTracker(ram.length, log);
+    return new WriteLogTracker(ram.length, log, true);
+  }
+
+  /**
+   * A tracker on a log of another process's writes to guest RAM (qemu):
+   * writes through our own view of it are not in it (mark them with
+   * markDirty() where they must count). The first take() lists every page
+   * not zero, as open()'s.
+   */
+  static over(memoryBytes: number, log: WriteLog): WriteLogTracker {
+    if (log.length !== memoryBytes) throw new RangeError(`a write log of ${log.length} bytes for ${memoryBytes} bytes of RAM`);
+    return new WriteLogTracker(memoryBytes, log, false);
+  }
+
+  /**
+   * From now on, writes come from the process `log` watches (qemu: the
+   * standby that replaced the running QEMU). What the old log holds that
+   * no take() listed yet is kept for the next one; the old log is closed.
+   */
+  switchTo(log: WriteLog): void {
+    if (this.followsRam) throw new Error("switchTo() is for a tracker made by over()");
+    if (log.length !== this.memoryBytes) throw new RangeError(`a write log of ${log.length} bytes for ${this.memoryBytes} bytes of RAM`);
+    if (log === this.log) return;
+    for (const pfn of this.log.takeWritten()) this.forced.add(pfn);
+    this.log.close();
+    this.log = log;
   }
 
   get pageCount(): number {
@@ -109,6 +139,7 @@ export class WriteLogTracker {
   /** RAM moved: a log on the new address, and the next take() lists everything. */
   private follow(ram: Uint8Array): void {
     if (ram.length < this.memoryBytes) throw new RangeError(`RAM view of ${ram.length} bytes is smaller than ${this.memoryBytes}`);
+    if (!this.followsRam) return;
     const view = ram.subarray(0, this.memoryBytes);
     if (bufferAddress(view) === this.log.address) return;
     this.log.close();

@@ -103,6 +103,19 @@ export const socketpair = libc.func("int socketpair(int domain, int type, int pr
   sv: Int32Array,
 ) => number;
 export const setns = libc.func("int setns(int fd, int nstype)") as (fd: number, nstype: number) => number;
+/** long syscall(long number, ...): for calls glibc 2.36 has no wrapper of (pidfd_getfd). Arguments as koffi's variadic pairs. */
+const syscall = libc.func("long syscall(long number, ...)") as (number: number, ...typesAndValues: unknown[]) => number | bigint;
+// asm/unistd_64.h; the same numbers in asm-generic/unistd.h (arm64) for these post-5.x calls
+const SYS_PIDFD_OPEN = 434;
+const SYS_PIDFD_GETFD = 438;
+/** int pidfd_open(pid_t pid, unsigned int flags) (Linux 5.3). */
+export function pidfdOpen(pid: number): number {
+  return Number(syscall(SYS_PIDFD_OPEN, "int", pid, "uint", 0));
+}
+/** int pidfd_getfd(int pidfd, int targetfd, unsigned int flags) (Linux 5.6): a copy of another process's descriptor, close-on-exec. */
+export function pidfdGetfd(pidfd: number, targetFd: number): number {
+  return Number(syscall(SYS_PIDFD_GETFD, "int", pidfd, "int", targetFd, "uint", 0));
+}
 /** memmove(d, d, 0) returns d: the address koffi passes for a buffer (in place for wasm memory and large ArrayBuffers). */
 const memmoveAddress = libc.func("memmove", "void *", ["void *", "void *", "size_t"]) as (d: Uint8Array, s: Uint8Array, n: number) => unknown;
 /** The address of `bytes`' first byte as koffi passes it to C. */

@@ -25,15 +25,15 @@ export interface EngineSettings {
 }
 
 /**
- * COLO_EMU_DIRTY_LOG: unset or "auto", the kernel's write log when it has
- * one; "shadow-compare", always the compare (docs/engines.md). Anything
- * else is refused, naming the variable.
+ * COLO_DIRTY_LOG, for both engines: unset or "auto", the kernel's write
+ * log of guest RAM when it has one; "shadow-compare", always the compare
+ * (docs/engines.md). Anything else is refused, naming the variable.
  */
-function emuDirtyLog(): "auto" | "shadow-compare" {
-  const v = process.env.COLO_EMU_DIRTY_LOG;
+function dirtyLogChoice(engine: EngineName): "auto" | "shadow-compare" {
+  const v = process.env.COLO_DIRTY_LOG;
   if (v === undefined || v === "" || v === "auto") return "auto";
   if (v === "shadow-compare") return v;
-  throw new EngineError("emu", "BAD_SPEC", `COLO_EMU_DIRTY_LOG=${JSON.stringify(v)}: expected "auto" or "shadow-compare"`);
+  throw new EngineError(engine, "BAD_SPEC", `COLO_DIRTY_LOG=${JSON.stringify(v)}: expected "auto" or "shadow-compare"`);
 }
 
 /** Builds an engine (not started) for one machine. */
@@ -44,7 +44,7 @@ const ENGINE_FACTORIES: Readonly<Record<EngineName, EngineFactory>> = {
     new EmuEngine(spec, {
       ...(settings.biosPath !== undefined ? { biosPath: settings.biosPath } : {}),
       ...(settings.nicModel !== undefined ? { nicModel: settings.nicModel } : {}),
-      dirtyLog: emuDirtyLog(),
+      dirtyLog: dirtyLogChoice("emu"),
     }),
   qemu: (spec, settings) => {
     if (settings.nicModel !== undefined && settings.nicModel !== "virtio") {
@@ -55,6 +55,7 @@ const ENGINE_FACTORIES: Readonly<Record<EngineName, EngineFactory>> = {
       ...(settings.vmName !== undefined ? { vm: settings.vmName } : {}),
       ...(settings.accel !== undefined ? { accel: settings.accel } : {}),
       ...(settings.log !== undefined ? { log: settings.log } : {}),
+      dirtyLog: dirtyLogChoice("qemu"),
     });
   },
 };

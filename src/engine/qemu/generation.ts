@@ -8,7 +8,7 @@
  * maps each RAM file once for its lifetime); a generation borrows one.
  */
 import { join } from "node:path";
-import type { SharedMapping } from "../../sys/index.js";
+import type { SharedMapping, WriteLog } from "../../sys/index.js";
 import type { Accel } from "./accel.js";
 import { ConsolePort } from "./console-port.js";
 import { machineOptions } from "./machine-options.js";
@@ -28,6 +28,8 @@ export interface GenerationConfig {
   exportName: string;
   accel: Accel;
   binary?: string;
+  /** QEMU's environment (default ours): the write log's preload library goes in here. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface GenerationHooks {
@@ -40,6 +42,8 @@ export class Generation {
   readonly netdev: StreamNetdev | undefined;
   readonly console: ConsolePort;
   readonly process: QemuProcess;
+  /** The kernel's log of this QEMU's writes to guest RAM, when the engine reads one; closed by retire(). */
+  writeLog: WriteLog | undefined;
 
   private constructor(
     readonly index: number,
@@ -50,7 +54,7 @@ export class Generation {
   ) {
     this.netdev = cfg.mac === undefined ? undefined : new StreamNetdev(`NIC stream of ${cfg.vm} (QEMU ${index})`, (f) => hooks.onFrame(f), hooks.onProblem);
     this.console = new ConsolePort(join(cfg.dir, `console-${index}.sock`), (b) => hooks.onConsole(b));
-    this.process = QemuProcess.create({ vm: cfg.vm, binary: cfg.binary, runDirParent: cfg.dir });
+    this.process = QemuProcess.create({ vm: cfg.vm, binary: cfg.binary, runDirParent: cfg.dir, ...(cfg.env !== undefined ? { env: cfg.env } : {}) });
   }
 
   /**
@@ -90,6 +94,7 @@ export class Generation {
   /** Ends the process (quit, or SIGKILL for a paused one nobody needs) and closes its sockets. */
   async retire(how: "quit" | "kill"): Promise<QemuExit> {
     const exit = how === "quit" ? await this.process.stop() : await this.process.kill();
+    this.writeLog?.close();
     await this.netdev?.close();
     await this.console.close();
     return exit;

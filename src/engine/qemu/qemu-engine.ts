@@ -1,8 +1,9 @@
 /**
  * The `qemu` engine: QEMU as a plain device model (DESIGN.md §1). QEMU owns
  * the CPU and device state; we own the rest: guest RAM is a shared file we
- * map (ram() is a view of it, dirty pages come from the shadow-copy
- * tracker), every NIC frame crosses a stream socket to us, every disk
+ * map (ram() is a view of it; dirty pages come from the kernel's log of
+ * QEMU's writes, qemu-write-log.ts, or else from a compare with a shadow
+ * copy), every NIC frame crosses a stream socket to us, every disk
  * request is served by our NBD server from the VM's BlockBackend, and the
  * console is a socket to us.
  *
@@ -24,7 +25,8 @@
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { mapSharedFile, processEnded, type SharedMapping } from "../../sys/index.js";
-import { ShadowDirtyTracker, touchPages } from "../dirty-tracker.js";
+import { ShadowDirtyTracker, touchPages, type PageTracker } from "../dirty-tracker.js";
+import { WriteLogTracker } from "../write-log-tracker.js";
 import { PAGE_SIZE, type Engine, type EngineEvent, type LoadStateOptions, type MachineSpec } from "../engine.js";
 import { EngineError } from "../errors.js";
 import { resolveAccel, type AccelChoice, type AccelRequest } from "./accel.js";
@@ -32,6 +34,7 @@ import { Generation, type GenerationConfig } from "./generation.js";
 import { macText } from "./machine-options.js";
 import { NbdServer } from "./nbd-server.js";
 import { onQmpEvent } from "./qmp-events.js";
+import { openQemuWriteLog, writeLogEnv, writeLogPreload } from "./qemu-write-log.js";
 import { decodeQemuState, encodeQemuState, QEMU_STATE_FORMAT_VERSION, type QemuStateHeader } from "./qemu-state.js";
 import { QEMU_MACHINE_TYPE as MACHINE_TYPE, qemuCompatibility } from "./qemu-version.js";
 
@@ -54,6 +57,8 @@ export interface QemuEngineOptions {
   stateDir?: string;
   /** Problems that do not stop the VM (a standby that failed to spawn and is retried). */
   log?: (line: string) => void;
+  /** "auto" (default): the kernel's write log of QEMU's RAM when there is one; "shadow-compare": always the compare. */
+  dirtyLog?: "auto" | "shadow-compare";
 }
 
 type Listener<T> = (value: T) => void;
@@ -84,7 +89,11 @@ export class QemuEngine implements Engine {
   readonly pageCount: number;
 
   private readonly vm: string;
-  private readonly tracker: ShadowDirtyTracker;
+  /** Chosen by start() once the first QEMU runs: the write log when it opened there, else the shadow compare. */
+  private tracker: PageTracker | undefined;
+  /** QEMU's environment with the write log's preload library (undefined: the shadow compare, no preload). */
+  private writeLogEnv: NodeJS.ProcessEnv | undefined;
+  dirtyLog: { name: "write-log" | "shadow-compare"; why: string } | undefined;
   private accelChoice: AccelChoice | undefined;
   private dir: string | undefined;
   private ramFiles: SharedMapping[] = [];
@@ -129,7 +138,11 @@ export class QemuEngine implements Engine {
     if (spec.kernelFormat === "multiboot") throw new EngineError("qemu", "BAD_SPEC", "the qemu engine boots Linux kernels (bzImage or vmlinux), not Multiboot images");
     this.memoryBytes = spec.memoryBytes;
     this.pageCount = spec.memoryBytes / PAGE_SIZE;
-    this.tracker = new ShadowDirtyTracker(spec.memoryBytes);
+  }
+
+  private pages(): PageTracker {
+    if (this.tracker === undefined) throw this.fail("NOT_STARTED", "not started");
+    return this.tracker;
   }
 
   /** The accelerator QEMU runs with and why (after start()). */
@@ -190,7 +203,9 @@ export class QemuEngine implements Engine {
       const ram0 = mapSharedFile(join(dir, "ram-0"), this.memoryBytes, { create: true, anonymous: true });
       this.ramFiles.push(ram0);
       // Page faults cost ~4 us each here: take them now, a slice at a time, not in a checkpoint.
-      this.prefaulting = Promise.all([this.tracker.prefault(), touchPages(ram0.bytes, "read")]).then(() => undefined);
+      this.prefaulting = touchPages(ram0.bytes, "read");
+      const preload = this.opts.dirtyLog === "shadow-compare" ? { unavailable: "asked for (dirtyLog: shadow-compare)" } : writeLogPreload();
+      if ("path" in preload) this.writeLogEnv = writeLogEnv(preload.path);
       this.cfg = {
         vm: this.vm,
         dir,
@@ -205,7 +220,17 @@ export class QemuEngine implements Engine {
         ...(this.opts.binary !== undefined ? { binary: this.opts.binary } : {}),
       };
       const paused = opts.paused === true;
-      this.current = await this.spawn(this.ramFiles[0] as SharedMapping, paused);
+      this.current = await this.spawn(this.ramFiles[0] as SharedMapping, paused, "first");
+      const log = this.current.writeLog;
+      if (log !== undefined) {
+        this.tracker = WriteLogTracker.over(this.memoryBytes, log);
+        this.dirtyLog = { name: "write-log", why: "userfaultfd write-protect (async) of QEMU's RAM mapping + PAGEMAP_SCAN (preload library in QEMU)" };
+      } else {
+        const shadow = new ShadowDirtyTracker(this.memoryBytes);
+        this.tracker = shadow;
+        this.dirtyLog = { name: "shadow-compare", why: `no kernel write log: ${this.noLogWhy ?? ("unavailable" in preload ? preload.unavailable : "unknown")}` };
+        this.prefaulting = Promise.all([this.prefaulting, shadow.prefault()]).then(() => undefined);
+      }
       this.awaitingLoad = paused;
       const v = this.current.process.version;
       this.qemuVersion = `${v.major}.${v.minor}.${v.micro}`;
@@ -216,9 +241,20 @@ export class QemuEngine implements Engine {
     }
   }
 
-  private async spawn(ram: SharedMapping, incoming: boolean): Promise<Generation> {
-    const cfg = this.cfg;
-    if (cfg === undefined) throw this.fail("NOT_STARTED", "not started");
+  /** Why the first QEMU gave no write log (then every QEMU runs without the preload library). */
+  private noLogWhy: string | undefined;
+
+  /**
+   * A new QEMU on `ram`. With the write log, its log is opened before the
+   * guest runs there: failing that, the first QEMU falls back to the
+   * compare (`first`), a later one is refused (the tracker already follows
+   * logs: a compare cannot start from the middle).
+   */
+  private async spawn(ram: SharedMapping, incoming: boolean, which: "first" | "standby" = "standby"): Promise<Generation> {
+    const base = this.cfg;
+    if (base === undefined) throw this.fail("NOT_STARTED", "not started");
+    const env = this.writeLogEnv;
+    const cfg: GenerationConfig = env !== undefined ? { ...base, env } : base;
     const index = this.nextIndex++;
     let g: Generation | undefined;
     g = await Generation.start(index, ram, incoming, cfg, {
@@ -231,6 +267,20 @@ export class QemuEngine implements Engine {
       onProblem: (m) => this.opts.log?.(`qemu ${this.vm}: ${m}`),
     });
     const gen = g;
+    if (env !== undefined) {
+      const pid = gen.process.pid;
+      const log = pid === undefined ? { unavailable: "QEMU has no pid" } : openQemuWriteLog(pid, ram);
+      if ("unavailable" in log) {
+        if (which === "standby") {
+          await gen.retire("kill");
+          throw this.fail("FAULT", `the standby QEMU gave no write log of guest RAM: ${log.unavailable}`);
+        }
+        this.noLogWhy = log.unavailable;
+        this.writeLogEnv = undefined;
+      } else {
+        gen.writeLog = log;
+      }
+    }
     onQmpEvent(gen.process.qmp, "SHUTDOWN", (data) => {
       if (gen !== this.current || typeof data === "string" || !data.guest) return;
       this.isRunning = false;
@@ -288,19 +338,19 @@ export class QemuEngine implements Engine {
   }
 
   takeDirtyPages(): Uint32Array {
-    const pfns = this.tracker.take(this.ram());
+    const pfns = this.pages().take(this.ram());
     this.diverged(pfns);
     this.ranSinceTake = this.isRunning;
     return pfns;
   }
 
   markDirty(pfn: number): void {
-    this.tracker.markDirty(pfn);
+    this.pages().markDirty(pfn);
     this.diverged([pfn]);
   }
 
   pagesCopied(pfns: ArrayLike<number>, sent?: Uint8Array): void {
-    this.tracker.copied(this.ram(), pfns, sent);
+    this.pages().copied(this.ram(), pfns, sent);
     this.diverged(pfns);
   }
 
@@ -364,12 +414,19 @@ export class QemuEngine implements Engine {
     await this.migrateIncoming(target, devices);
     this.heldRx = [];
     this.awaitingLoad = false;
+    // The write log: from now on the guest's writes are the target QEMU's (what the old one logged and no take
+    // listed yet is kept). Our own copies into its RAM file above are in no log, as they should not be.
+    const tracker = this.pages();
+    if (target !== current && tracker instanceof WriteLogTracker) {
+      if (target.writeLog === undefined) throw this.fail("BAD_STATE", "the standby QEMU has no write log");
+      tracker.switchTo(target.writeLog);
+    }
     // A whole machine replaced (restore, migration, checkpoint 0): its RAM is
     // what the caller wrote, and the caller counts from here. One copy into
     // the shadow instead of a page-by-page compare of all of RAM at the next
     // takeDirtyPages() (measured: 1.8 s for 256 MiB, too long for the event
     // loop that carries the heartbeats).
-    if (opts.changedPages === undefined) this.tracker.resync(target.ram.bytes);
+    if (opts.changedPages === undefined) tracker.resync(target.ram.bytes);
     if (target === current) {
       // The first state is in: get the standby ready before the next load needs it (on a fresh file).
       this.standbyDiverged = "all";
