@@ -7,7 +7,8 @@
  * Per mode and per count c of `--clients`: redis-benchmark GET and SET
  * with c clients (c connections held open for the test, keep-alive),
  * max(--requests, 5 c) requests each: ops/s, p50, p99; the CPU the
- * primary's daemon and engine used per request (utime + stime, /proc);
+ * primary's daemon and engine used per request (utime + stime, /proc),
+ * and each process's share (the secondary's daemon and engine too);
  * in compare mode the comparator's flows, holdMs and divergences after it.
  * A warm-up (2000 requests, 16 clients) before each mode. Ratios compare /
  * unprotected per c. Nothing is pinned (bench/placement.ts measures
@@ -44,6 +45,8 @@ interface Point {
   redis?: RedisBenchFigure[];
   /** The primary's daemon + engine CPU per request, µs (both tests together). */
   cpuUsPerRequest?: number;
+  /** The same per process: each host's daemon and engine (the secondary's in compare mode). */
+  cpuUsPerRequestOf?: Record<string, number>;
   checkpoints?: number;
   comparator?: Status["heldOutput"];
   /** The SVM's response times (the PVM's are the comparator's `responseMs`). */
@@ -66,9 +69,22 @@ async function main(): Promise<void> {
       try {
         const before = await status();
         const cpu0 = cpuOf(before);
+        const processes: Record<string, number | undefined> = { primaryDaemon: before.pid, primaryEngine: before.enginePid };
+        if (mode === "compare") {
+          const s2 = await status(H2);
+          processes.secondaryDaemon = s2.pid;
+          processes.secondaryEngine = s2.enginePid;
+        }
+        const ticks0 = Object.fromEntries(Object.entries(processes).map(([k, pid]) => [k, pid === undefined ? 0 : cpuTicks(pid)]));
         point.redis = await redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests: "set,get", requests: n, clients, timeoutMs: 900_000 });
         const after = await status();
-        point.cpuUsPerRequest = Math.round((((cpuOf(after) - cpu0) / CLOCK_TICKS_PER_SEC) * 1e6) / (2 * n));
+        const perRequest = (ticks: number) => Math.round(((ticks / CLOCK_TICKS_PER_SEC) * 1e6) / (2 * n));
+        point.cpuUsPerRequest = perRequest(cpuOf(after) - cpu0);
+        point.cpuUsPerRequestOf = Object.fromEntries(
+          Object.entries(processes)
+            .filter((e): e is [string, number] => e[1] !== undefined)
+            .map(([k, pid]) => [k, perRequest(cpuTicks(pid) - (ticks0[k] ?? 0))]),
+        );
         if (mode === "compare") {
           point.checkpoints = (after.replication?.checkpoints ?? 0) - (before.replication?.checkpoints ?? 0);
           const h = after.heldOutput;
@@ -79,7 +95,7 @@ async function main(): Promise<void> {
         point.error = err instanceof Error ? err.message : String(err);
       }
       process.stderr.write(
-        `connections: ${mode} c=${clients}: ${point.error ?? (point.redis ?? []).map((f) => `${f.test} ${Math.round(f.opsPerSec)} ops/s p50 ${f.p50Ms} p99 ${f.p99Ms}`).join("; ")}${point.cpuUsPerRequest !== undefined ? `; ${point.cpuUsPerRequest} µs CPU/request` : ""}\n`,
+        `connections: ${mode} c=${clients}: ${point.error ?? (point.redis ?? []).map((f) => `${f.test} ${Math.round(f.opsPerSec)} ops/s p50 ${f.p50Ms} p99 ${f.p99Ms}`).join("; ")}${point.cpuUsPerRequest !== undefined ? `; ${point.cpuUsPerRequest} µs CPU/request ${JSON.stringify(point.cpuUsPerRequestOf)}` : ""}\n`,
       );
       points.push(point);
     }

@@ -43,12 +43,18 @@ export function spread(values: number[]): Spread {
   return { n: s.length, median: at(0.5), p99: at(0.99), max: s[s.length - 1] ?? NaN, min: s[0] ?? NaN };
 }
 
-/** Per phase name: the median over the samples. */
-function medians(samples: PauseSample[], side: "primary" | "secondary"): Record<string, number> {
+/** Per phase name: the median (or p99) over the samples. */
+function phaseFigure(samples: PauseSample[], side: "primary" | "secondary", figure: "median" | "p99"): Record<string, number> {
   const names = new Set(samples.flatMap((s) => Object.keys(s[side])));
   const out: Record<string, number> = {};
-  for (const n of names) out[n] = spread(samples.map((s) => s[side][n] ?? NaN)).median;
+  for (const n of names) out[n] = spread(samples.map((s) => s[side][n] ?? NaN))[figure];
   return out;
+}
+
+/** The primary's phases, median over the slowest 1% of samples by pause: where a p99 pause goes. */
+function slowestPhases(samples: PauseSample[]): Record<string, number> {
+  const slow = [...samples].sort((a, b) => b.pauseMs - a.pauseMs).slice(0, Math.max(1, Math.ceil(samples.length / 100)));
+  return phaseFigure(slow, "primary", "median");
 }
 
 /** What a series of samples at one size comes to. */
@@ -59,8 +65,11 @@ export function pauseSummary(dirtied: number, samples: PauseSample[]) {
     pauseMs: spread(samples.map((s) => s.pauseMs)),
     commitMs: spread(samples.map((s) => s.commitMs)),
     pages: spread(samples.map((s) => s.pages)),
-    primaryPhasesMedianMs: medians(samples, "primary"),
-    secondaryPhasesMedianMs: medians(samples, "secondary"),
+    primaryPhasesMedianMs: phaseFigure(samples, "primary", "median"),
+    primaryPhasesP99Ms: phaseFigure(samples, "primary", "p99"),
+    /** The primary's phases in the slowest 1% of pauses (median over them). */
+    primaryPhasesSlowestMs: slowestPhases(samples),
+    secondaryPhasesMedianMs: phaseFigure(samples, "secondary", "median"),
   };
 }
 
