@@ -22,7 +22,7 @@ export type { FrameListener, TapDevice, TapErrorListener, TapOptions, TapStats }
 export { openTap } from "./tap.js";
 export type { SharedMapping } from "./shared-memory.js";
 export { mapSharedFile } from "./shared-memory.js";
-export { descriptorsLinkedTo, mappingsOfFile, processEnded } from "./process.js";
+export { descriptorsLinkedTo, mappingsOfFile, processEnded, threadsOf } from "./process.js";
 export type { UnixPair } from "./unix-pair.js";
 export { closeEnd, unixStreamPair, unreadBytes } from "./unix-pair.js";
 export type { WriteLog } from "./write-log.js";

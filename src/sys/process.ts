@@ -59,3 +59,12 @@ export function mappingsOfFile(pid: number, path: string, length: number): bigin
   }
   return out;
 }
+
+/** The thread ids of process `pid` (/proc/<pid>/task); none when it is gone. */
+export function threadsOf(pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).map(Number).filter(Number.isInteger);
+  } catch {
+    return [];
+  }
+}

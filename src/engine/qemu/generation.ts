@@ -30,6 +30,8 @@ export interface GenerationConfig {
   binary?: string;
   /** QEMU's environment (default ours): the write log's preload library goes in here. */
   env?: NodeJS.ProcessEnv;
+  /** QEMU's nice value from its spawn (a standby's: it starts in the background). */
+  nice?: number;
 }
 
 export interface GenerationHooks {
@@ -54,7 +56,7 @@ export class Generation {
   ) {
     this.netdev = cfg.mac === undefined ? undefined : new StreamNetdev(`NIC stream of ${cfg.vm} (QEMU ${index})`, (f) => hooks.onFrame(f), hooks.onProblem);
     this.console = new ConsolePort(join(cfg.dir, `console-${index}.sock`), (b) => hooks.onConsole(b));
-    this.process = QemuProcess.create({ vm: cfg.vm, binary: cfg.binary, runDirParent: cfg.dir, ...(cfg.env !== undefined ? { env: cfg.env } : {}) });
+    this.process = QemuProcess.create({ vm: cfg.vm, binary: cfg.binary, runDirParent: cfg.dir, ...(cfg.env !== undefined ? { env: cfg.env } : {}), ...(cfg.nice !== undefined ? { nice: cfg.nice } : {}) });
   }
 
   /**

@@ -22,7 +22,9 @@
  * What it does leave (its directory, with sockets) is swept by the next
  * engine's start (sweepStaleEngineDirs).
  */
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { getPriority } from "node:os";
 import { join } from "node:path";
 import { mapSharedFile, processEnded, type SharedMapping } from "../../sys/index.js";
 import { ShadowDirtyTracker, touchPages, type PageTracker } from "../dirty-tracker.js";
@@ -42,6 +44,10 @@ import { QEMU_MACHINE_TYPE as MACHINE_TYPE, qemuCompatibility } from "./qemu-ver
 const MAX_PENDING_RX_FRAMES = 1024;
 /** A device-state load (migrate-incoming) that takes longer than this failed. */
 const LOAD_TIMEOUT_MS = 30_000;
+/** How much lower a standby QEMU's priority is than ours until it replaces the running one (nice steps). */
+const STANDBY_NICE = 10;
+/** Our own nice value: what a standby gets back when it becomes the running QEMU. */
+const OWN_NICE = getPriority();
 /** Standby spawn attempts before loadState() gives up. */
 const STANDBY_ATTEMPTS = 3;
 const EXPORT_NAME = "disk";
@@ -254,7 +260,8 @@ export class QemuEngine implements Engine {
     const base = this.cfg;
     if (base === undefined) throw this.fail("NOT_STARTED", "not started");
     const env = this.writeLogEnv;
-    const cfg: GenerationConfig = env !== undefined ? { ...base, env } : base;
+    // A standby starts while the guest runs (and checkpoints) beside it: at a lower priority until it takes over.
+    const cfg: GenerationConfig = { ...base, ...(env !== undefined ? { env } : {}), ...(which === "standby" ? { nice: Math.min(19, OWN_NICE + STANDBY_NICE) } : {}) };
     const index = this.nextIndex++;
     let g: Generation | undefined;
     g = await Generation.start(index, ram, incoming, cfg, {
@@ -391,8 +398,10 @@ export class QemuEngine implements Engine {
     if (this.isRunning) throw this.fail("NOT_PAUSED", "saveState() needs a paused machine");
     const file = join(this.cfg?.dir ?? "", "state-out");
     await g.process.commands.xenSaveDevicesState(file);
-    const devices = await readFile(file);
-    await rm(file, { force: true });
+    // Synchronous: a ~100 KiB file on tmpfs reads in tens of microseconds, and the guest is paused meanwhile;
+    // a trip through the thread pool, which may queue it behind other work, is not.
+    const devices = readFileSync(file);
+    rmSync(file, { force: true });
     return encodeQemuState(this.header(), devices);
   }
 
@@ -433,6 +442,7 @@ export class QemuEngine implements Engine {
       this.standby ??= this.backgroundStandby(this.prefaulting.then(() => this.spawnStandby()));
     } else {
       this.current = target;
+      target.process.setNice(OWN_NICE);
       // The retired file, the next standby's, equals this one. The tracker's copy may still lag behind it where the
       // caller wrote pages (changedPages) or, when the guest ran since the last take, anywhere: a later write back to
       // the copy's bytes would not be reported, so those pages count as diverged from the start.
@@ -478,7 +488,7 @@ export class QemuEngine implements Engine {
 
   private async migrateIncoming(target: Generation, devices: Uint8Array): Promise<void> {
     const file = join(this.cfg?.dir ?? "", `state-in-${target.index}`);
-    await writeFile(file, devices, { mode: 0o600 });
+    writeFileSync(file, devices, { mode: 0o600 }); // tmpfs, paused guest: as in saveState()
     const cmds = target.process.commands;
     try {
       // events: MIGRATION events are sent only with this capability on (qapi/migration.json).

@@ -2,7 +2,7 @@ import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { getPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { QemuMachine } from "./qemu-args.js";
@@ -73,6 +73,27 @@ test("process: start -> QMP ready, paused, probed; stop() quits, reaps and remov
   assert.equal(await proc.exited, exit);
   assert.equal(proc.qmp.isClosed, true);
   await assert.rejects(proc.start(NONE), startFailure("STATE", /cannot start: it is finished/));
+});
+
+/** The nice value of every thread of `pid` (proc(5) stat field 19). */
+function niceOfThreads(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+  });
+}
+
+test("process: `nice` holds for every thread QEMU makes; setNice() changes them all", async (t) => {
+  const own = getPriority();
+  const { proc } = owner(t, { vm: "vm-nice", nice: Math.min(19, own + 7) });
+  await proc.start(NONE);
+  const pid = proc.pid as number;
+  const before = niceOfThreads(pid);
+  assert.ok(before.length >= 2, `QEMU runs ${before.length} threads`);
+  assert.deepEqual(new Set(before), new Set([Math.min(19, own + 7)]));
+  proc.setNice(own);
+  assert.deepEqual(new Set(niceOfThreads(pid)), new Set([own]));
+  await proc.stop();
 });
 
 test("process: a missing binary names the path and the package; nothing is left", async (t) => {

@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync } from "node:fs";
 import { rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildQemuArgs, showArgs, type QemuMachine } from "./qemu-args.js";
 import { QemuProcessError } from "./qemu-process-error.js";
@@ -21,6 +21,7 @@ import { QmpClient } from "./qmp-client.js";
 import { QmpCommands } from "./qmp-commands.js";
 import type { QemuVersion } from "./qmp-wire.js";
 import { monotonicMs } from "../../sys/clock.js";
+import { threadsOf } from "../../sys/index.js";
 
 export const DEFAULT_QEMU_BINARY = "qemu-system-x86_64";
 /** The Debian package that ships the binary, named in errors. */
@@ -45,6 +46,13 @@ export interface QemuProcessOptions {
   /** QEMU gets SIGKILL when this process dies (`setpriv --pdeathsig`; default true). */
   dieWithParent?: boolean;
   env?: NodeJS.ProcessEnv;
+  /**
+   * A nice value for QEMU from its spawn on (before it makes its threads,
+   * which inherit it): a standby QEMU starts in the background and should
+   * not take CPU from the running guest's checkpoint. `setNice()` changes
+   * every thread's later.
+   */
+  nice?: number;
 }
 
 export type QemuExitCause =
@@ -245,6 +253,7 @@ export class QemuProcess {
     // passFds land at childFd(0), childFd(1), ... (setpriv keeps them: it execs QEMU without closing descriptors).
     const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe", ...passFds], detached: true, env });
     this.child = child;
+    if (this.opts.nice !== undefined && child.pid !== undefined) this.renice([child.pid], this.opts.nice);
     child.stdout?.on("data", (d: Buffer) => this.output.push(d));
     child.stderr?.on("data", (d: Buffer) => this.output.push(d));
     this.childExit = waitForChild(child).then((exit) => {
@@ -252,6 +261,23 @@ export class QemuProcess {
       if (this.state === "running" && !this.requested) void this.finish("exited");
       return exit;
     });
+  }
+
+  /** Every thread of QEMU at nice value `nice` (Linux's nice is per thread). */
+  setNice(nice: number): void {
+    const pid = this.child?.pid;
+    if (pid === undefined) return;
+    this.renice(threadsOf(pid), nice);
+  }
+
+  private renice(tids: readonly number[], nice: number): void {
+    for (const tid of tids) {
+      try {
+        setPriority(tid, nice);
+      } catch {
+        // A thread that ended meanwhile; a refusal (no CAP_SYS_NICE to raise it back) leaves it as it was.
+      }
+    }
   }
 
   /** Connects to the QMP socket as soon as it accepts; fails fast when QEMU exits first. */
