@@ -161,7 +161,8 @@ export class PrimaryReplicator {
     private readonly opts: PrimaryOptions,
   ) {
     this.stats = new ReplicationStats("primary", peer, opts.mode);
-    const wire = writableSink(socket);
+    // One send per turn of the loop: a burst of mirrored frames and heartbeats leaves together.
+    const wire = writableSink(socket, { coalesce: true });
     this.writer = new StreamWriter(opts.capture ? teeSink(wire, opts.capture) : wire, { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes) });
     this.input = new InputMirror({
       vm, writer: this.writer, lock: this.lock, opts,

@@ -131,7 +131,7 @@ export class SecondaryReplicator {
     private readonly opts: SecondaryOptions,
   ) {
     this.stats = new ReplicationStats("secondary", peer);
-    this.writer = new StreamWriter(writableSink(socket), { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes), channel: "back-channel" });
+    this.writer = new StreamWriter(writableSink(socket, { coalesce: true }), { machine: machineHeader(vm.engine.id, vm.engine.memoryBytes), channel: "back-channel" });
     this.pending = new PageBuffer(vm.engine.pageCount);
     // Until checkpoint 0 the primary may be hashing its disks: a longer bound, then the peer timeout.
     this.watchdog = new SilenceWatchdog(

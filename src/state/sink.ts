@@ -43,9 +43,20 @@ export class MemorySink implements ByteSink {
  * buffer is below its high-water mark, else on 'drain'; it rejects with
  * StreamError IO when the stream fails or closes. The stream's owner still
  * handles its 'error' event and ends it.
+ *
+ * With `coalesce`, what is written in one turn of the event loop leaves in
+ * one go: the stream is corked at the turn's first write and uncorked at
+ * its end (setImmediate), so the frames a burst brings become one TLS
+ * write and one send instead of one each (the replication link, where
+ * each mirrored frame and each SVM output frame is a small record).
  */
-export function writableSink(stream: Writable): ByteSink {
+export function writableSink(stream: Writable, opts: { coalesce?: boolean } = {}): ByteSink {
   let failure: Error | undefined;
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    if (!stream.destroyed) stream.uncork();
+  };
   return {
     write(chunk: Uint8Array): Promise<void> {
       return new Promise<void>((resolve, reject) => {
@@ -56,6 +67,11 @@ export function writableSink(stream: Writable): ByteSink {
         if (stream.destroyed || stream.writableEnded) {
           reject(new StreamError("IO", undefined, "the destination is closed"));
           return;
+        }
+        if (opts.coalesce === true && !corked) {
+          corked = true;
+          stream.cork();
+          setImmediate(uncork);
         }
         const ok = stream.write(chunk, (err) => {
           if (err) failure ??= err;

@@ -4,14 +4,18 @@
  */
 import { ETHERNET } from "./packet-layout.js";
 
+/** "00".."ff" and "0".."255" by octet: every packet's addresses are formatted (a profile's hot spot). */
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+const DEC = Array.from({ length: 256 }, (_, i) => String(i));
+
 export function formatMac(bytes: Uint8Array, offset = 0): string {
-  const parts: string[] = [];
-  for (let i = 0; i < ETHERNET.macLength; i++) parts.push((bytes[offset + i] ?? 0).toString(16).padStart(2, "0"));
-  return parts.join(":");
+  let out = HEX[bytes[offset] ?? 0] as string;
+  for (let i = 1; i < ETHERNET.macLength; i++) out += `:${HEX[bytes[offset + i] ?? 0] as string}`;
+  return out;
 }
 
 export function formatIpv4(address: number): string {
-  return [address >>> 24, (address >>> 16) & 0xff, (address >>> 8) & 0xff, address & 0xff].join(".");
+  return `${DEC[address >>> 24] as string}.${DEC[(address >>> 16) & 0xff] as string}.${DEC[(address >>> 8) & 0xff] as string}.${DEC[address & 0xff] as string}`;
 }
 
 /** "10.0.0.1" -> 0x0a000001; undefined when not a dotted quad. */

@@ -78,6 +78,18 @@ test("SentFrames: the unread suffix by wire bytes, bounded, overflow counted", (
   assert.equal(log.overflows, 1);
 });
 
+test("SentFrames: many small frames (the forgotten ones dropped in bulk) keep the newest within the bound, in order", () => {
+  const log = new SentFrames(1000);
+  for (let n = 0; n < 50_000; n++) log.push(Uint8Array.of(n & 0xff, n >> 8), 10);
+  assert.equal(log.heldBytes, 1000);
+  const all = log.unread(1000);
+  assert.equal(all.length, 100);
+  assert.deepEqual([...(all[0] as Uint8Array)], [(49_900 & 0xff), 49_900 >> 8]);
+  assert.deepEqual([...(all[99] as Uint8Array)], [(49_999 & 0xff), 49_999 >> 8]);
+  assert.equal(log.unread(5000).length, 100);
+  assert.equal(log.overflows, 1);
+});
+
 async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
   const start = process.hrtime.bigint();
   while (!cond()) {
