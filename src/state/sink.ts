@@ -44,11 +44,17 @@ export class MemorySink implements ByteSink {
  * StreamError IO when the stream fails or closes. The stream's owner still
  * handles its 'error' event and ends it.
  *
- * With `coalesce`, what is written in one turn of the event loop leaves in
- * one go: the stream is corked at the turn's first write and uncorked at
- * its end (setImmediate), so the frames a burst brings become one TLS
- * write and one send instead of one each (the replication link, where
- * each mirrored frame and each SVM output frame is a small record).
+ * With `coalesce`, what one callback writes (with the promise chains it
+ * starts) leaves in one go: the stream is corked at the first write and
+ * uncorked on process.nextTick. StreamWriter writes from inside promise
+ * chains, and a tick queued by a microtask runs once every microtask
+ * queued meanwhile has run: after the callback's chained writes, before
+ * the next event is handled. The frames one read
+ * brings become one TLS write and one send instead of one each (the
+ * replication link: every mirrored frame and SVM output frame is a small
+ * record), and none waits for other events. (Uncorking at setImmediate,
+ * the end of the loop's turn, was tried: fewer writes, but records waited
+ * behind the turn's other events; compare-mode throughput fell.)
  */
 export function writableSink(stream: Writable, opts: { coalesce?: boolean } = {}): ByteSink {
   let failure: Error | undefined;
@@ -71,7 +77,7 @@ export function writableSink(stream: Writable, opts: { coalesce?: boolean } = {}
         if (opts.coalesce === true && !corked) {
           corked = true;
           stream.cork();
-          setImmediate(uncork);
+          process.nextTick(uncork);
         }
         const ok = stream.write(chunk, (err) => {
           if (err) failure ??= err;
