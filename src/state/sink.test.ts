@@ -49,3 +49,50 @@ test("writableSink: without coalesce each write goes down at once", async () => 
   await sink.write(new Uint8Array(2));
   assert.deepEqual(calls, [[1], [2]]);
 });
+
+test("writableSink: flush() hands corked writes down at once and resolves once they are written, so a close right after loses nothing", async () => {
+  const { stream, calls } = recorder();
+  const sink = writableSink(stream, { coalesce: true });
+  await sink.write(new Uint8Array(5));
+  await sink.write(new Uint8Array(6));
+  assert.deepEqual(calls, [], "still corked: the tick has not come");
+  await sink.flush?.();
+  assert.deepEqual(calls, [[5, 6]]);
+  stream.destroy(); // as the primary does after the END: nothing was held back
+  assert.deepEqual(calls, [[5, 6]]);
+});
+
+test("writableSink over a real socket: END-like last bytes written, flushed and the socket destroyed in the same callback reach the peer", async () => {
+  const net = await import("node:net");
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as import("node:net").AddressInfo).port;
+  const received = new Promise<number>((resolve) => {
+    server.once("connection", (peer) => {
+      let n = 0;
+      peer.on("data", (d: Buffer) => (n += d.length));
+      peer.on("close", () => resolve(n));
+    });
+  });
+  const client = net.connect(port, "127.0.0.1");
+  await new Promise<void>((r) => client.once("connect", r));
+  const sink = writableSink(client, { coalesce: true });
+  await sink.write(new Uint8Array(100));
+  await sink.write(new Uint8Array(28));
+  await sink.flush?.();
+  client.destroy();
+  assert.equal(await received, 128);
+  server.close();
+});
+
+test("writableSink: flush() rejects once a write failed", async () => {
+  const stream = new Writable({
+    write(_chunk, _enc, cb) {
+      cb(new Error("EPIPE"));
+    },
+  });
+  stream.on("error", () => undefined);
+  const sink = writableSink(stream, { coalesce: true });
+  await sink.write(new Uint8Array(1)).catch(() => undefined);
+  await assert.rejects(sink.flush?.() ?? Promise.resolve(), /EPIPE/);
+});

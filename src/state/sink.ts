@@ -9,6 +9,12 @@ import { StreamError } from "./errors.js";
 export interface ByteSink {
   /** Take `chunk` (the sink may keep the reference: the writer never reuses it). */
   write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Resolves when every chunk taken so far has left for the destination (a
+   * Writable: handed to the OS, none held back by coalescing), so its owner
+   * may close it. Absent: nothing is held back.
+   */
+  flush?(): Promise<void>;
 }
 
 /** Collects everything written, for tests and small in-memory streams. */
@@ -49,7 +55,9 @@ export class MemorySink implements ByteSink {
  * uncorked on process.nextTick. StreamWriter writes from inside promise
  * chains, and a tick queued by a microtask runs once every microtask
  * queued meanwhile has run: after the callback's chained writes, before
- * the next event is handled. The frames one read
+ * the next event is handled. flush() uncorks at once: an owner that
+ * writes a last record and closes the stream in the same callback (the
+ * operator's orderly END) loses nothing. The frames one read
  * brings become one TLS write and one send instead of one each (the
  * replication link: every mirrored frame and SVM output frame is a small
  * record), and none waits for other events. (Uncorking at setImmediate,
@@ -59,11 +67,19 @@ export class MemorySink implements ByteSink {
 export function writableSink(stream: Writable, opts: { coalesce?: boolean } = {}): ByteSink {
   let failure: Error | undefined;
   let corked = false;
+  // The callback of the last write: it runs once that chunk (and every one before it) left for the OS.
+  let lastWrite: Promise<void> = Promise.resolve();
   const uncork = (): void => {
+    if (!corked) return;
     corked = false;
     if (!stream.destroyed) stream.uncork();
   };
   return {
+    flush(): Promise<void> {
+      uncork();
+      if (failure !== undefined) return Promise.reject(new StreamError("IO", undefined, `write failed: ${failure.message}`, { cause: failure }));
+      return lastWrite;
+    },
     write(chunk: Uint8Array): Promise<void> {
       return new Promise<void>((resolve, reject) => {
         if (failure !== undefined) {
@@ -79,8 +95,15 @@ export function writableSink(stream: Writable, opts: { coalesce?: boolean } = {}
           stream.cork();
           process.nextTick(uncork);
         }
+        let written!: (err?: Error | null) => void;
+        lastWrite = new Promise<void>((res, rej) => {
+          written = (err) => (err ? rej(new StreamError("IO", undefined, `write failed: ${err.message}`, { cause: err })) : res());
+        });
+        // Nobody may wait for it: its failure reaches the writer through `failure` and the next write.
+        lastWrite.catch(() => undefined);
         const ok = stream.write(chunk, (err) => {
           if (err) failure ??= err;
+          written(err);
         });
         if (ok) {
           resolve();
@@ -123,6 +146,9 @@ export function teeSink(main: ByteSink, copy: ByteSink): ByteSink {
   return {
     async write(chunk: Uint8Array): Promise<void> {
       await Promise.all([main.write(chunk), copy.write(chunk)]);
+    },
+    async flush(): Promise<void> {
+      await Promise.all([main.flush?.(), copy.flush?.()]);
     },
   };
 }

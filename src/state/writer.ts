@@ -300,9 +300,11 @@ export class StreamWriter {
     return this.enqueue(() => this.record("toolstack", TOOLSTACK_RECORD.END, { kind: "end" }, []));
   }
 
-  /** Resolves when everything issued so far has been handed to the sink. */
+  /** Resolves when everything issued so far has been handed to the sink and the sink has let it go (ByteSink.flush). */
   flush(): Promise<void> {
-    return this.enqueue(() => Promise.resolve());
+    return this.enqueue(async () => {
+      await this.sink.flush?.();
+    });
   }
 
   private enqueue(operation: () => Promise<void>): Promise<void> {
