@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createServer, connect, type AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import { test } from "node:test";
 import { writableSink } from "./sink.js";
@@ -63,10 +64,9 @@ test("writableSink: flush() hands corked writes down at once and resolves once t
 });
 
 test("writableSink over a real socket: END-like last bytes written, flushed and the socket destroyed in the same callback reach the peer", async () => {
-  const net = await import("node:net");
-  const server = net.createServer();
+  const server = createServer();
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as import("node:net").AddressInfo).port;
+  const port = (server.address() as AddressInfo).port;
   const received = new Promise<number>((resolve) => {
     server.once("connection", (peer) => {
       let n = 0;
@@ -74,7 +74,7 @@ test("writableSink over a real socket: END-like last bytes written, flushed and 
       peer.on("close", () => resolve(n));
     });
   });
-  const client = net.connect(port, "127.0.0.1");
+  const client = connect(port, "127.0.0.1");
   await new Promise<void>((r) => client.once("connect", r));
   const sink = writableSink(client, { coalesce: true });
   await sink.write(new Uint8Array(100));

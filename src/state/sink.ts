@@ -64,10 +64,15 @@ export class MemorySink implements ByteSink {
  * the end of the loop's turn, was tried: fewer writes, but records waited
  * behind the turn's other events; compare-mode throughput fell.)
  */
+/** The error a write into a failed destination gets (`err`: the destination's own). */
+function writeFailed(err: Error): StreamError {
+  return new StreamError("IO", undefined, `write failed: ${err.message}`, { cause: err });
+}
+
 export function writableSink(stream: Writable, opts: { coalesce?: boolean } = {}): ByteSink {
   let failure: Error | undefined;
   let corked = false;
-  // The callback of the last write: it runs once that chunk (and every one before it) left for the OS.
+  // Settles when the last write's callback has run: that chunk (and every one before it) left for the OS or failed.
   let lastWrite: Promise<void> = Promise.resolve();
   const uncork = (): void => {
     if (!corked) return;
@@ -75,15 +80,15 @@ export function writableSink(stream: Writable, opts: { coalesce?: boolean } = {}
     if (!stream.destroyed) stream.uncork();
   };
   return {
-    flush(): Promise<void> {
+    async flush(): Promise<void> {
       uncork();
-      if (failure !== undefined) return Promise.reject(new StreamError("IO", undefined, `write failed: ${failure.message}`, { cause: failure }));
-      return lastWrite;
+      await lastWrite;
+      if (failure !== undefined) throw writeFailed(failure);
     },
     write(chunk: Uint8Array): Promise<void> {
       return new Promise<void>((resolve, reject) => {
         if (failure !== undefined) {
-          reject(new StreamError("IO", undefined, `write failed: ${failure.message}`, { cause: failure }));
+          reject(writeFailed(failure));
           return;
         }
         if (stream.destroyed || stream.writableEnded) {
@@ -95,15 +100,11 @@ export function writableSink(stream: Writable, opts: { coalesce?: boolean } = {}
           stream.cork();
           process.nextTick(uncork);
         }
-        let written!: (err?: Error | null) => void;
-        lastWrite = new Promise<void>((res, rej) => {
-          written = (err) => (err ? rej(new StreamError("IO", undefined, `write failed: ${err.message}`, { cause: err })) : res());
-        });
-        // Nobody may wait for it: its failure reaches the writer through `failure` and the next write.
-        lastWrite.catch(() => undefined);
+        let written!: () => void;
+        lastWrite = new Promise<void>((res) => (written = res));
         const ok = stream.write(chunk, (err) => {
           if (err) failure ??= err;
-          written(err);
+          written();
         });
         if (ok) {
           resolve();
@@ -121,7 +122,7 @@ export function writableSink(stream: Writable, opts: { coalesce?: boolean } = {}
         const onError = (err: Error): void => {
           cleanup();
           failure ??= err;
-          reject(new StreamError("IO", undefined, `write failed: ${err.message}`, { cause: err }));
+          reject(writeFailed(err));
         };
         const onClose = (): void => {
           cleanup();
