@@ -7,14 +7,23 @@
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "../src/api/control-client.js";
 import { vmRunFiles } from "../src/api/paths.js";
 import { generateKeyFile } from "../src/channel/key.js";
 import { labDown, labTopology, labUp, type LabTopology } from "../src/lab/lab.js";
-import { COLO_BIN, runIn, type RunResult } from "../test/tools/run.js";
+import { COLO_BIN, run, runIn, type RunResult } from "../test/tools/run.js";
 import { endSession } from "./lab-session.js";
+
+/** Every CPU of this machine, as taskset lists them (an affinity put back). */
+export const ALL_CPUS = `0-${availableParallelism() - 1}`;
+
+/** Every thread of process `pid` on `cpus` (taskset's list). */
+export async function pinProcess(pid: number, cpus: string): Promise<void> {
+  const r = await run("taskset", ["-a", "-p", "-c", cpus, String(pid)]);
+  if (r.code !== 0) throw new Error(`taskset ${pid}: ${r.stderr.trim()}`);
+}
 
 export class BenchLab {
   /** The primary's host (the VM is created there). */
@@ -80,6 +89,16 @@ export class BenchLab {
   /** The daemon's status on `host`, straight from its control socket (what `colo status` prints, without a CLI process). */
   async status<T>(host = this.h1): Promise<T> {
     return (await request(this.socket(host), { op: "status" })) as T;
+  }
+
+  /**
+   * Every thread of `host`'s daemon and engine on `cpus` (taskset's list,
+   * `taskset -a -p`). Processes the daemon starts later (a qemu secondary's
+   * standby QEMUs) inherit its affinity.
+   */
+  async pin(host: string, cpus: string): Promise<void> {
+    const s = await this.status<{ pid: number; enginePid?: number }>(host);
+    for (const pid of [s.pid, s.enginePid].filter((p): p is number => p !== undefined)) await pinProcess(pid, cpus);
   }
 
   /** `colo migrate-receive --colo --detach` on the second host; resolves once it has detached (listening). */

@@ -69,6 +69,8 @@ export function pauseSummary(dirtied: number, samples: PauseSample[]) {
     primaryPhasesP99Ms: phaseFigure(samples, "primary", "p99"),
     /** The primary's phases in the slowest 1% of pauses (median over them). */
     primaryPhasesSlowestMs: slowestPhases(samples),
+    /** The 10 slowest pauses themselves, each with both sides' phases. */
+    slowest: [...samples].sort((a, b) => b.pauseMs - a.pauseMs).slice(0, 10),
     secondaryPhasesMedianMs: phaseFigure(samples, "secondary", "median"),
   };
 }
@@ -77,7 +79,8 @@ export class PauseSession {
   private seq = 0;
 
   private constructor(
-    private readonly lab: BenchLab,
+    /** The lab pair the session runs on. */
+    readonly lab: BenchLab,
     /** Checkpoint 0 (the protection's start) as the primary reported it. */
     readonly checkpoint0: { pauseMs: number | null; commitMs: number | null; pages: number | null },
     /** The last line `colo migrate --colo` printed. */

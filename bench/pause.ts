@@ -3,7 +3,7 @@
  * stops for a checkpoint, and how long its output waits for the
  * secondary's SVM_READY, for N pages dirtied since the last one.
  *
- *   npm run build && node dist/bench/pause.js [--pages 100,300,1000,3000,10000] [--repeats 30] [--long 1000] [--long-repeats 1000] [--dirty-logs auto,shadow-compare]
+ *   npm run build && node dist/bench/pause.js [--pages 100,300,1000,3000,10000] [--repeats 30] [--long 1000] [--long-repeats 1000] [--dirty-logs auto,shadow-compare] [--placements unpinned,pinned]
  *
  * One guest, one COLO compare-mode session (periodic checkpoints off: only
  * the bench's). Each sample: a Lua script in the guest's Redis writes a new
@@ -16,21 +16,35 @@
  * recorded (the guest dirties some of its own, and the SVM's are added).
  * `--dirty-logs` (emu): one session per value of COLO_DIRTY_LOG, in
  * one run (the kernel's write log against the shadow compare).
+ * `--placements` (default both): one session per placement. Unpinned,
+ * every process goes where the kernel puts it; pinned (`taskset`, as in
+ * placement.ts), the primary's daemon and engine on CPU 0, the
+ * secondary's on CPU 1 (its standby QEMUs inherit it), this script and the
+ * redis-cli it runs on CPU 1: two hosts' work on one 2-core machine kept
+ * apart, so that the primary's pause is not the secondary's standby start
+ * or the client waiting for a core.
  * Writes bench/results/pause-<timestamp>.json. Not a test: no figure fails
  * it. Needs root and the guest image; `COLO_TEST_ENGINE=qemu` for qemu.
  */
 import { monotonicMs } from "../src/sys/clock.js";
 import { listArg, positiveIntArg, positiveIntListArg } from "./args.js";
+import { ALL_CPUS, pinProcess } from "./bench-lab.js";
 import { PauseSession, pauseSummary, type PauseSample } from "./pause-session.js";
 import { writeResult } from "./results.js";
 
 /** One session: the curve, then the long series. */
-async function measure(sizes: number[], repeats: number, long: number, longRepeats: number, env: NodeJS.ProcessEnv) {
+async function measure(sizes: number[], repeats: number, long: number, longRepeats: number, env: NodeJS.ProcessEnv, placement: Placement) {
   const started = monotonicMs();
   // One string of `most` pages, allocated before protection.
   const session = await PauseSession.open({ prefix: "cbpau", name: "bpau", mac: "00:16:3e:4c:00:92", bufferPages: Math.max(...sizes, long) + 1, env });
   let closed = false;
   try {
+    if (placement === "pinned") {
+      await session.lab.pin(session.lab.h1, "0");
+      await session.lab.pin(session.lab.h2, "1");
+      // This process and the redis-cli it starts (they inherit it): the client's side.
+      await pinProcess(process.pid, "1");
+    }
     const dirtyLog = await session.dirtyLog();
     process.stderr.write(`pause: protected (${session.startLine}); dirty pages: ${JSON.stringify(dirtyLog)}\n`);
     // Warm-up: the script's first runs, the SVM's first checkpoints.
@@ -61,8 +75,11 @@ async function measure(sizes: number[], repeats: number, long: number, longRepea
     };
   } finally {
     if (!closed) await session.close().catch(() => undefined);
+    if (placement === "pinned") await pinProcess(process.pid, ALL_CPUS);
   }
 }
+
+type Placement = "unpinned" | "pinned";
 
 async function main(): Promise<void> {
   const sizes = positiveIntListArg("--pages", [100, 300, 1000, 3000, 10000]);
@@ -72,12 +89,21 @@ async function main(): Promise<void> {
   // emu: COLO_DIRTY_LOG per session (docs/engines.md), e.g. "auto,shadow-compare" to measure both in one run.
   const dirtyLogs = listArg("--dirty-logs", ["auto"]);
   for (const d of dirtyLogs) if (d !== "auto" && d !== "shadow-compare") throw new Error(`--dirty-logs: ${d} is not auto or shadow-compare`);
+  const placements = listArg("--placements", ["unpinned", "pinned"]);
+  const isPlacement = (p: string): p is Placement => p === "unpinned" || p === "pinned";
+  for (const p of placements) if (!isPlacement(p)) throw new Error(`--placements: ${p} is not unpinned or pinned`);
   const sessions = [];
-  for (const d of dirtyLogs) sessions.push({ dirtyLogAsked: d, ...(await measure(sizes, repeats, long, longRepeats, { COLO_DIRTY_LOG: d })) });
+  for (const d of dirtyLogs) {
+    for (const p of placements.filter(isPlacement)) {
+      process.stderr.write(`pause: session COLO_DIRTY_LOG=${d}, ${p}\n`);
+      sessions.push({ dirtyLogAsked: d, placement: p, ...(await measure(sizes, repeats, long, longRepeats, { COLO_DIRTY_LOG: d }, p)) });
+    }
+  }
   const [first] = sessions;
   if (!first) throw new Error("no session");
   writeResult("pause", {
     // The first session's figures at the top level (as before --dirty-logs); every session's in `sessions`.
+    placements: { pinned: "primary daemon + engine on CPU 0, secondary's (and its standbys) on CPU 1, this script and redis-cli on CPU 1 (taskset -a -p)", unpinned: "no affinity set" },
     seconds: sessions.reduce((a, s) => a + s.seconds, 0),
     checkpoint0: first.checkpoint0,
     checkpoints: first.checkpoints,

@@ -26,17 +26,15 @@
  */
 import { join } from "node:path";
 import { labTopology } from "../src/lab/lab.js";
-import { run } from "../test/tools/run.js";
 import { writeGuestConfig } from "../test/tools/guest-fixture.js";
 import { positiveIntArg } from "./args.js";
-import { BenchLab } from "./bench-lab.js";
+import { ALL_CPUS, BenchLab } from "./bench-lab.js";
 import { redisBenchmark, type RedisBenchFigure } from "./redis-benchmark.js";
 import { writeResult } from "./results.js";
 
 const LAB = labTopology("cbpla");
 const [H1, H2] = LAB.hosts;
 const NAME = "bpla";
-const ALL_CPUS = "0-1";
 
 interface Measured {
   placement: "unpinned" | "pinned";
@@ -89,14 +87,7 @@ async function main(): Promise<void> {
   const requests = positiveIntArg("--requests", 4000);
   const pair = await BenchLab.open({ prefix: LAB.prefix, name: NAME });
   const status = (host: string) => pair.status<Status>(host);
-  /** Every thread of the side's daemon and engine on `cpus`. */
-  const pin = async (host: string, cpus: string) => {
-    const s = await status(host);
-    for (const pid of [s.pid, s.enginePid].filter((p): p is number => p !== undefined)) {
-      const r = await run("taskset", ["-a", "-p", "-c", cpus, String(pid)]);
-      if (r.code !== 0) throw new Error(`taskset ${pid}: ${r.stderr.trim()}`);
-    }
-  };
+  const pin = (host: string, cpus: string) => pair.pin(host, cpus);
   const bench = (tests: string, n: number, clients: number, cpus: string): Promise<RedisBenchFigure[]> =>
     redisBenchmark(LAB.namespaces.client, LAB.guestIp, { tests, requests: n, clients, timeoutMs: 900_000, cpus });
   const measure = async (placement: Measured["placement"], mode: Measured["mode"]): Promise<Measured> => {
