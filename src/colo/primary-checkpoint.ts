@@ -9,7 +9,7 @@
  * a time; a checkpoint that fails is its `fail`. A resume that fails hands
  * over, once the secondary applied the checkpoint.
  */
-import { unionSortedPfns, stagePages, writeStagedPages, type StreamWriter } from "../state/index.js";
+import { unionSortedPfns, stagePages, writeStagedPages, type PageStaging, type StreamWriter } from "../state/index.js";
 import type { BackChannel } from "./back-channel.js";
 import type { CheckpointPolicy, CheckpointReason } from "./checkpoint-policy.js";
 import type { OutputCommit } from "./compare-output.js";
@@ -47,6 +47,8 @@ export interface CheckpointSide {
   readonly writer: StreamWriter;
   readonly back: BackChannel;
   readonly lock: WriteLock;
+  /** Reused buffers the paused PVM's pages are copied into (page-staging.ts). */
+  readonly staging: PageStaging;
   readonly disks: DiskForwarder;
   readonly diskLogs: PrimaryDiskLogs;
   readonly output: OutputCommit;
@@ -98,10 +100,17 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
   let resumeFailure: { err: unknown } | undefined;
   let resumedAt = pausedAt;
   const { pages, before } = await side.lock.run(async () => {
-    // NEW goes out first; the PVM's dirty pages are found (a compare of all RAM on emu)
-    // while the secondary, in its own process, does the same for the SVM.
-    await side.writer.writeCheckpointState("NEW"); // on the socket before the compare blocks this thread
+    // NEW goes out first, at once (the link coalesces a turn's records: uncorked now, not after this
+    // callback's work), so the secondary suspends the SVM and finds its dirty pages in its own process
+    // while this one saves the PVM's device state and finds its dirty pages (a compare of all RAM without
+    // the kernel's write log).
+    await side.writer.writeCheckpointState("NEW");
+    side.writer.sendNow();
     lap("new");
+    // The device state is saved meanwhile: QEMU writes it in its own process while this thread copies
+    // pages (emu saves here, at once, while the secondary suspends). Awaited after the copy.
+    const saving = engine.saveState();
+    saving.catch(() => undefined); // awaited below; a checkpoint that fails before then reports its own error
     const pvmDirty = engine.takeDirtyPages();
     lap("pvmDirty");
     await side.back.expectState("SVM_SUSPENDED");
@@ -113,10 +122,10 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
     // has not taken -- and the PVM resumes before any of it is written. From the resume on, its new input
     // is mirrored and its disk writes forwarded through the write lock, which this checkpoint holds: they
     // reach the stream after CHECKPOINT_END, as the next epoch's. Its output is held apart (seal()).
-    const staged = stagePages(side.writer.machine, engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent));
+    const staged = stagePages(side.writer.machine, engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent), side.staging);
     lap("pages");
-    const blob = await engine.saveState();
-    lap("saveState");
+    const blob = await saving;
+    lap("saveState"); // what is left of the device-state save once the pages are copied
     const covers = side.disks.covers();
     const link = side.link.due();
     if (side.stopped()) throw new Error("replication ended during the checkpoint");

@@ -38,7 +38,7 @@
  */
 import type { Duplex } from "node:stream";
 import type { Engine } from "../engine/engine.js";
-import { machineHeader, StreamWriter, teeSink, writableSink, type ByteSink, type ReplicationModeName } from "../state/index.js";
+import { machineHeader, PageStaging, StreamWriter, teeSink, writableSink, type ByteSink, type ReplicationModeName } from "../state/index.js";
 import { BackChannel } from "./back-channel.js";
 import { CheckpointPolicy, type CheckpointReason } from "./checkpoint-policy.js";
 import { CompareOutput, type OutputCommit } from "./compare-output.js";
@@ -222,6 +222,7 @@ export class PrimaryReplicator {
     const { writer, back, lock, disks, diskLogs, output, policy, stats, input, link } = this;
     this.side = {
       vm, writer, back, lock, disks, diskLogs, output, policy, stats, lease, opts, input, link,
+      staging: new PageStaging(),
       stopped: () => this.stopped,
       nextPause: () => this.pauses++,
       takeOperatorWaiters: () => {

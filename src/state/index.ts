@@ -11,6 +11,7 @@ export { machineHeader, ENGINE_CODE, MAX_MEMORY_BYTES, type MachineHeader, type 
 export { applyPageData, pageDataFromRam, pageDataFromSnapshot, snapshotPages, isZeroPage, type PageData } from "./page-data.js";
 export { PAGE_TYPE } from "./pfn-entry.js";
 export { PageBuffer } from "./page-buffer.js";
+export { PageStaging, type StagingLease } from "./page-staging.js";
 export { writePages, stagePages, writeStagedPages, allPfns, guestBytes, type PageWriteStats, type StagedPages } from "./write-pages.js";
 export { unionSortedPfns } from "./pfn-list.js";
 export { EMU_STATE_FORMAT, QEMU_STATE_FORMAT, type EngineState } from "./engine-state.js";

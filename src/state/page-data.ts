@@ -135,10 +135,12 @@ export function isZeroPage(ram: Uint8Array, offset: number): boolean {
  * One copy of the pages `pfns` of `ram`, in that order (pfns.length pages):
  * what a transfer sends and what the dirty tracker's shadow then holds must
  * be these same bytes, taken once, while another thread (a QEMU vCPU) may
- * be writing RAM.
+ * be writing RAM. Into `into` (exactly pfns.length pages) when given, else a
+ * new buffer.
  */
-export function snapshotPages(ram: Uint8Array, pfns: Uint32Array): Uint8Array {
-  const out = new Uint8Array(pfns.length * PAGE_SIZE);
+export function snapshotPages(ram: Uint8Array, pfns: Uint32Array, into?: Uint8Array): Uint8Array {
+  if (into !== undefined && into.length !== pfns.length * PAGE_SIZE) throw new RangeError(`${into.length} bytes to copy ${pfns.length} pages into`);
+  const out = into ?? new Uint8Array(pfns.length * PAGE_SIZE);
   for (let i = 0; i < pfns.length; i++) {
     const pfn = pfns[i] ?? 0;
     checkRam(ram, pfn);

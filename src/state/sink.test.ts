@@ -3,6 +3,8 @@ import { createServer, connect, type AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import { test } from "node:test";
 import { writableSink } from "./sink.js";
+import { emuMachine, SAMPLE_VM_CONFIG } from "./testing.js";
+import { StreamWriter } from "./writer.js";
 
 /** A Writable that records each write the stream hands down (a corked burst arrives as one _writev). */
 function recorder(): { stream: Writable; calls: number[][] } {
@@ -95,4 +97,16 @@ test("writableSink: flush() rejects once a write failed", async () => {
   const sink = writableSink(stream, { coalesce: true });
   await sink.write(new Uint8Array(1)).catch(() => undefined);
   await assert.rejects(sink.flush?.() ?? Promise.resolve(), /EPIPE/);
+});
+
+test("StreamWriter.sendNow: a record awaited on a coalescing sink is handed down before the callback's next (synchronous) work", async () => {
+  const { stream, calls } = recorder();
+  const writer = new StreamWriter(writableSink(stream, { coalesce: true }), { machine: emuMachine(4) });
+  await writer.writeVmConfig(SAMPLE_VM_CONFIG);
+  assert.equal(calls.length, 0, "corked: nothing handed down yet");
+  writer.sendNow();
+  assert.equal(calls.length, 1, "handed down by sendNow itself, not at the next tick");
+  await writer.writeMemoryStream();
+  await turn();
+  assert.equal(calls.length, 2, "without sendNow, at the next tick");
 });

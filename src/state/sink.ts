@@ -12,7 +12,9 @@ export interface ByteSink {
   /**
    * Resolves when every chunk taken so far has left for the destination (a
    * Writable: handed to the OS, none held back by coalescing), so its owner
-   * may close it. Absent: nothing is held back.
+   * may close it. What it held back is handed on at the call itself,
+   * before flush() first waits (StreamWriter.sendNow relies on it). Absent:
+   * nothing is held back.
    */
   flush?(): Promise<void>;
 }

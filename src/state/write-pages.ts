@@ -5,6 +5,7 @@
 import { PAGE_SIZE } from "../engine/engine.js";
 import { StreamError } from "./errors.js";
 import { pageDataFromSnapshot, snapshotPages } from "./page-data.js";
+import type { PageStaging, StagingLease } from "./page-staging.js";
 import { PAGE_TYPE } from "./pfn-entry.js";
 import { MAX_PAGES_PER_RECORD } from "./record-types.js";
 import type { StreamWriter } from "./writer.js";
@@ -85,49 +86,65 @@ export async function writePages(
 export interface StagedPages {
   readonly batches: readonly { pfns: Uint32Array; sent: Uint8Array }[];
   readonly pages: number;
+  /** The staging buffers the copies live in, given back by writeStagedPages (or by the caller that drops them). */
+  readonly lease?: StagingLease;
 }
 
 /**
  * Copies the pages `pfns` of `ram` now, in batches of at most 1024 pages
  * (each batch one PAGE_DATA record later); `onCopied` as for writePages,
- * per batch, as it is copied. Same checks as writePages.
+ * per batch, as it is copied. Same checks as writePages. With `staging`,
+ * the copies go into its reused buffers until writeStagedPages is done.
  */
 export function stagePages(
   machine: { memoryBytes: number; pageCount: number },
   ram: Uint8Array,
   pfns: ArrayLike<number>,
   onCopied?: (pfns: Uint32Array, sent: Uint8Array) => void,
+  staging?: PageStaging,
 ): StagedPages {
   if (ram.length !== machine.memoryBytes) {
     throw new StreamError("MISMATCH", undefined, `RAM view of ${ram.length} octets for a machine of ${machine.memoryBytes}`);
   }
   const batches: { pfns: Uint32Array; sent: Uint8Array }[] = [];
-  for (let first = 0; first < pfns.length; first += MAX_PAGES_PER_RECORD) {
-    const batch = Uint32Array.from({ length: Math.min(MAX_PAGES_PER_RECORD, pfns.length - first) }, (_, i) => {
-      const pfn = pfns[first + i] as number;
-      if (!Number.isInteger(pfn) || pfn < 0 || pfn >= machine.pageCount) {
-        throw new StreamError("BAD_PFN", undefined, `pfn ${pfn} is outside guest memory (${machine.pageCount} pages)`);
+  const lease = staging?.acquire();
+  try {
+    for (let first = 0, index = 0; first < pfns.length; first += MAX_PAGES_PER_RECORD, index++) {
+      const batch = new Uint32Array(Math.min(MAX_PAGES_PER_RECORD, pfns.length - first));
+      for (let i = 0; i < batch.length; i++) {
+        const pfn = pfns[first + i] as number;
+        if (!Number.isInteger(pfn) || pfn < 0 || pfn >= machine.pageCount) {
+          throw new StreamError("BAD_PFN", undefined, `pfn ${pfn} is outside guest memory (${machine.pageCount} pages)`);
+        }
+        batch[i] = pfn;
       }
-      return pfn;
-    });
-    const sent = snapshotPages(ram, batch);
-    onCopied?.(batch, sent);
-    batches.push({ pfns: batch, sent });
+      const sent = snapshotPages(ram, batch, lease?.buffer(index, batch.length));
+      onCopied?.(batch, sent);
+      batches.push({ pfns: batch, sent });
+    }
+  } catch (err) {
+    lease?.release();
+    throw err;
   }
-  return { batches, pages: pfns.length };
+  return { batches, pages: pfns.length, ...(lease ? { lease } : {}) };
 }
 
 /** The staged pages as PAGE_DATA records, a turn of the event loop after each (as writePages). */
 export async function writeStagedPages(writer: StreamWriter, staged: StagedPages): Promise<PageWriteStats> {
   const stats: PageWriteStats = { pages: 0, zeroPages: 0, records: 0, bytes: 0 };
   const startBytes = writer.bytesWritten;
-  for (const { pfns, sent } of staged.batches) {
-    const pages = pageDataFromSnapshot(pfns, sent);
-    await writer.writePageData(pages);
-    stats.pages += pfns.length;
-    stats.zeroPages += pages.types.reduce((n, t) => n + (t === PAGE_TYPE.ZERO ? 1 : 0), 0);
-    stats.records++;
-    await new Promise<void>((resolve) => setImmediate(resolve));
+  try {
+    for (const { pfns, sent } of staged.batches) {
+      // Its own copy of the contents (pageDataFromSnapshot): the record outlives the staging buffer.
+      const pages = pageDataFromSnapshot(pfns, sent);
+      await writer.writePageData(pages);
+      stats.pages += pfns.length;
+      stats.zeroPages += pages.types.reduce((n, t) => n + (t === PAGE_TYPE.ZERO ? 1 : 0), 0);
+      stats.records++;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  } finally {
+    staged.lease?.release();
   }
   stats.bytes = writer.bytesWritten - startBytes;
   return stats;

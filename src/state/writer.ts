@@ -300,6 +300,16 @@ export class StreamWriter {
     return this.enqueue(() => this.record("toolstack", TOOLSTACK_RECORD.END, { kind: "end" }, []));
   }
 
+  /**
+   * What the sink has taken and holds back (a coalescing sink's corked
+   * records) leaves for the OS now, without waiting: call it after awaiting
+   * a write that must be on its way before this callback's longer work. A
+   * failure shows at the next write or flush.
+   */
+  sendNow(): void {
+    this.sink.flush?.().catch(() => undefined);
+  }
+
   /** Resolves when everything issued so far has been handed to the sink and the sink has let it go (ByteSink.flush). */
   flush(): Promise<void> {
     return this.enqueue(async () => {
