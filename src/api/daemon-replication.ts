@@ -18,6 +18,7 @@ import { PrimaryReplicator } from "../colo/primary.js";
 import { SecondaryReplicator, type SecondaryDiskSlot } from "../colo/secondary.js";
 import type { BlockBackend, Engine } from "../engine/engine.js";
 import type { VmConfig } from "../config/index.js";
+import { bufferAddress } from "../sys/index.js";
 import type { Vm } from "../vm/vm.js";
 import { arbiterLoaded, newArbiterClient, parseArbiterAddress, type ArbiterAddress } from "./arbiter-address.js";
 import type { ConfigSource } from "./image-io.js";
@@ -117,6 +118,7 @@ export async function startReplication(daemon: ReplicationDaemon, r: Extract<Con
       ...(arbiter ? { arbiter } : {}),
       ...(capture ? { capture: capture.sink } : {}),
       ...(r.fullDiskSync ? { fullDiskSync: true } : {}),
+      addressOf: bufferAddress,
     },
   );
   if (capture) void primary.done.then(() => capture.close());

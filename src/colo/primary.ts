@@ -99,6 +99,8 @@ export interface PrimaryOptions {
   arbiter?: ArbiterOptions;
   /** A plaintext copy of every octet of the forward stream (COLO_CAPTURE_DIR; a sink that never rejects). */
   capture?: ByteSink;
+  /** Where a buffer lies in memory (src/sys `bufferAddress`): the staged copy of the PVM's pages keeps RAM's alignment (page-staging.ts). */
+  addressOf?: (bytes: Uint8Array) => bigint;
   /** `--full-disk-sync`: compare the disks by hash whatever their activity logs say. */
   fullDiskSync?: boolean;
   /** How long to wait for the secondary's DISK_LOG before hashing; default DEFAULT_DISK_LOG_WAIT_MS. */
@@ -222,7 +224,7 @@ export class PrimaryReplicator {
     const { writer, back, lock, disks, diskLogs, output, policy, stats, input, link } = this;
     this.side = {
       vm, writer, back, lock, disks, diskLogs, output, policy, stats, lease, opts, input, link,
-      staging: new PageStaging(),
+      staging: new PageStaging(opts.addressOf ? { addressOf: opts.addressOf } : {}),
       stopped: () => this.stopped,
       nextPause: () => this.pauses++,
       takeOperatorWaiters: () => {

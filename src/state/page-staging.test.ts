@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { PAGE_SIZE } from "../engine/engine.js";
 import { applyPageData } from "./page-data.js";
+import { bufferAddress } from "../sys/index.js";
 import { PageStaging } from "./page-staging.js";
 import { readAll } from "./reader.js";
 import type { StreamRecord } from "./records.js";
@@ -32,7 +33,7 @@ function applied(records: StreamRecord[], base: Uint8Array): Uint8Array {
 test("staged pages: the records carry RAM as it was when staged, through reused buffers, checkpoint after checkpoint", async () => {
   const pages = 3000;
   const ram = sampleRam(seededRandom(7), pages, 0.3);
-  const staging = new PageStaging(2, 0);
+  const staging = new PageStaging({ maxBatches: 2, prepare: 0 });
   // The whole of RAM each time (a save's first memory part is a whole image): batches of 1024, 1024, 952 -- 2 reused, 1 fresh.
   const pfns = Array.from({ length: pages }, (_, i) => i);
   const machine = emuMachine(pages);
@@ -54,7 +55,7 @@ test("staged pages: the records carry RAM as it was when staged, through reused 
   assert.equal(buffersSeen[1]?.[0], buffersSeen[0]?.[0]);
   assert.equal(buffersSeen[2]?.[1], buffersSeen[0]?.[1]);
   assert.notEqual(buffersSeen[1]?.[2], buffersSeen[0]?.[2]);
-  assert.equal(staging.bytes, 2 * 1024 * PAGE_SIZE);
+  assert.equal(staging.bytes, 2 * (1024 * PAGE_SIZE + 4096));
 });
 
 test("staging: a second checkpoint staged before the first is written gets its own buffers; a failed stage gives its lease back", () => {
@@ -62,7 +63,7 @@ test("staging: a second checkpoint staged before the first is written gets its o
   const ram = sampleRam(seededRandom(9), pages, 0);
   const before = ram.slice();
   const machine = { memoryBytes: pages * PAGE_SIZE, pageCount: pages };
-  const staging = new PageStaging(1, 1);
+  const staging = new PageStaging({ maxBatches: 1, prepare: 1 });
   const first = stagePages(machine, ram, [1, 2, 3], undefined, staging);
   const second = stagePages(machine, ram, [4, 5], undefined, staging);
   assert.notEqual(second.batches[0]?.sent.buffer, first.batches[0]?.sent.buffer);
@@ -78,4 +79,22 @@ test("staging: a second checkpoint staged before the first is written gets its o
   assert.equal(third.batches[0]?.sent.buffer, first.batches[0]?.sent.buffer);
   third.lease?.release();
   assert.throws(() => third.lease?.buffer(0, 1), /after release/, "a lease is not used once released");
+});
+
+test("staging with addressOf: every batch's copy starts at guest RAM's offset within a 4 KiB page", () => {
+  for (const skew of [0, 16, 100, 4000]) {
+    const backing = new Uint8Array(64 * PAGE_SIZE + 4096);
+    const ram = backing.subarray(skew, skew + 64 * PAGE_SIZE);
+    const staging = new PageStaging({ maxBatches: 1, addressOf: bufferAddress });
+    const staged = stagePages({ memoryBytes: ram.length, pageCount: 64 }, ram, [3, 9], undefined, staging);
+    const copy = staged.batches[0]?.sent;
+    assert.ok(copy);
+    assert.equal((bufferAddress(copy) - bufferAddress(ram)) % 4096n, 0n, `RAM ${skew} bytes into its buffer`);
+    staged.lease?.release();
+    // Past maxBatches (fresh each time) too.
+    const many = stagePages({ memoryBytes: ram.length, pageCount: 64 }, ram, [1], undefined, staging);
+    const busy = stagePages({ memoryBytes: ram.length, pageCount: 64 }, ram, [2], undefined, staging);
+    assert.equal((bufferAddress(busy.batches[0]?.sent ?? new Uint8Array(0)) - bufferAddress(ram)) % 4096n, 0n);
+    many.lease?.release();
+  }
 });

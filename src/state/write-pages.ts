@@ -107,7 +107,7 @@ export function stagePages(
     throw new StreamError("MISMATCH", undefined, `RAM view of ${ram.length} octets for a machine of ${machine.memoryBytes}`);
   }
   const batches: { pfns: Uint32Array; sent: Uint8Array }[] = [];
-  const lease = staging?.acquire();
+  const lease = staging?.acquire(ram);
   try {
     for (let first = 0, index = 0; first < pfns.length; first += MAX_PAGES_PER_RECORD, index++) {
       const batch = new Uint32Array(Math.min(MAX_PAGES_PER_RECORD, pfns.length - first));
