@@ -107,12 +107,13 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
     await side.writer.writeCheckpointState("NEW");
     side.writer.sendNow();
     lap("new");
-    // The device state is saved meanwhile: QEMU writes it in its own process while this thread copies
-    // pages (emu saves here, at once, while the secondary suspends). Awaited after the copy.
-    const saving = engine.saveState();
-    saving.catch(() => undefined); // awaited below; a checkpoint that fails before then reports its own error
     const pvmDirty = engine.takeDirtyPages();
     lap("pvmDirty");
+    // The device state is saved while the secondary answers and this thread copies pages: QEMU writes it in
+    // its own process (emu saves here, at once). Started after the dirty scan, which reads QEMU's page
+    // tables (measured: started before it, the scan's slowest 1% took 8-13 ms instead of 1). Awaited after the copy.
+    const saving = engine.saveState();
+    saving.catch(() => undefined); // awaited below; a checkpoint that fails before then reports its own error
     await side.back.expectState("SVM_SUSPENDED");
     const svmDirty = await side.back.svmDirtyList();
     lap("svmSuspended");
