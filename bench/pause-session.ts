@@ -16,6 +16,7 @@ import { allocateDirtyBuffer, dirtyPages } from "./dirty-pages.js";
 interface Replication {
   checkpoints: number;
   lastPauseMs: number;
+  lastEngineStoppedMs?: number;
   lastCommitMs?: number;
   pagesPerCheckpoint: number;
   lastPauseBreakdownMs?: Record<string, number>;
@@ -23,6 +24,8 @@ interface Replication {
 
 export interface PauseSample {
   pauseMs: number;
+  /** The vCPUs' own stop as the engine timed it (qemu: QEMU's STOP to RESUME events), when it knows. */
+  engineStoppedMs?: number;
   commitMs: number;
   pages: number;
   primary: Record<string, number>;
@@ -63,6 +66,8 @@ export function pauseSummary(dirtied: number, samples: PauseSample[]) {
     dirtied,
     samples: samples.length,
     pauseMs: spread(samples.map((s) => s.pauseMs)),
+    /** The same pauses on the engine's clock (qemu: QEMU's STOP to RESUME; absent on engines that do not time it). */
+    ...(samples.some((s) => s.engineStoppedMs !== undefined) ? { engineStoppedMs: spread(samples.map((s) => s.engineStoppedMs ?? NaN)) } : {}),
     commitMs: spread(samples.map((s) => s.commitMs)),
     pages: spread(samples.map((s) => s.pages)),
     primaryPhasesMedianMs: phaseFigure(samples, "primary", "median"),
@@ -143,7 +148,14 @@ export class PauseSession {
     const cp = (await request(this.lab.socket(this.lab.h1), { op: "checkpoint", verifyDisks: false }, 120_000)) as { checkpoint: number; pauseMs: number; commitMs?: number };
     const p = await this.replication(this.lab.h1);
     const s = await this.replication(this.lab.h2);
-    return { pauseMs: cp.pauseMs, commitMs: cp.commitMs ?? NaN, pages: p?.pagesPerCheckpoint ?? NaN, primary: p?.lastPauseBreakdownMs ?? {}, secondary: s?.lastPauseBreakdownMs ?? {} };
+    return {
+      pauseMs: cp.pauseMs,
+      ...(p?.lastEngineStoppedMs !== undefined ? { engineStoppedMs: p.lastEngineStoppedMs } : {}),
+      commitMs: cp.commitMs ?? NaN,
+      pages: p?.pagesPerCheckpoint ?? NaN,
+      primary: p?.lastPauseBreakdownMs ?? {},
+      secondary: s?.lastPauseBreakdownMs ?? {},
+    };
   }
 
   /** Ends the protection in order, destroys the VMs, takes the lab down and removes the work folder. */

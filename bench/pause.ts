@@ -60,7 +60,8 @@ async function measure(sizes: number[], repeats: number, long: number, longRepea
     const longSamples: PauseSample[] = [];
     for (let i = 0; i < longRepeats; i++) longSamples.push(await session.sample(long));
     const longRun = pauseSummary(long, longSamples);
-    process.stderr.write(`pause: ${longRepeats} x ${long} pages: pause median ${longRun.pauseMs.median} p99 ${longRun.pauseMs.p99} max ${longRun.pauseMs.max} ms\n`);
+    const engineClock = longRun.engineStoppedMs ? `; on the engine's clock median ${longRun.engineStoppedMs.median} p99 ${longRun.engineStoppedMs.p99} max ${longRun.engineStoppedMs.max} ms` : "";
+    process.stderr.write(`pause: ${longRepeats} x ${long} pages: pause median ${longRun.pauseMs.median} p99 ${longRun.pauseMs.p99} max ${longRun.pauseMs.max} ms${engineClock}\n`);
     const checkpoints = await session.checkpoints();
     closed = true;
     await session.close();
@@ -72,6 +73,8 @@ async function measure(sizes: number[], repeats: number, long: number, longRepea
       curve,
       long: longRun,
       met: longRun.pauseMs.p99 <= 20 && longRun.samples >= 1000,
+      // The same target on the engine's clock (the vCPUs' own stop), where the engine times it.
+      ...(longRun.engineStoppedMs ? { metOnEngineClock: longRun.engineStoppedMs.p99 <= 20 && longRun.engineStoppedMs.n >= 1000 } : {}),
     };
   } finally {
     if (!closed) await session.close().catch(() => undefined);

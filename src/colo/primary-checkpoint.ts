@@ -99,6 +99,7 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
   // secondary applied it: the output it covers may leave then, as it would have.
   let resumeFailure: { err: unknown } | undefined;
   let resumedAt = pausedAt;
+  let engineStoppedMs: number | undefined;
   const { pages, before } = await side.lock.run(async () => {
     // NEW goes out first, at once (the link coalesces a turn's records: uncorked now, not after this
     // callback's work), so the secondary suspends the SVM and finds its dirty pages in its own process
@@ -140,6 +141,7 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
     );
     resumedAt = monotonicMs();
     lap("resume");
+    engineStoppedMs = engine.lastStoppedMs?.();
     const before = side.writer.bytesWritten;
     await side.writer.writeMemoryStream();
     const pages = await writeStagedPages(side.writer, staged);
@@ -166,6 +168,7 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
     side.policy.done(reason, now);
     side.stats.recordCheckpoint({
       pauseMs: Math.round(resumedAt - pausedAt),
+      ...(engineStoppedMs !== undefined ? { engineStoppedMs: Math.round(engineStoppedMs * 10) / 10 } : {}),
       commitMs: Math.round(now - pausedAt),
       pages: pages.pages,
       bytes: side.writer.bytesWritten - before,

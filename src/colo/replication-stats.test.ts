@@ -105,3 +105,13 @@ test("primary: each checkpoint is recorded with the reason the policy counted, t
 function zeroReasons(): Record<string, number> {
   return { payload: 0, length: 0, timeout: 0, overflow: 0, "secondary-extra": 0, "disk-backlog": 0, "secondary-disk-backlog": 0, periodic: 0, operator: 0 };
 }
+
+test("replication stats: lastEngineStoppedMs shows the last checkpoint's engine-timed stop, only when the engine timed it", () => {
+  const stats = new ReplicationStats("primary", "h2:8002", "compare");
+  stats.recordCheckpoint({ pauseMs: 40, pages: 30, bytes: 130_000, reason: "payload" });
+  assert.equal(stats.snapshot().lastEngineStoppedMs, undefined, "no engine figure: none shown");
+  stats.recordCheckpoint({ pauseMs: 12, engineStoppedMs: 9.4, pages: 30, bytes: 130_000, reason: "payload" });
+  assert.equal(stats.snapshot().lastEngineStoppedMs, 9.4);
+  stats.recordCheckpoint({ pauseMs: 12, pages: 30, bytes: 130_000, reason: "payload" });
+  assert.equal(stats.snapshot().lastEngineStoppedMs, undefined, "a checkpoint without it clears the last one's");
+});

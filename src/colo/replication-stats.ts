@@ -41,6 +41,8 @@ export interface CheckpointDone {
   /** Its number, when the recorder's count differs from this one's (a secondary's starts after checkpoint 0). */
   checkpoint?: number;
   pauseMs: number;
+  /** Primary: how long the engine's vCPUs stood still in that pause, as the engine timed it (Engine.lastStoppedMs). */
+  engineStoppedMs?: number;
   /** Primary: pause to SVM_READY (the PVM resumed before it, at `pauseMs`). */
   commitMs?: number;
   pages: number;
@@ -65,6 +67,8 @@ export class ReplicationStats {
   peer: string;
   checkpoints = 0;
   lastPauseMs = 0;
+  /** The last checkpoint's Engine.lastStoppedMs, when the engine knew it. */
+  lastEngineStoppedMs: number | undefined;
   private readonly pauses: number[] = [];
   /** Primary: the last checkpoints' commit times (pause to SVM_READY), as `pauses`. */
   private readonly commits: number[] = [];
@@ -120,6 +124,7 @@ export class ReplicationStats {
     this.lastPages = pages;
     this.lastBytes = bytes;
     if (done.phasesMs) this.lastBreakdownMs = done.phasesMs;
+    this.lastEngineStoppedMs = done.engineStoppedMs;
     this.pauses.push(pauseMs);
     if (this.pauses.length > 1000) this.pauses.shift();
     if (done.commitMs !== undefined) {
@@ -179,6 +184,7 @@ export class ReplicationStats {
       peer: this.peer,
       checkpoints: this.checkpoints,
       lastPauseMs: this.lastPauseMs,
+      ...(this.lastEngineStoppedMs !== undefined ? { lastEngineStoppedMs: this.lastEngineStoppedMs } : {}),
       p99PauseMs: this.p99PauseMs(),
       ...(this.lastCommitMs !== undefined ? { lastCommitMs: this.lastCommitMs, p99CommitMs: p99(this.commits) } : {}),
       pagesPerCheckpoint: this.lastPages,

@@ -110,6 +110,14 @@ export interface Engine {
   pause(): Promise<void>;
   /** Resume the vCPU; frames delivered while paused are delivered now. */
   resume(): Promise<void>;
+  /**
+   * How long the vCPUs stood still in the last pause()-resume() pair, in
+   * ms, as the engine itself timed it (qemu: the timestamps of QEMU's STOP
+   * and RESUME events); undefined when it does not know. The caller's own
+   * figure also holds the time its stop and resume requests took to be
+   * answered.
+   */
+  lastStoppedMs?(): number | undefined;
   readonly running: boolean;
 
   /**

@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { createDataDisk } from "../../guest/mkdisk.js";
 import type { BlockBackend, EngineEvent } from "../../src/engine/engine.js";
 import { QemuEngine } from "../../src/engine/qemu/qemu-engine.js";
+import { monotonicMs } from "../../src/sys/clock.js";
 import { preconditionTest } from "../tools/lab-fixture.js";
 import { REPO_ROOT } from "../tools/run.js";
 
@@ -151,18 +152,25 @@ itest("qemu engine: boot to Redis over our NBD disk, NIC and console; four devic
       assert.ok(Buffer.from(b.engine.ram().buffer, b.engine.ram().byteOffset, b.engine.ram().length).equals(expected), `load ${i}: the new QEMU's RAM equals the old one's`);
       if (i >= 2) assert.ok(b.engine.lastLoadPagesCopied < b.engine.pageCount / 4, `load ${i} copied ${b.engine.lastLoadPagesCopied} of ${b.engine.pageCount} pages`);
       await b.engine.resume();
+      // The standby QEMU started paused: no STOP of its own, so no figure of its (first) stop.
+      assert.equal(b.engine.lastStoppedMs(), undefined, `load ${i}: no stop timed on the new QEMU`);
       await consoleRoundTrip(b, 10 * i);
     }
     const before = b.console.text.length;
     b.engine.sendConsoleInput(Buffer.from("redis-cli set qk qv >/dev/null; redis-cli get qk | sed 's/^/QE-GOT-/'\n"));
     await waitFor("Redis answering after the loads", () => b.console.text.slice(before).includes("QE-GOT-qv"), 30_000);
     // A state from another QEMU or machine is refused before anything is touched.
+    const pausedFrom = monotonicMs();
     await b.engine.pause();
     const state = await b.engine.saveState();
     const forged = Buffer.from(state);
     forged.write("9.9.9", forged.indexOf("7.2."), "latin1");
     await assert.rejects(b.engine.loadState(forged), /state from QEMU 9\.9\.9.*this engine runs QEMU 7\.2\./);
     await b.engine.resume();
+    // QEMU's own STOP-to-RESUME: inside the time our pause() and resume() calls took.
+    const callsMs = monotonicMs() - pausedFrom;
+    const stopped = b.engine.lastStoppedMs();
+    assert.ok(stopped !== undefined && stopped > 0 && stopped <= callsMs + 1, `QEMU stopped the vCPUs for ${stopped} ms, our calls took ${callsMs.toFixed(1)} ms`);
     await consoleRoundTrip(b, 100);
   } finally {
     await b.engine.destroy();

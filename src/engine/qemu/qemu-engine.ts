@@ -36,6 +36,7 @@ import { Generation, type GenerationConfig } from "./generation.js";
 import { macText } from "./machine-options.js";
 import { NbdServer } from "./nbd-server.js";
 import { onQmpEvent } from "./qmp-events.js";
+import type { QmpEvent } from "./qmp-wire.js";
 import { openQemuWriteLog, writeLogEnv, writeLogPreload } from "./qemu-write-log.js";
 import { decodeQemuState, encodeQemuState, QEMU_STATE_FORMAT_VERSION, type QemuStateHeader } from "./qemu-state.js";
 import { QEMU_MACHINE_TYPE as MACHINE_TYPE, qemuCompatibility } from "./qemu-version.js";
@@ -123,6 +124,9 @@ export class QemuEngine implements Engine {
    * tracker's last look).
    */
   private standbyDiverged: Set<number> | "all" = "all";
+  /** QEMU's STOP event time (µs, its clock) of the pause in progress; the last pause's length, ms. */
+  private stoppedAtUs: number | undefined;
+  private lastStopped: number | undefined;
   /** The guest may have written RAM since the last takeDirtyPages(). */
   private ranSinceTake = false;
   private destroyed = false;
@@ -293,6 +297,18 @@ export class QemuEngine implements Engine {
       this.isRunning = false;
       this.emit(data.reason === "guest-reset" ? { kind: "reboot" } : { kind: "poweroff" });
     });
+    // The vCPUs' own stop and start, on QEMU's clock (lastStoppedMs).
+    onQmpEvent(gen.process.qmp, "STOP", (_data, event) => {
+      if (gen === this.current) this.stoppedAtUs = eventMicros(event);
+    });
+    onQmpEvent(gen.process.qmp, "RESUME", (_data, event) => {
+      if (gen !== this.current) return;
+      const stopped = this.stoppedAtUs;
+      this.stoppedAtUs = undefined;
+      const us = eventMicros(event) - (stopped ?? NaN);
+      // QEMU stamps events with its real-time clock: a step of that clock between the two shows as no figure.
+      this.lastStopped = Number.isFinite(us) && us >= 0 && us < 3_600_000_000 ? us / 1000 : undefined;
+    });
     onQmpEvent(gen.process.qmp, "GUEST_PANICKED", () => {
       if (gen !== this.current) return;
       this.isRunning = false;
@@ -318,6 +334,7 @@ export class QemuEngine implements Engine {
   async pause(): Promise<void> {
     const g = this.live();
     if (!this.isRunning) return;
+    this.lastStopped = undefined;
     // Hold frames from here on: one QEMU reads after `stop` sits in QEMU's own queue, where pendingRx() cannot see it.
     this.isRunning = false;
     try {
@@ -338,6 +355,10 @@ export class QemuEngine implements Engine {
     const held = this.heldRx;
     this.heldRx = [];
     for (const f of held) this.deliver(f);
+  }
+
+  lastStoppedMs(): number | undefined {
+    return this.lastStopped;
   }
 
   ram(): Uint8Array {
@@ -570,4 +591,9 @@ export class QemuEngine implements Engine {
     this.ramFiles = [];
     if (this.dir !== undefined) await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** A QMP event's timestamp in µs (QEMU's real-time clock). */
+function eventMicros(event: QmpEvent): number {
+  return event.timestamp.seconds * 1_000_000 + event.timestamp.microseconds;
 }
