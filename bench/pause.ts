@@ -112,7 +112,7 @@ async function main(): Promise<void> {
     checkpoints: first.checkpoints,
     targets: { pauseP99MsAt1000Pages: 20, samplesAtLeast: 1000 },
     ...(sessions.length > 1 ? { sessions } : {}),
-    figures: { curve: first.curve, long: first.long, met: first.met, dirtyLog: first.dirtyLog },
+    figures: { curve: first.curve, long: first.long, met: first.met, ...(first.metOnEngineClock !== undefined ? { metOnEngineClock: first.metOnEngineClock } : {}), dirtyLog: first.dirtyLog },
   });
 }
 
