@@ -125,35 +125,40 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
     // is mirrored and its disk writes forwarded through the write lock, which this checkpoint holds: they
     // reach the stream after CHECKPOINT_END, as the next epoch's. Its output is held apart (seal()).
     const staged = stagePages(side.writer.machine, engine.ram(), pfns, (copied, sent) => engine.pagesCopied(copied, sent), side.staging);
-    lap("pages");
-    const blob = await saving;
-    lap("saveState"); // what is left of the device-state save once the pages are copied
-    const covers = side.disks.covers();
-    const link = side.link.due();
-    if (side.stopped()) throw new Error("replication ended during the checkpoint");
-    // Test hook (a kill inside a checkpoint): the guest stays paused, the stream holds NEW and no CHECKPOINT_END.
-    if (side.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, side.opts.midCheckpointDelayMs));
-    const queued = side.opts.mode === "compare" ? side.vm.engine.pendingRx() : [];
-    side.input.on = side.opts.mode === "compare";
-    resumeFailure = await side.vm.resume().then(
-      () => undefined,
-      (err: unknown) => ({ err }),
-    );
-    resumedAt = monotonicMs();
-    lap("resume");
-    engineStoppedMs = engine.lastStoppedMs?.();
-    const before = side.writer.bytesWritten;
-    await side.writer.writeMemoryStream();
-    const pages = await writeStagedPages(side.writer, staged);
-    await side.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
-    await side.writer.writeCheckpoint();
-    await side.disks.writeCheckpoint(covers);
-    if (link) await side.writer.writeLinkTranslation(link);
-    const end = side.writer.writeCheckpointEnd();
-    side.input.resend(queued);
-    await end;
-    lap("send");
-    return { pages, before };
+    // The staging buffers serve the next checkpoint once written (writeStagedPages) or once this one failed.
+    try {
+      lap("pages");
+      const blob = await saving;
+      lap("saveState"); // what is left of the device-state save once the pages are copied
+      const covers = side.disks.covers();
+      const link = side.link.due();
+      if (side.stopped()) throw new Error("replication ended during the checkpoint");
+      // Test hook (a kill inside a checkpoint): the guest stays paused, the stream holds NEW and no CHECKPOINT_END.
+      if (side.opts.midCheckpointDelayMs) await new Promise((r) => setTimeout(r, side.opts.midCheckpointDelayMs));
+      const queued = side.opts.mode === "compare" ? side.vm.engine.pendingRx() : [];
+      side.input.on = side.opts.mode === "compare";
+      resumeFailure = await side.vm.resume().then(
+        () => undefined,
+        (err: unknown) => ({ err }),
+      );
+      resumedAt = monotonicMs();
+      lap("resume");
+      engineStoppedMs = engine.lastStoppedMs?.();
+      const before = side.writer.bytesWritten;
+      await side.writer.writeMemoryStream();
+      const pages = await writeStagedPages(side.writer, staged);
+      await side.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
+      await side.writer.writeCheckpoint();
+      await side.disks.writeCheckpoint(covers);
+      if (link) await side.writer.writeLinkTranslation(link);
+      const end = side.writer.writeCheckpointEnd();
+      side.input.resend(queued);
+      await end;
+      lap("send");
+      return { pages, before };
+    } finally {
+      staged.lease?.release();
+    }
   }).catch(failed);
   // The write lock is free while the secondary loads: heartbeats go on (a qemu secondary's load may wait for
   // its standby QEMU), and the secondary's watchdog does not take its own slow load for our silence.

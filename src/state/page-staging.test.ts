@@ -91,10 +91,22 @@ test("staging with addressOf: every batch's copy starts at guest RAM's offset wi
     assert.ok(copy);
     assert.equal((bufferAddress(copy) - bufferAddress(ram)) % 4096n, 0n, `RAM ${skew} bytes into its buffer`);
     staged.lease?.release();
-    // Past maxBatches (fresh each time) too.
+    // A second stage while the first holds the buffers (fresh ones) too.
     const many = stagePages({ memoryBytes: ram.length, pageCount: 64 }, ram, [1], undefined, staging);
     const busy = stagePages({ memoryBytes: ram.length, pageCount: 64 }, ram, [2], undefined, staging);
     assert.equal((bufferAddress(busy.batches[0]?.sent ?? new Uint8Array(0)) - bufferAddress(ram)) % 4096n, 0n);
     many.lease?.release();
   }
+});
+
+test("staging with addressOf: a batch past maxBatches (a fresh buffer each time) is aligned as well", () => {
+  const pages = 1100;
+  const backing = new Uint8Array(pages * PAGE_SIZE + 4096);
+  const ram = backing.subarray(48, 48 + pages * PAGE_SIZE);
+  const staging = new PageStaging({ maxBatches: 1, addressOf: bufferAddress });
+  const staged = stagePages({ memoryBytes: ram.length, pageCount: pages }, ram, Array.from({ length: pages }, (_, i) => i), undefined, staging);
+  assert.equal(staged.batches.length, 2);
+  for (const b of staged.batches) assert.equal((bufferAddress(b.sent) - bufferAddress(ram)) % 4096n, 0n);
+  assert.deepEqual(staged.batches[1]?.sent, ram.subarray(1024 * PAGE_SIZE));
+  staged.lease?.release();
 });

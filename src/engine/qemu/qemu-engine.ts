@@ -124,8 +124,8 @@ export class QemuEngine implements Engine {
    * tracker's last look).
    */
   private standbyDiverged: Set<number> | "all" = "all";
-  /** QEMU's STOP event time (µs, its clock) of the pause in progress; the last pause's length, ms. */
-  private stoppedAtUs: number | undefined;
+  /** QEMU's STOP event (which process, when: µs on its clock) of the pause in progress; the last pause's length, ms. */
+  private stoppedAt: { gen: Generation; us: number } | undefined;
   private lastStopped: number | undefined;
   /** The guest may have written RAM since the last takeDirtyPages(). */
   private ranSinceTake = false;
@@ -299,13 +299,14 @@ export class QemuEngine implements Engine {
     });
     // The vCPUs' own stop and start, on QEMU's clock (lastStoppedMs).
     onQmpEvent(gen.process.qmp, "STOP", (_data, event) => {
-      if (gen === this.current) this.stoppedAtUs = eventMicros(event);
+      if (gen === this.current) this.stoppedAt = { gen, us: eventMicros(event) };
     });
     onQmpEvent(gen.process.qmp, "RESUME", (_data, event) => {
       if (gen !== this.current) return;
-      const stopped = this.stoppedAtUs;
-      this.stoppedAtUs = undefined;
-      const us = eventMicros(event) - (stopped ?? NaN);
+      const stopped = this.stoppedAt;
+      this.stoppedAt = undefined;
+      // Only this process's own STOP: a standby made current by a load started paused, and another QEMU's clock is not its.
+      const us = eventMicros(event) - (stopped?.gen === gen ? stopped.us : NaN);
       // QEMU stamps events with its real-time clock: a step of that clock between the two shows as no figure.
       this.lastStopped = Number.isFinite(us) && us >= 0 && us < 3_600_000_000 ? us / 1000 : undefined;
     });
@@ -333,8 +334,8 @@ export class QemuEngine implements Engine {
 
   async pause(): Promise<void> {
     const g = this.live();
-    if (!this.isRunning) return;
     this.lastStopped = undefined;
+    if (!this.isRunning) return;
     // Hold frames from here on: one QEMU reads after `stop` sits in QEMU's own queue, where pendingRx() cannot see it.
     this.isRunning = false;
     try {

@@ -36,7 +36,7 @@ export interface QmpGreeting {
 export interface QmpEvent {
   event: string;
   data: JsonObject;
-  /** QEMU's wall clock when it emitted the event (for logs only). */
+  /** QEMU's wall clock when it emitted the event (logs; STOP to RESUME times a pause: QemuEngine.lastStoppedMs). */
   timestamp: { seconds: number; microseconds: number };
 }
 
