@@ -101,6 +101,12 @@ export class BenchLab {
     for (const pid of [s.pid, s.enginePid].filter((p): p is number => p !== undefined)) await pinProcess(pid, cpus);
   }
 
+  /** Two hosts' work kept apart on one machine: the primary's daemon and engine on CPU 0, the secondary's on CPU 1. */
+  async pinApart(): Promise<void> {
+    await this.pin(this.h1, "0");
+    await this.pin(this.h2, "1");
+  }
+
   /** `colo migrate-receive --colo --detach` on the second host; resolves once it has detached (listening). */
   async listenSecondary(): Promise<void> {
     const recv = spawn("ip", ["netns", "exec", this.h2, COLO_BIN, "migrate-receive", "--colo", "--listen", this.topology.replIps[1], "--key-file", this.key, "--detach"], { env: this.env, stdio: "ignore" });

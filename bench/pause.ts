@@ -40,8 +40,7 @@ async function measure(sizes: number[], repeats: number, long: number, longRepea
   let closed = false;
   try {
     if (placement === "pinned") {
-      await session.lab.pin(session.lab.h1, "0");
-      await session.lab.pin(session.lab.h2, "1");
+      await session.lab.pinApart();
       // This process and the redis-cli it starts (they inherit it): the client's side.
       await pinProcess(process.pid, "1");
     }

@@ -121,8 +121,7 @@ async function main(): Promise<void> {
 
     await pair.protect();
     runs.push(await measure("unpinned", "compare"));
-    await pin(H1, "0");
-    await pin(H2, "1");
+    await pair.pinApart();
     runs.push(await measure("pinned", "compare"));
     await pair.endSession();
 

@@ -36,7 +36,7 @@ import { Generation, type GenerationConfig } from "./generation.js";
 import { macText } from "./machine-options.js";
 import { NbdServer } from "./nbd-server.js";
 import { onQmpEvent } from "./qmp-events.js";
-import type { QmpEvent } from "./qmp-wire.js";
+import { VcpuStopTimer } from "./vcpu-stop-timer.js";
 import { openQemuWriteLog, writeLogEnv, writeLogPreload } from "./qemu-write-log.js";
 import { decodeQemuState, encodeQemuState, QEMU_STATE_FORMAT_VERSION, type QemuStateHeader } from "./qemu-state.js";
 import { QEMU_MACHINE_TYPE as MACHINE_TYPE, qemuCompatibility } from "./qemu-version.js";
@@ -124,9 +124,8 @@ export class QemuEngine implements Engine {
    * tracker's last look).
    */
   private standbyDiverged: Set<number> | "all" = "all";
-  /** QEMU's STOP event (which process, when: µs on its clock) of the pause in progress; the last pause's length, ms. */
-  private stoppedAt: { gen: Generation; us: number } | undefined;
-  private lastStopped: number | undefined;
+  /** The vCPUs' own stop, from QEMU's STOP and RESUME events (lastStoppedMs). */
+  private readonly stopTimer = new VcpuStopTimer<Generation>();
   /** The guest may have written RAM since the last takeDirtyPages(). */
   private ranSinceTake = false;
   private destroyed = false;
@@ -297,18 +296,11 @@ export class QemuEngine implements Engine {
       this.isRunning = false;
       this.emit(data.reason === "guest-reset" ? { kind: "reboot" } : { kind: "poweroff" });
     });
-    // The vCPUs' own stop and start, on QEMU's clock (lastStoppedMs).
     onQmpEvent(gen.process.qmp, "STOP", (_data, event) => {
-      if (gen === this.current) this.stoppedAt = { gen, us: eventMicros(event) };
+      if (gen === this.current) this.stopTimer.stopped(gen, event);
     });
     onQmpEvent(gen.process.qmp, "RESUME", (_data, event) => {
-      if (gen !== this.current) return;
-      const stopped = this.stoppedAt;
-      this.stoppedAt = undefined;
-      // Only this process's own STOP: a standby made current by a load started paused, and another QEMU's clock is not its.
-      const us = eventMicros(event) - (stopped?.gen === gen ? stopped.us : NaN);
-      // QEMU stamps events with its real-time clock: a step of that clock between the two shows as no figure.
-      this.lastStopped = Number.isFinite(us) && us >= 0 && us < 3_600_000_000 ? us / 1000 : undefined;
+      if (gen === this.current) this.stopTimer.resumed(gen, event);
     });
     onQmpEvent(gen.process.qmp, "GUEST_PANICKED", () => {
       if (gen !== this.current) return;
@@ -334,7 +326,7 @@ export class QemuEngine implements Engine {
 
   async pause(): Promise<void> {
     const g = this.live();
-    this.lastStopped = undefined;
+    this.stopTimer.pausing();
     if (!this.isRunning) return;
     // Hold frames from here on: one QEMU reads after `stop` sits in QEMU's own queue, where pendingRx() cannot see it.
     this.isRunning = false;
@@ -359,7 +351,7 @@ export class QemuEngine implements Engine {
   }
 
   lastStoppedMs(): number | undefined {
-    return this.lastStopped;
+    return this.stopTimer.lastMs();
   }
 
   ram(): Uint8Array {
@@ -592,9 +584,4 @@ export class QemuEngine implements Engine {
     this.ramFiles = [];
     if (this.dir !== undefined) await rm(this.dir, { recursive: true, force: true });
   }
-}
-
-/** A QMP event's timestamp in µs (QEMU's real-time clock). */
-function eventMicros(event: QmpEvent): number {
-  return event.timestamp.seconds * 1_000_000 + event.timestamp.microseconds;
 }

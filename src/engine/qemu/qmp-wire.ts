@@ -36,7 +36,7 @@ export interface QmpGreeting {
 export interface QmpEvent {
   event: string;
   data: JsonObject;
-  /** QEMU's wall clock when it emitted the event (logs; STOP to RESUME times a pause: QemuEngine.lastStoppedMs). */
+  /** QEMU's wall clock when it emitted the event (logs; STOP to RESUME times a pause: vcpu-stop-timer.ts). */
   timestamp: { seconds: number; microseconds: number };
 }
 
