@@ -99,7 +99,7 @@ export class DaemonMetrics {
     pause: new Histogram({ name: "colo_checkpoint_pause_seconds", help: "How long the primary's VM was paused for a checkpoint (after checkpoint 0)", buckets: PAUSE_BUCKETS, registers: [this.registry] }),
     phase: new Histogram({
       name: "colo_checkpoint_phase_seconds",
-      help: "Where a checkpoint's pause went, by phase (primary: pause, new, pvmDirty, svmSuspended, pages, saveState, send, svmReady, resume; secondary: applyPages, loadState)",
+      help: "Where a checkpoint went, by phase (primary: new, svmSuspended with the PVM running; pause, pvmDirty, pages, saveState, resume while it is paused; send, svmReady after; secondary: applyPages, loadState)",
       labelNames: ["phase"],
       buckets: PHASE_BUCKETS,
       registers: [this.registry],

@@ -1,14 +1,15 @@
 /**
  * One checkpoint of the primary's session (COLO-PROTOCOL.md §4): the
- * sequence primary.ts's header lays out, in Xen's order -- the PVM paused
- * first, everything the checkpoint holds copied while it is paused, the
- * PVM resumed, then the checkpoint written from the copies, its output
- * released at SVM_READY.
+ * sequence primary.ts's header lays out. NEW first and the secondary's
+ * answer awaited with the PVM still running (QEMU's order: the SVM's
+ * suspend and dirty scan are not the PVM's pause); then, Xen's order for
+ * the rest -- the PVM paused, everything the checkpoint holds copied while
+ * it is paused, the PVM resumed, then the checkpoint written from the
+ * copies, its output released at SVM_READY.
  *
  * PrimaryReplicator (primary.ts) decides when (its policy) and runs one at
  * a time; a checkpoint that fails is its `fail`. A resume that fails hands
- * over, once the secondary applied the checkpoint.
- */
+ * over, once the secondary applied the checkpoint. */
 import { unionSortedPfns, stagePages, writeStagedPages, type PageStaging, type StreamWriter } from "../state/index.js";
 import type { BackChannel } from "./back-channel.js";
 import type { CheckpointPolicy, CheckpointReason } from "./checkpoint-policy.js";
@@ -68,29 +69,47 @@ export interface CheckpointSide {
   heartbeat(): HeartbeatSender | undefined;
 }
 
-/** One checkpoint, Xen's order (COLO-PROTOCOL.md §4), the PVM paused first. */
+/** One checkpoint (COLO-PROTOCOL.md §4): the secondary suspended first, then the PVM paused, copied and resumed. */
 export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReason): Promise<void> {
   const engine = side.vm.engine;
-  const t0 = monotonicMs();
-  // The new epoch first: a write landing while the pause takes effect counts as after it (a superset).
-  side.diskLogs.paused(side.nextPause());
-  await side.vm.pause();
-  const pausedAt = monotonicMs();
-  const marks: Record<string, number> = { pause: Math.round((pausedAt - t0) * 10) / 10 };
-  let mark = pausedAt;
+  let mark = monotonicMs();
+  const marks: Record<string, number> = {};
   const lap = (name: string) => {
     const now = monotonicMs();
     marks[name] = Math.round((now - mark) * 10) / 10;
     mark = now;
   };
+  // QEMU's order (colo_do_checkpoint_transaction): NEW, and the PVM runs on while the secondary suspends
+  // the SVM and finds its dirty pages. From NEW until the queued input is re-sent after CHECKPOINT_END the
+  // PVM's new input is not mirrored: what it takes before its pause is in the checkpoint's state, what it
+  // has not taken then is re-sent after CHECKPOINT_END (the next epoch's). Its output meanwhile waits in the
+  // comparator (the SVM sends none) and is sealed into this checkpoint at the pause. A failure before the
+  // pause leaves a running PVM: the session's end (primary.ts) rejects the operators still waiting.
+  side.input.on = false;
+  await side.lock.run(async () => {
+    // At once: the link coalesces a turn's records (uncorked now, not after this callback's work).
+    await side.writer.writeCheckpointState("NEW");
+    side.writer.sendNow();
+  });
+  lap("new");
+  // The write lock is free meanwhile: the PVM's disk writes reach the stream before DISK_CHECKPOINT,
+  // which covers them (the lock is FIFO: they queue before this checkpoint's second turn).
+  await side.back.expectState("SVM_SUSPENDED");
+  const svmDirty = await side.back.svmDirtyList();
+  lap("svmSuspended");
+  // Replication ended meanwhile: the session's end decides whether the VM runs, not a pause from here.
+  if (side.stopped()) throw new Error("replication ended during the checkpoint");
+  // The new epoch first: a write landing while the pause takes effect counts as after it (a superset).
+  side.diskLogs.paused(side.nextPause());
+  await side.vm.pause();
+  lap("pause");
+  const pausedAt = mark;
   const waiters = side.takeOperatorWaiters();
   const divergence = side.takeDivergence();
   const diskHashes = waiters.some((w) => w.verify)
     ? side.vm.disks.map((d) => ({ disk: d.index, sha256: hashBackendSync(d.local).sha256 }))
     : undefined;
   side.output.seal();
-  // From here until the queued input is re-sent, new input only queues for the PVM (it is paused).
-  side.input.on = false;
   const failed = (err: unknown): never => {
     for (const w of waiters) w.reject(err as Error);
     throw err;
@@ -101,23 +120,13 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
   let resumedAt = pausedAt;
   let engineStoppedMs: number | undefined;
   const { pages, before } = await side.lock.run(async () => {
-    // NEW goes out first, at once (the link coalesces a turn's records: uncorked now, not after this
-    // callback's work), so the secondary suspends the SVM and finds its dirty pages in its own process
-    // while this one saves the PVM's device state and finds its dirty pages (a compare of all RAM without
-    // the kernel's write log).
-    await side.writer.writeCheckpointState("NEW");
-    side.writer.sendNow();
-    lap("new");
     const pvmDirty = engine.takeDirtyPages();
     lap("pvmDirty");
-    // The device state is saved while the secondary answers and this thread copies pages: QEMU writes it in
-    // its own process (emu saves here, at once). Started after the dirty scan, which reads QEMU's page
-    // tables (measured: started before it, the scan's slowest 1% took 8-13 ms instead of 1). Awaited after the copy.
+    // The device state is saved while this thread copies pages: QEMU writes it in its own process (emu saves
+    // here, at once). Started after the dirty scan, which reads QEMU's page tables (measured: started before
+    // it, the scan's slowest 1% took 8-13 ms instead of 1). Awaited after the copy.
     const saving = engine.saveState();
     saving.catch(() => undefined); // awaited below; a checkpoint that fails before then reports its own error
-    await side.back.expectState("SVM_SUSPENDED");
-    const svmDirty = await side.back.svmDirtyList();
-    lap("svmSuspended");
     const pfns = unionSortedPfns(pvmDirty, svmDirty);
     // Xen's order: everything the checkpoint holds is copied while the PVM is paused -- its pages into a
     // staging buffer, its device state, what its disks' writes cover, its link translation, the input it

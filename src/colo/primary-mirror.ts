@@ -2,8 +2,8 @@
  * Compare mode's input mirroring on the primary (docs/replication.md
  * "Input and output", "One checkpoint"): every frame delivered to the PVM
  * is mirrored to the secondary (NET_FRAME, mirrored input, through the
- * write lock) outside the checkpoint window; inside it (PVM paused) new
- * input only queues for the PVM, and right after CHECKPOINT_END the frames
+ * write lock) outside the checkpoint window; inside it (from NEW) new
+ * input only goes to the PVM, and right after CHECKPOINT_END the frames
  * the checkpointed PVM had not taken are re-sent: they belong to the
  * secondary's next epoch. Remus mode mirrors nothing.
  */

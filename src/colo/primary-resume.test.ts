@@ -1,6 +1,7 @@
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import type { PrimaryVm } from "./primary.js";
+import type { SecondaryVm } from "./secondary.js";
 import type { FakeEngine } from "../engine/testing/fake-engine.js";
 import { replicationPair, within } from "./testing.js";
 import { MemorySink, StreamReader, type StreamRecord } from "../state/index.js";
@@ -21,25 +22,46 @@ function frame(n: number): Uint8Array {
 
 /** Resolves once `cond()` holds (checked every 2 ms), or fails after `ms`. */
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
+  const deadline = performance.now() + ms;
   while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 2));
   }
 }
 
-/** A compare-mode pair whose PVM output reaches `lan` through the primary's filter, as the guest sends it. */
-async function comparePair(t: TestContext) {
+/** A compare-mode pair whose PVM output reaches `lan` through the primary's filter, as the guest sends it; `resumes()` counts the PVM's resumes. */
+async function comparePair(t: TestContext, secondaryVm: Partial<Omit<SecondaryVm, "engine" | "disks">> = {}) {
   const lan: Uint8Array[] = [];
   let filter: ((frame: Uint8Array) => boolean) | undefined;
+  let resumed = 0;
   const r = await replicationPair(t, {
     primary: COMPARE,
-    vm: (): Partial<PrimaryVm> => ({ setOutputFilter: (f) => (filter = f), sendOutput: (f) => lan.push(f) }),
+    vm: (pvm): Partial<PrimaryVm> => ({
+      setOutputFilter: (f) => (filter = f),
+      sendOutput: (f) => lan.push(f),
+      resume: async () => {
+        await pvm.resume();
+        resumed++;
+      },
+    }),
+    secondaryVm,
   });
   const guestSends = (f: Uint8Array) => {
     if (!filter || filter(f)) lan.push(f);
   };
-  return { r, lan, guestSends };
+  return { r, lan, guestSends, resumes: () => resumed };
+}
+
+/** A pause() that waits until `open()` is called; `entered()` says whether it was called. */
+function gatedPause(): { pause: () => Promise<void>; open: () => void; entered: () => boolean } {
+  let open: () => void = () => undefined;
+  let entered = false;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const pause = async () => {
+    entered = true;
+    await gate;
+  };
+  return { pause, open, entered: () => entered };
 }
 
 /** The engine's loadState() waits until the returned function is called. */
@@ -55,14 +77,15 @@ function gateLoad(engine: FakeEngine): () => void {
 }
 
 test("primary: the PVM resumes once the checkpoint is copied, before the secondary applied it; nothing it sends then leaves before SVM_READY, and the checkpoint's output leaves at SVM_READY", async (t) => {
-  const { r, lan, guestSends } = await comparePair(t);
+  const { r, lan, guestSends, resumes } = await comparePair(t);
   // The secondary's load waits for the test: a slow standby (qemu) or a busy host.
   const openLoad = gateLoad(r.svm);
 
   guestSends(frame(1)); // epoch 1: unmatched, held for checkpoint 1
   assert.equal(lan.length, 0);
+  const before = resumes();
   const cp = r.primary.checkpointNow(false);
-  await until(() => r.pvm.running && r.primary.stats.checkpoints === 1, 2000, "the PVM to resume during the checkpoint");
+  await until(() => resumes() > before && r.pvm.running, 2000, "the PVM to resume during the checkpoint");
   guestSends(frame(2)); // the next epoch, sent while the secondary still loads
   assert.equal(lan.length, 0, "neither the checkpoint's output nor the next epoch's leaves before SVM_READY");
 
@@ -80,13 +103,33 @@ test("primary: the PVM resumes once the checkpoint is copied, before the seconda
   assert.deepEqual(lan, [frame(1), frame(2)]);
 });
 
+test("primary: the PVM runs while the secondary suspends (NEW to SVM_SUSPENDED); what it sends then belongs to this checkpoint and leaves at its SVM_READY", async (t) => {
+  // The secondary's vCPU stop waits for the test: a slow standby.
+  const svmPause = gatedPause();
+  const { r, lan, guestSends, resumes } = await comparePair(t, { pause: svmPause.pause });
+  guestSends(frame(1));
+  const before = resumes();
+  const cp = r.primary.checkpointNow(false);
+  await until(svmPause.entered, 2000, "the secondary to suspend for checkpoint 1");
+  assert.ok(r.pvm.running, "the PVM runs while the secondary suspends");
+  guestSends(frame(2)); // before the PVM's pause: in the checkpoint's state, so its output
+  assert.equal(lan.length, 0, "held until SVM_READY");
+  svmPause.open();
+  await within(cp, 2000, "checkpoint 1");
+  assert.equal(resumes(), before + 1, "one pause and resume");
+  assert.deepEqual(lan, [frame(1), frame(2)], "SVM_READY releases what the PVM sent up to its pause");
+  const phases = Object.keys(r.primary.stats.snapshot().lastPauseBreakdownMs as Record<string, number>);
+  assert.deepEqual(phases.slice(0, 3), ["new", "svmSuspended", "pause"], "NEW and the secondary's answer come before the PVM's pause");
+});
+
 test("primary: the secondary lost while it loads (the PVM already resumed): the checkpoint's and the next epoch's output leave, in order, and the VM runs on", async (t) => {
-  const { r, lan, guestSends } = await comparePair(t);
+  const { r, lan, guestSends, resumes } = await comparePair(t);
   // The secondary's host dies while it loads: its load ends only after the cut (then it finds the link gone).
   const openLoad = gateLoad(r.svm);
   guestSends(frame(1));
+  const before = resumes();
   const cp = r.primary.checkpointNow(false);
-  await until(() => r.pvm.running && r.primary.stats.checkpoints === 1, 2000, "the PVM to resume during the checkpoint");
+  await until(() => resumes() > before && r.pvm.running, 2000, "the PVM to resume during the checkpoint");
   guestSends(frame(2));
   r.link.secondary.destroy();
   r.link.primary.destroy();

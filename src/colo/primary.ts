@@ -8,9 +8,9 @@
  * (checkpoint 0; primary-start.ts). Then, whenever the checkpoint policy
  * says so (primary-checkpoint.ts):
  *
- *   pause PVM -> NEW -> SVM_SUSPENDED + SVM dirty list -> copy the union
- *   of dirty pages, the engine state, the disks' covers, the queued input
- *   -> resume PVM (its new output held apart) -> from the copies: pages,
+ *   NEW -> SVM_SUSPENDED + SVM dirty list (the PVM runs) -> pause PVM ->
+ *   copy the union of dirty pages, the engine state, the disks' covers,
+ *   the queued input -> resume PVM (its new output held apart) -> from the copies: pages,
  *   engine state, CHECKPOINT, DISK_CHECKPOINT, CHECKPOINT_END, the queued
  *   input frames -> SVM_READY -> release the checkpoint's output ->
  *   SVM_RESUMED
@@ -23,11 +23,12 @@
  *   timeout, overflow, disk backlog (this side's, or the secondary's, which
  *   it asks for with CHECKPOINT_REQUEST), or the maximum interval.
  *
- * The PVM is paused before the checkpoint takes the write lock: every
- * mirrored frame and disk write issued before the pause is written before
- * NEW, and the queued input frames after CHECKPOINT_END are exactly those
- * the checkpointed state has not consumed. Those the PVM gets after its
- * resume, and its disk writes, wait for the lock: after CHECKPOINT_END.
+ * Mirroring stops at NEW: every mirrored frame issued before it is
+ * written before it, and the queued input frames re-sent after
+ * CHECKPOINT_END are exactly those the checkpointed state has not
+ * consumed. The PVM's disk writes until its pause are written before the
+ * checkpoint's records (the lock is free until the pause); those after its
+ * resume, and its mirrored input, wait for the lock: after CHECKPOINT_END.
  *
  * Secondary lost (I/O error, silence past the timeout): held output is
  * released, mirroring and disk forwarding stop, the VM runs on unprotected
@@ -307,7 +308,7 @@ export class PrimaryReplicator {
     }, d.waitMs);
   }
 
-  /** One checkpoint, Xen's order (COLO-PROTOCOL.md §4), the PVM paused first: primary-checkpoint.ts. */
+  /** One checkpoint (COLO-PROTOCOL.md §4), the PVM paused once the SVM is: primary-checkpoint.ts. */
   checkpoint(reason: CheckpointReason): Promise<void> {
     return runCheckpoint(this.side, reason);
   }

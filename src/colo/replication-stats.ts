@@ -74,7 +74,7 @@ export class ReplicationStats {
   private readonly commits: number[] = [];
   lastCommitMs: number | undefined;
   lastPages = 0;
-  /** Where the last checkpoint's pause went, in ms (primary): pause, new, pvmDirty, svmSuspended, pages, saveState, send, resume (the PVM runs again), svmReady (the secondary applied it). */
+  /** Where the last checkpoint went, in ms (primary): new, svmSuspended (the PVM running), pause, pvmDirty, pages, saveState, resume (the PVM runs again), send, svmReady (the secondary applied it). */
   lastBreakdownMs: Record<string, number> | undefined;
   lastBytes = 0;
   /** When the peer was last heard (monotonic clock: only `msSinceHeard` is shown). */

@@ -306,7 +306,7 @@ export interface ReplicationPair {
  */
 export async function replicationPair(
   t: TestContext,
-  opts: { primary?: Partial<PrimaryOptions>; vm?: (pvm: FakeEngine) => Partial<PrimaryVm> } = {},
+  opts: { primary?: Partial<PrimaryOptions>; vm?: (pvm: FakeEngine) => Partial<PrimaryVm>; secondaryVm?: Partial<Omit<SecondaryVm, "engine" | "disks">> } = {},
 ): Promise<ReplicationPair> {
   const pvm = fakeEngine();
   await pvm.start();
@@ -346,6 +346,7 @@ export async function replicationPair(
       discards.push(reason);
       return Promise.resolve();
     },
+    ...opts.secondaryVm,
   });
   const reader = new StreamReader(link.secondary);
   const secondary = new SecondaryReplicator(secondaryVm, link.secondary, reader, "primary", { timeoutMs: 30_000, heartbeatMs: 50, log: () => undefined });
