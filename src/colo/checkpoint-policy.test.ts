@@ -6,6 +6,7 @@ test("policy: periodic checkpoint after the maximum interval when nothing diverg
   const p = new CheckpointPolicy({ minGapMs: 100, maxIntervalMs: 20_000 }, 0);
   assert.deepEqual(p.decide(5_000), { waitMs: 15_000 });
   assert.deepEqual(p.decide(20_000), { checkpoint: "periodic" });
+  p.sealed();
   p.done("periodic", 20_050);
   assert.deepEqual(p.decide(20_060), { waitMs: 19_990 });
   assert.equal(p.counts.periodic, 1);
@@ -15,11 +16,13 @@ test("policy: a divergence checkpoints at once, but never closer than the minimu
   const p = new CheckpointPolicy({ minGapMs: 100, maxIntervalMs: 20_000 }, 0);
   p.request("payload");
   assert.deepEqual(p.decide(500), { checkpoint: "payload" });
+  p.sealed();
   p.done("payload", 520);
   p.request("timeout");
   p.request("payload"); // the first reason since the last checkpoint is the one counted
   assert.deepEqual(p.decide(560), { waitMs: 60 });
   assert.deepEqual(p.decide(620), { checkpoint: "timeout" });
+  p.sealed();
   p.done("timeout", 640);
   assert.equal(p.requested, undefined);
   assert.deepEqual({ payload: p.counts.payload, timeout: p.counts.timeout }, { payload: 1, timeout: 1 });
@@ -32,6 +35,7 @@ test("policy: a storm of divergences yields at most one checkpoint per gap", () 
     p.request("payload");
     const d = p.decide(now);
     if ("checkpoint" in d) {
+      p.sealed();
       p.done(d.checkpoint, now);
       checkpoints++;
     }
@@ -50,6 +54,22 @@ test("policy: the secondary's disk backlog is a reason of its own, counted apart
   p.request("secondary-disk-backlog");
   assert.deepEqual(p.decide(50), { waitMs: 50 }, "it waits for the minimum gap like any reason");
   assert.deepEqual(p.decide(100), { checkpoint: "secondary-disk-backlog" });
+  p.sealed();
   p.done("secondary-disk-backlog", 120);
   assert.deepEqual([p.counts["secondary-disk-backlog"], p.counts["disk-backlog"]], [1, 0]);
+});
+
+test("policy: a request made while a checkpoint runs, after its seal, asks for the next one (it is not cleared by done)", () => {
+  const p = new CheckpointPolicy({ minGapMs: 100, maxIntervalMs: 20_000 }, 0);
+  p.request("operator");
+  assert.deepEqual(p.decide(200), { checkpoint: "operator" });
+  p.request("payload"); // before the seal: served by this checkpoint
+  p.sealed();
+  assert.equal(p.requested, undefined);
+  p.request("payload"); // after the seal: the next epoch's divergence
+  p.done("operator", 260);
+  assert.equal(p.requested, "payload");
+  assert.deepEqual(p.decide(300), { waitMs: 60 }, "the minimum gap still holds");
+  assert.deepEqual(p.decide(360), { checkpoint: "payload" });
+  assert.deepEqual([p.counts.operator, p.counts.payload], [1, 0]);
 });

@@ -102,10 +102,18 @@ export class CheckpointPolicy {
     this.lastCheckpointAt = nowMs;
   }
 
-  /** A checkpoint for `reason` has completed at `nowMs`. */
+  /**
+   * The checkpoint that serves the pending request has fixed its content
+   * (the PVM paused, its output sealed): a request from here on asks for the
+   * next one, and is kept through this one's done().
+   */
+  sealed(): void {
+    this.pending = undefined;
+  }
+
+  /** A checkpoint for `reason` has completed at `nowMs`; a request made after its seal() stays pending. */
   done(reason: CheckpointReason, nowMs: number): void {
     this.counts[reason]++;
-    this.pending = undefined;
     this.lastCheckpointAt = nowMs;
   }
 }

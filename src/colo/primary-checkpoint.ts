@@ -104,8 +104,10 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
   await side.vm.pause();
   lap("pause");
   const pausedAt = mark;
+  // What this checkpoint serves is fixed here: an operator, a divergence or any reason from now on asks for the next.
   const waiters = side.takeOperatorWaiters();
   const divergence = side.takeDivergence();
+  side.policy.sealed();
   const diskHashes = waiters.some((w) => w.verify)
     ? side.vm.disks.map((d) => ({ disk: d.index, sha256: hashBackendSync(d.local).sha256 }))
     : undefined;

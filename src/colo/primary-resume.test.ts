@@ -122,6 +122,19 @@ test("primary: the PVM runs while the secondary suspends (NEW to SVM_SUSPENDED);
   assert.deepEqual(phases.slice(0, 3), ["new", "svmSuspended", "pause"], "NEW and the secondary's answer come before the PVM's pause");
 });
 
+test("primary: an operator checkpoint asked for while one is being written (after its seal) is the next one, at once, not at the maximum interval", async (t) => {
+  const { r, resumes } = await comparePair(t);
+  const openLoad = gateLoad(r.svm);
+  const before = resumes();
+  const first = r.primary.checkpointNow(false);
+  await until(() => resumes() > before, 2000, "the PVM to resume during the checkpoint");
+  const second = r.primary.checkpointNow(false); // its output, its state: the next checkpoint's
+  openLoad();
+  const a = await within(first, 2000, "the first checkpoint");
+  const b = await within(second, 2000, "the second checkpoint (the maximum interval here is 600 s)");
+  assert.equal(b.checkpoint, a.checkpoint + 1);
+});
+
 test("primary: the secondary lost while it loads (the PVM already resumed): the checkpoint's and the next epoch's output leave, in order, and the VM runs on", async (t) => {
   const { r, lan, guestSends, resumes } = await comparePair(t);
   // The secondary's host dies while it loads: its load ends only after the cut (then it finds the link gone).
