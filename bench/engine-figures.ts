@@ -103,7 +103,7 @@ export interface PauseSample {
   pages: number;
   /** The status seen was of this checkpoint on both sides (no other checkpoint came between). */
   sameCheckpoint: boolean;
-  /** The primary's lastPauseBreakdownMs: pause, new, pvmDirty, svmSuspended, pages, saveState, send, svmReady, resume. */
+  /** The primary's lastPauseBreakdownMs: new, svmSuspended (the PVM runs), pause, pvmDirty, pages, saveState, resume, send, svmReady. */
   breakdownMs: Record<string, number>;
   /** The secondary's lastPauseBreakdownMs: applyPages, loadState. */
   secondaryMs: Record<string, number>;

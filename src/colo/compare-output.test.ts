@@ -86,3 +86,20 @@ test("compare output: a divergent next-epoch frame is compared after the release
   assert.equal(diverged.length, 1);
   assert.equal(diverged[0]?.reason, "payload");
 });
+
+test("compare output: between seal() and committed() no held frame expires: the checkpoint releases them (no second checkpoint for them)", () => {
+  const now = { t: 0 };
+  const { out, diverged, sent } = output(now);
+  const held = segment(0, 10);
+  out.output(held);
+  out.seal();
+  now.t += 500; // a commit longer than the 100 ms compare timeout
+  out.checkExpired();
+  assert.equal(diverged.length, 0, "no timeout for a frame the checkpoint is releasing");
+  assert.deepEqual(out.committed(), [held]);
+  assert.equal(sent.length, 0);
+  out.output(segment(10, 20));
+  now.t += 150;
+  out.checkExpired();
+  assert.equal(diverged[0]?.reason, "timeout", "after the commit, the compare timeout counts again");
+});

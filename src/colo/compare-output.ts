@@ -66,8 +66,9 @@ export class CompareOutput implements OutputCommit {
     this.handle(this.comparator.secondary(frame, this.now()), undefined);
   }
 
-  /** Periodic: a held PVM frame waiting past the compare timeout. */
+  /** Periodic: a held PVM frame waiting past the compare timeout; none while sealed (committed() releases them). */
   checkExpired(): void {
+    if (this.nextEpoch) return;
     const d = this.comparator.expired(this.now());
     if (d) this.divergence(d);
   }

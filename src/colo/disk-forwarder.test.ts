@@ -18,7 +18,7 @@ import { BackChannel } from "./back-channel.js";
 import { chunksToCopy, hashBackend } from "./disk/image-hash.js";
 import { SecondaryDisk } from "./disk/secondary-disk.js";
 import { HookedDisk, makeSpillDir, MemoryDisk, Prng, randomRange } from "./disk/testing.js";
-import { DiskForwarder, type ForwardedDisk } from "./disk-forwarder.js";
+import { DiskForwarder, type ForwardedDisk, type SealedWrites } from "./disk-forwarder.js";
 import { WriteLock } from "./heartbeat.js";
 import type { StreamRecord } from "../state/records.js";
 
@@ -123,8 +123,8 @@ test("disk forwarding: initial sync, writes racing the copy and the memory part,
  * DiskForwarder through the write hook; checkpoints are written as the
  * primary writes them (checkpoint 0 closing the initial memory part, with
  * the writes held during it; then NEW ... CHECKPOINT, DISK_CHECKPOINT,
- * CHECKPOINT_END, with the PVM "paused" between its disk snapshot and the
- * checkpoint). The stream is read back and applied to a SecondaryDisk whose
+ * CHECKPOINT_END, the PVM writing between NEW and its pause (held) and
+ * after its resume, before the checkpoint is written (the next epoch's)). The stream is read back and applied to a SecondaryDisk whose
  * SVM writes and reads in between: at every CHECKPOINT_END its base must be
  * the PVM's image as of that checkpoint, and the SVM must read its own
  * writes over it; a failover commits the SVM's view.
@@ -154,12 +154,12 @@ async function forwardingRun(seed: number, spillDir: string): Promise<{ checkpoi
   };
   /** The PVM's image at each checkpoint's pause, in order. */
   const snapshots: Uint8Array[] = [];
-  const memoryPart = async (first: boolean) => {
+  const memoryPart = async (first: boolean, sealed?: SealedWrites) => {
     await writer.writeMemoryStream();
     await writePages(writer, new Uint8Array(PAGES * PAGE_SIZE), first ? allPfns(PAGES) : [rng.int(PAGES)]);
     await writer.writeEngineState(emuState(new Uint8Array(3)));
     await writer.writeCheckpoint();
-    await fwd.writeCheckpoint();
+    await fwd.writeCheckpoint(sealed);
     await writer.writeCheckpointEnd();
   };
 
@@ -178,12 +178,18 @@ async function forwardingRun(seed: number, spillDir: string): Promise<{ checkpoi
   for (let k = 1; k < checkpoints; k++) {
     guestWrites(rng.int(40));
     await new Promise((r) => setImmediate(r)); // forwarded writes reach the stream while the guest runs
-    guestWrites(rng.int(10));
-    // Pause: the image as of now is what this checkpoint covers; writes queued before it go first.
-    snapshots.push(Uint8Array.from(pvm.local.bytes));
+    guestWrites(rng.int(10)); // queued on the lock before the checkpoint: written before NEW
     await lock.run(async () => {
+      fwd.holdWrites();
       await writer.writeCheckpointState("NEW");
-      await memoryPart(false);
+      // NEW to the pause (the PVM runs while the secondary suspends): held, written inside this checkpoint.
+      guestWrites(rng.int(10));
+      // Pause: the image as of now is what this checkpoint covers.
+      snapshots.push(Uint8Array.from(pvm.local.bytes));
+      const sealed = fwd.seal();
+      // Resumed before the checkpoint is written: the next epoch's, queued on the lock behind it.
+      guestWrites(rng.int(5));
+      await memoryPart(false, sealed);
     });
   }
   guestWrites(rng.int(10)); // after the last checkpoint: pending on the secondary, dropped at failover

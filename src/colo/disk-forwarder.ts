@@ -22,7 +22,7 @@ import type { WriteLock } from "./heartbeat.js";
 import type { DiskLog } from "./disk/image-log.js";
 import { elapsedMs, monotonicMs } from "../sys/clock.js";
 
-/** Writes held while the images are hashed, and again during the initial memory transfer, at most: past it, replication start fails (and can be retried). */
+/** Writes held while the images are hashed, again during the initial memory transfer, and in a checkpoint from NEW to the PVM's pause, at most: past it, the start or the checkpoint fails (a start can be retried). */
 export const MAX_HELD_BYTES = 256 * 2 ** 20;
 
 export interface ForwardedDisk {
@@ -56,6 +56,20 @@ interface DiskState {
   bytes: number;
 }
 
+/** A numbered write held in memory until its checkpoint is written. */
+interface HeldWrite {
+  index: number;
+  seq: number;
+  offset: number;
+  data: Uint8Array;
+}
+
+/** Taken while the PVM is paused (seal()): what a checkpoint covers per disk, and the writes held for it. */
+export interface SealedWrites {
+  readonly covers: ReadonlyMap<number, number>;
+  readonly held: readonly HeldWrite[];
+}
+
 export interface DiskSyncResult {
   disks: number;
   /** Disks whose chunks to copy the activity logs proved (no hashing). */
@@ -68,7 +82,7 @@ export interface DiskSyncResult {
 export class DiskForwarder {
   private readonly states: DiskState[];
   /** While the memory part of the initial sync is open, writes wait here (a toolstack record cannot go inside it). */
-  private held: { index: number; seq: number; offset: number; data: Uint8Array }[] | undefined;
+  private held: HeldWrite[] | undefined;
   private heldBytes = 0;
   /** Bytes queued in the disks' `early` lists (bounded like the held writes: past it the start fails). */
   private earlyBytes = 0;
@@ -147,11 +161,23 @@ export class DiskForwarder {
    * memory, at most MAX_HELD_BYTES (the live transfer takes about a second).
    */
   async holdUntilCheckpoint(): Promise<void> {
-    this.held = [];
-    this.heldBytes = 0;
+    this.holdWrites();
     // Writes forwarded before now are queued on the lock: they must reach the stream before the memory part opens.
     await this.lock.run(() => Promise.resolve());
     this.throwIfFailed();
+  }
+
+  /**
+   * A checkpoint's NEW is next (under the write lock): from now until
+   * seal(), writes are numbered and held in memory, at most MAX_HELD_BYTES
+   * (no record may come between NEW and the memory part; the PVM runs on
+   * until the secondary has suspended). writeCheckpoint() writes them
+   * before DISK_CHECKPOINT, which covers them.
+   */
+  holdWrites(): void {
+    if (this.held) return;
+    this.held = [];
+    this.heldBytes = 0;
   }
 
   private forward(s: DiskState, offset: number, data: Uint8Array): void {
@@ -170,7 +196,7 @@ export class DiskForwarder {
     } else if (this.held) {
       this.held.push({ index: s.disk.index, seq, offset, data: copy });
       this.heldBytes += copy.length;
-      if (this.heldBytes > MAX_HELD_BYTES) this.failure ??= new Error(`more than ${MAX_HELD_BYTES} bytes written during the initial memory transfer`);
+      if (this.heldBytes > MAX_HELD_BYTES) this.failure ??= new Error(`more than ${MAX_HELD_BYTES} bytes written while a checkpoint's writes were held`);
     } else {
       this.lock.run(() => this.writeChunked(write)).catch((err: unknown) => (this.failure ??= err as Error));
     }
@@ -184,28 +210,30 @@ export class DiskForwarder {
   }
 
   /**
-   * Inside a checkpoint (after the memory CHECKPOINT, under the write lock):
-   * the writes held during the initial memory part, then one
-   * DISK_CHECKPOINT per disk with the last write it covers.
+   * While the PVM is paused: per disk the last write issued so far (what a
+   * checkpoint taken now covers) and the writes held for it. It stays right
+   * when the PVM resumes before the checkpoint is written: its new writes
+   * are no longer held, they queue on the lock behind the checkpoint (higher
+   * seqs) and count toward the next checkpoint's backlog.
    */
-  async writeCheckpoint(covers: ReadonlyMap<number, number> = this.covers()): Promise<void> {
-    this.throwIfFailed();
+  seal(): SealedWrites {
+    const covers = new Map(this.states.map((s) => [s.disk.index, s.lastSeq]));
     const held = this.held ?? [];
     this.held = undefined;
     this.heldBytes = 0;
-    for (const h of held) await this.writeChunked({ disk: h.index, seq: h.seq, offset: h.offset, data: h.data });
-    for (const s of this.states) await this.writer.writeDiskCheckpoint({ disk: s.disk.index, uptoSeq: covers.get(s.disk.index) ?? s.lastSeq });
     this.sinceCheckpoint = 0;
+    return { covers, held };
   }
 
   /**
-   * Per disk, the last write issued so far: what a checkpoint taken now
-   * covers. Taken while the PVM is paused, it stays right when the PVM
-   * resumes before the checkpoint is written (its new writes queue on the
-   * lock behind the checkpoint, with higher seqs).
+   * Inside a checkpoint (after the memory CHECKPOINT, under the write lock):
+   * the writes held for it (the initial memory part's, or from NEW to the
+   * pause), then one DISK_CHECKPOINT per disk with the last write it covers.
    */
-  covers(): Map<number, number> {
-    return new Map(this.states.map((s) => [s.disk.index, s.lastSeq]));
+  async writeCheckpoint(sealed: SealedWrites = this.seal()): Promise<void> {
+    this.throwIfFailed();
+    for (const h of sealed.held) await this.writeChunked({ disk: h.index, seq: h.seq, offset: h.offset, data: h.data });
+    for (const s of this.states) await this.writer.writeDiskCheckpoint({ disk: s.disk.index, uptoSeq: sealed.covers.get(s.disk.index) ?? s.lastSeq });
   }
 
   /** The secondary is gone: the local images go on alone. */

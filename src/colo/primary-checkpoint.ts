@@ -82,46 +82,48 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
   // QEMU's order (colo_do_checkpoint_transaction): NEW, and the PVM runs on while the secondary suspends
   // the SVM and finds its dirty pages. From NEW until the queued input is re-sent after CHECKPOINT_END the
   // PVM's new input is not mirrored: what it takes before its pause is in the checkpoint's state, what it
-  // has not taken then is re-sent after CHECKPOINT_END (the next epoch's). Its output meanwhile waits in the
-  // comparator (the SVM sends none) and is sealed into this checkpoint at the pause. A failure before the
-  // pause leaves a running PVM: the session's end (primary.ts) rejects the operators still waiting.
-  side.input.on = false;
-  await side.lock.run(async () => {
-    // At once: the link coalesces a turn's records (uncorked now, not after this callback's work).
-    await side.writer.writeCheckpointState("NEW");
-    side.writer.sendNow();
-  });
-  lap("new");
-  // The write lock is free meanwhile: the PVM's disk writes reach the stream before DISK_CHECKPOINT,
-  // which covers them (the lock is FIFO: they queue before this checkpoint's second turn).
-  await side.back.expectState("SVM_SUSPENDED");
-  const svmDirty = await side.back.svmDirtyList();
-  lap("svmSuspended");
-  // Replication ended meanwhile: the session's end decides whether the VM runs, not a pause from here.
-  if (side.stopped()) throw new Error("replication ended during the checkpoint");
-  // The new epoch first: a write landing while the pause takes effect counts as after it (a superset).
-  side.diskLogs.paused(side.nextPause());
-  await side.vm.pause();
-  lap("pause");
-  const pausedAt = mark;
-  // What this checkpoint serves is fixed here: an operator, a divergence or any reason from now on asks for the next.
-  const waiters = side.takeOperatorWaiters();
-  const divergence = side.takeDivergence();
-  side.policy.sealed();
-  const diskHashes = waiters.some((w) => w.verify)
-    ? side.vm.disks.map((d) => ({ disk: d.index, sha256: hashBackendSync(d.local).sha256 }))
-    : undefined;
-  side.output.seal();
+  // has not taken then is re-sent after CHECKPOINT_END (the next epoch's). Its output meanwhile goes to the
+  // comparator as before and is sealed into this checkpoint at the pause. The write lock is held from NEW
+  // on (no record may come between NEW and the memory part, a heartbeat neither): the PVM's disk writes
+  // until its pause are held and written inside this checkpoint, before the DISK_CHECKPOINT that covers
+  // them. A failure before the pause leaves a running PVM: the session's end (primary.ts) rejects the
+  // operators still waiting.
+  let waiters: OperatorWaiter[] = [];
   const failed = (err: unknown): never => {
     for (const w of waiters) w.reject(err as Error);
     throw err;
   };
+  let diskHashes: { disk: number; sha256: string }[] | undefined;
+  let divergence: ReturnType<CheckpointSide["takeDivergence"]>;
   // A resume that fails hands over (the secondary takes over from this checkpoint), but only once the
   // secondary applied it: the output it covers may leave then, as it would have.
   let resumeFailure: { err: unknown } | undefined;
-  let resumedAt = pausedAt;
+  let pausedAt = 0;
+  let resumedAt = 0;
   let engineStoppedMs: number | undefined;
+  side.input.on = false;
   const { pages, before } = await side.lock.run(async () => {
+    side.disks.holdWrites();
+    await side.writer.writeCheckpointState("NEW");
+    // At once: the link coalesces a turn's records (uncorked now, not after this callback's work).
+    side.writer.sendNow();
+    lap("new");
+    await side.back.expectState("SVM_SUSPENDED");
+    const svmDirty = await side.back.svmDirtyList();
+    lap("svmSuspended");
+    // Replication ended meanwhile: the session's end decides whether the VM runs, not a pause from here.
+    if (side.stopped()) throw new Error("replication ended during the checkpoint");
+    // The new epoch first: a write landing while the pause takes effect counts as after it (a superset).
+    side.diskLogs.paused(side.nextPause());
+    await side.vm.pause();
+    lap("pause");
+    pausedAt = resumedAt = mark;
+    // What this checkpoint serves is fixed here: an operator, a divergence or any reason from now on asks for the next.
+    waiters = side.takeOperatorWaiters();
+    divergence = side.takeDivergence();
+    side.policy.sealed();
+    diskHashes = waiters.some((w) => w.verify) ? side.vm.disks.map((d) => ({ disk: d.index, sha256: hashBackendSync(d.local).sha256 })) : undefined;
+    side.output.seal();
     const pvmDirty = engine.takeDirtyPages();
     lap("pvmDirty");
     // The device state is saved while this thread copies pages: QEMU writes it in its own process (emu saves
@@ -141,7 +143,7 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
       lap("pages");
       const blob = await saving;
       lap("saveState"); // what is left of the device-state save once the pages are copied
-      const covers = side.disks.covers();
+      const sealedWrites = side.disks.seal();
       const link = side.link.due();
       if (side.stopped()) throw new Error("replication ended during the checkpoint");
       // Test hook (a kill inside a checkpoint): the guest stays paused, the stream holds NEW and no CHECKPOINT_END.
@@ -160,7 +162,7 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
       const pages = await writeStagedPages(side.writer, staged);
       await side.writer.writeEngineState({ engineId: engine.id, formatVersion: engine.stateFormatVersion, blob });
       await side.writer.writeCheckpoint();
-      await side.disks.writeCheckpoint(covers);
+      await side.disks.writeCheckpoint(sealedWrites);
       if (link) await side.writer.writeLinkTranslation(link);
       const end = side.writer.writeCheckpointEnd();
       side.input.resend(queued);

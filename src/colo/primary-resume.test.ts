@@ -114,10 +114,13 @@ test("primary: the PVM runs while the secondary suspends (NEW to SVM_SUSPENDED);
   assert.ok(r.pvm.running, "the PVM runs while the secondary suspends");
   guestSends(frame(2)); // before the PVM's pause: in the checkpoint's state, so its output
   assert.equal(lan.length, 0, "held until SVM_READY");
+  // A slow suspend: several heartbeat periods (50 ms here) pass. No heartbeat may follow NEW (the stream's rules).
+  await new Promise((resolve) => setTimeout(resolve, 200));
   svmPause.open();
   await within(cp, 2000, "checkpoint 1");
   assert.equal(resumes(), before + 1, "one pause and resume");
   assert.deepEqual(lan, [frame(1), frame(2)], "SVM_READY releases what the PVM sent up to its pause");
+  assert.equal(r.primary.stats.mode, "primary", "replication goes on (no heartbeat broke the checkpoint)");
   const phases = Object.keys(r.primary.stats.snapshot().lastPauseBreakdownMs as Record<string, number>);
   assert.deepEqual(phases.slice(0, 3), ["new", "svmSuspended", "pause"], "NEW and the secondary's answer come before the PVM's pause");
 });
