@@ -179,8 +179,12 @@ async function forwardingRun(seed: number, spillDir: string): Promise<{ checkpoi
     guestWrites(rng.int(40));
     await new Promise((r) => setImmediate(r)); // forwarded writes reach the stream while the guest runs
     guestWrites(rng.int(10)); // queued on the lock before the checkpoint: written before NEW
-    await lock.run(async () => {
-      fwd.holdWrites();
+    // The checkpoint asks for the lock while it is busy (a record draining): writes in that gap are held too.
+    let drained: () => void = () => undefined;
+    const draining = new Promise<void>((resolve) => (drained = resolve));
+    const busy = lock.run(() => draining);
+    fwd.holdWrites();
+    const turn = lock.run(async () => {
       await writer.writeCheckpointState("NEW");
       // NEW to the pause (the PVM runs while the secondary suspends): held, written inside this checkpoint.
       guestWrites(rng.int(10));
@@ -191,6 +195,10 @@ async function forwardingRun(seed: number, spillDir: string): Promise<{ checkpoi
       guestWrites(rng.int(5));
       await memoryPart(false, sealed);
     });
+    guestWrites(1 + rng.int(5)); // the lock still busy: held for this checkpoint
+    drained();
+    await busy;
+    await turn;
   }
   guestWrites(rng.int(10)); // after the last checkpoint: pending on the secondary, dropped at failover
   await lock.run(() => writer.writeEnd());

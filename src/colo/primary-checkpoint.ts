@@ -102,8 +102,10 @@ export async function runCheckpoint(side: CheckpointSide, reason: CheckpointReas
   let resumedAt = 0;
   let engineStoppedMs: number | undefined;
   side.input.on = false;
+  // Held from the moment the turn is asked for, not when it starts: a write while the lock is still busy
+  // (a record draining) would otherwise queue behind the whole checkpoint though its seal covers it.
+  side.disks.holdWrites();
   const { pages, before } = await side.lock.run(async () => {
-    side.disks.holdWrites();
     await side.writer.writeCheckpointState("NEW");
     // At once: the link coalesces a turn's records (uncorked now, not after this callback's work).
     side.writer.sendNow();

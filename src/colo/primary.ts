@@ -11,7 +11,8 @@
  *   NEW -> SVM_SUSPENDED + SVM dirty list (the PVM runs) -> pause PVM ->
  *   copy the union of dirty pages, the engine state, the disks' covers,
  *   the queued input -> resume PVM (its new output held apart) -> from the copies: pages,
- *   engine state, CHECKPOINT, DISK_CHECKPOINT, CHECKPOINT_END, the queued
+ *   engine state, CHECKPOINT, the disk writes held since NEW,
+ *   DISK_CHECKPOINT, CHECKPOINT_END, the queued
  *   input frames -> SVM_READY -> release the checkpoint's output ->
  *   SVM_RESUMED
  *
@@ -26,8 +27,9 @@
  * Mirroring stops at NEW: every mirrored frame issued before it is
  * written before it, and the queued input frames re-sent after
  * CHECKPOINT_END are exactly those the checkpointed state has not
- * consumed. The PVM's disk writes until its pause are written before the
- * checkpoint's records (the lock is free until the pause); those after its
+ * consumed. The checkpoint holds the write lock from NEW: the PVM's disk
+ * writes from then until its pause are held and written inside the
+ * checkpoint, before the DISK_CHECKPOINT that covers them; those after its
  * resume, and its mirrored input, wait for the lock: after CHECKPOINT_END.
  *
  * Secondary lost (I/O error, silence past the timeout): held output is

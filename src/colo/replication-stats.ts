@@ -48,7 +48,7 @@ export interface CheckpointDone {
   pages: number;
   bytes: number;
   reason?: string;
-  /** Where the pause went, ms by phase (`lastPauseBreakdownMs`). */
+  /** Where the checkpoint went, ms by phase (`lastPauseBreakdownMs`): `new` and `svmSuspended` before the pause (the PVM runs), then the pause's phases and what follows it. */
   phasesMs?: Record<string, number>;
   divergence?: Divergence;
 }
